@@ -1,0 +1,54 @@
+//! Audit events: who created, changed, regenerated or revoked which key, and when. Written in
+//! the same transaction as the change they describe.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::ids::StoreId;
+
+/// Who made a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "id", rename_all = "lowercase")]
+pub enum Actor {
+    /// An administrator (management token subject, CLI user, embedding application).
+    Admin(String),
+    /// An API key acting on its own store (self-service, with ApiKeys permissions).
+    Key(String),
+}
+
+impl Actor {
+    pub fn admin(subject: impl Into<String>) -> Self {
+        Actor::Admin(subject.into())
+    }
+}
+
+/// What happened to the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    KeyCreated,
+    KeyUpdated,
+    KeyRegenerated,
+    KeyRevoked,
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub(crate) v: u32,
+    /// Increasing across the database; newer events have larger numbers.
+    pub seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub store_id: StoreId,
+    pub key_id: String,
+    pub action: AuditAction,
+    pub actor: Actor,
+    /// The fields an update changed (names only, never values).
+    #[serde(default)]
+    pub changes: Vec<String>,
+}
+
+impl AuditEvent {
+    pub(crate) const VERSION: u32 = 1;
+}

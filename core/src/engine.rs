@@ -1,0 +1,834 @@
+//! The engine: owns the database, the in-memory index, and every write.
+//!
+//! Write protocol (all key and store changes): take the writer lock, read and validate inside a
+//! redb write transaction, write the records and their audit events, commit durably, then update
+//! the index. Holding the writer lock through the index update keeps the index in commit order.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use crossbeam_queue::SegQueue;
+use parking_lot::{Mutex, RwLock};
+use redb::{Database, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::audit::{Actor, AuditAction, AuditEvent};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Problems, Result};
+use crate::ids::{StoreId, new_key_id};
+use crate::index::{KeyEntry, KeyIndex, StoreLive, StoreView, Usage};
+use crate::input::Patch;
+use crate::keys::format::{self, Generated};
+use crate::keys::{CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, KeyRecord, NewKey};
+use crate::permissions::{Action, Area, Permission, PermissionSet};
+use crate::storage::{self, AUDIT, KEYS, STORES};
+use crate::stores::{NewStore, Store, StorePatch};
+use crate::verify::{Decision, DenyCode, VerifyRequest};
+
+/// How an engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The source of time for expiry, plans, last use and limits.
+    pub clock: Arc<dyn Clock>,
+    /// How often in-memory `last_used_*` is written to the database.
+    pub usage_flush_interval: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { clock: Arc::new(SystemClock), usage_flush_interval: Duration::from_secs(10) }
+    }
+}
+
+/// A store as written to disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoreRecord {
+    v: u32,
+    #[serde(flatten)]
+    store: Store,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+impl StoreRecord {
+    const VERSION: u32 = 1;
+}
+
+/// The Latchkey engine. Share it between threads with an `Arc`; every method takes `&self`.
+///
+/// Dropping it flushes pending last-use times and closes the database.
+pub struct Engine {
+    inner: Arc<Inner>,
+    flusher: Option<JoinHandle<()>>,
+}
+
+struct Inner {
+    db: Database,
+    clock: Arc<dyn Clock>,
+    index: KeyIndex,
+    /// Live store state, shared with key entries. Written only under `writer`.
+    stores: RwLock<HashMap<StoreId, Arc<StoreLive>>>,
+    writer: Mutex<()>,
+    /// Usages whose minute rolled over since the last flush. Lock-free: verify pushes here.
+    usage_queue: SegQueue<Arc<Usage>>,
+    shutdown: AtomicBool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("stores", &self.inner.stores.read().len())
+            .field("index", &self.inner.index)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) the database file at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Engine> {
+        Self::open_with(path, EngineOptions::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
+        let db = Database::create(path.as_ref())?;
+        Self::start(db, options)
+    }
+
+    /// An engine on an in-memory database (tests, embedding without persistence).
+    pub fn memory() -> Result<Engine> {
+        Self::memory_with(EngineOptions::default())
+    }
+
+    pub fn memory_with(options: EngineOptions) -> Result<Engine> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        Self::start(db, options)
+    }
+
+    fn start(db: Database, options: EngineOptions) -> Result<Engine> {
+        storage::prepare(&db)?;
+        let inner = Arc::new(Inner {
+            db,
+            clock: options.clock,
+            index: KeyIndex::new(),
+            stores: RwLock::new(HashMap::new()),
+            writer: Mutex::new(()),
+            usage_queue: SegQueue::new(),
+            shutdown: AtomicBool::new(false),
+        });
+        inner.load()?;
+        let worker = inner.clone();
+        let interval = options.usage_flush_interval;
+        let flusher = std::thread::Builder::new()
+            .name("latchkey-usage".into())
+            .spawn(move || {
+                loop {
+                    std::thread::park_timeout(interval);
+                    let stop = worker.shutdown.load(Ordering::Acquire);
+                    // A failed flush leaves the usages to the next one; last use is advisory.
+                    let _ = worker.flush_usage();
+                    if stop {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::Storage(format!("cannot start the usage flusher: {e}")))?;
+        Ok(Engine { inner, flusher: Some(flusher) })
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    // ---- verify -------------------------------------------------------------------------
+
+    /// Decides one request (SPEC §4). Never opens a transaction or takes a global lock.
+    pub fn verify(&self, request: &VerifyRequest<'_>) -> Decision {
+        let inner = &*self.inner;
+        let Some(credential) = request.credential.filter(|c| !c.is_empty()) else {
+            return Decision::deny(DenyCode::Missing);
+        };
+        // Malformed and bad-checksum credentials stop here, before any lookup.
+        let Some(presented) = format::parse(credential) else {
+            return Decision::deny(DenyCode::Invalid);
+        };
+        let Some(entry) = inner.index.lookup(&presented) else {
+            return Decision::deny(DenyCode::Invalid);
+        };
+        let now = inner.clock.now_nanos();
+        if now >= entry.expires_at {
+            return Decision::deny(DenyCode::Expired);
+        }
+        if !entry.active {
+            return Decision::deny(DenyCode::Inactive);
+        }
+        let store = entry.store.view.load();
+        if !store.api_enabled {
+            return Decision::deny(DenyCode::ApiDisabled);
+        }
+        if now >= store.plan_blocked_from {
+            return Decision::deny(DenyCode::PlanRequired);
+        }
+        if !entry.ip_allowed(request.ip) {
+            return Decision::deny(DenyCode::IpNotAllowed);
+        }
+        if let Some(needed) = request.permission
+            && !entry.permissions.contains(needed)
+        {
+            return Decision::forbidden(needed);
+        }
+        // RATE_LIMITED is the last check (SPEC §4, §5): the limiter charges every applicable
+        // limit here, atomically, only once everything above has passed. Until the limiter
+        // lands (issue #3) no limit applies and the decision carries no limit state.
+        let limit = None;
+        if entry.usage.touch(now.div_euclid(1_000_000_000), request.ip) {
+            inner.usage_queue.push(entry.usage.clone());
+        }
+        Decision::allow(entry, limit)
+    }
+
+    /// Writes pending last-use times now (they are otherwise written in the background).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush_usage()
+    }
+
+    // ---- stores -------------------------------------------------------------------------
+
+    /// Creates a store and its default key. The default key's secret is in the result, once.
+    pub fn create_store(&self, actor: &Actor, input: NewStore) -> Result<(Store, CreatedKey)> {
+        let settings = input.settings()?;
+        let inner = &*self.inner;
+        let _writer = inner.writer.lock();
+        let now = inner.clock.now();
+        let tx = storage::write(&inner.db)?;
+        let id = {
+            let stores = tx.open_table(STORES)?;
+            let mut id = StoreId::random()?;
+            // 36^8 ids: a collision is rare, but a clash must never overwrite a store.
+            while stores.get(id.as_str())?.is_some() {
+                id = StoreId::random()?;
+            }
+            id
+        };
+        let store = Store { id, settings, created_at: now };
+        let record = StoreRecord { v: StoreRecord::VERSION, store: store.clone(), updated_at: now };
+        tx.open_table(STORES)?.insert(id.as_str(), storage::encode(&record)?.as_slice())?;
+
+        let mut default_key = NewKey::new("Default key", PermissionSet::all());
+        default_key.description = Some("Full access; created with the store".into());
+        default_key.expires_at = Patch::Null;
+        let environment = store.settings.default_environment().to_owned();
+        let (record, secret) =
+            build_key(&store, KeyKind::Default, default_key, environment, None, now)?;
+        write_key(&tx, &record)?;
+        write_audit(&tx, &record, AuditAction::KeyCreated, actor, Vec::new(), now)?;
+        tx.commit()?;
+
+        let live = Arc::new(StoreLive { view: ArcSwap::from_pointee(StoreView::of(&store.settings)) });
+        inner.stores.write().insert(id, live.clone());
+        inner.install(&record, live, None)?;
+        Ok((store, CreatedKey { key: record.to_key(), secret }))
+    }
+
+    pub fn get_store(&self, store_id: &str) -> Result<Store> {
+        let tx = storage::read(&self.inner.db)?;
+        let table = tx.open_table(STORES)?;
+        Ok(load_store(&table, store_id)?.store)
+    }
+
+    /// Every store, ordered by id.
+    pub fn list_stores(&self) -> Result<Vec<Store>> {
+        let tx = storage::read(&self.inner.db)?;
+        let table = tx.open_table(STORES)?;
+        let mut stores = Vec::new();
+        for item in table.iter()? {
+            let (_, value) = item?;
+            let record: StoreRecord = storage::decode(value.value(), StoreRecord::VERSION, "store")?;
+            stores.push(record.store);
+        }
+        Ok(stores)
+    }
+
+    /// Changes a store's settings. Takes effect for the very next verify.
+    pub fn update_store(&self, store_id: &str, patch: StorePatch) -> Result<Store> {
+        let inner = &*self.inner;
+        let _writer = inner.writer.lock();
+        let now = inner.clock.now();
+        let tx = storage::write(&inner.db)?;
+        let mut record = load_store(&tx.open_table(STORES)?, store_id)?;
+        let settings = patch.apply(&record.store.settings)?;
+        let removed: Vec<&String> = record
+            .store
+            .settings
+            .environments
+            .iter()
+            .filter(|env| !settings.environments.contains(env))
+            .collect();
+        if !removed.is_empty() {
+            let keys = tx.open_table(KEYS)?;
+            for item in storage::store_range(&keys, store_id)? {
+                let (_, bytes) = item?;
+                let key: KeyRecord = storage::decode(&bytes, KeyRecord::VERSION, "key")?;
+                if key.revoked_at.is_none() && removed.contains(&&key.environment) {
+                    return Err(Error::Conflict(format!(
+                        "environment `{}` still has keys (e.g. {}); revoke them first",
+                        key.environment, key.id
+                    )));
+                }
+            }
+        }
+        record.store.settings = settings;
+        record.updated_at = now;
+        tx.open_table(STORES)?.insert(store_id, storage::encode(&record)?.as_slice())?;
+        tx.commit()?;
+        if let Some(live) = inner.stores.read().get(&record.store.id) {
+            live.view.store(Arc::new(StoreView::of(&record.store.settings)));
+        }
+        Ok(record.store)
+    }
+
+    // ---- keys ---------------------------------------------------------------------------
+
+    /// Creates one scoped key. Its secret is in the result, once.
+    pub fn create_key(&self, store_id: &str, actor: &Actor, key: NewKey) -> Result<CreatedKey> {
+        let mut created = self.create_keys(store_id, actor, vec![key])?;
+        created.pop().ok_or_else(|| Error::Storage("no key created".into()))
+    }
+
+    /// Creates several scoped keys in one durable commit: all of them, or none.
+    pub fn create_keys(&self, store_id: &str, actor: &Actor, keys: Vec<NewKey>) -> Result<Vec<CreatedKey>> {
+        let mut problems = Problems::new();
+        let many = keys.len() > 1;
+        for (i, key) in keys.iter().enumerate() {
+            for problem in key.problems() {
+                problems.push(if many { format!("keys[{i}].{problem}") } else { problem });
+            }
+        }
+        problems.finish()?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        let inner = &*self.inner;
+        let _writer = inner.writer.lock();
+        let now = inner.clock.now();
+        let tx = storage::write(&inner.db)?;
+        let store = load_store(&tx.open_table(STORES)?, store_id)?.store;
+        if store.settings.plan_blocks(now) {
+            return Err(Error::PlanRequired);
+        }
+        let acting = inner.acting_key(store.id, actor, Action::Edit)?;
+        let mut problems = Problems::new();
+        let mut environments = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            let at = |problem: String| if many { format!("keys[{i}].{problem}") } else { problem };
+            if let Some(acting) = &acting {
+                ensure_can_grant(acting, &key.permissions)?;
+                if key.environment.as_deref().is_some_and(|env| env != &*acting.environment) {
+                    return Err(Error::Forbidden(format!(
+                        "a key can only create keys in its own environment ({})",
+                        acting.environment
+                    )));
+                }
+            }
+            let environment = match (&key.environment, &acting) {
+                (Some(env), _) => env.clone(),
+                (None, Some(acting)) => acting.environment.to_string(),
+                (None, None) => store.settings.default_environment().to_owned(),
+            };
+            if !store.settings.environments.contains(&environment) {
+                problems.push(at(format!(
+                    "environment: `{environment}` is not one of this store's environments ({})",
+                    store.settings.environments.join(", ")
+                )));
+            }
+            if let Patch::Set(at_time) = key.expires_at
+                && at_time <= now
+            {
+                problems.push(at("expires_at: must be in the future".to_owned()));
+            }
+            environments.push(environment);
+        }
+        problems.finish()?;
+
+        let scoped = count_scoped(&tx, store_id)?;
+        let max = store.settings.max_scoped_keys as usize;
+        if scoped + keys.len() > max {
+            return Err(Error::Conflict(format!(
+                "this store has {scoped} of at most {max} scoped keys; revoke one or raise max_scoped_keys"
+            )));
+        }
+
+        let mut created = Vec::with_capacity(keys.len());
+        for (key, environment) in keys.into_iter().zip(environments) {
+            let ttl = store.settings.default_key_ttl_days;
+            let (record, secret) = build_key(&store, KeyKind::Scoped, key, environment, ttl, now)?;
+            write_key(&tx, &record)?;
+            write_audit(&tx, &record, AuditAction::KeyCreated, actor, Vec::new(), now)?;
+            created.push((record, secret));
+        }
+        tx.commit()?;
+
+        let live = inner.store_live(store.id)?;
+        created
+            .into_iter()
+            .map(|(record, secret)| {
+                inner.install(&record, live.clone(), None)?;
+                Ok(CreatedKey { key: record.to_key(), secret })
+            })
+            .collect()
+    }
+
+    pub fn get_key(&self, store_id: &str, key_id: &str) -> Result<Key> {
+        let tx = storage::read(&self.inner.db)?;
+        load_store(&tx.open_table(STORES)?, store_id)?;
+        let record = load_key(&tx.open_table(KEYS)?, store_id, key_id)?;
+        Ok(self.inner.with_usage(record.to_key()))
+    }
+
+    /// The store's unrevoked keys, oldest first, masked.
+    pub fn list_keys(&self, store_id: &str) -> Result<Vec<Key>> {
+        let tx = storage::read(&self.inner.db)?;
+        load_store(&tx.open_table(STORES)?, store_id)?;
+        let table = tx.open_table(KEYS)?;
+        let mut keys = Vec::new();
+        for item in storage::store_range(&table, store_id)? {
+            let (_, bytes) = item?;
+            let record: KeyRecord = storage::decode(&bytes, KeyRecord::VERSION, "key")?;
+            if record.revoked_at.is_none() {
+                keys.push(self.inner.with_usage(record.to_key()));
+            }
+        }
+        keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(keys)
+    }
+
+    /// Changes a key. Takes effect for the very next verify.
+    pub fn update_key(&self, store_id: &str, actor: &Actor, key_id: &str, patch: KeyPatch) -> Result<Key> {
+        patch.check()?;
+        let inner = &*self.inner;
+        let _writer = inner.writer.lock();
+        let now = inner.clock.now();
+        let tx = storage::write(&inner.db)?;
+        let store = load_store(&tx.open_table(STORES)?, store_id)?.store;
+        let mut record = load_key(&tx.open_table(KEYS)?, store_id, key_id)?;
+        let acting = inner.acting_key(store.id, actor, Action::Edit)?;
+        if let Some(acting) = &acting {
+            ensure_can_manage(acting, &record)?;
+        }
+        if patch.is_empty() {
+            return Ok(inner.with_usage(record.to_key()));
+        }
+
+        let mut changes = Vec::new();
+        let mut problems = Problems::new();
+        let KeyPatch { name, description, active, rate_limit, ip_allowlist, expires_at, permissions, meta } =
+            patch;
+        if let Some(name) = name {
+            record.name = name.trim().to_owned();
+            changes.push("name");
+        }
+        if let Some(description) = description.into_update() {
+            record.description = description;
+            changes.push("description");
+        }
+        if let Some(active) = active {
+            record.active = active;
+            changes.push("active");
+        }
+        if let Some(limit) = rate_limit.into_update() {
+            record.rate_limit = limit;
+            changes.push("rate_limit");
+        }
+        if let Some(list) = ip_allowlist {
+            record.ip_allowlist = list;
+            changes.push("ip_allowlist");
+        }
+        match expires_at {
+            Patch::Absent => {}
+            Patch::Null => {
+                record.expires_at = None;
+                changes.push("expires_at");
+            }
+            Patch::Set(at) if at <= now => problems.push("expires_at: must be in the future"),
+            Patch::Set(at) => {
+                record.expires_at = Some(at);
+                changes.push("expires_at");
+            }
+        }
+        if let Some(meta) = meta {
+            record.meta = meta;
+            changes.push("meta");
+        }
+        if let Some(permissions) = permissions {
+            if record.kind == KeyKind::Default {
+                return Err(Error::Conflict("the default key always has full access".into()));
+            }
+            if !store.settings.permissions_editable {
+                return Err(Error::Conflict(
+                    "permissions are immutable in this store: revoke the key and create a new one".into(),
+                ));
+            }
+            if let Some(acting) = &acting {
+                ensure_can_grant(acting, &permissions)?;
+            }
+            record.permissions = permissions;
+            changes.push("permissions");
+        }
+        problems.finish()?;
+
+        record.updated_at = now;
+        write_key(&tx, &record)?;
+        let changes = changes.into_iter().map(str::to_owned).collect();
+        write_audit(&tx, &record, AuditAction::KeyUpdated, actor, changes, now)?;
+        tx.commit()?;
+        inner.install(&record, inner.store_live(store.id)?, inner.index.by_id(key_id))?;
+        Ok(inner.with_usage(record.to_key()))
+    }
+
+    /// Issues a new secret for a key (same id, permissions and settings). The old secret stops
+    /// working at once; the new one is in the result, once.
+    pub fn regenerate_key(&self, store_id: &str, actor: &Actor, key_id: &str) -> Result<CreatedKey> {
+        let inner = &*self.inner;
+        let _writer = inner.writer.lock();
+        let now = inner.clock.now();
+        let tx = storage::write(&inner.db)?;
+        let store = load_store(&tx.open_table(STORES)?, store_id)?.store;
+        if store.settings.plan_blocks(now) {
+            return Err(Error::PlanRequired);
+        }
+        let mut record = load_key(&tx.open_table(KEYS)?, store_id, key_id)?;
+        if let Some(acting) = inner.acting_key(store.id, actor, Action::Edit)? {
+            ensure_can_manage(&acting, &record)?;
+        }
+        let generated = format::generate(record.format, &store.settings.key_prefix, store.id)?;
+        let Generated { secret, digest, consumer_key, last4 } = generated;
+        record.digest = digest.to_hex();
+        record.last4 = last4;
+        if record.format == KeyFormat::Token {
+            record.prefix = Some(store.settings.key_prefix.clone());
+        }
+        // A pair keeps its consumer key (an identifier); only the secret changes.
+        if record.consumer_key.is_none() {
+            record.consumer_key = consumer_key;
+        }
+        record.updated_at = now;
+        write_key(&tx, &record)?;
+        write_audit(&tx, &record, AuditAction::KeyRegenerated, actor, Vec::new(), now)?;
+        tx.commit()?;
+        inner.install(&record, inner.store_live(store.id)?, inner.index.by_id(key_id))?;
+        Ok(CreatedKey { key: inner.with_usage(record.to_key()), secret })
+    }
+
+    /// Revokes (deletes) a scoped key. Stops working at once; the default key cannot be revoked.
+    pub fn revoke_key(&self, store_id: &str, actor: &Actor, key_id: &str) -> Result<()> {
+        let inner = &*self.inner;
+        let _writer = inner.writer.lock();
+        let now = inner.clock.now();
+        let tx = storage::write(&inner.db)?;
+        let store = load_store(&tx.open_table(STORES)?, store_id)?.store;
+        let mut record = load_key(&tx.open_table(KEYS)?, store_id, key_id)?;
+        if record.kind == KeyKind::Default {
+            return Err(Error::Conflict(
+                "the default key cannot be deleted; regenerate or deactivate it instead".into(),
+            ));
+        }
+        if let Some(acting) = inner.acting_key(store.id, actor, Action::Delete)? {
+            ensure_can_manage(&acting, &record)?;
+        }
+        record.revoked_at = Some(now);
+        record.active = false;
+        record.updated_at = now;
+        write_key(&tx, &record)?;
+        write_audit(&tx, &record, AuditAction::KeyRevoked, actor, Vec::new(), now)?;
+        tx.commit()?;
+        inner.index.remove(key_id);
+        Ok(())
+    }
+
+    /// The store's audit events, newest first, at most `limit`.
+    pub fn audit(&self, store_id: &str, limit: usize) -> Result<Vec<AuditEvent>> {
+        let tx = storage::read(&self.inner.db)?;
+        load_store(&tx.open_table(STORES)?, store_id)?;
+        let table = tx.open_table(AUDIT)?;
+        let mut events = Vec::new();
+        for item in table.range((store_id, 0)..=(store_id, u64::MAX))?.rev().take(limit) {
+            let (_, value) = item?;
+            events.push(storage::decode(value.value(), AuditEvent::VERSION, "audit event")?);
+        }
+        Ok(events)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.inner.shutdown.store(true, Ordering::Release);
+        if let Some(flusher) = self.flusher.take() {
+            flusher.thread().unpark();
+            // The flusher does a last flush and exits; joining it releases the database file.
+            let _ = flusher.join();
+        }
+    }
+}
+
+impl Inner {
+    /// Rebuilds the index from the database (at open).
+    fn load(&self) -> Result<()> {
+        let tx = storage::read(&self.db)?;
+        let mut stores = self.stores.write();
+        for item in tx.open_table(STORES)?.iter()? {
+            let (_, value) = item?;
+            let record: StoreRecord = storage::decode(value.value(), StoreRecord::VERSION, "store")?;
+            let view = StoreView::of(&record.store.settings);
+            stores.insert(record.store.id, Arc::new(StoreLive { view: ArcSwap::from_pointee(view) }));
+        }
+        for item in tx.open_table(KEYS)?.iter()? {
+            let (_, value) = item?;
+            let record: KeyRecord = storage::decode(value.value(), KeyRecord::VERSION, "key")?;
+            if record.revoked_at.is_some() {
+                continue;
+            }
+            let live = stores
+                .get(&record.store_id)
+                .cloned()
+                .ok_or_else(|| Error::Corrupt(format!("key {} has no store", record.id)))?;
+            self.install(&record, live, None)?;
+        }
+        Ok(())
+    }
+
+    /// Puts a key's current record into the index, keeping its usage across versions.
+    fn install(&self, record: &KeyRecord, store: Arc<StoreLive>, previous: Option<Arc<KeyEntry>>) -> Result<()> {
+        let usage = match previous {
+            Some(previous) => previous.usage.clone(),
+            None => Arc::new(Usage::new(
+                record.store_id,
+                record.id.clone(),
+                record.last_used_at.map(OffsetDateTime::unix_timestamp),
+            )),
+        };
+        if let Some(ip) = record.last_used_ip {
+            usage.ip.lock().get_or_insert(ip);
+        }
+        let entry = KeyEntry::from_record(record, store, usage)
+            .ok_or_else(|| Error::Corrupt(format!("key {} has an unreadable digest", record.id)))?;
+        self.index.upsert(Arc::new(entry));
+        Ok(())
+    }
+
+    fn store_live(&self, id: StoreId) -> Result<Arc<StoreLive>> {
+        self.stores.read().get(&id).cloned().ok_or_else(|| Error::not_found("store", id.as_str()))
+    }
+
+    /// For an actor that is a key: that key's entry, once checked to be usable on this store
+    /// and to hold `ApiKeys:{action}`. `None` for an administrator.
+    fn acting_key(&self, store: StoreId, actor: &Actor, action: Action) -> Result<Option<Arc<KeyEntry>>> {
+        let Actor::Key(key_id) = actor else { return Ok(None) };
+        let entry = self
+            .index
+            .by_id(key_id)
+            .filter(|entry| entry.store_id == store && entry.active)
+            .ok_or_else(|| Error::Forbidden("the acting key is not valid for this store".into()))?;
+        let needed = Permission::new(Area::ApiKeys, action);
+        if !entry.permissions.contains(needed) {
+            return Err(Error::Forbidden(format!("Missing permission {needed}")));
+        }
+        Ok(Some(entry))
+    }
+
+    /// Overlays the in-memory last use (newer than the last flush) on a key read from disk.
+    fn with_usage(&self, mut key: Key) -> Key {
+        if let Some(entry) = self.index.by_id(&key.id)
+            && let Some(secs) = entry.usage.last_used_secs()
+        {
+            let at = OffsetDateTime::from_unix_timestamp(secs).ok();
+            if at > key.last_used_at {
+                key.last_used_at = at;
+                key.last_used_ip = *entry.usage.ip.lock();
+            }
+        }
+        key
+    }
+
+    /// Writes every queued last use in one transaction.
+    fn flush_usage(&self) -> Result<()> {
+        let mut batch = Vec::new();
+        while let Some(usage) = self.usage_queue.pop() {
+            // Cleared before reading, so a use racing with this flush queues itself again.
+            usage.queued.store(false, Ordering::Release);
+            batch.push(usage);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let result = self.write_usage(&batch);
+        if result.is_err() {
+            for usage in batch {
+                if !usage.queued.swap(true, Ordering::AcqRel) {
+                    self.usage_queue.push(usage);
+                }
+            }
+        }
+        result
+    }
+
+    fn write_usage(&self, batch: &[Arc<Usage>]) -> Result<()> {
+        let tx = storage::write(&self.db)?;
+        {
+            let mut keys = tx.open_table(KEYS)?;
+            for usage in batch {
+                let Some(secs) = usage.last_used_secs() else { continue };
+                let store = usage.store_id.as_str();
+                let bytes = match keys.get((store, usage.key_id.as_str()))? {
+                    Some(value) => value.value().to_vec(),
+                    None => continue,
+                };
+                let mut record: KeyRecord = storage::decode(&bytes, KeyRecord::VERSION, "key")?;
+                let at = OffsetDateTime::from_unix_timestamp(secs).ok();
+                if record.revoked_at.is_some() || at <= record.last_used_at {
+                    continue;
+                }
+                record.last_used_at = at;
+                record.last_used_ip = *usage.ip.lock();
+                keys.insert((store, usage.key_id.as_str()), storage::encode(&record)?.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn load_store<T>(table: &T, store_id: &str) -> Result<StoreRecord>
+where
+    T: ReadableTable<&'static str, &'static [u8]>,
+{
+    let value = table.get(store_id)?.ok_or_else(|| Error::not_found("store", store_id))?;
+    storage::decode(value.value(), StoreRecord::VERSION, "store")
+}
+
+/// An unrevoked key of the store, or `NotFound`.
+fn load_key<T>(table: &T, store_id: &str, key_id: &str) -> Result<KeyRecord>
+where
+    T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+{
+    let value = table.get((store_id, key_id))?.ok_or_else(|| Error::not_found("key", key_id))?;
+    let record: KeyRecord = storage::decode(value.value(), KeyRecord::VERSION, "key")?;
+    if record.revoked_at.is_some() {
+        return Err(Error::not_found("key", key_id));
+    }
+    Ok(record)
+}
+
+fn count_scoped(tx: &WriteTransaction, store_id: &str) -> Result<usize> {
+    let table = tx.open_table(KEYS)?;
+    let mut count = 0;
+    for item in storage::store_range(&table, store_id)? {
+        let (_, bytes) = item?;
+        let record: KeyRecord = storage::decode(&bytes, KeyRecord::VERSION, "key")?;
+        if record.kind == KeyKind::Scoped && record.revoked_at.is_none() {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// Builds a new key's record, generating its secret.
+fn build_key(
+    store: &Store,
+    kind: KeyKind,
+    key: NewKey,
+    environment: String,
+    ttl_days: Option<u32>,
+    now: OffsetDateTime,
+) -> Result<(KeyRecord, crate::secret::Secret)> {
+    let Generated { secret, digest, consumer_key, last4 } =
+        format::generate(key.format, &store.settings.key_prefix, store.id)?;
+    let expires_at = match key.expires_at {
+        Patch::Absent => ttl_days.map(|days| now + time::Duration::days(i64::from(days))),
+        Patch::Null => None,
+        Patch::Set(at) => Some(at),
+    };
+    let record = KeyRecord {
+        v: KeyRecord::VERSION,
+        id: new_key_id()?,
+        store_id: store.id,
+        name: key.name.trim().to_owned(),
+        description: key.description,
+        kind,
+        format: key.format,
+        environment,
+        permissions: key.permissions,
+        active: key.active,
+        prefix: (key.format == KeyFormat::Token).then(|| store.settings.key_prefix.clone()),
+        consumer_key,
+        digest: digest.to_hex(),
+        last4,
+        rate_limit: key.rate_limit,
+        ip_allowlist: key.ip_allowlist,
+        expires_at,
+        created_at: now,
+        updated_at: now,
+        last_used_at: None,
+        last_used_ip: None,
+        meta: key.meta,
+        revoked_at: None,
+    };
+    Ok((record, secret))
+}
+
+fn write_key(tx: &WriteTransaction, record: &KeyRecord) -> Result<()> {
+    let mut keys = tx.open_table(KEYS)?;
+    keys.insert((record.store_id.as_str(), record.id.as_str()), storage::encode(record)?.as_slice())?;
+    Ok(())
+}
+
+fn write_audit(
+    tx: &WriteTransaction,
+    record: &KeyRecord,
+    action: AuditAction,
+    actor: &Actor,
+    changes: Vec<String>,
+    now: OffsetDateTime,
+) -> Result<()> {
+    let seq = storage::next_audit_seq(tx)?;
+    let event = AuditEvent {
+        v: AuditEvent::VERSION,
+        seq,
+        at: now,
+        store_id: record.store_id,
+        key_id: record.id.clone(),
+        action,
+        actor: actor.clone(),
+        changes,
+    };
+    let mut audit = tx.open_table(AUDIT)?;
+    audit.insert((record.store_id.as_str(), seq), storage::encode(&event)?.as_slice())?;
+    Ok(())
+}
+
+/// A key that creates keys can never grant a permission it does not hold itself.
+fn ensure_can_grant(acting: &KeyEntry, requested: &PermissionSet) -> Result<()> {
+    let missing = requested.difference(&acting.permissions);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = missing.iter().map(ToString::to_string).collect();
+    Err(Error::Forbidden(format!(
+        "cannot grant permissions the acting key does not hold: {}",
+        names.join(", ")
+    )))
+}
+
+/// A key may manage only keys of its own environment that are no more powerful than itself.
+fn ensure_can_manage(acting: &KeyEntry, target: &KeyRecord) -> Result<()> {
+    if target.environment != *acting.environment {
+        return Err(Error::not_found("key", target.id.clone()));
+    }
+    ensure_can_grant(acting, &target.permissions)
+}

@@ -1,0 +1,326 @@
+//! The in-memory index that verify reads instead of the database.
+//!
+//! Invariant: the index mirrors redb exactly for every unrevoked key. Only the engine writes
+//! (under its writer lock, after a durable commit), so it updates the index in commit order;
+//! verify takes one shard read lock and never opens a transaction or a global lock.
+//!
+//! Entries are immutable: a change replaces the `Arc<KeyEntry>` in its shard, so the very next
+//! lookup on any thread sees the new state. Per-store settings live in one `ArcSwap` shared by
+//! every key of the store, so a store change is one swap.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use parking_lot::{Mutex, RwLock};
+
+use crate::ids::StoreId;
+use crate::keys::format::Presented;
+use crate::keys::{KeyFormat, KeyKind, KeyRecord};
+use crate::permissions::PermissionSet;
+use crate::secret::Digest;
+use crate::stores::StoreSettings;
+
+/// Number of shards; a power of two so the shard is chosen by masking hash bits.
+const SHARDS: usize = 64;
+
+/// A hasher for keys that are already uniformly random (SHA-256 digests, random consumer keys):
+/// it takes the first 8 bytes as the hash. Safe against flooding because only the engine
+/// inserts, and what it inserts is random.
+#[derive(Default)]
+pub(crate) struct RandomBytesHasher(u64);
+
+impl Hasher for RandomBytesHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut head = [0u8; 8];
+        let n = bytes.len().min(8);
+        head[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(head);
+    }
+
+    fn write_usize(&mut self, _length_prefix: usize) {}
+}
+
+type RandomMap<K, V> = HashMap<K, V, BuildHasherDefault<RandomBytesHasher>>;
+
+/// Cache-line aligned so two shards' locks never share a line.
+#[repr(align(128))]
+struct Shard<K, V>(RwLock<RandomMap<K, V>>);
+
+/// A map split into `SHARDS` independently locked parts. Keys must be random bytes.
+///
+/// Locking: `get` takes one shard's read lock; `insert`/`remove` take one shard's write lock.
+struct ShardedMap<K, V> {
+    shards: Box<[Shard<K, V>]>,
+}
+
+impl<const N: usize, V: Clone> ShardedMap<[u8; N], V> {
+    fn new() -> Self {
+        Self { shards: (0..SHARDS).map(|_| Shard(RwLock::new(RandomMap::default()))).collect() }
+    }
+
+    /// The shard comes from the last byte, the in-shard hash from the first eight, so the two
+    /// use independent bits.
+    #[inline]
+    fn shard(&self, key: &[u8; N]) -> &RwLock<RandomMap<[u8; N], V>> {
+        &self.shards[usize::from(key[N - 1]) & (SHARDS - 1)].0
+    }
+
+    #[inline]
+    fn get(&self, key: &[u8; N]) -> Option<V> {
+        self.shard(key).read().get(key).cloned()
+    }
+
+    fn insert(&self, key: [u8; N], value: V) {
+        self.shard(&key).write().insert(key, value);
+    }
+
+    fn remove(&self, key: &[u8; N]) {
+        self.shard(key).write().remove(key);
+    }
+}
+
+/// What verify needs of a store, swapped whole when the store changes.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreView {
+    pub api_enabled: bool,
+    /// From this instant (unix nanos) on, requests get `PLAN_REQUIRED`; `i64::MAX`: never.
+    pub plan_blocked_from: i64,
+}
+
+impl StoreView {
+    pub(crate) fn of(settings: &StoreSettings) -> Self {
+        let plan_blocked_from = if !settings.require_pro {
+            i64::MAX
+        } else if settings.plan.tier != crate::stores::Tier::Pro {
+            i64::MIN
+        } else {
+            settings.plan.expires_at.map_or(i64::MAX, |at| {
+                i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+            })
+        };
+        Self { api_enabled: settings.api_enabled, plan_blocked_from }
+    }
+}
+
+/// A store's live state, shared by all of its keys' entries.
+#[derive(Debug)]
+pub(crate) struct StoreLive {
+    pub view: ArcSwap<StoreView>,
+}
+
+/// When a key was last used, tracked in memory and flushed in the background.
+///
+/// Shared by every version of a key's entry, so a concurrent update never loses a use.
+#[derive(Debug)]
+pub(crate) struct Usage {
+    pub store_id: StoreId,
+    pub key_id: String,
+    /// The minute (unix seconds / 60) of the last recorded use; `i64::MIN` if none.
+    minute: AtomicI64,
+    /// Unix seconds of the last recorded use.
+    pub at_secs: AtomicI64,
+    pub ip: Mutex<Option<IpAddr>>,
+    /// True while this usage waits in the flush queue (so it is queued at most once).
+    pub queued: AtomicBool,
+}
+
+impl Usage {
+    pub(crate) fn new(store_id: StoreId, key_id: String, last_used_secs: Option<i64>) -> Self {
+        Self {
+            store_id,
+            key_id,
+            minute: AtomicI64::new(last_used_secs.map_or(i64::MIN, |s| s.div_euclid(60))),
+            at_secs: AtomicI64::new(last_used_secs.unwrap_or(i64::MIN)),
+            ip: Mutex::new(None),
+            queued: AtomicBool::new(false),
+        }
+    }
+
+    /// Records a use at `now_secs` from `ip`. Accurate to a minute: within a minute only the
+    /// first use writes anything (one atomic load for the rest). Returns true when the caller
+    /// must queue this usage for flushing.
+    #[inline]
+    pub(crate) fn touch(&self, now_secs: i64, ip: Option<IpAddr>) -> bool {
+        let minute = now_secs.div_euclid(60);
+        let seen = self.minute.load(Ordering::Relaxed);
+        if seen == minute {
+            return false;
+        }
+        if self
+            .minute
+            .compare_exchange(seen, minute, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        *self.ip.lock() = ip;
+        self.at_secs.store(now_secs, Ordering::Release);
+        !self.queued.swap(true, Ordering::AcqRel)
+    }
+
+    pub(crate) fn last_used_secs(&self) -> Option<i64> {
+        let at = self.at_secs.load(Ordering::Acquire);
+        (at != i64::MIN).then_some(at)
+    }
+}
+
+/// Everything verify needs about one key. Immutable; replaced on change.
+#[derive(Debug)]
+pub(crate) struct KeyEntry {
+    pub id: String,
+    pub store_id: StoreId,
+    pub store: Arc<StoreLive>,
+    pub kind: KeyKind,
+    pub format: KeyFormat,
+    pub prefix: Option<Box<str>>,
+    pub digest: Digest,
+    pub consumer_key: Option<[u8; 16]>,
+    pub environment: Box<str>,
+    pub permissions: PermissionSet,
+    pub active: bool,
+    /// Unix nanos at which the key expires; `i64::MAX`: never.
+    pub expires_at: i64,
+    pub ip_allowlist: Box<[IpNet]>,
+    pub usage: Arc<Usage>,
+}
+
+impl KeyEntry {
+    pub(crate) fn from_record(record: &KeyRecord, store: Arc<StoreLive>, usage: Arc<Usage>) -> Option<Self> {
+        let digest = Digest::from_hex(&record.digest)?;
+        let consumer_key = match &record.consumer_key {
+            Some(ck) => {
+                let mut bytes = [0u8; 16];
+                let hex = ck.strip_prefix(crate::keys::format::CONSUMER_KEY_PREFIX)?;
+                crate::secret::decode_hex(hex, &mut bytes).then_some(())?;
+                Some(bytes)
+            }
+            None => None,
+        };
+        Some(Self {
+            id: record.id.clone(),
+            store_id: record.store_id,
+            store,
+            kind: record.kind,
+            format: record.format,
+            prefix: record.prefix.as_deref().map(Into::into),
+            digest,
+            consumer_key,
+            environment: record.environment.as_str().into(),
+            permissions: record.permissions,
+            active: record.active,
+            expires_at: record.expires_at.map_or(i64::MAX, |at| {
+                i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+            }),
+            ip_allowlist: record.ip_allowlist.clone().into_boxed_slice(),
+            usage,
+        })
+    }
+
+    /// True when the allowlist is empty or holds `ip` (IPv4-mapped IPv6 counts as IPv4).
+    #[inline]
+    pub(crate) fn ip_allowed(&self, ip: Option<IpAddr>) -> bool {
+        if self.ip_allowlist.is_empty() {
+            return true;
+        }
+        let Some(ip) = ip else { return false };
+        let ip = ip.to_canonical();
+        self.ip_allowlist.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// The digest used for an unknown consumer key, so a miss costs the same as a wrong secret.
+static DECOY: Digest = Digest([0x5a; 32]);
+
+/// Lookup structures for every unrevoked key.
+pub(crate) struct KeyIndex {
+    by_digest: ShardedMap<[u8; 32], Arc<KeyEntry>>,
+    by_consumer: ShardedMap<[u8; 16], Arc<KeyEntry>>,
+    /// For management paths only (never verify): key id → entry.
+    by_id: RwLock<HashMap<String, Arc<KeyEntry>>>,
+}
+
+impl std::fmt::Debug for KeyIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyIndex").field("keys", &self.by_id.read().len()).finish()
+    }
+}
+
+impl KeyIndex {
+    pub(crate) fn new() -> Self {
+        Self { by_digest: ShardedMap::new(), by_consumer: ShardedMap::new(), by_id: RwLock::new(HashMap::new()) }
+    }
+
+    /// Finds the key a parsed credential names, or `None` (unknown and wrong secret alike).
+    ///
+    /// Every path computes exactly one SHA-256 and one constant-time comparison.
+    #[inline]
+    pub(crate) fn lookup(&self, presented: &Presented<'_>) -> Option<Arc<KeyEntry>> {
+        match *presented {
+            Presented::Token { prefix, store, secret } => {
+                let digest = Digest::of(secret.as_bytes());
+                let entry = self.by_digest.get(&digest.0)?;
+                let matches = entry.digest.ct_eq(&digest)
+                    & (entry.format == KeyFormat::Token)
+                    & (entry.store_id == store)
+                    & (entry.prefix.as_deref() == Some(prefix));
+                matches.then_some(entry)
+            }
+            Presented::Hex(key) => {
+                let digest = Digest::of(key.as_bytes());
+                let entry = self.by_digest.get(&digest.0)?;
+                (entry.digest.ct_eq(&digest) & (entry.format == KeyFormat::Hex)).then_some(entry)
+            }
+            Presented::Pair { consumer_key, secret } => {
+                let digest = Digest::of(secret.as_bytes());
+                match self.by_consumer.get(&consumer_key) {
+                    Some(entry) => entry.digest.ct_eq(&digest).then_some(entry),
+                    None => {
+                        let _ = std::hint::black_box(DECOY.ct_eq(&digest));
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds or replaces the entry for a key. The new lookup goes in before the old one (if its
+    /// secret changed) comes out, so a concurrent verify never misses an unchanged key.
+    pub(crate) fn upsert(&self, entry: Arc<KeyEntry>) {
+        match entry.consumer_key {
+            Some(ck) => self.by_consumer.insert(ck, entry.clone()),
+            None => self.by_digest.insert(entry.digest.0, entry.clone()),
+        }
+        let previous = self.by_id.write().insert(entry.id.clone(), entry.clone());
+        if let Some(old) = previous
+            && (old.digest != entry.digest || old.consumer_key != entry.consumer_key)
+        {
+            self.remove_lookups(&old);
+        }
+    }
+
+    pub(crate) fn remove(&self, key_id: &str) {
+        if let Some(old) = self.by_id.write().remove(key_id) {
+            self.remove_lookups(&old);
+        }
+    }
+
+    fn remove_lookups(&self, entry: &KeyEntry) {
+        match entry.consumer_key {
+            Some(ck) => self.by_consumer.remove(&ck),
+            None => self.by_digest.remove(&entry.digest.0),
+        }
+    }
+
+    pub(crate) fn by_id(&self, key_id: &str) -> Option<Arc<KeyEntry>> {
+        self.by_id.read().get(key_id).cloned()
+    }
+}

@@ -1,0 +1,341 @@
+//! The three key formats: generating them, and parsing what a client presents.
+//!
+//! `token`: `{prefix}_{storeId}_{secret}`. The secret is 32 base62 characters: 26 random, then
+//! a 6-character base62 CRC32 of everything before them in the token. A mistyped or invented
+//! token therefore fails [`parse`] with no lookup at all. Only SHA-256(secret) is stored.
+//!
+//! `hex`: 64 lowercase hex characters (32 random bytes); SHA-256 of the whole key is stored.
+//!
+//! `pair`: consumer key `ck_` + 32 hex (an identifier, stored in clear) and consumer secret
+//! `cs_` + 32 hex (SHA-256 stored), presented as `ck_…:cs_…`.
+
+use std::fmt;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::ids::StoreId;
+use crate::secret::{BASE62, Digest, Secret, hex_lower, random_chars};
+
+/// Length of the secret part of a `token` key. Never change: existing tokens would stop parsing.
+pub const TOKEN_SECRET_LEN: usize = 32;
+/// Trailing characters of the token secret that hold the checksum. Never change.
+const CHECKSUM_LEN: usize = 6;
+const RANDOM_LEN: usize = TOKEN_SECRET_LEN - CHECKSUM_LEN;
+/// Prefixes of the `pair` format. Never change.
+pub const CONSUMER_KEY_PREFIX: &str = "ck_";
+pub const CONSUMER_SECRET_PREFIX: &str = "cs_";
+
+/// How a key is presented and stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyFormat {
+    #[default]
+    Token,
+    Hex,
+    Pair,
+}
+
+impl KeyFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyFormat::Token => "token",
+            KeyFormat::Hex => "hex",
+            KeyFormat::Pair => "pair",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<KeyFormat> {
+        [KeyFormat::Token, KeyFormat::Hex, KeyFormat::Pair]
+            .into_iter()
+            .find(|f| f.as_str() == text)
+    }
+}
+
+impl fmt::Display for KeyFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Freshly generated key material: what the owner is shown once, and what is stored.
+#[derive(Debug)]
+pub(crate) struct Generated {
+    /// The full credential for `token`/`hex`, or the consumer secret for `pair`.
+    pub secret: Secret,
+    pub digest: Digest,
+    /// The consumer key of a `pair` (public).
+    pub consumer_key: Option<String>,
+    /// The last 4 characters of the secret, for the masked form.
+    pub last4: String,
+}
+
+pub(crate) fn generate(format: KeyFormat, prefix: &str, store: StoreId) -> Result<Generated> {
+    match format {
+        KeyFormat::Token => {
+            let mut token = format!("{prefix}_{store}_");
+            token.push_str(&random_chars(BASE62, RANDOM_LEN)?);
+            let checksum = checksum(token.as_bytes());
+            token.push_str(std::str::from_utf8(&checksum).unwrap_or_default());
+            let secret_part = &token[token.len() - TOKEN_SECRET_LEN..];
+            Ok(Generated {
+                digest: Digest::of(secret_part.as_bytes()),
+                last4: last4(&token),
+                secret: Secret::new(token),
+                consumer_key: None,
+            })
+        }
+        KeyFormat::Hex => {
+            let mut bytes = [0u8; 32];
+            crate::secret::fill_random(&mut bytes)?;
+            let key = hex_lower(&bytes);
+            Ok(Generated {
+                digest: Digest::of(key.as_bytes()),
+                last4: last4(&key),
+                secret: Secret::new(key),
+                consumer_key: None,
+            })
+        }
+        KeyFormat::Pair => {
+            let mut bytes = [0u8; 16];
+            crate::secret::fill_random(&mut bytes)?;
+            let consumer_key = format!("{CONSUMER_KEY_PREFIX}{}", hex_lower(&bytes));
+            crate::secret::fill_random(&mut bytes)?;
+            let consumer_secret = format!("{CONSUMER_SECRET_PREFIX}{}", hex_lower(&bytes));
+            Ok(Generated {
+                digest: Digest::of(consumer_secret.as_bytes()),
+                last4: last4(&consumer_secret),
+                secret: Secret::new(consumer_secret),
+                consumer_key: Some(consumer_key),
+            })
+        }
+    }
+}
+
+fn last4(text: &str) -> String {
+    text[text.len().saturating_sub(4)..].to_owned()
+}
+
+/// Base62 of the CRC32 of `data`, left-padded to 6 characters (62^6 > 2^32).
+fn checksum(data: &[u8]) -> [u8; CHECKSUM_LEN] {
+    let mut value = crc32fast::hash(data);
+    let mut out = [b'0'; CHECKSUM_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(value % 62) as usize];
+        value /= 62;
+    }
+    out
+}
+
+/// A credential as presented, parsed but not yet looked up. Borrowed: parsing never allocates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Presented<'a> {
+    Token { prefix: &'a str, store: StoreId, secret: &'a str },
+    Hex(&'a str),
+    Pair { consumer_key: [u8; 16], secret: &'a str },
+}
+
+impl fmt::Debug for Presented<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the secret part.
+        match self {
+            Presented::Token { prefix, store, .. } => write!(f, "Token({prefix}_{store}_…)"),
+            Presented::Hex(_) => f.write_str("Hex(…)"),
+            Presented::Pair { consumer_key, .. } => {
+                write!(f, "Pair(ck_{}…)", hex_lower(&consumer_key[..2]))
+            }
+        }
+    }
+}
+
+/// Parses a presented credential. `None` means malformed, including a token whose checksum
+/// does not match: such a credential is rejected without touching the index.
+pub(crate) fn parse(text: &str) -> Option<Presented<'_>> {
+    if let Some((ck, cs)) = text.split_once(':') {
+        let ck = ck.strip_prefix(CONSUMER_KEY_PREFIX)?;
+        let mut consumer_key = [0u8; 16];
+        if !crate::secret::decode_hex(ck, &mut consumer_key) {
+            return None;
+        }
+        let digits = cs.strip_prefix(CONSUMER_SECRET_PREFIX)?;
+        if digits.len() != 32 || !digits.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        return Some(Presented::Pair { consumer_key, secret: cs });
+    }
+    if text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Some(Presented::Hex(text));
+    }
+    parse_token(text)
+}
+
+fn parse_token(text: &str) -> Option<Presented<'_>> {
+    let (prefix, rest) = text.split_once('_')?;
+    let (store, secret) = rest.split_once('_')?;
+    if !(2..=8).contains(&prefix.len()) || !prefix.bytes().all(|b| b.is_ascii_lowercase()) {
+        return None;
+    }
+    let store = StoreId::parse(store)?;
+    if secret.len() != TOKEN_SECRET_LEN || !secret.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let (body, given) = text.split_at(text.len() - CHECKSUM_LEN);
+    if checksum(body.as_bytes()) != given.as_bytes() {
+        return None;
+    }
+    Some(Presented::Token { prefix, store, secret })
+}
+
+/// True when `text` looks like a live-format Latchkey token (format and checksum), for scanners.
+pub fn is_token(text: &str) -> bool {
+    matches!(parse_token(text), Some(Presented::Token { .. }))
+}
+
+/// Where a request carried its credential, extracted from its headers.
+///
+/// `X-Api-Key` wins over `Authorization`. `Authorization: Bearer <key>` carries a key as is;
+/// `Authorization: Basic base64(ck:cs)` carries a pair, and a bare base64 `ck:cs` token is
+/// accepted too. The result is the credential text `verify` takes; `None` means none was sent.
+/// A header that is present but unusable yields `Some` of text that will not parse, so the
+/// request is answered `INVALID`, never an error.
+pub fn credential_from_headers<'a>(
+    x_api_key: Option<&'a str>,
+    authorization: Option<&'a str>,
+) -> Option<std::borrow::Cow<'a, str>> {
+    use std::borrow::Cow;
+    if let Some(key) = x_api_key.map(str::trim).filter(|k| !k.is_empty()) {
+        return Some(Cow::Borrowed(key));
+    }
+    let auth = authorization.map(str::trim).filter(|a| !a.is_empty())?;
+    let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(Cow::Borrowed(rest));
+    }
+    let encoded = if scheme.eq_ignore_ascii_case("basic") { rest } else { auth };
+    match base64::engine::general_purpose::STANDARD.decode(encoded) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Some(Cow::Owned(text)),
+            Err(_) => Some(Cow::Borrowed("")),
+        },
+        // Not base64: a raw credential in Authorization (e.g. `Authorization: lk_…`).
+        Err(_) => Some(Cow::Borrowed(auth)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn store() -> StoreId {
+        StoreId::parse("ab12cd34").unwrap()
+    }
+
+    #[test]
+    fn token_has_the_documented_shape() {
+        let g = generate(KeyFormat::Token, "lk", store()).unwrap();
+        let token = g.secret.expose();
+        assert_eq!(token.len(), 2 + 1 + 8 + 1 + 32);
+        assert!(token.starts_with("lk_ab12cd34_"));
+        assert_eq!(g.digest, Digest::of(token[12..].as_bytes()), "only the secret is hashed");
+        assert!(matches!(parse(token), Some(Presented::Token { prefix: "lk", .. })));
+        assert_eq!(g.last4, &token[token.len() - 4..]);
+    }
+
+    #[test]
+    fn any_single_character_change_fails_the_checksum() {
+        let g = generate(KeyFormat::Token, "lk", store()).unwrap();
+        let token = g.secret.expose().to_owned();
+        let secret_start = token.len() - TOKEN_SECRET_LEN;
+        for i in secret_start..token.len() {
+            for &c in BASE62 {
+                let mut bytes = token.clone().into_bytes();
+                if bytes[i] == c {
+                    continue;
+                }
+                bytes[i] = c;
+                let changed = String::from_utf8(bytes).unwrap();
+                assert!(parse(&changed).is_none(), "{i}");
+            }
+        }
+        // The checksum covers the prefix and store id too.
+        let moved = token.replacen("ab12cd34", "ab12cd35", 1);
+        assert!(parse(&moved).is_none());
+    }
+
+    #[test]
+    fn hex_and_pair_shapes() {
+        let hex = generate(KeyFormat::Hex, "lk", store()).unwrap();
+        assert_eq!(hex.secret.expose().len(), 64);
+        assert_eq!(hex.digest, Digest::of(hex.secret.expose().as_bytes()));
+        assert!(matches!(parse(hex.secret.expose()), Some(Presented::Hex(_))));
+
+        let pair = generate(KeyFormat::Pair, "lk", store()).unwrap();
+        let ck = pair.consumer_key.clone().unwrap();
+        let cs = pair.secret.expose();
+        assert!(ck.starts_with("ck_") && ck.len() == 35);
+        assert!(cs.starts_with("cs_") && cs.len() == 35);
+        assert_eq!(pair.digest, Digest::of(cs.as_bytes()));
+        let presented = format!("{ck}:{cs}");
+        assert!(matches!(parse(&presented), Some(Presented::Pair { .. })));
+    }
+
+    #[test]
+    fn malformed_credentials_do_not_parse() {
+        for bad in [
+            "", "lk", "lk__", "lk_ab12cd34_", "LK_ab12cd34_0123456789abcdefghijklmnopqrstuv",
+            "l_ab12cd34_0123456789abcdefghijklmnopqrstuv", "ck_00:cs_00", "ck_zz:cs_zz",
+            &"A".repeat(64), &"0".repeat(63), "ck_0123456789abcdef0123456789abcdef:",
+            "lk_ab12cd3_0123456789abcdefghijklmnopqrstuv", "\u{0}\u{0}\u{0}",
+        ] {
+            assert!(parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn debug_of_presented_never_shows_the_secret() {
+        let g = generate(KeyFormat::Token, "lk", store()).unwrap();
+        let shown = format!("{:?}", parse(g.secret.expose()).unwrap());
+        assert!(!shown.contains(&g.secret.expose()[12..]), "{shown}");
+    }
+
+    #[test]
+    fn headers_yield_the_credential() {
+        assert_eq!(credential_from_headers(Some(" lk_x "), Some("Bearer y")).unwrap(), "lk_x");
+        assert_eq!(credential_from_headers(None, Some("bearer lk_y")).unwrap(), "lk_y");
+        let basic = base64::engine::general_purpose::STANDARD.encode("ck_1:cs_2");
+        let header = format!("Basic {basic}");
+        assert_eq!(credential_from_headers(None, Some(&header)).unwrap(), "ck_1:cs_2");
+        assert_eq!(credential_from_headers(None, Some(&basic)).unwrap(), "ck_1:cs_2");
+        assert_eq!(credential_from_headers(None, Some("Basic %%%")).unwrap(), "Basic %%%");
+        assert!(credential_from_headers(Some(""), None).is_none());
+        assert!(credential_from_headers(None, None).is_none());
+        let bad_utf8 = base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe]);
+        assert_eq!(credential_from_headers(None, Some(&bad_utf8)).unwrap(), "");
+    }
+
+    proptest! {
+        #[test]
+        fn generated_tokens_always_parse(prefix in "[a-z]{2,8}", store in "[a-z0-9]{8}") {
+            let store = StoreId::parse(&store).unwrap();
+            let g = generate(KeyFormat::Token, &prefix, store).unwrap();
+            match parse(g.secret.expose()) {
+                Some(Presented::Token { prefix: p, store: s, secret }) => {
+                    prop_assert_eq!(p, prefix.as_str());
+                    prop_assert_eq!(s, store);
+                    prop_assert_eq!(Digest::of(secret.as_bytes()), g.digest);
+                }
+                other => prop_assert!(false, "did not parse: {:?}", other),
+            }
+            prop_assert!(is_token(g.secret.expose()));
+        }
+
+        #[test]
+        fn parse_never_panics(text in "\\PC{0,80}") {
+            let _ = parse(&text);
+            let _ = credential_from_headers(None, Some(&text));
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Latchkey: the engine behind a commerce platform's "API keys" settings page.
+//!
+//! One [`Engine`] owns a redb database and an in-memory index of every live key. It issues keys
+//! in three formats (only SHA-256 digests are stored), scopes them with [`PermissionSet`]s,
+//! and answers each request with a [`Decision`] from [`Engine::verify`], which never touches
+//! the database.
+//!
+//! ```
+//! use latchkey::{Actor, Engine, NewKey, NewStore, PermissionSet, VerifyRequest};
+//! use latchkey::{Action, Area, Permission};
+//!
+//! let engine = Engine::memory()?;
+//! let admin = Actor::admin("docs");
+//! let (store, _default_key) = engine.create_store(&admin, NewStore::named("My Shop"))?;
+//! let perms = PermissionSet::from_input(&serde_json::json!({"Orders": ["View"]})).unwrap();
+//! let created = engine.create_key(store.id.as_str(), &admin, NewKey::new("ERP", perms))?;
+//!
+//! let credential = created.credential();
+//! let decision = engine.verify(&VerifyRequest {
+//!     credential: Some(&credential),
+//!     permission: Some(Permission::new(Area::Orders, Action::View)),
+//!     ip: None,
+//!     path: "/api/v1/orders",
+//! });
+//! assert!(decision.allowed());
+//! # Ok::<(), latchkey::Error>(())
+//! ```
+
+mod audit;
+mod clock;
+mod engine;
+mod error;
+mod ids;
+mod index;
+mod input;
+mod keys;
+mod limits;
+mod permissions;
+mod secret;
+mod storage;
+mod stores;
+mod verify;
+
+pub use audit::{Actor, AuditAction, AuditEvent};
+pub use clock::{Clock, FakeClock, SystemClock};
+pub use engine::{Engine, EngineOptions};
+pub use error::{Error, Result};
+pub use ids::StoreId;
+pub use input::{Patch, parse_cidrs};
+pub use keys::{CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, NewKey, credential_from_headers, is_token};
+pub use limits::{Algorithm, RateLimit};
+pub use permissions::{Action, Area, Permission, PermissionSet};
+pub use secret::{Digest, Secret};
+pub use stores::{NewStore, Plan, Store, StorePatch, StoreSettings, Tier};
+pub use verify::{Decision, DenyCode, LimitState, VerifyRequest};

@@ -1,0 +1,182 @@
+//! Secrets and their digests.
+//!
+//! Invariant: a [`Secret`] is only ever shown by [`Secret::expose`]; its `Debug` and `Display`
+//! are redacted, it is not `Serialize`, and the engine stores only [`Digest`]s of it.
+
+use std::fmt;
+
+use rand::TryRng;
+use rand::rngs::SysRng;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::{Error, Result};
+
+/// A credential secret (API key, consumer secret, webhook secret, gift card code) in clear.
+///
+/// Returned once by the call that creates it. `Debug`/`Display` print `Secret(<redacted>)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub(crate) fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The secret in clear. Call this only to hand it to its owner, once.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The SHA-256 digest of a secret: what is stored and indexed.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub(crate) [u8; 32]);
+
+impl Digest {
+    /// SHA-256 of `data`.
+    #[inline]
+    pub fn of(data: &[u8]) -> Self {
+        Self(Sha256::digest(data).into())
+    }
+
+    /// Constant-time equality, for comparing a presented secret's digest to a stored one.
+    #[inline]
+    pub fn ct_eq(&self, other: &Digest) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+
+    pub(crate) fn to_hex(self) -> String {
+        hex_lower(&self.0)
+    }
+
+    pub(crate) fn from_hex(text: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        decode_hex(text, &mut out).then_some(Self(out))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A digest is not a secret, but a short form is all a reader of logs needs.
+        write!(f, "Digest({}…)", &hex_lower(&self.0[..4]))
+    }
+}
+
+/// Fills `buf` from the operating system's CSPRNG.
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
+    SysRng.try_fill_bytes(buf).map_err(|_| Error::Entropy)
+}
+
+pub(crate) const BASE62: &[u8; 62] =
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// `len` characters drawn uniformly from `alphabet` (rejection sampling: no modulo bias).
+pub(crate) fn random_chars(alphabet: &[u8], len: usize) -> Result<String> {
+    debug_assert!(!alphabet.is_empty() && alphabet.len() <= 256);
+    // The largest multiple of the alphabet size that fits in a byte; bytes above it are redrawn.
+    let limit = 256 - (256 % alphabet.len());
+    let mut out = String::with_capacity(len);
+    let mut pool = [0u8; 64];
+    while out.len() < len {
+        fill_random(&mut pool)?;
+        for &byte in &pool {
+            if usize::from(byte) < limit {
+                out.push(char::from(alphabet[usize::from(byte) % alphabet.len()]));
+                if out.len() == len {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &byte in bytes {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
+/// Decodes lowercase hex into `out`; false if the text is not exactly `2 * out.len()` lowercase
+/// hex digits.
+pub(crate) fn decode_hex(text: &str, out: &mut [u8]) -> bool {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() != out.len() * 2 {
+        return false;
+    }
+    for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        match (nibble(pair[0]), nibble(pair[1])) {
+            (Some(hi), Some(lo)) => *slot = hi << 4 | lo,
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_and_display_are_redacted() {
+        let secret = Secret::new("lk_abcdefgh_supersecretvalue".into());
+        assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+        assert_eq!(format!("{secret}"), "<redacted>");
+        assert!(!format!("{:?}", Some(&secret)).contains("supersecret"));
+        assert_eq!(secret.expose(), "lk_abcdefgh_supersecretvalue");
+    }
+
+    #[test]
+    fn digest_matches_known_sha256() {
+        assert_eq!(
+            Digest::of(b"abc").to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let d = Digest::of(b"x");
+        assert_eq!(Digest::from_hex(&d.to_hex()), Some(d));
+        assert!(d.ct_eq(&Digest::of(b"x")));
+        assert!(!d.ct_eq(&Digest::of(b"y")));
+    }
+
+    #[test]
+    fn random_chars_uses_only_the_alphabet() {
+        let s = random_chars(BASE62, 500).unwrap();
+        assert_eq!(s.len(), 500);
+        assert!(s.bytes().all(|b| BASE62.contains(&b)));
+        assert_ne!(s, random_chars(BASE62, 500).unwrap());
+    }
+
+    #[test]
+    fn hex_round_trip_rejects_uppercase_and_wrong_length() {
+        let mut out = [0u8; 2];
+        assert!(decode_hex("0aff", &mut out));
+        assert_eq!(out, [0x0a, 0xff]);
+        assert!(!decode_hex("0AFF", &mut out));
+        assert!(!decode_hex("0af", &mut out));
+        assert_eq!(hex_lower(&[0x0a, 0xff]), "0aff");
+    }
+}

@@ -1,0 +1,116 @@
+//! Every redb table, and the record codec. The only module that names tables.
+//!
+//! Records are JSON objects with a `v` format version: new optional fields are added with
+//! `#[serde(default)]`, so a database written by an older release opens in a newer one, and a
+//! record from a newer release than this one is refused rather than misread.
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Database-wide values: the format version, counters.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Store id → store record.
+pub(crate) const STORES: TableDefinition<&str, &[u8]> = TableDefinition::new("stores");
+/// (store id, key id) → key record. Keys of one store are one contiguous range.
+pub(crate) const KEYS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("keys");
+/// (store id, sequence) → audit event. Sequence is global and increasing, so a reverse range
+/// over one store reads its events newest first.
+pub(crate) const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit");
+
+/// The database format this release writes. Bump only with a migration in [`open`].
+pub(crate) const FORMAT_VERSION: u64 = 1;
+const FORMAT_KEY: &str = "format_version";
+const AUDIT_SEQ_KEY: &str = "audit_seq";
+
+/// Creates every table and checks the format version, in one durable transaction.
+pub(crate) fn prepare(db: &Database) -> Result<()> {
+    let tx = db.begin_write()?;
+    {
+        let mut meta = tx.open_table(META)?;
+        let stored = meta.get(FORMAT_KEY)?.map(|v| read_u64(v.value()));
+        match stored {
+            None => {
+                meta.insert(FORMAT_KEY, FORMAT_VERSION.to_be_bytes().as_slice())?;
+            }
+            Some(Some(version)) if version <= FORMAT_VERSION => {}
+            Some(Some(version)) => {
+                return Err(Error::Corrupt(format!(
+                    "database format {version} was written by a newer release (this one reads up to {FORMAT_VERSION})"
+                )));
+            }
+            Some(None) => return Err(Error::Corrupt("unreadable format version".into())),
+        }
+        tx.open_table(STORES)?;
+        tx.open_table(KEYS)?;
+        tx.open_table(AUDIT)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Opens a read transaction.
+pub(crate) fn read(db: &Database) -> Result<redb::ReadTransaction> {
+    Ok(db.begin_read()?)
+}
+
+/// Opens a write transaction. redb's default durability is immediate: `commit` returns only
+/// once the data is on disk, which is what makes an acknowledged write survive kill -9.
+pub(crate) fn write(db: &Database) -> Result<WriteTransaction> {
+    Ok(db.begin_write()?)
+}
+
+/// Takes the next value of the global audit sequence.
+pub(crate) fn next_audit_seq(tx: &WriteTransaction) -> Result<u64> {
+    let mut meta = tx.open_table(META)?;
+    let current = meta.get(AUDIT_SEQ_KEY)?.and_then(|v| read_u64(v.value())).unwrap_or(0);
+    let next = current + 1;
+    meta.insert(AUDIT_SEQ_KEY, next.to_be_bytes().as_slice())?;
+    Ok(next)
+}
+
+fn read_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+pub(crate) fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(record).map_err(|e| Error::Corrupt(format!("cannot encode record: {e}")))
+}
+
+/// Decodes a record, refusing one whose `v` is newer than `current`.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], current: u32, what: &str) -> Result<T> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        v: u32,
+    }
+    let version: Version = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Corrupt(format!("{what} record has no readable version: {e}")))?;
+    if version.v > current {
+        return Err(Error::Corrupt(format!(
+            "{what} record version {} is newer than this release reads ({current})",
+            version.v
+        )));
+    }
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("{what} record: {e}")))
+}
+
+/// Every (key, value) of `table` whose first key part is `store`, in key order.
+pub(crate) fn store_range<'a, T>(
+    table: &'a T,
+    store: &str,
+) -> Result<impl Iterator<Item = Result<(String, Vec<u8>)>> + 'a>
+where
+    T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+{
+    let range = table.range((store, "")..)?;
+    let store = store.to_owned();
+    Ok(range
+        .map(|item| item.map_err(Error::from))
+        .take_while(move |item| match item {
+            Ok((k, _)) => k.value().0 == store,
+            Err(_) => true,
+        })
+        .map(|item| item.map(|(k, v)| (k.value().1.to_owned(), v.value().to_vec()))))
+}

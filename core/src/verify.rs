@@ -1,0 +1,278 @@
+//! The verify decision: one answer per request (SPEC §4).
+//!
+//! The checks run in the order of [`DenyCode`]'s variants and stop at the first failure. A
+//! denial is a [`Decision`], not an error: the caller answers it with its status and message.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::ids::StoreId;
+use crate::index::KeyEntry;
+use crate::keys::KeyKind;
+use crate::permissions::{Permission, PermissionSet};
+
+/// Why a request was refused, in the order the checks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyCode {
+    /// No credential was presented.
+    Missing,
+    /// Malformed, bad checksum, unknown, wrong secret, or revoked.
+    Invalid,
+    Expired,
+    Inactive,
+    ApiDisabled,
+    PlanRequired,
+    IpNotAllowed,
+    Forbidden,
+    RateLimited,
+}
+
+impl DenyCode {
+    /// Every code, in check order.
+    pub const ALL: [DenyCode; 9] = [
+        DenyCode::Missing,
+        DenyCode::Invalid,
+        DenyCode::Expired,
+        DenyCode::Inactive,
+        DenyCode::ApiDisabled,
+        DenyCode::PlanRequired,
+        DenyCode::IpNotAllowed,
+        DenyCode::Forbidden,
+        DenyCode::RateLimited,
+    ];
+
+    /// The stable machine-readable code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyCode::Missing => "MISSING",
+            DenyCode::Invalid => "INVALID",
+            DenyCode::Expired => "EXPIRED",
+            DenyCode::Inactive => "INACTIVE",
+            DenyCode::ApiDisabled => "API_DISABLED",
+            DenyCode::PlanRequired => "PLAN_REQUIRED",
+            DenyCode::IpNotAllowed => "IP_NOT_ALLOWED",
+            DenyCode::Forbidden => "FORBIDDEN",
+            DenyCode::RateLimited => "RATE_LIMITED",
+        }
+    }
+
+    pub fn http_status(self) -> u16 {
+        match self {
+            DenyCode::Missing | DenyCode::Invalid | DenyCode::Expired => 401,
+            DenyCode::Inactive
+            | DenyCode::ApiDisabled
+            | DenyCode::PlanRequired
+            | DenyCode::IpNotAllowed
+            | DenyCode::Forbidden => 403,
+            DenyCode::RateLimited => 429,
+        }
+    }
+
+    /// The message, except for `FORBIDDEN`, whose message names the missing permission
+    /// (see [`Decision::message`]).
+    pub fn message(self) -> &'static str {
+        match self {
+            DenyCode::Missing => "API key required",
+            DenyCode::Invalid => "Invalid API key",
+            DenyCode::Expired => "API key has expired",
+            DenyCode::Inactive => "API key is inactive",
+            DenyCode::ApiDisabled => "REST API is disabled for this store",
+            DenyCode::PlanRequired => "An active Pro subscription is required",
+            DenyCode::IpNotAllowed => "IP address not allowed",
+            DenyCode::Forbidden => "Missing permission",
+            DenyCode::RateLimited => "Rate limit exceeded",
+        }
+    }
+}
+
+impl fmt::Display for DenyCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One request to decide on.
+#[derive(Clone, Copy)]
+pub struct VerifyRequest<'a> {
+    /// The credential as presented (see [`crate::credential_from_headers`]); `None` or empty
+    /// when none was sent.
+    pub credential: Option<&'a str>,
+    /// The permission the request needs; `None` for routes that only need a valid key.
+    pub permission: Option<Permission>,
+    /// The client's address, for the IP allowlist and per-IP limits.
+    pub ip: Option<IpAddr>,
+    /// The request path, for route-scoped limits.
+    pub path: &'a str,
+}
+
+impl fmt::Debug for VerifyRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("credential", &self.credential.map(|_| "<redacted>"))
+            .field("permission", &self.permission)
+            .field("ip", &self.ip)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// The limit that applied to a request, for the `X-RateLimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitState {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Unix seconds at which the budget is fully restored.
+    pub reset_at: i64,
+    /// Whole seconds (≥ 1) to wait before retrying; set on `RATE_LIMITED`.
+    pub retry_after: Option<u32>,
+}
+
+/// The answer to a [`VerifyRequest`].
+#[derive(Clone)]
+pub struct Decision {
+    denial: Option<(DenyCode, Option<Permission>)>,
+    key: Option<Arc<KeyEntry>>,
+    limit: Option<LimitState>,
+}
+
+impl Decision {
+    pub(crate) fn allow(key: Arc<KeyEntry>, limit: Option<LimitState>) -> Self {
+        Self { denial: None, key: Some(key), limit }
+    }
+
+    pub(crate) fn deny(code: DenyCode) -> Self {
+        Self { denial: Some((code, None)), key: None, limit: None }
+    }
+
+    pub(crate) fn forbidden(missing: Permission) -> Self {
+        Self { denial: Some((DenyCode::Forbidden, Some(missing))), key: None, limit: None }
+    }
+
+    pub fn allowed(&self) -> bool {
+        self.denial.is_none()
+    }
+
+    /// Why the request was refused; `None` when allowed.
+    pub fn code(&self) -> Option<DenyCode> {
+        self.denial.map(|(code, _)| code)
+    }
+
+    /// `"OK"` when allowed, else the deny code.
+    pub fn code_str(&self) -> &'static str {
+        self.code().map_or("OK", DenyCode::as_str)
+    }
+
+    /// 200 when allowed, else the status of the deny code.
+    pub fn status(&self) -> u16 {
+        self.code().map_or(200, DenyCode::http_status)
+    }
+
+    /// `"OK"` when allowed; else the message of SPEC §4, e.g. `Missing permission Orders:Edit`.
+    pub fn message(&self) -> Cow<'static, str> {
+        match self.denial {
+            None => Cow::Borrowed("OK"),
+            Some((DenyCode::Forbidden, Some(missing))) => {
+                Cow::Owned(format!("Missing permission {missing}"))
+            }
+            Some((code, _)) => Cow::Borrowed(code.message()),
+        }
+    }
+
+    /// The permission that was missing (`FORBIDDEN` only).
+    pub fn missing_permission(&self) -> Option<Permission> {
+        self.denial.and_then(|(_, missing)| missing)
+    }
+
+    pub fn key_id(&self) -> Option<&str> {
+        self.key.as_deref().map(|k| k.id.as_str())
+    }
+
+    pub fn store_id(&self) -> Option<StoreId> {
+        self.key.as_deref().map(|k| k.store_id)
+    }
+
+    pub fn environment(&self) -> Option<&str> {
+        self.key.as_deref().map(|k| &*k.environment)
+    }
+
+    pub fn permissions(&self) -> Option<PermissionSet> {
+        self.key.as_deref().map(|k| k.permissions)
+    }
+
+    pub fn key_kind(&self) -> Option<KeyKind> {
+        self.key.as_deref().map(|k| k.kind)
+    }
+
+    pub fn limit(&self) -> Option<LimitState> {
+        self.limit
+    }
+
+    /// The headers to answer with: `X-RateLimit-Limit`, `-Remaining`, `-Reset` when a limit
+    /// applied, and `Retry-After` on `RATE_LIMITED`.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::new();
+        if let Some(limit) = self.limit {
+            headers.push(("X-RateLimit-Limit", limit.limit.to_string()));
+            headers.push(("X-RateLimit-Remaining", limit.remaining.to_string()));
+            headers.push(("X-RateLimit-Reset", limit.reset_at.to_string()));
+            if let Some(after) = limit.retry_after {
+                headers.push(("Retry-After", after.max(1).to_string()));
+            }
+        }
+        headers
+    }
+}
+
+impl fmt::Debug for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decision")
+            .field("code", &self.code_str())
+            .field("status", &self.status())
+            .field("key_id", &self.key_id())
+            .field("store_id", &self.store_id())
+            .field("environment", &self.environment())
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_the_spec_table() {
+        let table = [
+            ("MISSING", 401, "API key required"),
+            ("INVALID", 401, "Invalid API key"),
+            ("EXPIRED", 401, "API key has expired"),
+            ("INACTIVE", 403, "API key is inactive"),
+            ("API_DISABLED", 403, "REST API is disabled for this store"),
+            ("PLAN_REQUIRED", 403, "An active Pro subscription is required"),
+            ("IP_NOT_ALLOWED", 403, "IP address not allowed"),
+            ("FORBIDDEN", 403, "Missing permission"),
+            ("RATE_LIMITED", 429, "Rate limit exceeded"),
+        ];
+        for (code, (name, status, message)) in DenyCode::ALL.iter().zip(table) {
+            assert_eq!((code.as_str(), code.http_status(), code.message()), (name, status, message));
+        }
+    }
+
+    #[test]
+    fn forbidden_names_the_permission() {
+        use crate::permissions::{Action, Area};
+        let d = Decision::forbidden(Permission::new(Area::Orders, Action::Edit));
+        assert_eq!(d.message(), "Missing permission Orders:Edit");
+        assert_eq!(d.status(), 403);
+        assert!(!d.allowed());
+        assert!(d.headers().is_empty());
+    }
+
+    #[test]
+    fn request_debug_hides_the_credential() {
+        let req = VerifyRequest { credential: Some("lk_secret"), permission: None, ip: None, path: "/" };
+        assert!(!format!("{req:?}").contains("lk_secret"));
+    }
+}
