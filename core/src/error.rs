@@ -111,12 +111,12 @@ impl Problems {
     /// Adds the problems of a failed result, except those about a field already named.
     pub(crate) fn extend_from<T>(&mut self, result: Result<T>) {
         if let Err(err) = result {
-            for problem in err.problems() {
-                let field = problem.split([':', '.']).next().unwrap_or_default();
-                if !self.mentions(field) {
-                    self.0.push(problem);
-                }
-            }
+            let fresh: Vec<String> = err
+                .problems()
+                .into_iter()
+                .filter(|p| !self.mentions(p.split([':', '.']).next().unwrap_or_default()))
+                .collect();
+            self.0.extend(fresh);
         }
     }
 
