@@ -72,8 +72,13 @@ impl Error {
         Error::Validation(problems)
     }
 
+    /// A not-found error. The id is echoed only when it is shaped like one of our ids (at most
+    /// 24 characters of `[A-Za-z0-9_-]`): a caller that pasted a secret where an id belongs
+    /// must not see it come back in an error that may be logged.
     pub(crate) fn not_found(what: &'static str, id: impl Into<String>) -> Self {
-        Error::NotFound { what, id: id.into() }
+        let id = id.into();
+        let shaped = id.len() <= 24 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        Error::NotFound { what, id: if shaped { id } else { "(not an id)".to_owned() } }
     }
 }
 

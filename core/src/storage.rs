@@ -114,3 +114,36 @@ where
         })
         .map(|item| item.map(|(k, v)| (k.value().1.to_owned(), v.value().to_vec()))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Rec {
+        v: u32,
+        name: String,
+        #[serde(default)]
+        added_later: Option<u32>,
+    }
+
+    #[test]
+    fn records_from_older_releases_read_and_newer_ones_are_refused() {
+        let old: Rec = decode(br#"{"v":1,"name":"a"}"#, 2, "thing").unwrap();
+        assert_eq!(old, Rec { v: 1, name: "a".into(), added_later: None });
+        let err = decode::<Rec>(br#"{"v":3,"name":"a"}"#, 2, "thing").unwrap_err();
+        assert_eq!(err.code(), "CORRUPT");
+        assert!(decode::<Rec>(b"not json", 2, "thing").is_err());
+    }
+
+    #[test]
+    fn a_database_of_a_newer_format_is_refused() {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+        prepare(&db).unwrap();
+        prepare(&db).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META).unwrap().insert(FORMAT_KEY, (FORMAT_VERSION + 1).to_be_bytes().as_slice()).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(prepare(&db).unwrap_err().code(), "CORRUPT");
+    }
+}

@@ -1,0 +1,56 @@
+#![allow(dead_code)]
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use latchkey::{
+    Action, Actor, Area, CreatedKey, Decision, Engine, EngineOptions, FakeClock, NewKey, NewStore,
+    Permission, PermissionSet, Store, VerifyRequest,
+};
+use time::macros::datetime;
+
+pub fn clock() -> FakeClock {
+    FakeClock::new(datetime!(2026-11-23 12:00 UTC))
+}
+
+pub fn options(clock: &FakeClock) -> EngineOptions {
+    EngineOptions { clock: Arc::new(clock.clone()), usage_flush_interval: Duration::from_secs(3600) }
+}
+
+pub fn engine() -> (Engine, FakeClock) {
+    let clock = clock();
+    (Engine::memory_with(options(&clock)).unwrap(), clock)
+}
+
+pub fn admin() -> Actor {
+    Actor::admin("test-admin")
+}
+
+pub fn perms(value: serde_json::Value) -> PermissionSet {
+    PermissionSet::from_input(&value).unwrap()
+}
+
+pub fn store(engine: &Engine) -> (Store, CreatedKey) {
+    engine.create_store(&admin(), NewStore::named("Test Shop")).unwrap()
+}
+
+pub fn scoped(engine: &Engine, store: &Store, permissions: serde_json::Value) -> CreatedKey {
+    engine
+        .create_key(store.id.as_str(), &admin(), NewKey::new("scoped", perms(permissions)))
+        .unwrap()
+}
+
+pub fn verify(engine: &Engine, credential: &str, area: Area, action: Action) -> Decision {
+    verify_from(engine, credential, area, action, "127.0.0.1")
+}
+
+pub fn verify_from(engine: &Engine, credential: &str, area: Area, action: Action, ip: &str) -> Decision {
+    let ip: IpAddr = ip.parse().unwrap();
+    engine.verify(&VerifyRequest {
+        credential: Some(credential),
+        permission: Some(Permission::new(area, action)),
+        ip: Some(ip),
+        path: "/api/v1/orders",
+    })
+}
