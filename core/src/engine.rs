@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use crossbeam_queue::SegQueue;
 use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableTable, WriteTransaction};
@@ -22,7 +21,7 @@ use crate::audit::{Actor, AuditAction, AuditEvent};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Problems, Result};
 use crate::ids::{StoreId, new_key_id};
-use crate::index::{KeyEntry, KeyIndex, StoreLive, StoreView, Usage};
+use crate::index::{KeyEntry, KeyIndex, StoreLive, Usage};
 use crate::input::Patch;
 use crate::keys::format::{self, Generated};
 use crate::keys::{CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, KeyRecord, NewKey};
@@ -158,39 +157,40 @@ impl Engine {
         let Some(presented) = format::parse(credential) else {
             return Decision::deny(DenyCode::Invalid);
         };
-        let Some(entry) = inner.index.lookup(&presented) else {
-            return Decision::deny(DenyCode::Invalid);
-        };
         let now = inner.clock.now_nanos();
-        if now >= entry.expires_at {
-            return Decision::deny(DenyCode::Expired);
-        }
-        if !entry.active {
-            return Decision::deny(DenyCode::Inactive);
-        }
-        let store = entry.store.view.load();
-        if !store.api_enabled {
-            return Decision::deny(DenyCode::ApiDisabled);
-        }
-        if now >= store.plan_blocked_from {
-            return Decision::deny(DenyCode::PlanRequired);
-        }
-        if !entry.ip_allowed(request.ip) {
-            return Decision::deny(DenyCode::IpNotAllowed);
-        }
-        if let Some(needed) = request.permission
-            && !entry.permissions.contains(needed)
-        {
-            return Decision::forbidden(needed);
-        }
-        // RATE_LIMITED is the last check (SPEC §4, §5): the limiter charges every applicable
-        // limit here, atomically, only once everything above has passed. Until the limiter
-        // lands (issue #3) no limit applies and the decision carries no limit state.
-        let limit = None;
-        if entry.usage.touch(now.div_euclid(1_000_000_000), request.ip) {
-            inner.usage_queue.push(entry.usage.clone());
-        }
-        Decision::allow(entry, limit)
+        // The remaining checks run under the key's shard read lock: a few atomic loads and
+        // compares, so the decision copies out what it needs instead of cloning the entry.
+        let decision = inner.index.find(&presented, |entry| {
+            if now >= entry.expires_at {
+                return Decision::deny(DenyCode::Expired);
+            }
+            if !entry.active {
+                return Decision::deny(DenyCode::Inactive);
+            }
+            if !entry.store.api_enabled() {
+                return Decision::deny(DenyCode::ApiDisabled);
+            }
+            if entry.store.plan_blocks(now) {
+                return Decision::deny(DenyCode::PlanRequired);
+            }
+            if !entry.ip_allowed(request.ip) {
+                return Decision::deny(DenyCode::IpNotAllowed);
+            }
+            if let Some(needed) = request.permission
+                && !entry.permissions.contains(needed)
+            {
+                return Decision::forbidden(needed);
+            }
+            // RATE_LIMITED is the last check (SPEC §4, §5): the limiter charges every
+            // applicable limit here, atomically, only once everything above has passed. Until
+            // the limiter lands (issue #3) no limit applies and the decision carries no limit.
+            let limit = None;
+            if entry.usage.touch(now.div_euclid(1_000_000_000), request.ip) {
+                inner.usage_queue.push(entry.usage.clone());
+            }
+            Decision::allow(entry.grant, limit)
+        });
+        decision.unwrap_or_else(|| Decision::deny(DenyCode::Invalid))
     }
 
     /// Writes pending last-use times now (they are otherwise written in the background).
@@ -230,7 +230,7 @@ impl Engine {
         write_audit(&tx, &record, AuditAction::KeyCreated, actor, Vec::new(), now)?;
         tx.commit()?;
 
-        let live = Arc::new(StoreLive { view: ArcSwap::from_pointee(StoreView::of(&store.settings)) });
+        let live = Arc::new(StoreLive::of(&store.settings));
         inner.stores.write().insert(id, live.clone());
         inner.install(&record, live, None)?;
         Ok((store, CreatedKey { key: record.to_key(), secret }))
@@ -288,7 +288,7 @@ impl Engine {
         tx.open_table(STORES)?.insert(store_id, storage::encode(&record)?.as_slice())?;
         tx.commit()?;
         if let Some(live) = inner.stores.read().get(&record.store.id) {
-            live.view.store(Arc::new(StoreView::of(&record.store.settings)));
+            live.set(&record.store.settings);
         }
         Ok(record.store)
     }
@@ -585,8 +585,7 @@ impl Inner {
         for item in tx.open_table(STORES)?.iter()? {
             let (_, value) = item?;
             let record: StoreRecord = storage::decode(value.value(), StoreRecord::VERSION, "store")?;
-            let view = StoreView::of(&record.store.settings);
-            stores.insert(record.store.id, Arc::new(StoreLive { view: ArcSwap::from_pointee(view) }));
+            stores.insert(record.store.id, Arc::new(StoreLive::of(&record.store.settings)));
         }
         for item in tx.open_table(KEYS)?.iter()? {
             let (_, value) = item?;

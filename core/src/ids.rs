@@ -24,6 +24,12 @@ impl StoreId {
             .then_some(StoreId(bytes))
     }
 
+    /// From bytes already checked to be `[a-z0-9]`.
+    pub(crate) fn from_validated(bytes: [u8; 8]) -> StoreId {
+        debug_assert!(bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        StoreId(bytes)
+    }
+
     pub(crate) fn random() -> Result<StoreId> {
         let text = random_chars(LOWER_ALNUM, 8)?;
         Ok(StoreId::parse(&text).unwrap_or(StoreId(*b"00000000")))

@@ -14,7 +14,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use parking_lot::{Mutex, RwLock};
 
@@ -24,6 +23,7 @@ use crate::keys::{KeyFormat, KeyKind, KeyRecord};
 use crate::permissions::PermissionSet;
 use crate::secret::Digest;
 use crate::stores::StoreSettings;
+use crate::verify::{Grant, Inline};
 
 /// Number of shards; a power of two so the shard is chosen by masking hash bits.
 const SHARDS: usize = 64;
@@ -74,9 +74,10 @@ impl<const N: usize, V: Clone> ShardedMap<[u8; N], V> {
         &self.shards[usize::from(key[N - 1]) & (SHARDS - 1)].0
     }
 
+    /// Runs `f` on the value under the shard's read lock (no clone of the value).
     #[inline]
-    fn get(&self, key: &[u8; N]) -> Option<V> {
-        self.shard(key).read().get(key).cloned()
+    fn with<R>(&self, key: &[u8; N], f: impl FnOnce(Option<&V>) -> R) -> R {
+        f(self.shard(key).read().get(key))
     }
 
     fn insert(&self, key: [u8; N], value: V) {
@@ -88,16 +89,24 @@ impl<const N: usize, V: Clone> ShardedMap<[u8; N], V> {
     }
 }
 
-/// What verify needs of a store, swapped whole when the store changes.
-#[derive(Debug, Clone)]
-pub(crate) struct StoreView {
-    pub api_enabled: bool,
+/// What verify needs of a store, shared by all of its keys' entries. Atomics, so a store
+/// change is seen by the next verify of every key without touching the entries.
+#[derive(Debug)]
+pub(crate) struct StoreLive {
+    api_enabled: AtomicBool,
     /// From this instant (unix nanos) on, requests get `PLAN_REQUIRED`; `i64::MAX`: never.
-    pub plan_blocked_from: i64,
+    plan_blocked_from: AtomicI64,
 }
 
-impl StoreView {
+impl StoreLive {
     pub(crate) fn of(settings: &StoreSettings) -> Self {
+        let live = Self { api_enabled: AtomicBool::new(true), plan_blocked_from: AtomicI64::new(i64::MAX) };
+        live.set(settings);
+        live
+    }
+
+    /// Publishes new settings (called by the engine after the commit).
+    pub(crate) fn set(&self, settings: &StoreSettings) {
         let plan_blocked_from = if !settings.require_pro {
             i64::MAX
         } else if settings.plan.tier != crate::stores::Tier::Pro {
@@ -107,14 +116,19 @@ impl StoreView {
                 i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
             })
         };
-        Self { api_enabled: settings.api_enabled, plan_blocked_from }
+        self.api_enabled.store(settings.api_enabled, Ordering::Release);
+        self.plan_blocked_from.store(plan_blocked_from, Ordering::Release);
     }
-}
 
-/// A store's live state, shared by all of its keys' entries.
-#[derive(Debug)]
-pub(crate) struct StoreLive {
-    pub view: ArcSwap<StoreView>,
+    #[inline]
+    pub(crate) fn api_enabled(&self) -> bool {
+        self.api_enabled.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    pub(crate) fn plan_blocks(&self, now_nanos: i64) -> bool {
+        now_nanos >= self.plan_blocked_from.load(Ordering::Acquire)
+    }
 }
 
 /// When a key was last used, tracked in memory and flushed in the background.
@@ -191,6 +205,8 @@ pub(crate) struct KeyEntry {
     pub expires_at: i64,
     pub ip_allowlist: Box<[IpNet]>,
     pub usage: Arc<Usage>,
+    /// What a successful decision carries, ready to copy.
+    pub grant: Grant,
 }
 
 impl KeyEntry {
@@ -205,7 +221,15 @@ impl KeyEntry {
             }
             None => None,
         };
+        let grant = Grant {
+            key_id: Inline::new(&record.id)?,
+            store_id: record.store_id,
+            environment: Inline::new(&record.environment)?,
+            permissions: record.permissions,
+            kind: record.kind,
+        };
         Some(Self {
+            grant,
             id: record.id.clone(),
             store_id: record.store_id,
             store,
@@ -259,35 +283,40 @@ impl KeyIndex {
         Self { by_digest: ShardedMap::new(), by_consumer: ShardedMap::new(), by_id: RwLock::new(HashMap::new()) }
     }
 
-    /// Finds the key a parsed credential names, or `None` (unknown and wrong secret alike).
+    /// Finds the key a parsed credential names and runs `f` on it under its shard's read lock;
+    /// `None` for an unknown key and a wrong secret alike.
     ///
     /// Every path computes exactly one SHA-256 and one constant-time comparison.
     #[inline]
-    pub(crate) fn lookup(&self, presented: &Presented<'_>) -> Option<Arc<KeyEntry>> {
+    pub(crate) fn find<R>(&self, presented: &Presented<'_>, f: impl FnOnce(&Arc<KeyEntry>) -> R) -> Option<R> {
         match *presented {
             Presented::Token { prefix, store, secret } => {
                 let digest = Digest::of(secret.as_bytes());
-                let entry = self.by_digest.get(&digest.0)?;
-                let matches = entry.digest.ct_eq(&digest)
-                    & (entry.format == KeyFormat::Token)
-                    & (entry.store_id == store)
-                    & (entry.prefix.as_deref() == Some(prefix));
-                matches.then_some(entry)
+                self.by_digest.with(&digest.0, |entry| {
+                    let entry = entry?;
+                    let matches = entry.digest.ct_eq(&digest)
+                        & (entry.format == KeyFormat::Token)
+                        & (entry.store_id == store)
+                        & (entry.prefix.as_deref() == Some(prefix));
+                    matches.then(|| f(entry))
+                })
             }
             Presented::Hex(key) => {
                 let digest = Digest::of(key.as_bytes());
-                let entry = self.by_digest.get(&digest.0)?;
-                (entry.digest.ct_eq(&digest) & (entry.format == KeyFormat::Hex)).then_some(entry)
+                self.by_digest.with(&digest.0, |entry| {
+                    let entry = entry?;
+                    (entry.digest.ct_eq(&digest) & (entry.format == KeyFormat::Hex)).then(|| f(entry))
+                })
             }
             Presented::Pair { consumer_key, secret } => {
                 let digest = Digest::of(secret.as_bytes());
-                match self.by_consumer.get(&consumer_key) {
-                    Some(entry) => entry.digest.ct_eq(&digest).then_some(entry),
+                self.by_consumer.with(&consumer_key, |entry| match entry {
+                    Some(entry) => entry.digest.ct_eq(&digest).then(|| f(entry)),
                     None => {
                         let _ = std::hint::black_box(DECOY.ct_eq(&digest));
                         None
                     }
-                }
+                })
             }
         }
     }

@@ -8,7 +8,6 @@ use std::fmt;
 use rand::TryRng;
 use rand::rngs::SysRng;
 use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
 
@@ -47,15 +46,50 @@ pub struct Digest(pub(crate) [u8; 32]);
 
 impl Digest {
     /// SHA-256 of `data`.
+    ///
+    /// Inputs of up to 119 bytes (every secret we issue) are padded on the stack and fed
+    /// straight to the compression function, skipping the streaming hasher's buffering; the
+    /// result is the same SHA-256 (tested against the streaming form).
     #[inline]
     pub fn of(data: &[u8]) -> Self {
-        Self(Sha256::digest(data).into())
+        const IV: [u32; 8] = [
+            0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+            0x5be0cd19,
+        ];
+        let len = data.len();
+        if len > 119 {
+            return Self(Sha256::digest(data).into());
+        }
+        // One block holds up to 55 bytes of message (plus 0x80 and the 8-byte length).
+        let blocks_needed = if len <= 55 { 1 } else { 2 };
+        let mut blocks = [[0u8; 64]; 2];
+        {
+            let flat = blocks.as_flattened_mut();
+            flat[..len].copy_from_slice(data);
+            flat[len] = 0x80;
+            let end = blocks_needed * 64;
+            flat[end - 8..end].copy_from_slice(&((len as u64) * 8).to_be_bytes());
+        }
+        let mut state = IV;
+        sha2::block_api::compress256(&mut state, &blocks[..blocks_needed]);
+        let mut out = [0u8; 32];
+        for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+        Self(out)
     }
 
-    /// Constant-time equality, for comparing a presented secret's digest to a stored one.
+    /// Constant-time equality, for comparing a presented secret's digest to a stored one:
+    /// every byte is compared, and the only branch is on the folded result.
     #[inline]
     pub fn ct_eq(&self, other: &Digest) -> bool {
-        self.0.ct_eq(&other.0).into()
+        let mut diff = 0u64;
+        for (a, b) in self.0.chunks_exact(8).zip(other.0.chunks_exact(8)) {
+            let a = u64::from_ne_bytes(a.try_into().unwrap_or_default());
+            let b = u64::from_ne_bytes(b.try_into().unwrap_or_default());
+            diff |= a ^ b;
+        }
+        std::hint::black_box(diff) == 0
     }
 
     pub(crate) fn to_hex(self) -> String {
@@ -160,6 +194,23 @@ mod tests {
         assert_eq!(Digest::from_hex(&d.to_hex()), Some(d));
         assert!(d.ct_eq(&Digest::of(b"x")));
         assert!(!d.ct_eq(&Digest::of(b"y")));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_digest_is_sha256(data in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let expected: [u8; 32] = Sha256::digest(&data).into();
+            proptest::prop_assert_eq!(Digest::of(&data).0, expected);
+        }
+    }
+
+    #[test]
+    fn digest_at_block_boundaries() {
+        for len in [0, 1, 31, 32, 35, 55, 56, 63, 64, 65, 119, 120, 128] {
+            let data = vec![0xabu8; len];
+            let expected: [u8; 32] = Sha256::digest(&data).into();
+            assert_eq!(Digest::of(&data).0, expected, "{len}");
+        }
     }
 
     #[test]

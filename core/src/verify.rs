@@ -6,10 +6,8 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use crate::ids::StoreId;
-use crate::index::KeyEntry;
 use crate::keys::KeyKind;
 use crate::permissions::{Permission, PermissionSet};
 
@@ -129,16 +127,53 @@ pub struct LimitState {
     pub retry_after: Option<u32>,
 }
 
+/// A short string stored inline, so a decision is copied out of the index without
+/// allocating or touching a reference count.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Inline<const N: usize> {
+    len: u8,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> fmt::Debug for Inline<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl<const N: usize> Inline<N> {
+    pub(crate) fn new(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; N];
+        bytes.get_mut(..text.len())?.copy_from_slice(text.as_bytes());
+        Some(Self { len: u8::try_from(text.len()).ok()?, bytes })
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Invariant: built from a `&str` in `new`, so the prefix is valid UTF-8.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+/// Who a successful decision is for: copied out of the index entry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Grant {
+    pub key_id: Inline<24>,
+    pub store_id: StoreId,
+    pub environment: Inline<32>,
+    pub permissions: PermissionSet,
+    pub kind: KeyKind,
+}
+
 /// The answer to a [`VerifyRequest`].
 #[derive(Clone)]
 pub struct Decision {
     denial: Option<(DenyCode, Option<Permission>)>,
-    key: Option<Arc<KeyEntry>>,
+    key: Option<Grant>,
     limit: Option<LimitState>,
 }
 
 impl Decision {
-    pub(crate) fn allow(key: Arc<KeyEntry>, limit: Option<LimitState>) -> Self {
+    pub(crate) fn allow(key: Grant, limit: Option<LimitState>) -> Self {
         Self { denial: None, key: Some(key), limit }
     }
 
@@ -186,23 +221,23 @@ impl Decision {
     }
 
     pub fn key_id(&self) -> Option<&str> {
-        self.key.as_deref().map(|k| k.id.as_str())
+        self.key.as_ref().map(|k| k.key_id.as_str())
     }
 
     pub fn store_id(&self) -> Option<StoreId> {
-        self.key.as_deref().map(|k| k.store_id)
+        self.key.as_ref().map(|k| k.store_id)
     }
 
     pub fn environment(&self) -> Option<&str> {
-        self.key.as_deref().map(|k| &*k.environment)
+        self.key.as_ref().map(|k| k.environment.as_str())
     }
 
     pub fn permissions(&self) -> Option<PermissionSet> {
-        self.key.as_deref().map(|k| k.permissions)
+        self.key.as_ref().map(|k| k.permissions)
     }
 
     pub fn key_kind(&self) -> Option<KeyKind> {
-        self.key.as_deref().map(|k| k.kind)
+        self.key.as_ref().map(|k| k.kind)
     }
 
     pub fn limit(&self) -> Option<LimitState> {

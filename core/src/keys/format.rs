@@ -128,6 +128,32 @@ fn checksum(data: &[u8]) -> [u8; CHECKSUM_LEN] {
     out
 }
 
+/// The value of each base62 digit; 0xff for bytes that are not one.
+const BASE62_VALUE: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut i = 0;
+    while i < 62 {
+        table[BASE62[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Same answer as `checksum(body) == given`, without the six divisions: the given digits are
+/// decoded (multiply-adds) and compared with the CRC. Verify runs this on every token.
+#[inline]
+fn checksum_matches(body: &[u8], given: &[u8]) -> bool {
+    let mut value: u64 = 0;
+    for &c in given {
+        let digit = BASE62_VALUE[usize::from(c)];
+        if digit == 0xff {
+            return false;
+        }
+        value = value * 62 + u64::from(digit);
+    }
+    value == u64::from(crc32fast::hash(body))
+}
+
 /// A credential as presented, parsed but not yet looked up. Borrowed: parsing never allocates.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Presented<'a> {
@@ -152,39 +178,66 @@ impl fmt::Debug for Presented<'_> {
 /// Parses a presented credential. `None` means malformed, including a token whose checksum
 /// does not match: such a credential is rejected without touching the index.
 pub(crate) fn parse(text: &str) -> Option<Presented<'_>> {
-    if let Some((ck, cs)) = text.split_once(':') {
-        let ck = ck.strip_prefix(CONSUMER_KEY_PREFIX)?;
-        let mut consumer_key = [0u8; 16];
-        if !crate::secret::decode_hex(ck, &mut consumer_key) {
-            return None;
-        }
-        let digits = cs.strip_prefix(CONSUMER_SECRET_PREFIX)?;
-        if digits.len() != 32 || !digits.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return None;
-        }
-        return Some(Presented::Pair { consumer_key, secret: cs });
+    // Each format has its own length, so the branch is chosen without scanning the text.
+    match text.len() {
+        PAIR_LEN => parse_pair(text),
+        64 => all_bytes(text.as_bytes(), is_lower_hex).then_some(Presented::Hex(text)),
+        _ => parse_token(text),
     }
-    if text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Some(Presented::Hex(text));
+}
+
+/// `ck_` + 32 hex, `:`, `cs_` + 32 hex.
+const PAIR_LEN: usize = 3 + 32 + 1 + 3 + 32;
+
+fn parse_pair(text: &str) -> Option<Presented<'_>> {
+    let (ck, cs) = (text.get(..35)?, text.get(36..)?);
+    if text.as_bytes()[35] != b':' {
+        return None;
     }
-    parse_token(text)
+    let mut consumer_key = [0u8; 16];
+    let ck_hex = ck.strip_prefix(CONSUMER_KEY_PREFIX)?;
+    if !crate::secret::decode_hex(ck_hex, &mut consumer_key) {
+        return None;
+    }
+    let cs_hex = cs.strip_prefix(CONSUMER_SECRET_PREFIX)?;
+    all_bytes(cs_hex.as_bytes(), is_lower_hex).then_some(Presented::Pair { consumer_key, secret: cs })
+}
+
+fn is_lower_hex(b: u8) -> bool {
+    b.is_ascii_digit() | (b'a'..=b'f').contains(&b)
+}
+
+/// `pred` over every byte, without early exit, so the loop vectorises.
+#[inline]
+fn all_bytes(bytes: &[u8], pred: impl Fn(u8) -> bool) -> bool {
+    bytes.iter().fold(true, |ok, &b| ok & pred(b))
 }
 
 fn parse_token(text: &str) -> Option<Presented<'_>> {
-    let (prefix, rest) = text.split_once('_')?;
-    let (store, secret) = rest.split_once('_')?;
-    if !(2..=8).contains(&prefix.len()) || !prefix.bytes().all(|b| b.is_ascii_lowercase()) {
+    // The layout is fixed once the length is known: `{prefix:2..=8}_{store:8}_{secret:32}`.
+    let bytes = text.as_bytes();
+    let prefix_len = bytes.len().checked_sub(1 + 8 + 1 + TOKEN_SECRET_LEN)?;
+    if !(2..=8).contains(&prefix_len) || bytes[prefix_len] != b'_' || bytes[prefix_len + 9] != b'_' {
         return None;
     }
-    let store = StoreId::parse(store)?;
-    if secret.len() != TOKEN_SECRET_LEN || !secret.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    let prefix = &bytes[..prefix_len];
+    let store = &bytes[prefix_len + 1..prefix_len + 9];
+    let secret = &bytes[prefix_len + 10..];
+    let valid = all_bytes(prefix, |b| b.is_ascii_lowercase())
+        & all_bytes(store, |b| b.is_ascii_lowercase() | b.is_ascii_digit())
+        & all_bytes(secret, |b| b.is_ascii_alphanumeric());
+    if !valid {
         return None;
     }
-    let (body, given) = text.split_at(text.len() - CHECKSUM_LEN);
-    if checksum(body.as_bytes()) != given.as_bytes() {
+    let (body, given) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+    if !checksum_matches(body, given) {
         return None;
     }
-    Some(Presented::Token { prefix, store, secret })
+    Some(Presented::Token {
+        prefix: &text[..prefix_len],
+        store: StoreId::from_validated(store.try_into().ok()?),
+        secret: &text[prefix_len + 10..],
+    })
 }
 
 /// True when `text` looks like a live-format Latchkey token (format and checksum), for scanners.
@@ -263,6 +316,20 @@ mod tests {
         // The checksum covers the prefix and store id too.
         let moved = token.replacen("ab12cd34", "ab12cd35", 1);
         assert!(parse(&moved).is_none());
+    }
+
+    #[test]
+    fn checksum_decoding_agrees_with_encoding() {
+        for body in [&b""[..], b"lk_ab12cd34_", b"some longer body of bytes", &[0xff; 40]] {
+            let sum = checksum(body);
+            assert!(checksum_matches(body, &sum));
+            let mut wrong = sum;
+            wrong[5] = if wrong[5] == b'0' { b'1' } else { b'0' };
+            assert!(!checksum_matches(body, &wrong));
+            assert!(!checksum_matches(body, b"!!!!!!"));
+        }
+        // 62^6 > 2^32: the largest CRC fits and a too-large decoded value never matches.
+        assert!(!checksum_matches(b"x", b"zzzzzz"));
     }
 
     #[test]
