@@ -31,7 +31,9 @@ fn orders_view() -> PermissionSet {
 fn hot(c: &mut Criterion) {
     let admin = Actor::admin("bench");
     let engine = Engine::memory().expect("engine");
-    let (store, _) = engine.create_store(&admin, NewStore::named("Hot")).expect("store");
+    let (store, _) = engine
+        .create_store(&admin, NewStore::named("Hot"))
+        .expect("store");
     let hot = engine
         .create_key(store.id.as_str(), &admin, NewKey::new("hot", orders_view()))
         .expect("key")
@@ -39,7 +41,9 @@ fn hot(c: &mut Criterion) {
     assert!(engine.verify(&request(&hot)).allowed());
 
     let secret = hot[hot.len() - 32..].to_owned();
-    c.bench_function("sha256/secret", |b| b.iter(|| Digest::of(black_box(secret.as_bytes()))));
+    c.bench_function("sha256/secret", |b| {
+        b.iter(|| Digest::of(black_box(secret.as_bytes())))
+    });
     c.bench_function("verify/hot", |b| {
         b.iter(|| engine.verify(black_box(&request(black_box(&hot)))))
     });
@@ -51,20 +55,34 @@ fn million_keys() -> (Engine, Vec<String>) {
     let engine = Engine::memory().expect("engine");
     let mut credentials = Vec::with_capacity(1_000_000);
     for s in 0..1_000 {
-        let (store, default_key) =
-            engine.create_store(&admin, NewStore::named(format!("Store {s}"))).expect("store");
+        let (store, default_key) = engine
+            .create_store(&admin, NewStore::named(format!("Store {s}")))
+            .expect("store");
         let sid = store.id.as_str();
         engine
-            .update_store(sid, StorePatch { max_scoped_keys: Some(999), ..Default::default() })
+            .update_store(
+                sid,
+                StorePatch {
+                    max_scoped_keys: Some(999),
+                    ..Default::default()
+                },
+            )
             .expect("settings");
         credentials.push(default_key.credential());
-        let batch = (0..999).map(|i| NewKey::new(format!("k{i}"), orders_view())).collect();
+        let batch = (0..999)
+            .map(|i| NewKey::new(format!("k{i}"), orders_view()))
+            .collect();
         for created in engine.create_keys(sid, &admin, batch).expect("keys") {
             credentials.push(created.credential());
         }
     }
     assert_eq!(credentials.len(), 1_000_000);
-    assert!(credentials.iter().step_by(9973).all(|c| engine.verify(&request(c)).allowed()));
+    assert!(
+        credentials
+            .iter()
+            .step_by(9973)
+            .all(|c| engine.verify(&request(c)).allowed())
+    );
     (engine, credentials)
 }
 

@@ -42,7 +42,9 @@ impl Clock for SystemClock {
     #[inline]
     fn now_nanos(&self) -> i64 {
         let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        now.tv_sec.saturating_mul(1_000_000_000).saturating_add(now.tv_nsec)
+        now.tv_sec
+            .saturating_mul(1_000_000_000)
+            .saturating_add(now.tv_nsec)
     }
 
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -73,9 +75,11 @@ impl FakeClock {
         } else {
             i64::MAX
         });
-        let _ = self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
-            Some(now.saturating_add(delta))
-        });
+        let _ = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+                Some(now.saturating_add(delta))
+            });
     }
 
     /// Sets the clock to `at`.
@@ -110,7 +114,10 @@ mod tests {
 
     #[test]
     fn system_clock_agrees_with_the_standard_library() {
-        let std_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64;
+        let std_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
         let ours = SystemClock.now_nanos();
         assert!((ours - std_now).abs() < 50_000_000, "{ours} vs {std_now}");
     }

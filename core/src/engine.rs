@@ -41,7 +41,10 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { clock: Arc::new(SystemClock), usage_flush_interval: Duration::from_secs(10) }
+        Self {
+            clock: Arc::new(SystemClock),
+            usage_flush_interval: Duration::from_secs(10),
+        }
     }
 }
 
@@ -137,7 +140,10 @@ impl Engine {
                 }
             })
             .map_err(|e| Error::Storage(format!("cannot start the usage flusher: {e}")))?;
-        Ok(Engine { inner, flusher: Some(flusher) })
+        Ok(Engine {
+            inner,
+            flusher: Some(flusher),
+        })
     }
 
     /// The engine's clock.
@@ -216,24 +222,52 @@ impl Engine {
             }
             id
         };
-        let store = Store { id, settings, created_at: now };
-        let record = StoreRecord { v: StoreRecord::VERSION, store: store.clone(), updated_at: now };
-        tx.open_table(STORES)?.insert(id.as_str(), storage::encode(&record)?.as_slice())?;
+        let store = Store {
+            id,
+            settings,
+            created_at: now,
+        };
+        let record = StoreRecord {
+            v: StoreRecord::VERSION,
+            store: store.clone(),
+            updated_at: now,
+        };
+        tx.open_table(STORES)?
+            .insert(id.as_str(), storage::encode(&record)?.as_slice())?;
 
         let mut default_key = NewKey::new("Default key", PermissionSet::all());
         default_key.description = Some("Full access; created with the store".into());
         default_key.expires_at = Patch::Null;
         let environment = store.settings.default_environment().to_owned();
-        let (record, secret) =
-            build_key(&store, KeyKind::Default, default_key, environment, None, now)?;
+        let (record, secret) = build_key(
+            &store,
+            KeyKind::Default,
+            default_key,
+            environment,
+            None,
+            now,
+        )?;
         write_key(&tx, &record)?;
-        write_audit(&tx, &record, AuditAction::KeyCreated, actor, Vec::new(), now)?;
+        write_audit(
+            &tx,
+            &record,
+            AuditAction::KeyCreated,
+            actor,
+            Vec::new(),
+            now,
+        )?;
         tx.commit()?;
 
         let live = Arc::new(StoreLive::of(&store.settings));
         inner.stores.write().insert(id, live.clone());
         inner.install(&record, live, None)?;
-        Ok((store, CreatedKey { key: record.to_key(), secret }))
+        Ok((
+            store,
+            CreatedKey {
+                key: record.to_key(),
+                secret,
+            },
+        ))
     }
 
     pub fn get_store(&self, store_id: &str) -> Result<Store> {
@@ -249,7 +283,8 @@ impl Engine {
         let mut stores = Vec::new();
         for item in table.iter()? {
             let (_, value) = item?;
-            let record: StoreRecord = storage::decode(value.value(), StoreRecord::VERSION, "store")?;
+            let record: StoreRecord =
+                storage::decode(value.value(), StoreRecord::VERSION, "store")?;
             stores.push(record.store);
         }
         Ok(stores)
@@ -285,7 +320,8 @@ impl Engine {
         }
         record.store.settings = settings;
         record.updated_at = now;
-        tx.open_table(STORES)?.insert(store_id, storage::encode(&record)?.as_slice())?;
+        tx.open_table(STORES)?
+            .insert(store_id, storage::encode(&record)?.as_slice())?;
         tx.commit()?;
         if let Some(live) = inner.stores.read().get(&record.store.id) {
             live.set(&record.store.settings);
@@ -298,16 +334,27 @@ impl Engine {
     /// Creates one scoped key. Its secret is in the result, once.
     pub fn create_key(&self, store_id: &str, actor: &Actor, key: NewKey) -> Result<CreatedKey> {
         let mut created = self.create_keys(store_id, actor, vec![key])?;
-        created.pop().ok_or_else(|| Error::Storage("no key created".into()))
+        created
+            .pop()
+            .ok_or_else(|| Error::Storage("no key created".into()))
     }
 
     /// Creates several scoped keys in one durable commit: all of them, or none.
-    pub fn create_keys(&self, store_id: &str, actor: &Actor, keys: Vec<NewKey>) -> Result<Vec<CreatedKey>> {
+    pub fn create_keys(
+        &self,
+        store_id: &str,
+        actor: &Actor,
+        keys: Vec<NewKey>,
+    ) -> Result<Vec<CreatedKey>> {
         let mut problems = Problems::new();
         let many = keys.len() > 1;
         for (i, key) in keys.iter().enumerate() {
             for problem in key.problems() {
-                problems.push(if many { format!("keys[{i}].{problem}") } else { problem });
+                problems.push(if many {
+                    format!("keys[{i}].{problem}")
+                } else {
+                    problem
+                });
             }
         }
         problems.finish()?;
@@ -327,10 +374,20 @@ impl Engine {
         let mut problems = Problems::new();
         let mut environments = Vec::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
-            let at = |problem: String| if many { format!("keys[{i}].{problem}") } else { problem };
+            let at = |problem: String| {
+                if many {
+                    format!("keys[{i}].{problem}")
+                } else {
+                    problem
+                }
+            };
             if let Some(acting) = &acting {
                 ensure_can_grant(acting, &key.permissions)?;
-                if key.environment.as_deref().is_some_and(|env| env != &*acting.environment) {
+                if key
+                    .environment
+                    .as_deref()
+                    .is_some_and(|env| env != &*acting.environment)
+                {
                     return Err(Error::Forbidden(format!(
                         "a key can only create keys in its own environment ({})",
                         acting.environment
@@ -370,7 +427,14 @@ impl Engine {
             let ttl = store.settings.default_key_ttl_days;
             let (record, secret) = build_key(&store, KeyKind::Scoped, key, environment, ttl, now)?;
             write_key(&tx, &record)?;
-            write_audit(&tx, &record, AuditAction::KeyCreated, actor, Vec::new(), now)?;
+            write_audit(
+                &tx,
+                &record,
+                AuditAction::KeyCreated,
+                actor,
+                Vec::new(),
+                now,
+            )?;
             created.push((record, secret));
         }
         tx.commit()?;
@@ -380,7 +444,10 @@ impl Engine {
             .into_iter()
             .map(|(record, secret)| {
                 inner.install(&record, live.clone(), None)?;
-                Ok(CreatedKey { key: record.to_key(), secret })
+                Ok(CreatedKey {
+                    key: record.to_key(),
+                    secret,
+                })
             })
             .collect()
     }
@@ -410,7 +477,13 @@ impl Engine {
     }
 
     /// Changes a key. Takes effect for the very next verify.
-    pub fn update_key(&self, store_id: &str, actor: &Actor, key_id: &str, patch: KeyPatch) -> Result<Key> {
+    pub fn update_key(
+        &self,
+        store_id: &str,
+        actor: &Actor,
+        key_id: &str,
+        patch: KeyPatch,
+    ) -> Result<Key> {
         patch.check()?;
         let inner = &*self.inner;
         let _writer = inner.writer.lock();
@@ -428,8 +501,16 @@ impl Engine {
 
         let mut changes = Vec::new();
         let mut problems = Problems::new();
-        let KeyPatch { name, description, active, rate_limit, ip_allowlist, expires_at, permissions, meta } =
-            patch;
+        let KeyPatch {
+            name,
+            description,
+            active,
+            rate_limit,
+            ip_allowlist,
+            expires_at,
+            permissions,
+            meta,
+        } = patch;
         if let Some(name) = name {
             record.name = name.trim().to_owned();
             changes.push("name");
@@ -468,11 +549,14 @@ impl Engine {
         }
         if let Some(permissions) = permissions {
             if record.kind == KeyKind::Default {
-                return Err(Error::Conflict("the default key always has full access".into()));
+                return Err(Error::Conflict(
+                    "the default key always has full access".into(),
+                ));
             }
             if !store.settings.permissions_editable {
                 return Err(Error::Conflict(
-                    "permissions are immutable in this store: revoke the key and create a new one".into(),
+                    "permissions are immutable in this store: revoke the key and create a new one"
+                        .into(),
                 ));
             }
             if let Some(acting) = &acting {
@@ -488,13 +572,22 @@ impl Engine {
         let changes = changes.into_iter().map(str::to_owned).collect();
         write_audit(&tx, &record, AuditAction::KeyUpdated, actor, changes, now)?;
         tx.commit()?;
-        inner.install(&record, inner.store_live(store.id)?, inner.index.by_id(key_id))?;
+        inner.install(
+            &record,
+            inner.store_live(store.id)?,
+            inner.index.by_id(key_id),
+        )?;
         Ok(inner.with_usage(record.to_key()))
     }
 
     /// Issues a new secret for a key (same id, permissions and settings). The old secret stops
     /// working at once; the new one is in the result, once.
-    pub fn regenerate_key(&self, store_id: &str, actor: &Actor, key_id: &str) -> Result<CreatedKey> {
+    pub fn regenerate_key(
+        &self,
+        store_id: &str,
+        actor: &Actor,
+        key_id: &str,
+    ) -> Result<CreatedKey> {
         let inner = &*self.inner;
         let _writer = inner.writer.lock();
         let now = inner.clock.now();
@@ -508,7 +601,12 @@ impl Engine {
             ensure_can_manage(&acting, &record)?;
         }
         let generated = format::generate(record.format, &store.settings.key_prefix, store.id)?;
-        let Generated { secret, digest, consumer_key, last4 } = generated;
+        let Generated {
+            secret,
+            digest,
+            consumer_key,
+            last4,
+        } = generated;
         record.digest = digest.to_hex();
         record.last4 = last4;
         if record.format == KeyFormat::Token {
@@ -520,10 +618,24 @@ impl Engine {
         }
         record.updated_at = now;
         write_key(&tx, &record)?;
-        write_audit(&tx, &record, AuditAction::KeyRegenerated, actor, Vec::new(), now)?;
+        write_audit(
+            &tx,
+            &record,
+            AuditAction::KeyRegenerated,
+            actor,
+            Vec::new(),
+            now,
+        )?;
         tx.commit()?;
-        inner.install(&record, inner.store_live(store.id)?, inner.index.by_id(key_id))?;
-        Ok(CreatedKey { key: inner.with_usage(record.to_key()), secret })
+        inner.install(
+            &record,
+            inner.store_live(store.id)?,
+            inner.index.by_id(key_id),
+        )?;
+        Ok(CreatedKey {
+            key: inner.with_usage(record.to_key()),
+            secret,
+        })
     }
 
     /// Revokes (deletes) a scoped key. Stops working at once; the default key cannot be revoked.
@@ -546,7 +658,14 @@ impl Engine {
         record.active = false;
         record.updated_at = now;
         write_key(&tx, &record)?;
-        write_audit(&tx, &record, AuditAction::KeyRevoked, actor, Vec::new(), now)?;
+        write_audit(
+            &tx,
+            &record,
+            AuditAction::KeyRevoked,
+            actor,
+            Vec::new(),
+            now,
+        )?;
         tx.commit()?;
         inner.index.remove(key_id);
         Ok(())
@@ -558,9 +677,17 @@ impl Engine {
         load_store(&tx.open_table(STORES)?, store_id)?;
         let table = tx.open_table(AUDIT)?;
         let mut events = Vec::new();
-        for item in table.range((store_id, 0)..=(store_id, u64::MAX))?.rev().take(limit) {
+        for item in table
+            .range((store_id, 0)..=(store_id, u64::MAX))?
+            .rev()
+            .take(limit)
+        {
             let (_, value) = item?;
-            events.push(storage::decode(value.value(), AuditEvent::VERSION, "audit event")?);
+            events.push(storage::decode(
+                value.value(),
+                AuditEvent::VERSION,
+                "audit event",
+            )?);
         }
         Ok(events)
     }
@@ -584,8 +711,12 @@ impl Inner {
         let mut stores = self.stores.write();
         for item in tx.open_table(STORES)?.iter()? {
             let (_, value) = item?;
-            let record: StoreRecord = storage::decode(value.value(), StoreRecord::VERSION, "store")?;
-            stores.insert(record.store.id, Arc::new(StoreLive::of(&record.store.settings)));
+            let record: StoreRecord =
+                storage::decode(value.value(), StoreRecord::VERSION, "store")?;
+            stores.insert(
+                record.store.id,
+                Arc::new(StoreLive::of(&record.store.settings)),
+            );
         }
         for item in tx.open_table(KEYS)?.iter()? {
             let (_, value) = item?;
@@ -603,7 +734,12 @@ impl Inner {
     }
 
     /// Puts a key's current record into the index, keeping its usage across versions.
-    fn install(&self, record: &KeyRecord, store: Arc<StoreLive>, previous: Option<Arc<KeyEntry>>) -> Result<()> {
+    fn install(
+        &self,
+        record: &KeyRecord,
+        store: Arc<StoreLive>,
+        previous: Option<Arc<KeyEntry>>,
+    ) -> Result<()> {
         let usage = match previous {
             Some(previous) => previous.usage.clone(),
             None => Arc::new(Usage::new(
@@ -622,13 +758,24 @@ impl Inner {
     }
 
     fn store_live(&self, id: StoreId) -> Result<Arc<StoreLive>> {
-        self.stores.read().get(&id).cloned().ok_or_else(|| Error::not_found("store", id.as_str()))
+        self.stores
+            .read()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::not_found("store", id.as_str()))
     }
 
     /// For an actor that is a key: that key's entry, once checked to be usable on this store
     /// and to hold `ApiKeys:{action}`. `None` for an administrator.
-    fn acting_key(&self, store: StoreId, actor: &Actor, action: Action) -> Result<Option<Arc<KeyEntry>>> {
-        let Actor::Key(key_id) = actor else { return Ok(None) };
+    fn acting_key(
+        &self,
+        store: StoreId,
+        actor: &Actor,
+        action: Action,
+    ) -> Result<Option<Arc<KeyEntry>>> {
+        let Actor::Key(key_id) = actor else {
+            return Ok(None);
+        };
         let entry = self
             .index
             .by_id(key_id)
@@ -682,7 +829,9 @@ impl Inner {
         {
             let mut keys = tx.open_table(KEYS)?;
             for usage in batch {
-                let Some(secs) = usage.last_used_secs() else { continue };
+                let Some(secs) = usage.last_used_secs() else {
+                    continue;
+                };
                 let store = usage.store_id.as_str();
                 let bytes = match keys.get((store, usage.key_id.as_str()))? {
                     Some(value) => value.value().to_vec(),
@@ -695,7 +844,10 @@ impl Inner {
                 }
                 record.last_used_at = at;
                 record.last_used_ip = *usage.ip.lock();
-                keys.insert((store, usage.key_id.as_str()), storage::encode(&record)?.as_slice())?;
+                keys.insert(
+                    (store, usage.key_id.as_str()),
+                    storage::encode(&record)?.as_slice(),
+                )?;
             }
         }
         tx.commit()?;
@@ -707,7 +859,9 @@ fn load_store<T>(table: &T, store_id: &str) -> Result<StoreRecord>
 where
     T: ReadableTable<&'static str, &'static [u8]>,
 {
-    let value = table.get(store_id)?.ok_or_else(|| Error::not_found("store", store_id))?;
+    let value = table
+        .get(store_id)?
+        .ok_or_else(|| Error::not_found("store", store_id))?;
     storage::decode(value.value(), StoreRecord::VERSION, "store")
 }
 
@@ -716,7 +870,9 @@ fn load_key<T>(table: &T, store_id: &str, key_id: &str) -> Result<KeyRecord>
 where
     T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
 {
-    let value = table.get((store_id, key_id))?.ok_or_else(|| Error::not_found("key", key_id))?;
+    let value = table
+        .get((store_id, key_id))?
+        .ok_or_else(|| Error::not_found("key", key_id))?;
     let record: KeyRecord = storage::decode(value.value(), KeyRecord::VERSION, "key")?;
     if record.revoked_at.is_some() {
         return Err(Error::not_found("key", key_id));
@@ -746,8 +902,12 @@ fn build_key(
     ttl_days: Option<u32>,
     now: OffsetDateTime,
 ) -> Result<(KeyRecord, crate::secret::Secret)> {
-    let Generated { secret, digest, consumer_key, last4 } =
-        format::generate(key.format, &store.settings.key_prefix, store.id)?;
+    let Generated {
+        secret,
+        digest,
+        consumer_key,
+        last4,
+    } = format::generate(key.format, &store.settings.key_prefix, store.id)?;
     let expires_at = match key.expires_at {
         Patch::Absent => ttl_days.map(|days| now + time::Duration::days(i64::from(days))),
         Patch::Null => None,
@@ -783,7 +943,10 @@ fn build_key(
 
 fn write_key(tx: &WriteTransaction, record: &KeyRecord) -> Result<()> {
     let mut keys = tx.open_table(KEYS)?;
-    keys.insert((record.store_id.as_str(), record.id.as_str()), storage::encode(record)?.as_slice())?;
+    keys.insert(
+        (record.store_id.as_str(), record.id.as_str()),
+        storage::encode(record)?.as_slice(),
+    )?;
     Ok(())
 }
 
@@ -807,7 +970,10 @@ fn write_audit(
         changes,
     };
     let mut audit = tx.open_table(AUDIT)?;
-    audit.insert((record.store_id.as_str(), seq), storage::encode(&event)?.as_slice())?;
+    audit.insert(
+        (record.store_id.as_str(), seq),
+        storage::encode(&event)?.as_slice(),
+    )?;
     Ok(())
 }
 

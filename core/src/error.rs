@@ -77,8 +77,14 @@ impl Error {
     /// must not see it come back in an error that may be logged.
     pub(crate) fn not_found(what: &'static str, id: impl Into<String>) -> Self {
         let id = id.into();
-        let shaped = id.len() <= 24 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        Error::NotFound { what, id: if shaped { id } else { "(not an id)".to_owned() } }
+        let shaped = id.len() <= 24
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        Error::NotFound {
+            what,
+            id: if shaped { id } else { "(not an id)".to_owned() },
+        }
     }
 }
 
@@ -127,7 +133,9 @@ impl Problems {
 
     /// True when a problem about `field` is already recorded.
     pub(crate) fn mentions(&self, field: &str) -> bool {
-        self.0.iter().any(|p| p.split([':', '.']).next() == Some(field))
+        self.0
+            .iter()
+            .any(|p| p.split([':', '.']).next() == Some(field))
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -136,7 +144,11 @@ impl Problems {
 
     /// `Ok(())` when nothing was recorded, else the validation error listing everything.
     pub(crate) fn finish(self) -> Result<()> {
-        if self.0.is_empty() { Ok(()) } else { Err(Error::invalid(self.0)) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::invalid(self.0))
+        }
     }
 }
 

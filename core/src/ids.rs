@@ -26,7 +26,11 @@ impl StoreId {
 
     /// From bytes already checked to be `[a-z0-9]`.
     pub(crate) fn from_validated(bytes: [u8; 8]) -> StoreId {
-        debug_assert!(bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        debug_assert!(
+            bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        );
         StoreId(bytes)
     }
 

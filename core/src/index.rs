@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::ids::StoreId;
 use crate::keys::format::Presented;
-use crate::keys::{KeyFormat, KeyKind, KeyRecord};
+use crate::keys::{KeyFormat, KeyRecord};
 use crate::permissions::PermissionSet;
 use crate::secret::Digest;
 use crate::stores::StoreSettings;
@@ -64,7 +64,11 @@ struct ShardedMap<K, V> {
 
 impl<const N: usize, V: Clone> ShardedMap<[u8; N], V> {
     fn new() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Shard(RwLock::new(RandomMap::default()))).collect() }
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| Shard(RwLock::new(RandomMap::default())))
+                .collect(),
+        }
     }
 
     /// The shard comes from the last byte, the in-shard hash from the first eight, so the two
@@ -100,7 +104,10 @@ pub(crate) struct StoreLive {
 
 impl StoreLive {
     pub(crate) fn of(settings: &StoreSettings) -> Self {
-        let live = Self { api_enabled: AtomicBool::new(true), plan_blocked_from: AtomicI64::new(i64::MAX) };
+        let live = Self {
+            api_enabled: AtomicBool::new(true),
+            plan_blocked_from: AtomicI64::new(i64::MAX),
+        };
         live.set(settings);
         live
     }
@@ -116,8 +123,10 @@ impl StoreLive {
                 i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
             })
         };
-        self.api_enabled.store(settings.api_enabled, Ordering::Release);
-        self.plan_blocked_from.store(plan_blocked_from, Ordering::Release);
+        self.api_enabled
+            .store(settings.api_enabled, Ordering::Release);
+        self.plan_blocked_from
+            .store(plan_blocked_from, Ordering::Release);
     }
 
     #[inline]
@@ -193,7 +202,6 @@ pub(crate) struct KeyEntry {
     pub id: String,
     pub store_id: StoreId,
     pub store: Arc<StoreLive>,
-    pub kind: KeyKind,
     pub format: KeyFormat,
     pub prefix: Option<Box<str>>,
     pub digest: Digest,
@@ -210,7 +218,11 @@ pub(crate) struct KeyEntry {
 }
 
 impl KeyEntry {
-    pub(crate) fn from_record(record: &KeyRecord, store: Arc<StoreLive>, usage: Arc<Usage>) -> Option<Self> {
+    pub(crate) fn from_record(
+        record: &KeyRecord,
+        store: Arc<StoreLive>,
+        usage: Arc<Usage>,
+    ) -> Option<Self> {
         let digest = Digest::from_hex(&record.digest)?;
         let consumer_key = match &record.consumer_key {
             Some(ck) => {
@@ -233,7 +245,6 @@ impl KeyEntry {
             id: record.id.clone(),
             store_id: record.store_id,
             store,
-            kind: record.kind,
             format: record.format,
             prefix: record.prefix.as_deref().map(Into::into),
             digest,
@@ -274,13 +285,19 @@ pub(crate) struct KeyIndex {
 
 impl std::fmt::Debug for KeyIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyIndex").field("keys", &self.by_id.read().len()).finish()
+        f.debug_struct("KeyIndex")
+            .field("keys", &self.by_id.read().len())
+            .finish()
     }
 }
 
 impl KeyIndex {
     pub(crate) fn new() -> Self {
-        Self { by_digest: ShardedMap::new(), by_consumer: ShardedMap::new(), by_id: RwLock::new(HashMap::new()) }
+        Self {
+            by_digest: ShardedMap::new(),
+            by_consumer: ShardedMap::new(),
+            by_id: RwLock::new(HashMap::new()),
+        }
     }
 
     /// Finds the key a parsed credential names and runs `f` on it under its shard's read lock;
@@ -288,9 +305,17 @@ impl KeyIndex {
     ///
     /// Every path computes exactly one SHA-256 and one constant-time comparison.
     #[inline]
-    pub(crate) fn find<R>(&self, presented: &Presented<'_>, f: impl FnOnce(&Arc<KeyEntry>) -> R) -> Option<R> {
+    pub(crate) fn find<R>(
+        &self,
+        presented: &Presented<'_>,
+        f: impl FnOnce(&Arc<KeyEntry>) -> R,
+    ) -> Option<R> {
         match *presented {
-            Presented::Token { prefix, store, secret } => {
+            Presented::Token {
+                prefix,
+                store,
+                secret,
+            } => {
                 let digest = Digest::of(secret.as_bytes());
                 self.by_digest.with(&digest.0, |entry| {
                     let entry = entry?;
@@ -305,10 +330,14 @@ impl KeyIndex {
                 let digest = Digest::of(key.as_bytes());
                 self.by_digest.with(&digest.0, |entry| {
                     let entry = entry?;
-                    (entry.digest.ct_eq(&digest) & (entry.format == KeyFormat::Hex)).then(|| f(entry))
+                    (entry.digest.ct_eq(&digest) & (entry.format == KeyFormat::Hex))
+                        .then(|| f(entry))
                 })
             }
-            Presented::Pair { consumer_key, secret } => {
+            Presented::Pair {
+                consumer_key,
+                secret,
+            } => {
                 let digest = Digest::of(secret.as_bytes());
                 self.by_consumer.with(&consumer_key, |entry| match entry {
                     Some(entry) => entry.digest.ct_eq(&digest).then(|| f(entry)),

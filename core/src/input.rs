@@ -42,8 +42,14 @@ pub(crate) struct Fields<'a> {
 impl<'a> Fields<'a> {
     pub fn new(value: &'a Value, what: &str) -> Result<Fields<'a>> {
         match value {
-            Value::Object(map) => Ok(Fields { map, known: Vec::new(), problems: Problems::new() }),
-            _ => Err(Error::invalid(vec![format!("{what}: expected a JSON object")])),
+            Value::Object(map) => Ok(Fields {
+                map,
+                known: Vec::new(),
+                problems: Problems::new(),
+            }),
+            _ => Err(Error::invalid(vec![format!(
+                "{what}: expected a JSON object"
+            )])),
         }
     }
 
@@ -114,19 +120,28 @@ impl<'a> Fields<'a> {
 }
 
 pub(crate) fn string(value: &Value) -> Result<String, String> {
-    value.as_str().map(str::to_owned).ok_or_else(|| "expected a string".to_owned())
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "expected a string".to_owned())
 }
 
 pub(crate) fn boolean(value: &Value) -> Result<bool, String> {
-    value.as_bool().ok_or_else(|| "expected true or false".to_owned())
+    value
+        .as_bool()
+        .ok_or_else(|| "expected true or false".to_owned())
 }
 
 pub(crate) fn integer(value: &Value) -> Result<i64, String> {
-    value.as_i64().ok_or_else(|| "expected an integer".to_owned())
+    value
+        .as_i64()
+        .ok_or_else(|| "expected an integer".to_owned())
 }
 
 pub(crate) fn timestamp(value: &Value) -> Result<OffsetDateTime, String> {
-    let text = value.as_str().ok_or("expected an RFC 3339 date-time string")?;
+    let text = value
+        .as_str()
+        .ok_or("expected an RFC 3339 date-time string")?;
     OffsetDateTime::parse(text, &Rfc3339)
         .map(|t| t.to_offset(time::UtcOffset::UTC))
         .map_err(|_| format!("`{text}` is not an RFC 3339 date-time (e.g. 2027-01-31T12:00:00Z)"))
@@ -136,7 +151,11 @@ pub(crate) fn string_list(value: &Value) -> Result<Vec<String>, String> {
     let items = value.as_array().ok_or("expected a list of strings")?;
     items
         .iter()
-        .map(|item| item.as_str().map(str::to_owned).ok_or_else(|| "expected a list of strings".to_owned()))
+        .map(|item| {
+            item.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| "expected a list of strings".to_owned())
+        })
         .collect()
 }
 
@@ -154,7 +173,11 @@ pub fn parse_cidrs(entries: &[String]) -> Result<Vec<IpNet>, Vec<String>> {
             Err(_) => problems.push(format!("`{entry}` is not an IP address or CIDR")),
         }
     }
-    if problems.is_empty() { Ok(nets) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(nets)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Length in characters, for limits that users read as characters.
@@ -191,10 +214,22 @@ mod tests {
 
     #[test]
     fn cidrs_accept_addresses_and_networks_of_both_families() {
-        let ok = parse_cidrs(&["10.0.0.0/8".into(), "192.168.1.7".into(), "2001:db8::/32".into(), "::1".into()]).unwrap();
+        let ok = parse_cidrs(&[
+            "10.0.0.0/8".into(),
+            "192.168.1.7".into(),
+            "2001:db8::/32".into(),
+            "::1".into(),
+        ])
+        .unwrap();
         assert_eq!(ok.len(), 4);
         assert_eq!(ok[1].to_string(), "192.168.1.7/32");
-        let bad = parse_cidrs(&["10.0.0.0/33".into(), "nope".into(), "1.2.3.4".into(), "::/129".into()]).unwrap_err();
+        let bad = parse_cidrs(&[
+            "10.0.0.0/33".into(),
+            "nope".into(),
+            "1.2.3.4".into(),
+            "::/129".into(),
+        ])
+        .unwrap_err();
         assert_eq!(bad.len(), 3);
     }
 

@@ -47,7 +47,9 @@ pub use engine::{Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use ids::StoreId;
 pub use input::{Patch, parse_cidrs};
-pub use keys::{CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, NewKey, credential_from_headers, is_token};
+pub use keys::{
+    CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, NewKey, credential_from_headers, is_token,
+};
 pub use limits::{Algorithm, RateLimit};
 pub use permissions::{Action, Area, Permission, PermissionSet};
 pub use secret::{Digest, Secret};

@@ -28,9 +28,13 @@ impl Algorithm {
     }
 
     pub fn parse(text: &str) -> Option<Algorithm> {
-        [Algorithm::FixedWindow, Algorithm::SlidingWindow, Algorithm::TokenBucket]
-            .into_iter()
-            .find(|a| a.as_str() == text)
+        [
+            Algorithm::FixedWindow,
+            Algorithm::SlidingWindow,
+            Algorithm::TokenBucket,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == text)
     }
 }
 
@@ -51,7 +55,11 @@ pub const MAX_PER_MINUTE: u64 = 10_000;
 impl RateLimit {
     /// `limit` per minute, sliding (the server default's shape).
     pub fn per_minute(limit: u32) -> Self {
-        Self { limit, window_seconds: 60, algorithm: Algorithm::SlidingWindow }
+        Self {
+            limit,
+            window_seconds: 60,
+            algorithm: Algorithm::SlidingWindow,
+        }
     }
 
     /// Every problem with this limit; empty when valid.
@@ -105,14 +113,18 @@ impl RateLimit {
             }
         };
         let in_u32 = |name: &str, v: i64, problems: &mut crate::error::Problems| {
-            u32::try_from(v).map_err(|_| problems.push(format!("{name}: {v} is out of range"))).ok()
+            u32::try_from(v)
+                .map_err(|_| problems.push(format!("{name}: {v} is out of range")))
+                .ok()
         };
         let limit = limit.and_then(|v| in_u32("limit", v, &mut problems));
         let window = in_u32("window_seconds", window, &mut problems);
         match (problems.finish(), limit, window, algorithm) {
-            (Ok(()), Some(limit), Some(window_seconds), Some(algorithm)) => {
-                Ok(RateLimit { limit, window_seconds, algorithm })
-            }
+            (Ok(()), Some(limit), Some(window_seconds), Some(algorithm)) => Ok(RateLimit {
+                limit,
+                window_seconds,
+                algorithm,
+            }),
             (Err(err), ..) => Err(err.problems().join("; ")),
             _ => Err("invalid rate limit".to_owned()),
         }
@@ -130,22 +142,42 @@ mod tests {
         assert!(RateLimit::per_minute(10_000).problems("r").is_empty());
         assert_eq!(RateLimit::per_minute(10_001).problems("r").len(), 1);
         assert_eq!(RateLimit::per_minute(0).problems("r").len(), 1);
-        let fifteen = RateLimit { limit: 1000, window_seconds: 900, algorithm: Algorithm::FixedWindow };
+        let fifteen = RateLimit {
+            limit: 1000,
+            window_seconds: 900,
+            algorithm: Algorithm::FixedWindow,
+        };
         assert!(fifteen.problems("r").is_empty());
-        let too_slow = RateLimit { limit: 1, window_seconds: 3600, algorithm: Algorithm::TokenBucket };
+        let too_slow = RateLimit {
+            limit: 1,
+            window_seconds: 3600,
+            algorithm: Algorithm::TokenBucket,
+        };
         assert_eq!(too_slow.problems("r").len(), 1);
-        let bad_window = RateLimit { limit: 5, window_seconds: 0, algorithm: Algorithm::TokenBucket };
+        let bad_window = RateLimit {
+            limit: 5,
+            window_seconds: 0,
+            algorithm: Algorithm::TokenBucket,
+        };
         assert_eq!(bad_window.problems("r").len(), 1);
     }
 
     #[test]
     fn json_forms() {
-        assert_eq!(RateLimit::from_json(&json!(30)).unwrap(), RateLimit::per_minute(30));
-        let fixed = RateLimit::from_json(&json!({"limit": 30, "algorithm": "fixed_window"})).unwrap();
+        assert_eq!(
+            RateLimit::from_json(&json!(30)).unwrap(),
+            RateLimit::per_minute(30)
+        );
+        let fixed =
+            RateLimit::from_json(&json!({"limit": 30, "algorithm": "fixed_window"})).unwrap();
         assert_eq!(fixed.algorithm, Algorithm::FixedWindow);
         assert_eq!(fixed.window_seconds, 60);
-        let err = RateLimit::from_json(&json!({"limit": -1, "algorithm": "leaky", "x": 1})).unwrap_err();
-        assert!(err.contains("leaky") && err.contains("x: unknown") && err.contains("limit"), "{err}");
+        let err =
+            RateLimit::from_json(&json!({"limit": -1, "algorithm": "leaky", "x": 1})).unwrap_err();
+        assert!(
+            err.contains("leaky") && err.contains("x: unknown") && err.contains("limit"),
+            "{err}"
+        );
         assert!(RateLimit::from_json(&json!("fast")).is_err());
     }
 }

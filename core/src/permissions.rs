@@ -224,7 +224,9 @@ impl PermissionSet {
     pub fn to_map(&self) -> BTreeMap<Area, Vec<Action>> {
         let mut map: BTreeMap<Area, Vec<Action>> = BTreeMap::new();
         for permission in self.iter() {
-            map.entry(permission.area).or_default().push(permission.action);
+            map.entry(permission.area)
+                .or_default()
+                .push(permission.action);
         }
         map
     }
@@ -232,7 +234,13 @@ impl PermissionSet {
     /// The scope-string form: `["orders:view", …]`, one string per member.
     pub fn to_scopes(&self) -> Vec<String> {
         self.iter()
-            .map(|p| format!("{}:{}", p.area.scope_name(), p.action.as_str().to_ascii_lowercase()))
+            .map(|p| {
+                format!(
+                    "{}:{}",
+                    p.area.scope_name(),
+                    p.action.as_str().to_ascii_lowercase()
+                )
+            })
             .collect()
     }
 
@@ -307,7 +315,11 @@ impl PermissionSet {
                 json_kind(other)
             )),
         }
-        if problems.is_empty() { Ok(set) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(set)
+        } else {
+            Err(problems)
+        }
     }
 
     fn add_scope(&mut self, scope: &str, problems: &mut Vec<String>) {
@@ -322,7 +334,9 @@ impl PermissionSet {
             return;
         };
         let Some(area) = Area::parse(area_name) else {
-            problems.push(format!("permissions: unknown area `{area_name}` in scope `{scope}`"));
+            problems.push(format!(
+                "permissions: unknown area `{area_name}` in scope `{scope}`"
+            ));
             return;
         };
         let wanted: &[Action] = match level.to_ascii_lowercase().as_str() {
@@ -344,7 +358,9 @@ impl PermissionSet {
             granted |= self.insert(Permission::new(area, action));
         }
         if !granted {
-            problems.push(format!("permissions: area {area} does not offer `{level}` access"));
+            problems.push(format!(
+                "permissions: area {area} does not offer `{level}` access"
+            ));
         }
     }
 }
@@ -362,7 +378,9 @@ fn json_kind(value: &Value) -> &'static str {
 
 impl fmt::Debug for PermissionSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter().map(|p| p.to_string())).finish()
+        f.debug_set()
+            .entries(self.iter().map(|p| p.to_string()))
+            .finish()
     }
 }
 
@@ -446,13 +464,23 @@ mod tests {
         .unwrap_err();
         let text = err.join("\n");
         assert_eq!(err.len(), 5, "{text}");
-        for needle in ["Fly", "Warehouses", "Subscriptions does not offer Edit",
-            "Customers does not offer Delete", "Orders: expected a list"]
-        {
+        for needle in [
+            "Fly",
+            "Warehouses",
+            "Subscriptions does not offer Edit",
+            "Customers does not offer Delete",
+            "Orders: expected a list",
+        ] {
             assert!(text.contains(needle), "missing {needle} in {text}");
         }
-        let err = PermissionSet::from_input(&json!(["orders:read", "nope:read", "orders:fly", "orders", 7]))
-            .unwrap_err();
+        let err = PermissionSet::from_input(&json!([
+            "orders:read",
+            "nope:read",
+            "orders:fly",
+            "orders",
+            7
+        ]))
+        .unwrap_err();
         assert_eq!(err.len(), 4, "{err:?}");
         assert!(PermissionSet::from_input(&json!(12)).is_err());
     }
@@ -486,7 +514,11 @@ mod tests {
         let big = set(json!({"Orders": ["View", "Edit"], "Bans": ["View"]}));
         assert!(small.is_subset(&big));
         assert!(!big.is_subset(&small));
-        let missing: Vec<String> = big.difference(&small).iter().map(|p| p.to_string()).collect();
+        let missing: Vec<String> = big
+            .difference(&small)
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
         assert_eq!(missing, ["Orders:Edit", "Bans:View"]);
     }
 

@@ -65,7 +65,10 @@ pub(crate) fn write(db: &Database) -> Result<WriteTransaction> {
 /// Takes the next value of the global audit sequence.
 pub(crate) fn next_audit_seq(tx: &WriteTransaction) -> Result<u64> {
     let mut meta = tx.open_table(META)?;
-    let current = meta.get(AUDIT_SEQ_KEY)?.and_then(|v| read_u64(v.value())).unwrap_or(0);
+    let current = meta
+        .get(AUDIT_SEQ_KEY)?
+        .and_then(|v| read_u64(v.value()))
+        .unwrap_or(0);
     let next = current + 1;
     meta.insert(AUDIT_SEQ_KEY, next.to_be_bytes().as_slice())?;
     Ok(next)
@@ -130,7 +133,14 @@ mod tests {
     #[test]
     fn records_from_older_releases_read_and_newer_ones_are_refused() {
         let old: Rec = decode(br#"{"v":1,"name":"a"}"#, 2, "thing").unwrap();
-        assert_eq!(old, Rec { v: 1, name: "a".into(), added_later: None });
+        assert_eq!(
+            old,
+            Rec {
+                v: 1,
+                name: "a".into(),
+                added_later: None
+            }
+        );
         let err = decode::<Rec>(br#"{"v":3,"name":"a"}"#, 2, "thing").unwrap_err();
         assert_eq!(err.code(), "CORRUPT");
         assert!(decode::<Rec>(b"not json", 2, "thing").is_err());
@@ -138,11 +148,16 @@ mod tests {
 
     #[test]
     fn a_database_of_a_newer_format_is_refused() {
-        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .unwrap();
         prepare(&db).unwrap();
         prepare(&db).unwrap();
         let tx = db.begin_write().unwrap();
-        tx.open_table(META).unwrap().insert(FORMAT_KEY, (FORMAT_VERSION + 1).to_be_bytes().as_slice()).unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert(FORMAT_KEY, (FORMAT_VERSION + 1).to_be_bytes().as_slice())
+            .unwrap();
         tx.commit().unwrap();
         assert_eq!(prepare(&db).unwrap_err().code(), "CORRUPT");
     }

@@ -42,7 +42,10 @@ impl Plan {
     fn from_json(value: &Value) -> Result<Plan, String> {
         let mut fields = Fields::new(value, "plan").map_err(|e| e.problems().join("; "))?;
         let tier = fields.required("tier", string);
-        let expires_at = fields.patch("expires_at", timestamp).into_update().flatten();
+        let expires_at = fields
+            .patch("expires_at", timestamp)
+            .into_update()
+            .flatten();
         let mut problems = fields.finish();
         let tier = match tier.as_deref() {
             Some("free") => Some(Tier::Free),
@@ -106,7 +109,9 @@ impl StoreSettings {
         }
         let prefix = &self.key_prefix;
         if !(2..=8).contains(&prefix.len()) || !prefix.bytes().all(|b| b.is_ascii_lowercase()) {
-            problems.push(format!("key_prefix: `{prefix}` must be 2–8 lowercase letters"));
+            problems.push(format!(
+                "key_prefix: `{prefix}` must be 2–8 lowercase letters"
+            ));
         } else if RESERVED_PREFIXES.contains(&prefix.as_str()) {
             problems.push(format!("key_prefix: `{prefix}` is reserved"));
         }
@@ -114,7 +119,9 @@ impl StoreSettings {
             problems.extend(limit.problems("default_rate_limit"));
         }
         if self.max_scoped_keys > MAX_SCOPED_KEYS_LIMIT {
-            problems.push(format!("max_scoped_keys: must be between 0 and {MAX_SCOPED_KEYS_LIMIT}"));
+            problems.push(format!(
+                "max_scoped_keys: must be between 0 and {MAX_SCOPED_KEYS_LIMIT}"
+            ));
         }
         if let Some(days) = self.default_key_ttl_days
             && !(1..=MAX_KEY_TTL_DAYS).contains(&days)
@@ -124,11 +131,15 @@ impl StoreSettings {
             ));
         }
         if self.environments.is_empty() || self.environments.len() > MAX_ENVIRONMENTS {
-            problems.push(format!("environments: must list 1 to {MAX_ENVIRONMENTS} environments"));
+            problems.push(format!(
+                "environments: must list 1 to {MAX_ENVIRONMENTS} environments"
+            ));
         }
         for (i, env) in self.environments.iter().enumerate() {
             let valid = (1..=32).contains(&env.len())
-                && env.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+                && env.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
             if !valid {
                 problems.push(format!("environments: `{env}` must be 1–32 of [a-z0-9_-]"));
             } else if self.environments[..i].contains(env) {
@@ -250,7 +261,10 @@ pub struct NewStore {
 
 impl NewStore {
     pub fn named(name: impl Into<String>) -> Self {
-        Self { name: name.into(), settings: StorePatch::default() }
+        Self {
+            name: name.into(),
+            settings: StorePatch::default(),
+        }
     }
 
     /// Reads `{name, …settings}`, naming every wrong or unknown field.
@@ -262,7 +276,10 @@ impl NewStore {
             fields.problems.push("name: is required");
         }
         let mut problems = fields.finish();
-        let store = NewStore { name: name.unwrap_or_default(), settings };
+        let store = NewStore {
+            name: name.unwrap_or_default(),
+            settings,
+        };
         if !problems.is_empty() {
             // Check the fields that did parse too, so one answer names every problem.
             problems.extend_from(store.clone().settings());
@@ -302,7 +319,13 @@ mod tests {
         assert_eq!(s.max_scoped_keys, 5);
         assert_eq!(s.default_key_ttl_days, Some(365));
         assert_eq!(s.environments, ["live", "test"]);
-        assert_eq!(s.plan, Plan { tier: Tier::Free, expires_at: None });
+        assert_eq!(
+            s.plan,
+            Plan {
+                tier: Tier::Free,
+                expires_at: None
+            }
+        );
         assert!(s.problems().is_empty());
     }
 
@@ -322,7 +345,10 @@ mod tests {
         .unwrap_err();
         let problems = err.problems();
         assert_eq!(problems.len(), 9, "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("colour")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.contains("colour")),
+            "{problems:?}"
+        );
         assert!(problems.iter().any(|p| p.contains("gold")), "{problems:?}");
 
         let err = NewStore::from_json(&json!({
@@ -337,25 +363,47 @@ mod tests {
         .unwrap_err();
         let problems = err.problems();
         assert_eq!(problems.len(), 7, "{problems:?}");
-        for field in ["name", "key_prefix", "max_scoped_keys", "default_key_ttl_days",
-            "listed twice", "Prod!", "default_rate_limit"]
-        {
-            assert!(problems.iter().any(|p| p.contains(field)), "{field} in {problems:?}");
+        for field in [
+            "name",
+            "key_prefix",
+            "max_scoped_keys",
+            "default_key_ttl_days",
+            "listed twice",
+            "Prod!",
+            "default_rate_limit",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(field)),
+                "{field} in {problems:?}"
+            );
         }
     }
 
     #[test]
     fn name_is_required_and_trimmed() {
         assert!(NewStore::from_json(&json!({})).is_err());
-        assert!(NewStore::from_json(&json!({"name": "   "})).and_then(NewStore::settings).is_err());
-        let s = NewStore::from_json(&json!({"name": "  Shop "})).and_then(NewStore::settings).unwrap();
+        assert!(
+            NewStore::from_json(&json!({"name": "   "}))
+                .and_then(NewStore::settings)
+                .is_err()
+        );
+        let s = NewStore::from_json(&json!({"name": "  Shop "}))
+            .and_then(NewStore::settings)
+            .unwrap();
         assert_eq!(s.name, "Shop");
-        assert!(NewStore::from_json(&json!({"name": "é".repeat(200)})).and_then(NewStore::settings).is_ok());
+        assert!(
+            NewStore::from_json(&json!({"name": "é".repeat(200)}))
+                .and_then(NewStore::settings)
+                .is_ok()
+        );
     }
 
     #[test]
     fn nullable_settings_accept_null() {
-        let patch = StorePatch::from_json(&json!({"default_key_ttl_days": null, "default_rate_limit": null})).unwrap();
+        let patch = StorePatch::from_json(
+            &json!({"default_key_ttl_days": null, "default_rate_limit": null}),
+        )
+        .unwrap();
         let next = patch.apply(&StoreSettings::new("S")).unwrap();
         assert_eq!(next.default_key_ttl_days, None);
         assert!(StorePatch::from_json(&json!({"api_enabled": null})).is_err());
@@ -364,10 +412,19 @@ mod tests {
     #[test]
     fn plan_activity() {
         let now = datetime!(2026-06-01 0:00 UTC);
-        let pro = Plan { tier: Tier::Pro, expires_at: Some(datetime!(2026-07-01 0:00 UTC)) };
+        let pro = Plan {
+            tier: Tier::Pro,
+            expires_at: Some(datetime!(2026-07-01 0:00 UTC)),
+        };
         assert!(pro.is_active_pro(now));
         assert!(!pro.is_active_pro(datetime!(2026-07-01 0:00 UTC)));
-        assert!(Plan { tier: Tier::Pro, expires_at: None }.is_active_pro(now));
+        assert!(
+            Plan {
+                tier: Tier::Pro,
+                expires_at: None
+            }
+            .is_active_pro(now)
+        );
         assert!(!Plan::default().is_active_pro(now));
         let mut s = StoreSettings::new("S");
         assert!(!s.plan_blocks(now));

@@ -144,8 +144,13 @@ impl<const N: usize> fmt::Debug for Inline<N> {
 impl<const N: usize> Inline<N> {
     pub(crate) fn new(text: &str) -> Option<Self> {
         let mut bytes = [0u8; N];
-        bytes.get_mut(..text.len())?.copy_from_slice(text.as_bytes());
-        Some(Self { len: u8::try_from(text.len()).ok()?, bytes })
+        bytes
+            .get_mut(..text.len())?
+            .copy_from_slice(text.as_bytes());
+        Some(Self {
+            len: u8::try_from(text.len()).ok()?,
+            bytes,
+        })
     }
 
     pub(crate) fn as_str(&self) -> &str {
@@ -174,15 +179,27 @@ pub struct Decision {
 
 impl Decision {
     pub(crate) fn allow(key: Grant, limit: Option<LimitState>) -> Self {
-        Self { denial: None, key: Some(key), limit }
+        Self {
+            denial: None,
+            key: Some(key),
+            limit,
+        }
     }
 
     pub(crate) fn deny(code: DenyCode) -> Self {
-        Self { denial: Some((code, None)), key: None, limit: None }
+        Self {
+            denial: Some((code, None)),
+            key: None,
+            limit: None,
+        }
     }
 
     pub(crate) fn forbidden(missing: Permission) -> Self {
-        Self { denial: Some((DenyCode::Forbidden, Some(missing))), key: None, limit: None }
+        Self {
+            denial: Some((DenyCode::Forbidden, Some(missing))),
+            key: None,
+            limit: None,
+        }
     }
 
     pub fn allowed(&self) -> bool {
@@ -285,13 +302,20 @@ mod tests {
             ("EXPIRED", 401, "API key has expired"),
             ("INACTIVE", 403, "API key is inactive"),
             ("API_DISABLED", 403, "REST API is disabled for this store"),
-            ("PLAN_REQUIRED", 403, "An active Pro subscription is required"),
+            (
+                "PLAN_REQUIRED",
+                403,
+                "An active Pro subscription is required",
+            ),
             ("IP_NOT_ALLOWED", 403, "IP address not allowed"),
             ("FORBIDDEN", 403, "Missing permission"),
             ("RATE_LIMITED", 429, "Rate limit exceeded"),
         ];
         for (code, (name, status, message)) in DenyCode::ALL.iter().zip(table) {
-            assert_eq!((code.as_str(), code.http_status(), code.message()), (name, status, message));
+            assert_eq!(
+                (code.as_str(), code.http_status(), code.message()),
+                (name, status, message)
+            );
         }
     }
 
@@ -307,7 +331,12 @@ mod tests {
 
     #[test]
     fn request_debug_hides_the_credential() {
-        let req = VerifyRequest { credential: Some("lk_secret"), permission: None, ip: None, path: "/" };
+        let req = VerifyRequest {
+            credential: Some("lk_secret"),
+            permission: None,
+            ip: None,
+            path: "/",
+        };
         assert!(!format!("{req:?}").contains("lk_secret"));
     }
 }

@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use latchkey::{
-    Action, Actor, Area, AuditAction, DenyCode, Engine, KeyFormat, KeyKind, KeyPatch, NewKey, NewStore,
-    Patch, StorePatch,
+    Action, Actor, Area, AuditAction, DenyCode, Engine, KeyFormat, KeyKind, KeyPatch, NewKey,
+    NewStore, Patch, StorePatch,
 };
 use serde_json::json;
 
@@ -18,50 +18,124 @@ fn a_store_comes_with_one_full_access_default_key() {
     assert_eq!(default_key.key.permissions, latchkey::PermissionSet::all());
     assert_eq!(default_key.key.expires_at, None);
     assert_eq!(default_key.key.environment, "live");
-    assert!(default_key.credential().starts_with(&format!("lk_{}_", store.id)));
+    assert!(
+        default_key
+            .credential()
+            .starts_with(&format!("lk_{}_", store.id))
+    );
     assert_eq!(engine.get_store(store.id.as_str()).unwrap(), store);
-    assert_eq!(store.created_at, { use latchkey::Clock; clock.now() });
+    assert_eq!(store.created_at, {
+        use latchkey::Clock;
+        clock.now()
+    });
 
-    let err = engine.revoke_key(store.id.as_str(), &admin(), &default_key.key.id).unwrap_err();
+    let err = engine
+        .revoke_key(store.id.as_str(), &admin(), &default_key.key.id)
+        .unwrap_err();
     assert_eq!((err.code(), err.http_status()), ("CONFLICT", 409));
     let keys = engine.list_keys(store.id.as_str()).unwrap();
-    assert_eq!(keys.iter().filter(|k| k.kind == KeyKind::Default).count(), 1);
+    assert_eq!(
+        keys.iter().filter(|k| k.kind == KeyKind::Default).count(),
+        1
+    );
 
     // It can be deactivated and regenerated.
     let sid = store.id.as_str();
-    engine.update_key(sid, &admin(), &default_key.key.id, KeyPatch { active: Some(false), ..Default::default() }).unwrap();
-    assert_eq!(verify(&engine, &default_key.credential(), Area::Orders, Action::View).code(), Some(DenyCode::Inactive));
-    let fresh = engine.regenerate_key(sid, &admin(), &default_key.key.id).unwrap();
+    engine
+        .update_key(
+            sid,
+            &admin(),
+            &default_key.key.id,
+            KeyPatch {
+                active: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        verify(
+            &engine,
+            &default_key.credential(),
+            Area::Orders,
+            Action::View
+        )
+        .code(),
+        Some(DenyCode::Inactive)
+    );
+    let fresh = engine
+        .regenerate_key(sid, &admin(), &default_key.key.id)
+        .unwrap();
     assert_eq!(fresh.key.kind, KeyKind::Default);
-    let patch = KeyPatch { permissions: Some(perms(json!({"Orders": ["View"]}))), ..Default::default() };
-    engine.update_store(sid, StorePatch { permissions_editable: Some(true), ..Default::default() }).unwrap();
-    assert_eq!(engine.update_key(sid, &admin(), &default_key.key.id, patch).unwrap_err().code(), "CONFLICT");
+    let patch = KeyPatch {
+        permissions: Some(perms(json!({"Orders": ["View"]}))),
+        ..Default::default()
+    };
+    engine
+        .update_store(
+            sid,
+            StorePatch {
+                permissions_editable: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        engine
+            .update_key(sid, &admin(), &default_key.key.id, patch)
+            .unwrap_err()
+            .code(),
+        "CONFLICT"
+    );
 }
 
 #[test]
 fn stores_list_and_update_with_validation() {
     let (engine, _) = engine();
     let (a, _) = store(&engine);
-    let (b, _) = engine.create_store(&admin(), NewStore::named("Second")).unwrap();
-    let ids: Vec<_> = engine.list_stores().unwrap().into_iter().map(|s| s.id).collect();
+    let (b, _) = engine
+        .create_store(&admin(), NewStore::named("Second"))
+        .unwrap();
+    let ids: Vec<_> = engine
+        .list_stores()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&a.id) && ids.contains(&b.id));
 
     let err = engine
-        .update_store(a.id.as_str(), StorePatch {
-            name: Some(String::new()),
-            key_prefix: Some("X".into()),
-            max_scoped_keys: Some(1_000_000),
-            ..Default::default()
-        })
+        .update_store(
+            a.id.as_str(),
+            StorePatch {
+                name: Some(String::new()),
+                key_prefix: Some("X".into()),
+                max_scoped_keys: Some(1_000_000),
+                ..Default::default()
+            },
+        )
         .unwrap_err();
     assert_eq!(err.problems().len(), 3, "{:?}", err.problems());
-    assert_eq!(engine.get_store(a.id.as_str()).unwrap(), a, "nothing written");
-    assert_eq!(engine.get_store("nosuchid").unwrap_err().code(), "NOT_FOUND");
+    assert_eq!(
+        engine.get_store(a.id.as_str()).unwrap(),
+        a,
+        "nothing written"
+    );
+    assert_eq!(
+        engine.get_store("nosuchid").unwrap_err().code(),
+        "NOT_FOUND"
+    );
     assert_eq!(engine.get_store("../etc").unwrap_err().code(), "NOT_FOUND");
 
     let renamed = engine
-        .update_store(a.id.as_str(), StorePatch { name: Some("Renamed".into()), key_prefix: Some("shop".into()), ..Default::default() })
+        .update_store(
+            a.id.as_str(),
+            StorePatch {
+                name: Some("Renamed".into()),
+                key_prefix: Some("shop".into()),
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!(renamed.settings.name, "Renamed");
     let key = scoped(&engine, &renamed, json!("*"));
@@ -70,7 +144,8 @@ fn stores_list_and_update_with_validation() {
 
 #[test]
 fn store_json_input_names_unknown_settings() {
-    let err = NewStore::from_json(&json!({"name": "S", "colour": "red", "api_enabled": "yes"})).unwrap_err();
+    let err = NewStore::from_json(&json!({"name": "S", "colour": "red", "api_enabled": "yes"}))
+        .unwrap_err();
     assert_eq!(err.problems().len(), 2, "{:?}", err.problems());
     assert_eq!(err.http_status(), 400);
 }
@@ -82,9 +157,20 @@ fn an_environment_in_use_cannot_be_removed() {
     let mut new = NewKey::new("t", perms(json!("*")));
     new.environment = Some("test".into());
     let key = engine.create_key(store.id.as_str(), &admin(), new).unwrap();
-    let drop_test = || StorePatch { environments: Some(vec!["live".into()]), ..Default::default() };
-    assert_eq!(engine.update_store(store.id.as_str(), drop_test()).unwrap_err().code(), "CONFLICT");
-    engine.revoke_key(store.id.as_str(), &admin(), &key.key.id).unwrap();
+    let drop_test = || StorePatch {
+        environments: Some(vec!["live".into()]),
+        ..Default::default()
+    };
+    assert_eq!(
+        engine
+            .update_store(store.id.as_str(), drop_test())
+            .unwrap_err()
+            .code(),
+        "CONFLICT"
+    );
+    engine
+        .revoke_key(store.id.as_str(), &admin(), &key.key.id)
+        .unwrap();
     engine.update_store(store.id.as_str(), drop_test()).unwrap();
 }
 
@@ -93,15 +179,34 @@ fn scoped_keys_are_capped_per_store() {
     let (engine, _) = engine();
     let (store, _) = store(&engine);
     let sid = store.id.as_str();
-    let keys: Vec<_> = (0..5).map(|_| scoped(&engine, &store, json!(["orders:read"]))).collect();
-    let err = engine.create_key(sid, &admin(), NewKey::new("sixth", perms(json!("*")))).unwrap_err();
+    let keys: Vec<_> = (0..5)
+        .map(|_| scoped(&engine, &store, json!(["orders:read"])))
+        .collect();
+    let err = engine
+        .create_key(sid, &admin(), NewKey::new("sixth", perms(json!("*"))))
+        .unwrap_err();
     assert_eq!((err.code(), err.http_status()), ("CONFLICT", 409));
     engine.revoke_key(sid, &admin(), &keys[0].key.id).unwrap();
     scoped(&engine, &store, json!("*"));
-    assert_eq!(engine.list_keys(sid).unwrap().len(), 6, "5 scoped + default");
+    assert_eq!(
+        engine.list_keys(sid).unwrap().len(),
+        6,
+        "5 scoped + default"
+    );
     // A batch over the cap writes nothing.
-    engine.update_store(sid, StorePatch { max_scoped_keys: Some(6), ..Default::default() }).unwrap();
-    let batch = vec![NewKey::new("a", perms(json!("*"))), NewKey::new("b", perms(json!("*")))];
+    engine
+        .update_store(
+            sid,
+            StorePatch {
+                max_scoped_keys: Some(6),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let batch = vec![
+        NewKey::new("a", perms(json!("*"))),
+        NewKey::new("b", perms(json!("*"))),
+    ];
     assert!(engine.create_keys(sid, &admin(), batch).is_err());
     assert_eq!(engine.list_keys(sid).unwrap().len(), 6);
 }
@@ -111,13 +216,34 @@ fn expiry_defaults_to_the_store_ttl_and_can_be_none() {
     let (engine, clock) = engine();
     let (store, _) = store(&engine);
     let sid = store.id.as_str();
-    let now = { use latchkey::Clock; clock.now() };
+    let now = {
+        use latchkey::Clock;
+        clock.now()
+    };
     let default = scoped(&engine, &store, json!("*"));
-    assert_eq!(default.key.expires_at, Some(now + time::Duration::days(365)));
+    assert_eq!(
+        default.key.expires_at,
+        Some(now + time::Duration::days(365))
+    );
     let mut never = NewKey::new("never", perms(json!("*")));
     never.expires_at = Patch::Null;
-    assert_eq!(engine.create_key(sid, &admin(), never).unwrap().key.expires_at, None);
-    engine.update_store(sid, StorePatch { default_key_ttl_days: Patch::Null, ..Default::default() }).unwrap();
+    assert_eq!(
+        engine
+            .create_key(sid, &admin(), never)
+            .unwrap()
+            .key
+            .expires_at,
+        None
+    );
+    engine
+        .update_store(
+            sid,
+            StorePatch {
+                default_key_ttl_days: Patch::Null,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(scoped(&engine, &store, json!("*")).key.expires_at, None);
 }
 
@@ -131,7 +257,12 @@ fn bad_input_is_rejected_whole_and_nothing_is_written() {
 
     let mut new = NewKey::new("x".repeat(201), perms(json!("*")));
     new.environment = Some("staging".into());
-    new.expires_at = Patch::Set({ use latchkey::Clock; clock.now() } - time::Duration::hours(1));
+    new.expires_at = Patch::Set(
+        {
+            use latchkey::Clock;
+            clock.now()
+        } - time::Duration::hours(1),
+    );
     new.rate_limit = Some(latchkey::RateLimit::per_minute(20_000));
     let err = engine.create_key(sid, &admin(), new.clone()).unwrap_err();
     assert_eq!(err.code(), "VALIDATION");
@@ -142,7 +273,10 @@ fn bad_input_is_rejected_whole_and_nothing_is_written() {
     let err = engine.create_key(sid, &admin(), new).unwrap_err();
     let problems = err.problems();
     assert_eq!(problems.len(), 2, "{problems:?}");
-    assert!(problems[0].contains("staging") && problems[1].contains("expires_at"), "{problems:?}");
+    assert!(
+        problems[0].contains("staging") && problems[1].contains("expires_at"),
+        "{problems:?}"
+    );
 
     let err = NewKey::from_json(&json!({
         "name": "", "permissions": {"Nope": ["View"]}, "format": "jwt", "environment": 3,
@@ -153,7 +287,13 @@ fn bad_input_is_rejected_whole_and_nothing_is_written() {
 
     assert_eq!(engine.list_keys(sid).unwrap().len(), before_keys);
     assert_eq!(engine.audit(sid, 100).unwrap().len(), before_audit);
-    assert_eq!(engine.create_key("zzzzzzzz", &admin(), NewKey::new("k", perms(json!("*")))).unwrap_err().code(), "NOT_FOUND");
+    assert_eq!(
+        engine
+            .create_key("zzzzzzzz", &admin(), NewKey::new("k", perms(json!("*"))))
+            .unwrap_err()
+            .code(),
+        "NOT_FOUND"
+    );
 }
 
 #[test]
@@ -162,12 +302,30 @@ fn permissions_are_immutable_unless_the_store_allows_edits() {
     let (store, _) = store(&engine);
     let sid = store.id.as_str();
     let key = scoped(&engine, &store, json!({"Orders": ["View"]}));
-    let patch = || KeyPatch { permissions: Some(perms(json!({"Orders": ["View", "Edit"]}))), ..Default::default() };
-    let err = engine.update_key(sid, &admin(), &key.key.id, patch()).unwrap_err();
+    let patch = || KeyPatch {
+        permissions: Some(perms(json!({"Orders": ["View", "Edit"]}))),
+        ..Default::default()
+    };
+    let err = engine
+        .update_key(sid, &admin(), &key.key.id, patch())
+        .unwrap_err();
     assert_eq!(err.code(), "CONFLICT");
-    engine.update_store(sid, StorePatch { permissions_editable: Some(true), ..Default::default() }).unwrap();
-    let updated = engine.update_key(sid, &admin(), &key.key.id, patch()).unwrap();
-    assert_eq!(updated.permissions, perms(json!({"Orders": ["View", "Edit"]})));
+    engine
+        .update_store(
+            sid,
+            StorePatch {
+                permissions_editable: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let updated = engine
+        .update_key(sid, &admin(), &key.key.id, patch())
+        .unwrap();
+    assert_eq!(
+        updated.permissions,
+        perms(json!({"Orders": ["View", "Edit"]}))
+    );
 }
 
 #[test]
@@ -175,30 +333,96 @@ fn a_key_that_creates_keys_cannot_escalate() {
     let (engine, _) = engine();
     let (store, _) = store(&engine);
     let sid = store.id.as_str();
-    let manager = scoped(&engine, &store, json!({"ApiKeys": ["View", "Edit"], "Orders": ["View"]}));
+    let manager = scoped(
+        &engine,
+        &store,
+        json!({"ApiKeys": ["View", "Edit"], "Orders": ["View"]}),
+    );
     let as_manager = Actor::Key(manager.key.id.clone());
 
-    let ok = engine.create_key(sid, &as_manager, NewKey::new("sub", perms(json!({"Orders": ["View"]})))).unwrap();
+    let ok = engine
+        .create_key(
+            sid,
+            &as_manager,
+            NewKey::new("sub", perms(json!({"Orders": ["View"]}))),
+        )
+        .unwrap();
     assert_eq!(ok.key.environment, "live");
     let err = engine
-        .create_key(sid, &as_manager, NewKey::new("up", perms(json!({"Orders": ["View", "Edit"], "Bans": ["View"]}))))
+        .create_key(
+            sid,
+            &as_manager,
+            NewKey::new(
+                "up",
+                perms(json!({"Orders": ["View", "Edit"], "Bans": ["View"]})),
+            ),
+        )
         .unwrap_err();
     assert_eq!((err.code(), err.http_status()), ("FORBIDDEN", 403));
-    assert!(err.to_string().contains("Orders:Edit") && err.to_string().contains("Bans:View"), "{err}");
+    assert!(
+        err.to_string().contains("Orders:Edit") && err.to_string().contains("Bans:View"),
+        "{err}"
+    );
 
     // It cannot touch a more powerful key, nor delete without ApiKeys:Delete.
-    let default_id = engine.list_keys(sid).unwrap().into_iter().find(|k| k.kind == KeyKind::Default).unwrap().id;
-    assert_eq!(engine.regenerate_key(sid, &as_manager, &default_id).unwrap_err().code(), "FORBIDDEN");
-    assert_eq!(engine.revoke_key(sid, &as_manager, &ok.key.id).unwrap_err().code(), "FORBIDDEN");
+    let default_id = engine
+        .list_keys(sid)
+        .unwrap()
+        .into_iter()
+        .find(|k| k.kind == KeyKind::Default)
+        .unwrap()
+        .id;
+    assert_eq!(
+        engine
+            .regenerate_key(sid, &as_manager, &default_id)
+            .unwrap_err()
+            .code(),
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        engine
+            .revoke_key(sid, &as_manager, &ok.key.id)
+            .unwrap_err()
+            .code(),
+        "FORBIDDEN"
+    );
     // Another environment is out of reach.
     let mut elsewhere = NewKey::new("t", perms(json!({"Orders": ["View"]})));
     elsewhere.environment = Some("test".into());
-    assert_eq!(engine.create_key(sid, &as_manager, elsewhere).unwrap_err().code(), "FORBIDDEN");
+    assert_eq!(
+        engine
+            .create_key(sid, &as_manager, elsewhere)
+            .unwrap_err()
+            .code(),
+        "FORBIDDEN"
+    );
     // A key without ApiKeys:Edit cannot create keys at all; a key of another store neither.
     let reader = Actor::Key(ok.key.id.clone());
-    assert_eq!(engine.create_key(sid, &reader, NewKey::new("x", perms(json!({"Orders": ["View"]})))).unwrap_err().code(), "FORBIDDEN");
-    let (other, _) = engine.create_store(&admin(), NewStore::named("Other")).unwrap();
-    assert_eq!(engine.create_key(other.id.as_str(), &as_manager, NewKey::new("x", perms(json!({"Orders": ["View"]})))).unwrap_err().code(), "FORBIDDEN");
+    assert_eq!(
+        engine
+            .create_key(
+                sid,
+                &reader,
+                NewKey::new("x", perms(json!({"Orders": ["View"]})))
+            )
+            .unwrap_err()
+            .code(),
+        "FORBIDDEN"
+    );
+    let (other, _) = engine
+        .create_store(&admin(), NewStore::named("Other"))
+        .unwrap();
+    assert_eq!(
+        engine
+            .create_key(
+                other.id.as_str(),
+                &as_manager,
+                NewKey::new("x", perms(json!({"Orders": ["View"]})))
+            )
+            .unwrap_err()
+            .code(),
+        "FORBIDDEN"
+    );
 }
 
 #[test]
@@ -213,14 +437,27 @@ fn lists_are_masked_and_no_secret_appears_in_debug_lists_or_errors() {
         let created = engine.create_key(sid, &admin(), new).unwrap();
         let secret = created.secret.expose().to_owned();
         let debug = format!("{created:?}");
-        assert!(!debug.contains(&secret), "Debug of CreatedKey shows the secret");
+        assert!(
+            !debug.contains(&secret),
+            "Debug of CreatedKey shows the secret"
+        );
         assert!(created.key.masked.ends_with(&secret[secret.len() - 4..]));
         assert!(created.key.masked.contains('…'));
         if format == KeyFormat::Token {
-            assert_eq!(created.key.masked, format!("lk_{}_…{}", store.id, &secret[secret.len() - 4..]));
+            assert_eq!(
+                created.key.masked,
+                format!("lk_{}_…{}", store.id, &secret[secret.len() - 4..])
+            );
         }
         if format == KeyFormat::Pair {
-            assert!(created.key.consumer_key.as_deref().unwrap().starts_with("ck_"));
+            assert!(
+                created
+                    .key
+                    .consumer_key
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("ck_")
+            );
         }
         secrets.push(secret);
         let d = verify(&engine, &created.credential(), Area::Orders, Action::View);
@@ -243,9 +480,14 @@ fn lists_are_masked_and_no_secret_appears_in_debug_lists_or_errors() {
     }
     // Errors about a presented key never echo it.
     for secret in &secrets {
-        let err = engine.update_key(sid, &admin(), secret, KeyPatch::default()).unwrap_err();
+        let err = engine
+            .update_key(sid, &admin(), secret, KeyPatch::default())
+            .unwrap_err();
         assert_eq!(err.code(), "NOT_FOUND");
-        assert!(!format!("{err} {err:?}").contains(&secret[secret.len() - 24..]), "{err:?}");
+        assert!(
+            !format!("{err} {err:?}").contains(&secret[secret.len() - 24..]),
+            "{err:?}"
+        );
     }
 }
 
@@ -255,28 +497,49 @@ fn audit_records_who_did_what_newest_first() {
     let (store, default_key) = store(&engine);
     let sid = store.id.as_str();
     let key = scoped(&engine, &store, json!("*"));
-    engine.update_key(sid, &admin(), &key.key.id, KeyPatch { name: Some("n".into()), active: Some(false), ..Default::default() }).unwrap();
-    engine.regenerate_key(sid, &Actor::Key(default_key.key.id.clone()), &key.key.id).unwrap();
+    engine
+        .update_key(
+            sid,
+            &admin(),
+            &key.key.id,
+            KeyPatch {
+                name: Some("n".into()),
+                active: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    engine
+        .regenerate_key(sid, &Actor::Key(default_key.key.id.clone()), &key.key.id)
+        .unwrap();
     engine.revoke_key(sid, &admin(), &key.key.id).unwrap();
     let events = engine.audit(sid, 10).unwrap();
     let actions: Vec<_> = events.iter().map(|e| e.action).collect();
-    assert_eq!(actions, [
-        AuditAction::KeyRevoked,
-        AuditAction::KeyRegenerated,
-        AuditAction::KeyUpdated,
-        AuditAction::KeyCreated,
-        AuditAction::KeyCreated,
-    ]);
+    assert_eq!(
+        actions,
+        [
+            AuditAction::KeyRevoked,
+            AuditAction::KeyRegenerated,
+            AuditAction::KeyUpdated,
+            AuditAction::KeyCreated,
+            AuditAction::KeyCreated,
+        ]
+    );
     assert_eq!(events[1].actor, Actor::Key(default_key.key.id.clone()));
     assert_eq!(events[2].changes, ["name", "active"]);
     assert_eq!(events[0].actor, admin());
     assert!(events.windows(2).all(|w| w[0].seq > w[1].seq));
     assert_eq!(engine.audit(sid, 2).unwrap().len(), 2);
     // Another store's audit is separate.
-    let (other, _) = engine.create_store(&admin(), NewStore::named("Other")).unwrap();
+    let (other, _) = engine
+        .create_store(&admin(), NewStore::named("Other"))
+        .unwrap();
     assert_eq!(engine.audit(other.id.as_str(), 10).unwrap().len(), 1);
     // A revoked key is gone from reads.
-    assert_eq!(engine.get_key(sid, &key.key.id).unwrap_err().code(), "NOT_FOUND");
+    assert_eq!(
+        engine.get_key(sid, &key.key.id).unwrap_err().code(),
+        "NOT_FOUND"
+    );
 }
 
 #[test]
@@ -289,20 +552,44 @@ fn last_use_is_tracked_in_memory_and_flushed() {
         let (store, _) = store(&engine);
         let key = scoped(&engine, &store, json!("*"));
         assert_eq!(key.key.last_used_at, None);
-        verify_from(&engine, &key.credential(), Area::Orders, Action::View, "203.0.113.9");
+        verify_from(
+            &engine,
+            &key.credential(),
+            Area::Orders,
+            Action::View,
+            "203.0.113.9",
+        );
         let read = engine.get_key(store.id.as_str(), &key.key.id).unwrap();
         assert_eq!(read.last_used_ip, Some("203.0.113.9".parse().unwrap()));
-        assert_eq!(read.last_used_at, Some({ use latchkey::Clock; clock.now() }));
+        assert_eq!(
+            read.last_used_at,
+            Some({
+                use latchkey::Clock;
+                clock.now()
+            })
+        );
         // Within the minute nothing changes; a minute later it moves.
         clock.advance(time::Duration::seconds(61));
-        verify_from(&engine, &key.credential(), Area::Orders, Action::View, "203.0.113.10");
+        verify_from(
+            &engine,
+            &key.credential(),
+            Area::Orders,
+            Action::View,
+            "203.0.113.10",
+        );
         engine.flush().unwrap();
         (store.id, key)
     };
     let engine = Engine::open_with(&path, options(&clock)).unwrap();
     let read = engine.get_key(sid.as_str(), &key.key.id).unwrap();
     assert_eq!(read.last_used_ip, Some("203.0.113.10".parse().unwrap()));
-    assert_eq!(read.last_used_at, Some({ use latchkey::Clock; clock.now() }));
+    assert_eq!(
+        read.last_used_at,
+        Some({
+            use latchkey::Clock;
+            clock.now()
+        })
+    );
 }
 
 #[test]
@@ -321,18 +608,60 @@ fn reopening_the_database_keeps_everything() {
         let revoked = scoped(&engine, &store, json!("*"));
         engine.revoke_key(sid, &admin(), &revoked.key.id).unwrap();
         let inactive = scoped(&engine, &store, json!("*"));
-        engine.update_key(sid, &admin(), &inactive.key.id, KeyPatch { active: Some(false), ..Default::default() }).unwrap();
-        engine.update_store(sid, StorePatch { name: Some("Kept".into()), ..Default::default() }).unwrap();
+        engine
+            .update_key(
+                sid,
+                &admin(),
+                &inactive.key.id,
+                KeyPatch {
+                    active: Some(false),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        engine
+            .update_store(
+                sid,
+                StorePatch {
+                    name: Some("Kept".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         (store, default_key, kept, revoked, inactive)
     };
     let engine = Engine::open_with(&path, options(&clock)).unwrap();
     let sid = store.id.as_str();
     assert_eq!(engine.get_store(sid).unwrap().settings.name, "Kept");
-    assert!(verify(&engine, &default_key.credential(), Area::Bans, Action::Delete).allowed());
+    assert!(
+        verify(
+            &engine,
+            &default_key.credential(),
+            Area::Bans,
+            Action::Delete
+        )
+        .allowed()
+    );
     assert!(verify(&engine, &kept.credential(), Area::Orders, Action::View).allowed());
-    assert_eq!(verify_from(&engine, &kept.credential(), Area::Orders, Action::View, "10.0.0.1").code(), Some(DenyCode::IpNotAllowed));
-    assert_eq!(verify(&engine, &revoked.credential(), Area::Orders, Action::View).code(), Some(DenyCode::Invalid));
-    assert_eq!(verify(&engine, &inactive.credential(), Area::Orders, Action::View).code(), Some(DenyCode::Inactive));
+    assert_eq!(
+        verify_from(
+            &engine,
+            &kept.credential(),
+            Area::Orders,
+            Action::View,
+            "10.0.0.1"
+        )
+        .code(),
+        Some(DenyCode::IpNotAllowed)
+    );
+    assert_eq!(
+        verify(&engine, &revoked.credential(), Area::Orders, Action::View).code(),
+        Some(DenyCode::Invalid)
+    );
+    assert_eq!(
+        verify(&engine, &inactive.credential(), Area::Orders, Action::View).code(),
+        Some(DenyCode::Inactive)
+    );
     assert_eq!(engine.list_keys(sid).unwrap().len(), 3);
     assert_eq!(engine.audit(sid, 100).unwrap().len(), 6);
 }

@@ -7,17 +7,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
 use latchkey::{
-    Action, Area, DenyCode, KeyFormat, KeyPatch, NewKey, Patch, Plan, StorePatch, Tier, VerifyRequest,
+    Action, Area, DenyCode, KeyFormat, KeyPatch, NewKey, Patch, Plan, StorePatch, Tier,
+    VerifyRequest,
 };
 use serde_json::json;
 
 #[test]
 fn missing_and_malformed_credentials() {
     let (engine, _) = engine();
-    let missing = engine.verify(&VerifyRequest { credential: None, permission: None, ip: None, path: "/" });
+    let missing = engine.verify(&VerifyRequest {
+        credential: None,
+        permission: None,
+        ip: None,
+        path: "/",
+    });
     assert_eq!(missing.code(), Some(DenyCode::Missing));
-    assert_eq!((missing.status(), &*missing.message()), (401, "API key required"));
-    let empty = engine.verify(&VerifyRequest { credential: Some(""), permission: None, ip: None, path: "/" });
+    assert_eq!(
+        (missing.status(), &*missing.message()),
+        (401, "API key required")
+    );
+    let empty = engine.verify(&VerifyRequest {
+        credential: Some(""),
+        permission: None,
+        ip: None,
+        path: "/",
+    });
     assert_eq!(empty.code(), Some(DenyCode::Missing));
     for bad in ["nonsense", "lk_abcdefgh_short", "ck_12:cs_34", "Bearer"] {
         let d = verify(&engine, bad, Area::Orders, Action::View);
@@ -30,7 +44,12 @@ fn missing_and_malformed_credentials() {
 fn every_format_verifies_and_carries_its_context() {
     let (engine, _) = engine();
     let (store, default_key) = store(&engine);
-    let d = verify(&engine, &default_key.credential(), Area::ApiKeys, Action::Delete);
+    let d = verify(
+        &engine,
+        &default_key.credential(),
+        Area::ApiKeys,
+        Action::Delete,
+    );
     assert!(d.allowed(), "{d:?}");
     for format in [KeyFormat::Token, KeyFormat::Hex, KeyFormat::Pair] {
         let mut new = NewKey::new(format.as_str(), perms(json!({"Orders": ["View"]})));
@@ -58,7 +77,10 @@ fn one_changed_character_is_invalid_without_a_lookup() {
     bytes[last] = if bytes[last] == b'a' { b'b' } else { b'a' };
     let changed = String::from_utf8(bytes).unwrap();
     // The checksum fails, so no index lookup happens: the same answer as for an unknown key.
-    assert_eq!(verify(&engine, &changed, Area::Orders, Action::View).code(), Some(DenyCode::Invalid));
+    assert_eq!(
+        verify(&engine, &changed, Area::Orders, Action::View).code(),
+        Some(DenyCode::Invalid)
+    );
     assert!(!latchkey::is_token(&changed));
     assert!(latchkey::is_token(&token));
 }
@@ -75,15 +97,29 @@ fn unknown_key_and_wrong_secret_are_the_same_answer() {
     let unknown = format!("ck_{}:cs_{}", "1".repeat(32), "0".repeat(32));
     let a = verify(&engine, &wrong_secret, Area::Orders, Action::View);
     let b = verify(&engine, &unknown, Area::Orders, Action::View);
-    assert_eq!((a.code(), a.status(), a.message()), (b.code(), b.status(), b.message()));
+    assert_eq!(
+        (a.code(), a.status(), a.message()),
+        (b.code(), b.status(), b.message())
+    );
     assert_eq!(a.code(), Some(DenyCode::Invalid));
 
     // A token from another store with a valid checksum but unknown secret.
-    let other = engine.create_store(&admin(), latchkey::NewStore::named("Other")).unwrap().1;
-    let forged = other.credential().replace(other.key.store_id.as_str(), store.id.as_str());
-    assert_eq!(verify(&engine, &forged, Area::Orders, Action::View).code(), Some(DenyCode::Invalid));
+    let other = engine
+        .create_store(&admin(), latchkey::NewStore::named("Other"))
+        .unwrap()
+        .1;
+    let forged = other
+        .credential()
+        .replace(other.key.store_id.as_str(), store.id.as_str());
+    assert_eq!(
+        verify(&engine, &forged, Area::Orders, Action::View).code(),
+        Some(DenyCode::Invalid)
+    );
     // Hex keys: an unknown one is INVALID.
-    assert_eq!(verify(&engine, &"ab".repeat(32), Area::Orders, Action::View).code(), Some(DenyCode::Invalid));
+    assert_eq!(
+        verify(&engine, &"ab".repeat(32), Area::Orders, Action::View).code(),
+        Some(DenyCode::Invalid)
+    );
 }
 
 #[test]
@@ -99,31 +135,71 @@ fn expired_then_inactive_then_store_checks_in_order() {
     let code = |ip: &str, area, action| verify_from(&engine, &cred, area, action, ip).code();
 
     assert_eq!(code("10.1.2.3", Area::Orders, Action::View), None);
-    assert_eq!(code("10.1.2.3", Area::Orders, Action::Edit), Some(DenyCode::Forbidden));
+    assert_eq!(
+        code("10.1.2.3", Area::Orders, Action::Edit),
+        Some(DenyCode::Forbidden)
+    );
     let d = verify_from(&engine, &cred, Area::Orders, Action::Edit, "10.1.2.3");
     assert_eq!(&*d.message(), "Missing permission Orders:Edit");
     // IP is checked before the permission.
-    assert_eq!(code("192.168.0.1", Area::Orders, Action::Edit), Some(DenyCode::IpNotAllowed));
+    assert_eq!(
+        code("192.168.0.1", Area::Orders, Action::Edit),
+        Some(DenyCode::IpNotAllowed)
+    );
     // IPv4-mapped IPv6 counts as IPv4.
     assert_eq!(code("::ffff:10.9.9.9", Area::Orders, Action::View), None);
 
     // Plan, then API switch, each before IP.
     engine
-        .update_store(sid, StorePatch { require_pro: Some(true), ..Default::default() })
+        .update_store(
+            sid,
+            StorePatch {
+                require_pro: Some(true),
+                ..Default::default()
+            },
+        )
         .unwrap();
-    assert_eq!(code("192.168.0.1", Area::Orders, Action::View), Some(DenyCode::PlanRequired));
-    engine.update_store(sid, StorePatch { api_enabled: Some(false), ..Default::default() }).unwrap();
-    assert_eq!(code("192.168.0.1", Area::Orders, Action::View), Some(DenyCode::ApiDisabled));
+    assert_eq!(
+        code("192.168.0.1", Area::Orders, Action::View),
+        Some(DenyCode::PlanRequired)
+    );
+    engine
+        .update_store(
+            sid,
+            StorePatch {
+                api_enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        code("192.168.0.1", Area::Orders, Action::View),
+        Some(DenyCode::ApiDisabled)
+    );
 
     engine
-        .update_key(sid, &admin(), &key.key.id, KeyPatch { active: Some(false), ..Default::default() })
+        .update_key(
+            sid,
+            &admin(),
+            &key.key.id,
+            KeyPatch {
+                active: Some(false),
+                ..Default::default()
+            },
+        )
         .unwrap();
     let d = verify_from(&engine, &cred, Area::Orders, Action::View, "192.168.0.1");
-    assert_eq!((d.code(), d.status(), &*d.message()), (Some(DenyCode::Inactive), 403, "API key is inactive"));
+    assert_eq!(
+        (d.code(), d.status(), &*d.message()),
+        (Some(DenyCode::Inactive), 403, "API key is inactive")
+    );
 
     clock.advance(time::Duration::days(1));
     let d = verify_from(&engine, &cred, Area::Orders, Action::View, "192.168.0.1");
-    assert_eq!((d.code(), d.status(), &*d.message()), (Some(DenyCode::Expired), 401, "API key has expired"));
+    assert_eq!(
+        (d.code(), d.status(), &*d.message()),
+        (Some(DenyCode::Expired), 401, "API key has expired")
+    );
 }
 
 #[test]
@@ -134,11 +210,17 @@ fn plan_required_lifts_with_an_active_pro_plan_and_returns_when_it_lapses() {
     let cred = default_key.credential();
     let pro_until = clock.now_plus_days(30);
     engine
-        .update_store(sid, StorePatch {
-            require_pro: Some(true),
-            plan: Some(Plan { tier: Tier::Pro, expires_at: Some(pro_until) }),
-            ..Default::default()
-        })
+        .update_store(
+            sid,
+            StorePatch {
+                require_pro: Some(true),
+                plan: Some(Plan {
+                    tier: Tier::Pro,
+                    expires_at: Some(pro_until),
+                }),
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert!(verify(&engine, &cred, Area::Orders, Action::View).allowed());
     clock.advance(time::Duration::days(30));
@@ -146,9 +228,13 @@ fn plan_required_lifts_with_an_active_pro_plan_and_returns_when_it_lapses() {
     assert_eq!((d.code(), d.status()), (Some(DenyCode::PlanRequired), 403));
     assert_eq!(&*d.message(), "An active Pro subscription is required");
     // Creating or regenerating keys needs the plan too.
-    let err = engine.create_key(sid, &admin(), NewKey::new("x", perms(json!("*")))).unwrap_err();
+    let err = engine
+        .create_key(sid, &admin(), NewKey::new("x", perms(json!("*"))))
+        .unwrap_err();
     assert_eq!((err.code(), err.http_status()), ("PLAN_REQUIRED", 403));
-    let err = engine.regenerate_key(sid, &admin(), &default_key.key.id).unwrap_err();
+    let err = engine
+        .regenerate_key(sid, &admin(), &default_key.key.id)
+        .unwrap_err();
     assert_eq!(err.code(), "PLAN_REQUIRED");
 }
 
@@ -178,7 +264,9 @@ fn a_key_revoked_on_one_thread_fails_on_another_at_once() {
         })
     };
     std::thread::sleep(std::time::Duration::from_millis(20));
-    engine.revoke_key(store.id.as_str(), &admin(), &key.key.id).unwrap();
+    engine
+        .revoke_key(store.id.as_str(), &admin(), &key.key.id)
+        .unwrap();
     revoked.store(true, Ordering::SeqCst);
     checker.join().unwrap();
 }
@@ -189,20 +277,37 @@ fn regeneration_and_permission_changes_take_effect_at_once() {
     let (store, _) = store(&engine);
     let sid = store.id.as_str();
     engine
-        .update_store(sid, StorePatch { permissions_editable: Some(true), ..Default::default() })
+        .update_store(
+            sid,
+            StorePatch {
+                permissions_editable: Some(true),
+                ..Default::default()
+            },
+        )
         .unwrap();
     let key = scoped(&engine, &store, json!({"Orders": ["View"]}));
     let regenerated = engine.regenerate_key(sid, &admin(), &key.key.id).unwrap();
     assert_eq!(regenerated.key.id, key.key.id);
     assert_eq!(regenerated.key.permissions, key.key.permissions);
     assert_ne!(regenerated.credential(), key.credential());
-    assert_eq!(verify(&engine, &key.credential(), Area::Orders, Action::View).code(), Some(DenyCode::Invalid));
+    assert_eq!(
+        verify(&engine, &key.credential(), Area::Orders, Action::View).code(),
+        Some(DenyCode::Invalid)
+    );
     let cred = regenerated.credential();
     assert!(verify(&engine, &cred, Area::Orders, Action::View).allowed());
 
-    let patch = KeyPatch { permissions: Some(perms(json!({"Bans": ["View"]}))), ..Default::default() };
-    engine.update_key(sid, &admin(), &key.key.id, patch).unwrap();
-    assert_eq!(verify(&engine, &cred, Area::Orders, Action::View).code(), Some(DenyCode::Forbidden));
+    let patch = KeyPatch {
+        permissions: Some(perms(json!({"Bans": ["View"]}))),
+        ..Default::default()
+    };
+    engine
+        .update_key(sid, &admin(), &key.key.id, patch)
+        .unwrap();
+    assert_eq!(
+        verify(&engine, &cred, Area::Orders, Action::View).code(),
+        Some(DenyCode::Forbidden)
+    );
     assert!(verify(&engine, &cred, Area::Bans, Action::View).allowed());
 }
 
@@ -225,8 +330,13 @@ fn updates_do_not_interrupt_concurrent_verifies() {
         })
     };
     for i in 0..50 {
-        let patch = KeyPatch { name: Some(format!("renamed {i}")), ..Default::default() };
-        engine.update_key(store.id.as_str(), &admin(), &key.key.id, patch).unwrap();
+        let patch = KeyPatch {
+            name: Some(format!("renamed {i}")),
+            ..Default::default()
+        };
+        engine
+            .update_key(store.id.as_str(), &admin(), &key.key.id, patch)
+            .unwrap();
     }
     stop.store(true, Ordering::SeqCst);
     assert!(checker.join().unwrap() > 0);
@@ -238,7 +348,12 @@ fn verify_without_a_permission_only_authenticates() {
     let (store, _) = store(&engine);
     let key = scoped(&engine, &store, json!({"Orders": ["View"]}));
     let cred = key.credential();
-    let d = engine.verify(&VerifyRequest { credential: Some(&cred), permission: None, ip: None, path: "/" });
+    let d = engine.verify(&VerifyRequest {
+        credential: Some(&cred),
+        permission: None,
+        ip: None,
+        path: "/",
+    });
     assert!(d.allowed());
     assert!(d.headers().is_empty(), "no limit applies yet");
 }

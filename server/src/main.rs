@@ -12,7 +12,9 @@ fn main() {
             }
         }
         Some(other) => {
-            eprintln!("latchkey {version}: unknown command `{other}` (the server is not built yet)");
+            eprintln!(
+                "latchkey {version}: unknown command `{other}` (the server is not built yet)"
+            );
             std::process::exit(2);
         }
     }

@@ -157,9 +157,16 @@ fn checksum_matches(body: &[u8], given: &[u8]) -> bool {
 /// A credential as presented, parsed but not yet looked up. Borrowed: parsing never allocates.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Presented<'a> {
-    Token { prefix: &'a str, store: StoreId, secret: &'a str },
+    Token {
+        prefix: &'a str,
+        store: StoreId,
+        secret: &'a str,
+    },
     Hex(&'a str),
-    Pair { consumer_key: [u8; 16], secret: &'a str },
+    Pair {
+        consumer_key: [u8; 16],
+        secret: &'a str,
+    },
 }
 
 impl fmt::Debug for Presented<'_> {
@@ -200,7 +207,10 @@ fn parse_pair(text: &str) -> Option<Presented<'_>> {
         return None;
     }
     let cs_hex = cs.strip_prefix(CONSUMER_SECRET_PREFIX)?;
-    all_bytes(cs_hex.as_bytes(), is_lower_hex).then_some(Presented::Pair { consumer_key, secret: cs })
+    all_bytes(cs_hex.as_bytes(), is_lower_hex).then_some(Presented::Pair {
+        consumer_key,
+        secret: cs,
+    })
 }
 
 fn is_lower_hex(b: u8) -> bool {
@@ -217,7 +227,8 @@ fn parse_token(text: &str) -> Option<Presented<'_>> {
     // The layout is fixed once the length is known: `{prefix:2..=8}_{store:8}_{secret:32}`.
     let bytes = text.as_bytes();
     let prefix_len = bytes.len().checked_sub(1 + 8 + 1 + TOKEN_SECRET_LEN)?;
-    if !(2..=8).contains(&prefix_len) || bytes[prefix_len] != b'_' || bytes[prefix_len + 9] != b'_' {
+    if !(2..=8).contains(&prefix_len) || bytes[prefix_len] != b'_' || bytes[prefix_len + 9] != b'_'
+    {
         return None;
     }
     let prefix = &bytes[..prefix_len];
@@ -266,7 +277,11 @@ pub fn credential_from_headers<'a>(
     if scheme.eq_ignore_ascii_case("bearer") {
         return Some(Cow::Borrowed(rest));
     }
-    let encoded = if scheme.eq_ignore_ascii_case("basic") { rest } else { auth };
+    let encoded = if scheme.eq_ignore_ascii_case("basic") {
+        rest
+    } else {
+        auth
+    };
     match base64::engine::general_purpose::STANDARD.decode(encoded) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(text) => Some(Cow::Owned(text)),
@@ -292,8 +307,15 @@ mod tests {
         let token = g.secret.expose();
         assert_eq!(token.len(), 2 + 1 + 8 + 1 + 32);
         assert!(token.starts_with("lk_ab12cd34_"));
-        assert_eq!(g.digest, Digest::of(token[12..].as_bytes()), "only the secret is hashed");
-        assert!(matches!(parse(token), Some(Presented::Token { prefix: "lk", .. })));
+        assert_eq!(
+            g.digest,
+            Digest::of(&token.as_bytes()[12..]),
+            "only the secret is hashed"
+        );
+        assert!(matches!(
+            parse(token),
+            Some(Presented::Token { prefix: "lk", .. })
+        ));
         assert_eq!(g.last4, &token[token.len() - 4..]);
     }
 
@@ -320,7 +342,12 @@ mod tests {
 
     #[test]
     fn checksum_decoding_agrees_with_encoding() {
-        for body in [&b""[..], b"lk_ab12cd34_", b"some longer body of bytes", &[0xff; 40]] {
+        for body in [
+            &b""[..],
+            b"lk_ab12cd34_",
+            b"some longer body of bytes",
+            &[0xff; 40],
+        ] {
             let sum = checksum(body);
             assert!(checksum_matches(body, &sum));
             let mut wrong = sum;
@@ -337,7 +364,10 @@ mod tests {
         let hex = generate(KeyFormat::Hex, "lk", store()).unwrap();
         assert_eq!(hex.secret.expose().len(), 64);
         assert_eq!(hex.digest, Digest::of(hex.secret.expose().as_bytes()));
-        assert!(matches!(parse(hex.secret.expose()), Some(Presented::Hex(_))));
+        assert!(matches!(
+            parse(hex.secret.expose()),
+            Some(Presented::Hex(_))
+        ));
 
         let pair = generate(KeyFormat::Pair, "lk", store()).unwrap();
         let ck = pair.consumer_key.clone().unwrap();
@@ -352,10 +382,19 @@ mod tests {
     #[test]
     fn malformed_credentials_do_not_parse() {
         for bad in [
-            "", "lk", "lk__", "lk_ab12cd34_", "LK_ab12cd34_0123456789abcdefghijklmnopqrstuv",
-            "l_ab12cd34_0123456789abcdefghijklmnopqrstuv", "ck_00:cs_00", "ck_zz:cs_zz",
-            &"A".repeat(64), &"0".repeat(63), "ck_0123456789abcdef0123456789abcdef:",
-            "lk_ab12cd3_0123456789abcdefghijklmnopqrstuv", "\u{0}\u{0}\u{0}",
+            "",
+            "lk",
+            "lk__",
+            "lk_ab12cd34_",
+            "LK_ab12cd34_0123456789abcdefghijklmnopqrstuv",
+            "l_ab12cd34_0123456789abcdefghijklmnopqrstuv",
+            "ck_00:cs_00",
+            "ck_zz:cs_zz",
+            &"A".repeat(64),
+            &"0".repeat(63),
+            "ck_0123456789abcdef0123456789abcdef:",
+            "lk_ab12cd3_0123456789abcdefghijklmnopqrstuv",
+            "\u{0}\u{0}\u{0}",
         ] {
             assert!(parse(bad).is_none(), "{bad:?}");
         }
@@ -370,13 +409,28 @@ mod tests {
 
     #[test]
     fn headers_yield_the_credential() {
-        assert_eq!(credential_from_headers(Some(" lk_x "), Some("Bearer y")).unwrap(), "lk_x");
-        assert_eq!(credential_from_headers(None, Some("bearer lk_y")).unwrap(), "lk_y");
+        assert_eq!(
+            credential_from_headers(Some(" lk_x "), Some("Bearer y")).unwrap(),
+            "lk_x"
+        );
+        assert_eq!(
+            credential_from_headers(None, Some("bearer lk_y")).unwrap(),
+            "lk_y"
+        );
         let basic = base64::engine::general_purpose::STANDARD.encode("ck_1:cs_2");
         let header = format!("Basic {basic}");
-        assert_eq!(credential_from_headers(None, Some(&header)).unwrap(), "ck_1:cs_2");
-        assert_eq!(credential_from_headers(None, Some(&basic)).unwrap(), "ck_1:cs_2");
-        assert_eq!(credential_from_headers(None, Some("Basic %%%")).unwrap(), "Basic %%%");
+        assert_eq!(
+            credential_from_headers(None, Some(&header)).unwrap(),
+            "ck_1:cs_2"
+        );
+        assert_eq!(
+            credential_from_headers(None, Some(&basic)).unwrap(),
+            "ck_1:cs_2"
+        );
+        assert_eq!(
+            credential_from_headers(None, Some("Basic %%%")).unwrap(),
+            "Basic %%%"
+        );
         assert!(credential_from_headers(Some(""), None).is_none());
         assert!(credential_from_headers(None, None).is_none());
         let bad_utf8 = base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe]);

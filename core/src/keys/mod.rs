@@ -209,8 +209,14 @@ impl NewKey {
         let permissions = fields.required("permissions", read_permissions);
         let format = fields.optional("format", read_format);
         let environment = fields.optional("environment", string);
-        let rate_limit = fields.patch("rate_limit", RateLimit::from_json).into_update().flatten();
-        let ip_allowlist = fields.patch("ip_allowlist", read_cidrs).into_update().flatten();
+        let rate_limit = fields
+            .patch("rate_limit", RateLimit::from_json)
+            .into_update()
+            .flatten();
+        let ip_allowlist = fields
+            .patch("ip_allowlist", read_cidrs)
+            .into_update()
+            .flatten();
         let expires_at = fields.patch("expires_at", timestamp);
         let meta = fields.optional("meta", read_meta);
         let active = fields.optional("active", boolean);
@@ -341,7 +347,8 @@ fn read_permissions(value: &Value) -> Result<PermissionSet, String> {
 
 fn read_format(value: &Value) -> Result<KeyFormat, String> {
     let text = value.as_str().ok_or("expected a string")?;
-    KeyFormat::parse(text).ok_or_else(|| format!("unknown format `{text}` (expected token, hex or pair)"))
+    KeyFormat::parse(text)
+        .ok_or_else(|| format!("unknown format `{text}` (expected token, hex or pair)"))
 }
 
 fn read_cidrs(value: &Value) -> Result<Vec<IpNet>, String> {
@@ -350,33 +357,44 @@ fn read_cidrs(value: &Value) -> Result<Vec<IpNet>, String> {
 }
 
 fn read_meta(value: &Value) -> Result<Map<String, Value>, String> {
-    value.as_object().cloned().ok_or_else(|| "expected an object".to_owned())
+    value
+        .as_object()
+        .cloned()
+        .ok_or_else(|| "expected an object".to_owned())
 }
 
 fn name_problems(name: &str, problems: &mut Vec<String>) {
     if name.trim().is_empty() {
         problems.push("name: must not be empty".to_owned());
     } else if char_len(name) > MAX_KEY_NAME_CHARS {
-        problems.push(format!("name: must be at most {MAX_KEY_NAME_CHARS} characters"));
+        problems.push(format!(
+            "name: must be at most {MAX_KEY_NAME_CHARS} characters"
+        ));
     }
 }
 
 fn description_problems(description: Option<&str>, problems: &mut Vec<String>) {
     if description.is_some_and(|d| char_len(d) > MAX_DESCRIPTION_CHARS) {
-        problems.push(format!("description: must be at most {MAX_DESCRIPTION_CHARS} characters"));
+        problems.push(format!(
+            "description: must be at most {MAX_DESCRIPTION_CHARS} characters"
+        ));
     }
 }
 
 fn allowlist_problems(list: &[IpNet], problems: &mut Vec<String>) {
     if list.len() > MAX_ALLOWLIST_ENTRIES {
-        problems.push(format!("ip_allowlist: at most {MAX_ALLOWLIST_ENTRIES} entries"));
+        problems.push(format!(
+            "ip_allowlist: at most {MAX_ALLOWLIST_ENTRIES} entries"
+        ));
     }
 }
 
 fn meta_problems(meta: &Map<String, Value>, problems: &mut Vec<String>) {
     let size = serde_json::to_vec(meta).map_or(usize::MAX, |bytes| bytes.len());
     if size > MAX_META_BYTES {
-        problems.push(format!("meta: must be at most {MAX_META_BYTES} bytes of JSON"));
+        problems.push(format!(
+            "meta: must be at most {MAX_META_BYTES} bytes of JSON"
+        ));
     }
 }
 
@@ -399,8 +417,20 @@ mod tests {
         }))
         .unwrap_err();
         let problems = err.problems();
-        for needle in ["name", "Warehouses", "jwt", "rate_limit", "10.0.0.0/33", "soon", "meta", "colour"] {
-            assert!(problems.iter().any(|p| p.contains(needle)), "{needle} in {problems:?}");
+        for needle in [
+            "name",
+            "Warehouses",
+            "jwt",
+            "rate_limit",
+            "10.0.0.0/33",
+            "soon",
+            "meta",
+            "colour",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "{needle} in {problems:?}"
+            );
         }
         let err = NewKey::from_json(&json!({})).unwrap_err();
         assert_eq!(err.problems().len(), 2, "{:?}", err.problems());
@@ -408,12 +438,16 @@ mod tests {
 
     #[test]
     fn new_key_json_defaults() {
-        let key = NewKey::from_json(&json!({"name": "ERP", "permissions": ["orders:read"]})).unwrap();
+        let key =
+            NewKey::from_json(&json!({"name": "ERP", "permissions": ["orders:read"]})).unwrap();
         assert_eq!(key.format, KeyFormat::Token);
         assert!(key.active);
         assert_eq!(key.expires_at, Patch::Absent);
-        let key = NewKey::from_json(&json!({"name": "ERP", "permissions": "*", "expires_at": null,
-            "format": "pair", "ip_allowlist": ["::1"]})).unwrap();
+        let key = NewKey::from_json(
+            &json!({"name": "ERP", "permissions": "*", "expires_at": null,
+            "format": "pair", "ip_allowlist": ["::1"]}),
+        )
+        .unwrap();
         assert_eq!(key.expires_at, Patch::Null);
         assert_eq!(key.format, KeyFormat::Pair);
         assert_eq!(key.ip_allowlist.len(), 1);
@@ -431,11 +465,15 @@ mod tests {
 
     #[test]
     fn patch_json() {
-        let patch = KeyPatch::from_json(&json!({"active": false, "ip_allowlist": null, "description": null})).unwrap();
+        let patch = KeyPatch::from_json(
+            &json!({"active": false, "ip_allowlist": null, "description": null}),
+        )
+        .unwrap();
         assert_eq!(patch.active, Some(false));
         assert_eq!(patch.ip_allowlist, Some(vec![]));
         assert_eq!(patch.description, Patch::Null);
-        let err = KeyPatch::from_json(&json!({"active": "no", "kind": "default", "name": ""})).unwrap_err();
+        let err = KeyPatch::from_json(&json!({"active": "no", "kind": "default", "name": ""}))
+            .unwrap_err();
         assert_eq!(err.problems().len(), 3, "{:?}", err.problems());
         assert!(KeyPatch::from_json(&json!({})).unwrap().is_empty());
     }

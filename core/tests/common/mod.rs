@@ -15,7 +15,10 @@ pub fn clock() -> FakeClock {
 }
 
 pub fn options(clock: &FakeClock) -> EngineOptions {
-    EngineOptions { clock: Arc::new(clock.clone()), usage_flush_interval: Duration::from_secs(3600) }
+    EngineOptions {
+        clock: Arc::new(clock.clone()),
+        usage_flush_interval: Duration::from_secs(3600),
+    }
 }
 
 pub fn engine() -> (Engine, FakeClock) {
@@ -32,12 +35,18 @@ pub fn perms(value: serde_json::Value) -> PermissionSet {
 }
 
 pub fn store(engine: &Engine) -> (Store, CreatedKey) {
-    engine.create_store(&admin(), NewStore::named("Test Shop")).unwrap()
+    engine
+        .create_store(&admin(), NewStore::named("Test Shop"))
+        .unwrap()
 }
 
 pub fn scoped(engine: &Engine, store: &Store, permissions: serde_json::Value) -> CreatedKey {
     engine
-        .create_key(store.id.as_str(), &admin(), NewKey::new("scoped", perms(permissions)))
+        .create_key(
+            store.id.as_str(),
+            &admin(),
+            NewKey::new("scoped", perms(permissions)),
+        )
         .unwrap()
 }
 
@@ -45,7 +54,13 @@ pub fn verify(engine: &Engine, credential: &str, area: Area, action: Action) -> 
     verify_from(engine, credential, area, action, "127.0.0.1")
 }
 
-pub fn verify_from(engine: &Engine, credential: &str, area: Area, action: Action, ip: &str) -> Decision {
+pub fn verify_from(
+    engine: &Engine,
+    credential: &str,
+    area: Area,
+    action: Action,
+    ip: &str,
+) -> Decision {
     let ip: IpAddr = ip.parse().unwrap();
     engine.verify(&VerifyRequest {
         credential: Some(credential),
