@@ -26,7 +26,7 @@ use crate::input::Patch;
 use crate::keys::format::{self, Generated};
 use crate::keys::{CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, KeyRecord, NewKey};
 use crate::permissions::{Action, Area, Permission, PermissionSet};
-use crate::storage::{self, AUDIT, KEYS, STORES};
+use crate::storage::{self, AUDIT, KEYS, STORES, USAGE};
 use crate::stores::{NewStore, Store, StorePatch};
 use crate::verify::{Decision, DenyCode, VerifyRequest};
 
@@ -260,7 +260,7 @@ impl Engine {
 
         let live = Arc::new(StoreLive::of(&store.settings));
         inner.stores.write().insert(id, live.clone());
-        inner.install(&record, live, None)?;
+        inner.install(&record, live, None, None)?;
         Ok((
             store,
             CreatedKey {
@@ -443,7 +443,7 @@ impl Engine {
         created
             .into_iter()
             .map(|(record, secret)| {
-                inner.install(&record, live.clone(), None)?;
+                inner.install(&record, live.clone(), None, None)?;
                 Ok(CreatedKey {
                     key: record.to_key(),
                     secret,
@@ -576,6 +576,7 @@ impl Engine {
             &record,
             inner.store_live(store.id)?,
             inner.index.by_id(key_id),
+            None,
         )?;
         Ok(inner.with_usage(record.to_key()))
     }
@@ -631,6 +632,7 @@ impl Engine {
             &record,
             inner.store_live(store.id)?,
             inner.index.by_id(key_id),
+            None,
         )?;
         Ok(CreatedKey {
             key: inner.with_usage(record.to_key()),
@@ -718,6 +720,7 @@ impl Inner {
                 Arc::new(StoreLive::of(&record.store.settings)),
             );
         }
+        let usage_table = tx.open_table(USAGE)?;
         for item in tx.open_table(KEYS)?.iter()? {
             let (_, value) = item?;
             let record: KeyRecord = storage::decode(value.value(), KeyRecord::VERSION, "key")?;
@@ -728,29 +731,27 @@ impl Inner {
                 .get(&record.store_id)
                 .cloned()
                 .ok_or_else(|| Error::Corrupt(format!("key {} has no store", record.id)))?;
-            self.install(&record, live, None)?;
+            let last = usage_table
+                .get((record.store_id.as_str(), record.id.as_str()))?
+                .and_then(|row| storage::decode_usage(row.value()));
+            self.install(&record, live, None, last)?;
         }
         Ok(())
     }
 
-    /// Puts a key's current record into the index, keeping its usage across versions.
+    /// Puts a key's current record into the index. `previous` is the entry it replaces, whose
+    /// usage carries over; a new key starts with `last` (from the usage table) or none.
     fn install(
         &self,
         record: &KeyRecord,
         store: Arc<StoreLive>,
         previous: Option<Arc<KeyEntry>>,
+        last: Option<(i64, Option<std::net::IpAddr>)>,
     ) -> Result<()> {
         let usage = match previous {
             Some(previous) => previous.usage.clone(),
-            None => Arc::new(Usage::new(
-                record.store_id,
-                record.id.clone(),
-                record.last_used_at.map(OffsetDateTime::unix_timestamp),
-            )),
+            None => Arc::new(Usage::new(record.store_id, record.id.clone(), last)),
         };
-        if let Some(ip) = record.last_used_ip {
-            usage.ip.lock().get_or_insert(ip);
-        }
         let entry = KeyEntry::from_record(record, store, usage)
             .ok_or_else(|| Error::Corrupt(format!("key {} has an unreadable digest", record.id)))?;
         self.index.upsert(Arc::new(entry));
@@ -788,16 +789,14 @@ impl Inner {
         Ok(Some(entry))
     }
 
-    /// Overlays the in-memory last use (newer than the last flush) on a key read from disk.
+    /// Fills in the last use, which the index holds for every unrevoked key.
     fn with_usage(&self, mut key: Key) -> Key {
-        if let Some(entry) = self.index.by_id(&key.id)
-            && let Some(secs) = entry.usage.last_used_secs()
-        {
-            let at = OffsetDateTime::from_unix_timestamp(secs).ok();
-            if at > key.last_used_at {
-                key.last_used_at = at;
-                key.last_used_ip = *entry.usage.ip.lock();
-            }
+        if let Some(entry) = self.index.by_id(&key.id) {
+            key.last_used_at = entry
+                .usage
+                .last_used_secs()
+                .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok());
+            key.last_used_ip = *entry.usage.ip.lock();
         }
         key
     }
@@ -827,26 +826,19 @@ impl Inner {
     fn write_usage(&self, batch: &[Arc<Usage>]) -> Result<()> {
         let tx = storage::write(&self.db)?;
         {
-            let mut keys = tx.open_table(KEYS)?;
+            let mut table = tx.open_table(USAGE)?;
             for usage in batch {
+                // A key revoked since its use has no row to keep.
                 let Some(secs) = usage.last_used_secs() else {
                     continue;
                 };
-                let store = usage.store_id.as_str();
-                let bytes = match keys.get((store, usage.key_id.as_str()))? {
-                    Some(value) => value.value().to_vec(),
-                    None => continue,
-                };
-                let mut record: KeyRecord = storage::decode(&bytes, KeyRecord::VERSION, "key")?;
-                let at = OffsetDateTime::from_unix_timestamp(secs).ok();
-                if record.revoked_at.is_some() || at <= record.last_used_at {
+                if self.index.by_id(&usage.key_id).is_none() {
                     continue;
                 }
-                record.last_used_at = at;
-                record.last_used_ip = *usage.ip.lock();
-                keys.insert(
-                    (store, usage.key_id.as_str()),
-                    storage::encode(&record)?.as_slice(),
+                let row = storage::encode_usage(secs, *usage.ip.lock());
+                table.insert(
+                    (usage.store_id.as_str(), usage.key_id.as_str()),
+                    row.as_slice(),
                 )?;
             }
         }
@@ -933,8 +925,6 @@ fn build_key(
         expires_at,
         created_at: now,
         updated_at: now,
-        last_used_at: None,
-        last_used_ip: None,
         meta: key.meta,
         revoked_at: None,
     };

@@ -157,13 +157,19 @@ pub(crate) struct Usage {
 }
 
 impl Usage {
-    pub(crate) fn new(store_id: StoreId, key_id: String, last_used_secs: Option<i64>) -> Self {
+    /// Usage of a key last used at `last` (unix seconds and address), if ever.
+    pub(crate) fn new(
+        store_id: StoreId,
+        key_id: String,
+        last: Option<(i64, Option<IpAddr>)>,
+    ) -> Self {
+        let secs = last.map(|(secs, _)| secs);
         Self {
             store_id,
             key_id,
-            minute: AtomicI64::new(last_used_secs.map_or(i64::MIN, |s| s.div_euclid(60))),
-            at_secs: AtomicI64::new(last_used_secs.unwrap_or(i64::MIN)),
-            ip: Mutex::new(None),
+            minute: AtomicI64::new(secs.map_or(i64::MIN, |s| s.div_euclid(60))),
+            at_secs: AtomicI64::new(secs.unwrap_or(i64::MIN)),
+            ip: Mutex::new(last.and_then(|(_, ip)| ip)),
             queued: AtomicBool::new(false),
         }
     }
@@ -203,7 +209,7 @@ pub(crate) struct KeyEntry {
     pub store_id: StoreId,
     pub store: Arc<StoreLive>,
     pub format: KeyFormat,
-    pub prefix: Option<Box<str>>,
+    pub prefix: Option<Inline<8>>,
     pub digest: Digest,
     pub consumer_key: Option<[u8; 16]>,
     pub environment: Box<str>,
@@ -246,7 +252,10 @@ impl KeyEntry {
             store_id: record.store_id,
             store,
             format: record.format,
-            prefix: record.prefix.as_deref().map(Into::into),
+            prefix: match &record.prefix {
+                Some(prefix) => Some(Inline::new(prefix)?),
+                None => None,
+            },
             digest,
             consumer_key,
             environment: record.environment.as_str().into(),
@@ -322,7 +331,7 @@ impl KeyIndex {
                     let matches = entry.digest.ct_eq(&digest)
                         & (entry.format == KeyFormat::Token)
                         & (entry.store_id == store)
-                        & (entry.prefix.as_deref() == Some(prefix));
+                        & (entry.prefix.as_ref().map(Inline::as_str) == Some(prefix));
                     matches.then(|| f(entry))
                 })
             }

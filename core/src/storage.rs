@@ -16,6 +16,10 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 pub(crate) const STORES: TableDefinition<&str, &[u8]> = TableDefinition::new("stores");
 /// (store id, key id) → key record. Keys of one store are one contiguous range.
 pub(crate) const KEYS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("keys");
+/// (store id, key id) → when the key was last used: 8 bytes of unix seconds (big-endian), then
+/// the address (1 tag byte: 0 none, 4, 6; then 16 bytes). Fixed-size and apart from the key
+/// record, so the background flush writes it without decoding or re-encoding the record.
+pub(crate) const USAGE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("key_usage");
 /// (store id, sequence) → audit event. Sequence is global and increasing, so a reverse range
 /// over one store reads its events newest first.
 pub(crate) const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit");
@@ -46,6 +50,7 @@ pub(crate) fn prepare(db: &Database) -> Result<()> {
         tx.open_table(STORES)?;
         tx.open_table(KEYS)?;
         tx.open_table(AUDIT)?;
+        tx.open_table(USAGE)?;
     }
     tx.commit()?;
     Ok(())
@@ -72,6 +77,38 @@ pub(crate) fn next_audit_seq(tx: &WriteTransaction) -> Result<u64> {
     let next = current + 1;
     meta.insert(AUDIT_SEQ_KEY, next.to_be_bytes().as_slice())?;
     Ok(next)
+}
+
+pub(crate) fn encode_usage(at_secs: i64, ip: Option<std::net::IpAddr>) -> [u8; 25] {
+    let mut out = [0u8; 25];
+    out[..8].copy_from_slice(&at_secs.to_be_bytes());
+    match ip {
+        None => {}
+        Some(std::net::IpAddr::V4(v4)) => {
+            out[8] = 4;
+            out[9..13].copy_from_slice(&v4.octets());
+        }
+        Some(std::net::IpAddr::V6(v6)) => {
+            out[8] = 6;
+            out[9..25].copy_from_slice(&v6.octets());
+        }
+    }
+    out
+}
+
+pub(crate) fn decode_usage(bytes: &[u8]) -> Option<(i64, Option<std::net::IpAddr>)> {
+    let bytes: &[u8; 25] = bytes.try_into().ok()?;
+    let at = i64::from_be_bytes(bytes[..8].try_into().ok()?);
+    let ip = match bytes[8] {
+        4 => Some(std::net::IpAddr::from(
+            <[u8; 4]>::try_from(&bytes[9..13]).ok()?,
+        )),
+        6 => Some(std::net::IpAddr::from(
+            <[u8; 16]>::try_from(&bytes[9..25]).ok()?,
+        )),
+        _ => None,
+    };
+    Some((at, ip))
 }
 
 fn read_u64(bytes: &[u8]) -> Option<u64> {
@@ -144,6 +181,21 @@ mod tests {
         let err = decode::<Rec>(br#"{"v":3,"name":"a"}"#, 2, "thing").unwrap_err();
         assert_eq!(err.code(), "CORRUPT");
         assert!(decode::<Rec>(b"not json", 2, "thing").is_err());
+    }
+
+    #[test]
+    fn usage_rows_round_trip() {
+        for ip in [
+            None,
+            Some("203.0.113.9".parse().unwrap()),
+            Some("2001:db8::1".parse().unwrap()),
+        ] {
+            assert_eq!(
+                decode_usage(&encode_usage(1_790_000_000, ip)),
+                Some((1_790_000_000, ip))
+            );
+        }
+        assert_eq!(decode_usage(b"short"), None);
     }
 
     #[test]

@@ -688,3 +688,27 @@ fn json_key_input_round_trip_through_the_engine() {
     assert!(json["expires_at"].as_str().unwrap().ends_with('Z'));
     assert!(json.get("key").is_none() && json.get("secret").is_none());
 }
+
+#[test]
+fn dropping_the_engine_flushes_last_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop.redb");
+    let clock = clock();
+    let (sid, key) = {
+        let engine = Engine::open_with(&path, options(&clock)).unwrap();
+        let (store, _) = store(&engine);
+        let key = scoped(&engine, &store, json!("*"));
+        verify_from(
+            &engine,
+            &key.credential(),
+            Area::Orders,
+            Action::View,
+            "2001:db8::7",
+        );
+        (store.id, key)
+    };
+    let engine = Engine::open_with(&path, options(&clock)).unwrap();
+    let read = engine.get_key(sid.as_str(), &key.key.id).unwrap();
+    assert_eq!(read.last_used_ip, Some("2001:db8::7".parse().unwrap()));
+    assert!(read.last_used_at.is_some());
+}

@@ -64,10 +64,6 @@ pub(crate) struct KeyRecord {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option", default)]
-    pub last_used_at: Option<OffsetDateTime>,
-    #[serde(default)]
-    pub last_used_ip: Option<IpAddr>,
     #[serde(default)]
     pub meta: Map<String, Value>,
     #[serde(with = "time::serde::rfc3339::option", default)]
@@ -109,8 +105,9 @@ impl KeyRecord {
             expires_at: self.expires_at,
             created_at: self.created_at,
             updated_at: self.updated_at,
-            last_used_at: self.last_used_at,
-            last_used_ip: self.last_used_ip,
+            // Filled from the in-memory usage by the engine.
+            last_used_at: None,
+            last_used_ip: None,
             meta: self.meta.clone(),
         }
     }
