@@ -247,8 +247,7 @@ impl Engine {
             None,
             now,
         )?;
-        write_key(&tx, &record)?;
-        write_audit(
+        write_change(
             &tx,
             &record,
             AuditAction::KeyCreated,
@@ -426,8 +425,7 @@ impl Engine {
         for (key, environment) in keys.into_iter().zip(environments) {
             let ttl = store.settings.default_key_ttl_days;
             let (record, secret) = build_key(&store, KeyKind::Scoped, key, environment, ttl, now)?;
-            write_key(&tx, &record)?;
-            write_audit(
+            write_change(
                 &tx,
                 &record,
                 AuditAction::KeyCreated,
@@ -568,9 +566,8 @@ impl Engine {
         problems.finish()?;
 
         record.updated_at = now;
-        write_key(&tx, &record)?;
         let changes = changes.into_iter().map(str::to_owned).collect();
-        write_audit(&tx, &record, AuditAction::KeyUpdated, actor, changes, now)?;
+        write_change(&tx, &record, AuditAction::KeyUpdated, actor, changes, now)?;
         tx.commit()?;
         inner.install(
             &record,
@@ -618,8 +615,7 @@ impl Engine {
             record.consumer_key = consumer_key;
         }
         record.updated_at = now;
-        write_key(&tx, &record)?;
-        write_audit(
+        write_change(
             &tx,
             &record,
             AuditAction::KeyRegenerated,
@@ -659,8 +655,7 @@ impl Engine {
         record.revoked_at = Some(now);
         record.active = false;
         record.updated_at = now;
-        write_key(&tx, &record)?;
-        write_audit(
+        write_change(
             &tx,
             &record,
             AuditAction::KeyRevoked,
@@ -780,7 +775,13 @@ impl Inner {
         let entry = self
             .index
             .by_id(key_id)
-            .filter(|entry| entry.store_id == store && entry.active)
+            .filter(|entry| {
+                // The acting key must be one that verify would accept right now.
+                entry.store_id == store
+                    && entry.active
+                    && self.clock.now_nanos() < entry.expires_at
+                    && entry.store.api_enabled()
+            })
             .ok_or_else(|| Error::Forbidden("the acting key is not valid for this store".into()))?;
         let needed = Permission::new(Area::ApiKeys, action);
         if !entry.permissions.contains(needed) {
@@ -929,6 +930,20 @@ fn build_key(
         revoked_at: None,
     };
     Ok((record, secret))
+}
+
+/// Writes a key's record and the audit event describing the change, in the same transaction:
+/// every stored change to a key has its event.
+fn write_change(
+    tx: &WriteTransaction,
+    record: &KeyRecord,
+    action: AuditAction,
+    actor: &Actor,
+    changes: Vec<String>,
+    now: OffsetDateTime,
+) -> Result<()> {
+    write_key(tx, record)?;
+    write_audit(tx, record, action, actor, changes, now)
 }
 
 fn write_key(tx: &WriteTransaction, record: &KeyRecord) -> Result<()> {

@@ -396,6 +396,36 @@ fn a_key_that_creates_keys_cannot_escalate() {
             .code(),
         "FORBIDDEN"
     );
+    // A deactivated manager can do nothing.
+    let patch = KeyPatch {
+        active: Some(false),
+        ..Default::default()
+    };
+    engine
+        .update_key(sid, &admin(), &manager.key.id, patch)
+        .unwrap();
+    assert_eq!(
+        engine
+            .create_key(
+                sid,
+                &as_manager,
+                NewKey::new("x", perms(json!({"Orders": ["View"]})))
+            )
+            .unwrap_err()
+            .code(),
+        "FORBIDDEN"
+    );
+    engine
+        .update_key(
+            sid,
+            &admin(),
+            &manager.key.id,
+            KeyPatch {
+                active: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     // A key without ApiKeys:Edit cannot create keys at all; a key of another store neither.
     let reader = Actor::Key(ok.key.id.clone());
     assert_eq!(
