@@ -281,6 +281,22 @@ impl KeyEntry {
     }
 }
 
+/// Where an entry is found: `pair` keys by consumer key, the others by secret digest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LookupKey {
+    Digest([u8; 32]),
+    Consumer([u8; 16]),
+}
+
+impl KeyEntry {
+    fn lookup_key(&self) -> LookupKey {
+        match self.consumer_key {
+            Some(ck) => LookupKey::Consumer(ck),
+            None => LookupKey::Digest(self.digest.0),
+        }
+    }
+}
+
 /// The digest used for an unknown consumer key, so a miss costs the same as a wrong secret.
 static DECOY: Digest = Digest([0x5a; 32]);
 
@@ -362,28 +378,30 @@ impl KeyIndex {
     /// Adds or replaces the entry for a key. The new lookup goes in before the old one (if its
     /// secret changed) comes out, so a concurrent verify never misses an unchanged key.
     pub(crate) fn upsert(&self, entry: Arc<KeyEntry>) {
-        match entry.consumer_key {
-            Some(ck) => self.by_consumer.insert(ck, entry.clone()),
-            None => self.by_digest.insert(entry.digest.0, entry.clone()),
+        match entry.lookup_key() {
+            LookupKey::Consumer(ck) => self.by_consumer.insert(ck, entry.clone()),
+            LookupKey::Digest(digest) => self.by_digest.insert(digest, entry.clone()),
         }
         let previous = self.by_id.write().insert(entry.id.clone(), entry.clone());
+        // A pair keeps its consumer key across regeneration: its lookup was just replaced and
+        // must not be removed.
         if let Some(old) = previous
-            && (old.digest != entry.digest || old.consumer_key != entry.consumer_key)
+            && old.lookup_key() != entry.lookup_key()
         {
-            self.remove_lookups(&old);
+            self.remove_lookup(old.lookup_key());
         }
     }
 
     pub(crate) fn remove(&self, key_id: &str) {
         if let Some(old) = self.by_id.write().remove(key_id) {
-            self.remove_lookups(&old);
+            self.remove_lookup(old.lookup_key());
         }
     }
 
-    fn remove_lookups(&self, entry: &KeyEntry) {
-        match entry.consumer_key {
-            Some(ck) => self.by_consumer.remove(&ck),
-            None => self.by_digest.remove(&entry.digest.0),
+    fn remove_lookup(&self, key: LookupKey) {
+        match key {
+            LookupKey::Consumer(ck) => self.by_consumer.remove(&ck),
+            LookupKey::Digest(digest) => self.by_digest.remove(&digest),
         }
     }
 

@@ -312,6 +312,40 @@ fn regeneration_and_permission_changes_take_effect_at_once() {
 }
 
 #[test]
+fn every_format_regenerates_and_updates_in_place() {
+    let (engine, _) = engine();
+    let (store, _) = store(&engine);
+    let sid = store.id.as_str();
+    for format in [KeyFormat::Token, KeyFormat::Hex, KeyFormat::Pair] {
+        let mut new = NewKey::new(format.as_str(), perms(json!({"Orders": ["View"]})));
+        new.format = format;
+        let key = engine.create_key(sid, &admin(), new).unwrap();
+        let renamed = KeyPatch {
+            name: Some("renamed".into()),
+            ..Default::default()
+        };
+        engine
+            .update_key(sid, &admin(), &key.key.id, renamed)
+            .unwrap();
+        assert!(
+            verify(&engine, &key.credential(), Area::Orders, Action::View).allowed(),
+            "{format}"
+        );
+        let fresh = engine.regenerate_key(sid, &admin(), &key.key.id).unwrap();
+        assert_eq!(fresh.key.consumer_key, key.key.consumer_key, "{format}");
+        assert!(
+            verify(&engine, &fresh.credential(), Area::Orders, Action::View).allowed(),
+            "{format}"
+        );
+        let old = verify(&engine, &key.credential(), Area::Orders, Action::View);
+        assert_eq!(old.code(), Some(DenyCode::Invalid), "{format}");
+        engine.revoke_key(sid, &admin(), &key.key.id).unwrap();
+        let gone = verify(&engine, &fresh.credential(), Area::Orders, Action::View);
+        assert_eq!(gone.code(), Some(DenyCode::Invalid), "{format}");
+    }
+}
+
+#[test]
 fn updates_do_not_interrupt_concurrent_verifies() {
     let (engine, _) = engine();
     let engine = Arc::new(engine);
