@@ -164,7 +164,7 @@ impl Engine {
             return Decision::deny(DenyCode::Invalid);
         };
         let now = inner.clock.now_nanos();
-        // The remaining checks run under the key's shard read lock: a few atomic loads and
+        // The remaining checks run while the map's read guard is held: a few atomic loads and
         // compares, so the decision copies out what it needs instead of cloning the entry.
         let decision = inner.index.find(&presented, |entry| {
             if now >= entry.expires_at {

@@ -2,11 +2,12 @@
 //!
 //! Invariant: the index mirrors redb exactly for every unrevoked key. Only the engine writes
 //! (under its writer lock, after a durable commit), so it updates the index in commit order;
-//! verify takes one shard read lock and never opens a transaction or a global lock.
+//! verify reads lock-free maps and never opens a transaction or takes a lock of any kind
+//! (except a key's own last-use mutex, once a minute).
 //!
-//! Entries are immutable: a change replaces the `Arc<KeyEntry>` in its shard, so the very next
-//! lookup on any thread sees the new state. Per-store settings live in one `ArcSwap` shared by
-//! every key of the store, so a store change is one swap.
+//! Entries are immutable: a change replaces the `Arc<KeyEntry>` in the maps, so the very next
+//! lookup on any thread sees the new state. Per-store settings live in atomics shared by every
+//! key of the store, so a store change is seen by all its keys at once.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -24,9 +25,6 @@ use crate::permissions::PermissionSet;
 use crate::secret::Digest;
 use crate::stores::StoreSettings;
 use crate::verify::{Grant, Inline};
-
-/// Number of shards; a power of two so the shard is chosen by masking hash bits.
-const SHARDS: usize = 64;
 
 /// A hasher for keys that are already uniformly random (SHA-256 digests, random consumer keys):
 /// it takes the first 8 bytes as the hash. Safe against flooding because only the engine
@@ -49,47 +47,28 @@ impl Hasher for RandomBytesHasher {
     fn write_usize(&mut self, _length_prefix: usize) {}
 }
 
-type RandomMap<K, V> = HashMap<K, V, BuildHasherDefault<RandomBytesHasher>>;
+/// A concurrent map with lock-free reads (papaya: readers take no lock and execute no locked
+/// instruction; reclamation is epoch-based). Keys must be random bytes.
+struct ConcurrentMap<K, V>(papaya::HashMap<K, V, BuildHasherDefault<RandomBytesHasher>>);
 
-/// Cache-line aligned so two shards' locks never share a line.
-#[repr(align(128))]
-struct Shard<K, V>(RwLock<RandomMap<K, V>>);
-
-/// A map split into `SHARDS` independently locked parts. Keys must be random bytes.
-///
-/// Locking: `get` takes one shard's read lock; `insert`/`remove` take one shard's write lock.
-struct ShardedMap<K, V> {
-    shards: Box<[Shard<K, V>]>,
-}
-
-impl<const N: usize, V: Clone> ShardedMap<[u8; N], V> {
+impl<const N: usize, V: Send + Sync> ConcurrentMap<[u8; N], V> {
     fn new() -> Self {
-        Self {
-            shards: (0..SHARDS)
-                .map(|_| Shard(RwLock::new(RandomMap::default())))
-                .collect(),
-        }
+        Self(papaya::HashMap::with_hasher(BuildHasherDefault::default()))
     }
 
-    /// The shard comes from the last byte, the in-shard hash from the first eight, so the two
-    /// use independent bits.
-    #[inline]
-    fn shard(&self, key: &[u8; N]) -> &RwLock<RandomMap<[u8; N], V>> {
-        &self.shards[usize::from(key[N - 1]) & (SHARDS - 1)].0
-    }
-
-    /// Runs `f` on the value under the shard's read lock (no clone of the value).
+    /// Runs `f` on the value while the map's read guard is held.
     #[inline]
     fn with<R>(&self, key: &[u8; N], f: impl FnOnce(Option<&V>) -> R) -> R {
-        f(self.shard(key).read().get(key))
+        let map = self.0.pin();
+        f(map.get(key))
     }
 
     fn insert(&self, key: [u8; N], value: V) {
-        self.shard(&key).write().insert(key, value);
+        self.0.pin().insert(key, value);
     }
 
     fn remove(&self, key: &[u8; N]) {
-        self.shard(key).write().remove(key);
+        self.0.pin().remove(key);
     }
 }
 
@@ -302,8 +281,8 @@ static DECOY: Digest = Digest([0x5a; 32]);
 
 /// Lookup structures for every unrevoked key.
 pub(crate) struct KeyIndex {
-    by_digest: ShardedMap<[u8; 32], Arc<KeyEntry>>,
-    by_consumer: ShardedMap<[u8; 16], Arc<KeyEntry>>,
+    by_digest: ConcurrentMap<[u8; 32], Arc<KeyEntry>>,
+    by_consumer: ConcurrentMap<[u8; 16], Arc<KeyEntry>>,
     /// For management paths only (never verify): key id → entry.
     by_id: RwLock<HashMap<String, Arc<KeyEntry>>>,
 }
@@ -319,13 +298,13 @@ impl std::fmt::Debug for KeyIndex {
 impl KeyIndex {
     pub(crate) fn new() -> Self {
         Self {
-            by_digest: ShardedMap::new(),
-            by_consumer: ShardedMap::new(),
+            by_digest: ConcurrentMap::new(),
+            by_consumer: ConcurrentMap::new(),
             by_id: RwLock::new(HashMap::new()),
         }
     }
 
-    /// Finds the key a parsed credential names and runs `f` on it under its shard's read lock;
+    /// Finds the key a parsed credential names and runs `f` on it under the map's read guard;
     /// `None` for an unknown key and a wrong secret alike.
     ///
     /// Every path computes exactly one SHA-256 and one constant-time comparison.
