@@ -41,17 +41,7 @@ fn a_store_comes_with_one_full_access_default_key() {
 
     // It can be deactivated and regenerated.
     let sid = store.id.as_str();
-    engine
-        .update_key(
-            sid,
-            &admin(),
-            &default_key.key.id,
-            KeyPatch {
-                active: Some(false),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    set_active(&engine, sid, &default_key.key.id, false);
     assert_eq!(
         verify(
             &engine,
@@ -70,20 +60,9 @@ fn a_store_comes_with_one_full_access_default_key() {
         permissions: Some(perms(json!({"Orders": ["View"]}))),
         ..Default::default()
     };
-    engine
-        .update_store(
-            sid,
-            StorePatch {
-                permissions_editable: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    allow_permission_edits(&engine, sid);
     assert_eq!(
-        engine
-            .update_key(sid, &admin(), &default_key.key.id, patch)
-            .unwrap_err()
-            .code(),
+        code_of(engine.update_key(sid, &admin(), &default_key.key.id, patch)),
         "CONFLICT"
     );
 }
@@ -121,11 +100,8 @@ fn stores_list_and_update_with_validation() {
         a,
         "nothing written"
     );
-    assert_eq!(
-        engine.get_store("nosuchid").unwrap_err().code(),
-        "NOT_FOUND"
-    );
-    assert_eq!(engine.get_store("../etc").unwrap_err().code(), "NOT_FOUND");
+    assert_eq!(code_of(engine.get_store("nosuchid")), "NOT_FOUND");
+    assert_eq!(code_of(engine.get_store("../etc")), "NOT_FOUND");
 
     let renamed = engine
         .update_store(
@@ -162,10 +138,7 @@ fn an_environment_in_use_cannot_be_removed() {
         ..Default::default()
     };
     assert_eq!(
-        engine
-            .update_store(store.id.as_str(), drop_test())
-            .unwrap_err()
-            .code(),
+        code_of(engine.update_store(store.id.as_str(), drop_test())),
         "CONFLICT"
     );
     engine
@@ -310,15 +283,7 @@ fn permissions_are_immutable_unless_the_store_allows_edits() {
         .update_key(sid, &admin(), &key.key.id, patch())
         .unwrap_err();
     assert_eq!(err.code(), "CONFLICT");
-    engine
-        .update_store(
-            sid,
-            StorePatch {
-                permissions_editable: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    allow_permission_edits(&engine, sid);
     let updated = engine
         .update_key(sid, &admin(), &key.key.id, patch())
         .unwrap();
@@ -373,27 +338,18 @@ fn a_key_that_creates_keys_cannot_escalate() {
         .unwrap()
         .id;
     assert_eq!(
-        engine
-            .regenerate_key(sid, &as_manager, &default_id)
-            .unwrap_err()
-            .code(),
+        code_of(engine.regenerate_key(sid, &as_manager, &default_id)),
         "FORBIDDEN"
     );
     assert_eq!(
-        engine
-            .revoke_key(sid, &as_manager, &ok.key.id)
-            .unwrap_err()
-            .code(),
+        code_of(engine.revoke_key(sid, &as_manager, &ok.key.id)),
         "FORBIDDEN"
     );
     // Another environment is out of reach.
     let mut elsewhere = NewKey::new("t", perms(json!({"Orders": ["View"]})));
     elsewhere.environment = Some("test".into());
     assert_eq!(
-        engine
-            .create_key(sid, &as_manager, elsewhere)
-            .unwrap_err()
-            .code(),
+        code_of(engine.create_key(sid, &as_manager, elsewhere)),
         "FORBIDDEN"
     );
     // A deactivated manager can do nothing.
@@ -415,17 +371,7 @@ fn a_key_that_creates_keys_cannot_escalate() {
             .code(),
         "FORBIDDEN"
     );
-    engine
-        .update_key(
-            sid,
-            &admin(),
-            &manager.key.id,
-            KeyPatch {
-                active: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    set_active(&engine, sid, &manager.key.id, true);
     // A key without ApiKeys:Edit cannot create keys at all; a key of another store neither.
     let reader = Actor::Key(ok.key.id.clone());
     assert_eq!(
@@ -566,10 +512,7 @@ fn audit_records_who_did_what_newest_first() {
         .unwrap();
     assert_eq!(engine.audit(other.id.as_str(), 10).unwrap().len(), 1);
     // A revoked key is gone from reads.
-    assert_eq!(
-        engine.get_key(sid, &key.key.id).unwrap_err().code(),
-        "NOT_FOUND"
-    );
+    assert_eq!(code_of(engine.get_key(sid, &key.key.id)), "NOT_FOUND");
 }
 
 #[test]
@@ -638,17 +581,7 @@ fn reopening_the_database_keeps_everything() {
         let revoked = scoped(&engine, &store, json!("*"));
         engine.revoke_key(sid, &admin(), &revoked.key.id).unwrap();
         let inactive = scoped(&engine, &store, json!("*"));
-        engine
-            .update_key(
-                sid,
-                &admin(),
-                &inactive.key.id,
-                KeyPatch {
-                    active: Some(false),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        set_active(&engine, sid, &inactive.key.id, false);
         engine
             .update_store(
                 sid,

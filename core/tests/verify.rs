@@ -177,17 +177,7 @@ fn expired_then_inactive_then_store_checks_in_order() {
         Some(DenyCode::ApiDisabled)
     );
 
-    engine
-        .update_key(
-            sid,
-            &admin(),
-            &key.key.id,
-            KeyPatch {
-                active: Some(false),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    set_active(&engine, sid, &key.key.id, false);
     let d = verify_from(&engine, &cred, Area::Orders, Action::View, "192.168.0.1");
     assert_eq!(
         (d.code(), d.status(), &*d.message()),
@@ -276,15 +266,7 @@ fn regeneration_and_permission_changes_take_effect_at_once() {
     let (engine, _) = engine();
     let (store, _) = store(&engine);
     let sid = store.id.as_str();
-    engine
-        .update_store(
-            sid,
-            StorePatch {
-                permissions_editable: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    allow_permission_edits(&engine, sid);
     let key = scoped(&engine, &store, json!({"Orders": ["View"]}));
     let regenerated = engine.regenerate_key(sid, &admin(), &key.key.id).unwrap();
     assert_eq!(regenerated.key.id, key.key.id);

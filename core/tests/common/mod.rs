@@ -69,3 +69,28 @@ pub fn verify_from(
         path: "/api/v1/orders",
     })
 }
+
+/// Lets the store's key permissions be edited after creation.
+pub fn allow_permission_edits(engine: &Engine, store_id: &str) {
+    let patch = latchkey::StorePatch {
+        permissions_editable: Some(true),
+        ..Default::default()
+    };
+    engine.update_store(store_id, patch).unwrap();
+}
+
+/// Activates or deactivates a key as the administrator.
+pub fn set_active(engine: &Engine, store_id: &str, key_id: &str, active: bool) {
+    let patch = latchkey::KeyPatch {
+        active: Some(active),
+        ..Default::default()
+    };
+    engine
+        .update_key(store_id, &admin(), key_id, patch)
+        .unwrap();
+}
+
+/// The error code of a call expected to fail.
+pub fn code_of<T: std::fmt::Debug>(result: latchkey::Result<T>) -> &'static str {
+    result.unwrap_err().code()
+}
