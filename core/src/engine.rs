@@ -26,6 +26,7 @@ use crate::input::Patch;
 use crate::keys::format::{self, Generated};
 use crate::keys::{CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, KeyRecord, NewKey};
 use crate::permissions::{Action, Area, Permission, PermissionSet};
+use crate::secret::Secret;
 use crate::storage::{self, AUDIT, KEYS, STORES, USAGE};
 use crate::stores::{NewStore, Store, StorePatch};
 use crate::verify::{Decision, DenyCode, VerifyRequest};
@@ -239,20 +240,13 @@ impl Engine {
         default_key.description = Some("Full access; created with the store".into());
         default_key.expires_at = Patch::Null;
         let environment = store.settings.default_environment().to_owned();
-        let (record, secret) = build_key(
+        let (record, secret) = insert_new_key(
+            &tx,
             &store,
             KeyKind::Default,
             default_key,
             environment,
-            None,
-            now,
-        )?;
-        write_change(
-            &tx,
-            &record,
-            AuditAction::KeyCreated,
             actor,
-            Vec::new(),
             now,
         )?;
         tx.commit()?;
@@ -423,16 +417,8 @@ impl Engine {
 
         let mut created = Vec::with_capacity(keys.len());
         for (key, environment) in keys.into_iter().zip(environments) {
-            let ttl = store.settings.default_key_ttl_days;
-            let (record, secret) = build_key(&store, KeyKind::Scoped, key, environment, ttl, now)?;
-            write_change(
-                &tx,
-                &record,
-                AuditAction::KeyCreated,
-                actor,
-                Vec::new(),
-                now,
-            )?;
+            let (record, secret) =
+                insert_new_key(&tx, &store, KeyKind::Scoped, key, environment, actor, now)?;
             created.push((record, secret));
         }
         tx.commit()?;
@@ -886,15 +872,18 @@ fn count_scoped(tx: &WriteTransaction, store_id: &str) -> Result<usize> {
     Ok(count)
 }
 
-/// Builds a new key's record, generating its secret.
-fn build_key(
+/// Generates a new key, writes its record and its `KeyCreated` audit event, and returns the
+/// record with the secret (to be shown once). An absent expiry takes the store's default TTL.
+fn insert_new_key(
+    tx: &WriteTransaction,
     store: &Store,
     kind: KeyKind,
     key: NewKey,
     environment: String,
-    ttl_days: Option<u32>,
+    actor: &Actor,
     now: OffsetDateTime,
-) -> Result<(KeyRecord, crate::secret::Secret)> {
+) -> Result<(KeyRecord, Secret)> {
+    let ttl_days = store.settings.default_key_ttl_days;
     let Generated {
         secret,
         digest,
@@ -929,6 +918,7 @@ fn build_key(
         meta: key.meta,
         revoked_at: None,
     };
+    write_change(tx, &record, AuditAction::KeyCreated, actor, Vec::new(), now)?;
     Ok((record, secret))
 }
 
