@@ -5,9 +5,10 @@
 //! the index. Holding the writer lock through the index update keeps the index in commit order.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -25,19 +26,24 @@ use crate::index::{KeyEntry, KeyIndex, StoreLive, Usage};
 use crate::input::Patch;
 use crate::keys::format::{self, Generated};
 use crate::keys::{CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, KeyRecord, NewKey};
+use crate::limits::RateOptions;
 use crate::permissions::{Action, Area, Permission, PermissionSet};
+use crate::rates::Rates;
 use crate::secret::Secret;
 use crate::storage::{self, AUDIT, KEYS, STORES, USAGE};
 use crate::stores::{NewStore, Store, StorePatch};
-use crate::verify::{Decision, DenyCode, VerifyRequest};
+use crate::verify::{Decision, DenyCode, LimitState, VerifyRequest};
 
 /// How an engine is set up.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// The source of time for expiry, plans, last use and limits.
     pub clock: Arc<dyn Clock>,
-    /// How often in-memory `last_used_*` is written to the database.
+    /// How often in-memory `last_used_*` is written to the database and idle rate-limit
+    /// entries are forgotten.
     pub usage_flush_interval: Duration,
+    /// Rate limits: server default, per-IP scopes, brute force, exempt routes, sizing.
+    pub rates: RateOptions,
 }
 
 impl Default for EngineOptions {
@@ -45,7 +51,30 @@ impl Default for EngineOptions {
         Self {
             clock: Arc::new(SystemClock),
             usage_flush_interval: Duration::from_secs(10),
+            rates: RateOptions::default(),
         }
+    }
+}
+
+impl EngineOptions {
+    /// The defaults, with the settings the environment may override (see
+    /// [`RateOptions::from_env`]).
+    pub fn from_env() -> Result<Self> {
+        Ok(Self {
+            rates: RateOptions::from_env()?,
+            ..Self::default()
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        let mut problems = Problems::new();
+        if self.usage_flush_interval.is_zero() {
+            problems.push("usage_flush_interval: must be more than zero");
+        }
+        for problem in self.rates.problems() {
+            problems.push(format!("rates.{problem}"));
+        }
+        problems.finish()
     }
 }
 
@@ -81,6 +110,9 @@ struct Inner {
     /// Usages whose minute rolled over since the last flush. Lock-free: verify pushes here.
     usage_queue: SegQueue<Arc<Usage>>,
     shutdown: AtomicBool,
+    rates: Rates,
+    /// The next key's number in the key limiter.
+    next_rate_id: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -114,9 +146,12 @@ impl Engine {
     }
 
     fn start(db: Database, options: EngineOptions) -> Result<Engine> {
+        options.check()?;
         storage::prepare(&db)?;
         let inner = Arc::new(Inner {
             db,
+            rates: Rates::new(options.rates, options.clock.clone()),
+            next_rate_id: AtomicU64::new(0),
             clock: options.clock,
             index: KeyIndex::new(),
             stores: RwLock::new(HashMap::new()),
@@ -135,6 +170,7 @@ impl Engine {
                     let stop = worker.shutdown.load(Ordering::Acquire);
                     // A failed flush leaves the usages to the next one; last use is advisory.
                     let _ = worker.flush_usage();
+                    worker.rates.sweep();
                     if stop {
                         break;
                     }
@@ -154,8 +190,26 @@ impl Engine {
 
     // ---- verify -------------------------------------------------------------------------
 
-    /// Decides one request (SPEC §4). Never opens a transaction or takes a global lock.
+    /// Decides one request (SPEC §4). Never opens a transaction or takes a global lock (the
+    /// limiter locks one shard of each of its two tables at most).
     pub fn verify(&self, request: &VerifyRequest<'_>) -> Decision {
+        let inner = &*self.inner;
+        let rates = &inner.rates;
+        let wall = inner.clock.now_nanos();
+        // An IP over the brute-force limit is refused before its credential is looked at, so
+        // it learns nothing more until the window passes.
+        if let Some(state) = rates.blocked(request.ip, wall) {
+            return Decision::deny(DenyCode::RateLimited).with_limit(Some(state));
+        }
+        let decision = self.decide(request, wall);
+        if decision.status() == 401 {
+            return decision.with_limit(rates.failed(request.ip, wall));
+        }
+        decision
+    }
+
+    #[inline]
+    fn decide(&self, request: &VerifyRequest<'_>, now: i64) -> Decision {
         let inner = &*self.inner;
         let Some(credential) = request.credential.filter(|c| !c.is_empty()) else {
             return Decision::deny(DenyCode::Missing);
@@ -164,40 +218,82 @@ impl Engine {
         let Some(presented) = format::parse(credential) else {
             return Decision::deny(DenyCode::Invalid);
         };
-        let now = inner.clock.now_nanos();
         // The remaining checks run while the map's read guard is held: a few atomic loads and
         // compares, so the decision copies out what it needs instead of cloning the entry.
         let decision = inner.index.find(&presented, |entry| {
+            let grant = entry.grant;
             if now >= entry.expires_at {
-                return Decision::deny(DenyCode::Expired);
+                return Decision::deny_key(DenyCode::Expired, grant);
             }
-            if !entry.active {
-                return Decision::deny(DenyCode::Inactive);
+            let refused = if !entry.active {
+                Some(Decision::deny_key(DenyCode::Inactive, grant))
+            } else if !entry.store.api_enabled() {
+                Some(Decision::deny_key(DenyCode::ApiDisabled, grant))
+            } else if entry.store.plan_blocks(now) {
+                Some(Decision::deny_key(DenyCode::PlanRequired, grant))
+            } else if !entry.ip_allowed(request.ip) {
+                Some(Decision::deny_key(DenyCode::IpNotAllowed, grant))
+            } else {
+                request
+                    .permission
+                    .filter(|&needed| !entry.permissions.contains(needed))
+                    .map(|needed| Decision::forbidden(needed, grant))
+            };
+            // RATE_LIMITED is the last check (SPEC §4, §5): every applicable limit is charged
+            // here, atomically, only once everything above has passed. A refusal above still
+            // reports the limits' state, uncharged.
+            let limit = inner
+                .rates
+                .key_limit(entry.rate_limit, entry.store.default_limit());
+            let charged = inner.rates.charge(
+                Some((entry.rate_id, limit)),
+                request.ip,
+                request.path,
+                now,
+                refused.is_none(),
+            );
+            if let Some(refused) = refused {
+                return refused.with_limit(charged.state);
             }
-            if !entry.store.api_enabled() {
-                return Decision::deny(DenyCode::ApiDisabled);
+            if !charged.allowed {
+                return Decision::deny_key(DenyCode::RateLimited, grant).with_limit(charged.state);
             }
-            if entry.store.plan_blocks(now) {
-                return Decision::deny(DenyCode::PlanRequired);
-            }
-            if !entry.ip_allowed(request.ip) {
-                return Decision::deny(DenyCode::IpNotAllowed);
-            }
-            if let Some(needed) = request.permission
-                && !entry.permissions.contains(needed)
-            {
-                return Decision::forbidden(needed);
-            }
-            // RATE_LIMITED is the last check (SPEC §4, §5): the limiter charges every
-            // applicable limit here, atomically, only once everything above has passed. Until
-            // the limiter lands (issue #3) no limit applies and the decision carries no limit.
-            let limit = None;
             if entry.usage.touch(now.div_euclid(1_000_000_000), request.ip) {
                 inner.usage_queue.push(entry.usage.clone());
             }
-            Decision::allow(entry.grant, limit)
+            Decision::allow(grant, charged.state)
         });
         decision.unwrap_or_else(|| Decision::deny(DenyCode::Invalid))
+    }
+
+    /// Charges the per-IP route limit of a request that carries no key (public storefront
+    /// routes, sign-in). Refused when the IP is over its scope's limit or over the
+    /// brute-force limit. `None` when no limit applies to `path`.
+    pub fn check_ip(&self, ip: IpAddr, path: &str) -> Option<LimitState> {
+        let charged = self
+            .inner
+            .rates
+            .check_ip(ip, path, self.inner.clock.now_nanos());
+        charged.state
+    }
+
+    /// Counts a failed authentication from `ip` outside verify (e.g. a bad sign-in) against
+    /// the brute-force limit. Returns that limit's state (`None` when it is off).
+    pub fn record_auth_failure(&self, ip: IpAddr) -> Option<LimitState> {
+        self.inner
+            .rates
+            .failed(Some(ip), self.inner.clock.now_nanos())
+    }
+
+    /// Rate-limit entries tracked now: (per key, per IP).
+    pub fn rate_limit_entries(&self) -> (usize, usize) {
+        self.inner.rates.tracked()
+    }
+
+    /// Forgets idle rate-limit entries now (also done in the background); returns how many
+    /// entries are still tracked.
+    pub fn sweep_rate_limits(&self) -> usize {
+        self.inner.rates.sweep()
     }
 
     /// Writes pending last-use times now (they are otherwise written in the background).
@@ -729,11 +825,14 @@ impl Inner {
         previous: Option<Arc<KeyEntry>>,
         last: Option<(i64, Option<std::net::IpAddr>)>,
     ) -> Result<()> {
-        let usage = match previous {
-            Some(previous) => previous.usage.clone(),
-            None => Arc::new(Usage::new(record.store_id, record.id.clone(), last)),
+        let (usage, rate_id) = match previous {
+            Some(previous) => (previous.usage.clone(), previous.rate_id),
+            None => (
+                Arc::new(Usage::new(record.store_id, record.id.clone(), last)),
+                self.next_rate_id.fetch_add(1, Ordering::Relaxed),
+            ),
         };
-        let entry = KeyEntry::from_record(record, store, usage)
+        let entry = KeyEntry::from_record(record, store, usage, rate_id)
             .ok_or_else(|| Error::Corrupt(format!("key {} has an unreadable digest", record.id)))?;
         self.index.upsert(Arc::new(entry));
         Ok(())

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use ipnet::IpNet;
 use parking_lot::{Mutex, RwLock};
@@ -21,6 +21,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::ids::StoreId;
 use crate::keys::format::Presented;
 use crate::keys::{KeyFormat, KeyRecord};
+use crate::limits::RateLimit;
 use crate::permissions::PermissionSet;
 use crate::secret::Digest;
 use crate::stores::StoreSettings;
@@ -79,6 +80,8 @@ pub(crate) struct StoreLive {
     api_enabled: AtomicBool,
     /// From this instant (unix nanos) on, requests get `PLAN_REQUIRED`; `i64::MAX`: never.
     plan_blocked_from: AtomicI64,
+    /// The store's default rate limit, packed (see [`RateLimit::pack`]).
+    default_limit: AtomicU64,
 }
 
 impl StoreLive {
@@ -86,6 +89,7 @@ impl StoreLive {
         let live = Self {
             api_enabled: AtomicBool::new(true),
             plan_blocked_from: AtomicI64::new(i64::MAX),
+            default_limit: AtomicU64::new(0),
         };
         live.set(settings);
         live
@@ -106,6 +110,15 @@ impl StoreLive {
             .store(settings.api_enabled, Ordering::Release);
         self.plan_blocked_from
             .store(plan_blocked_from, Ordering::Release);
+        self.default_limit.store(
+            RateLimit::pack(settings.default_rate_limit.as_ref()),
+            Ordering::Release,
+        );
+    }
+
+    #[inline]
+    pub(crate) fn default_limit(&self) -> Option<RateLimit> {
+        RateLimit::unpack(self.default_limit.load(Ordering::Acquire))
     }
 
     #[inline]
@@ -197,6 +210,11 @@ pub(crate) struct KeyEntry {
     /// Unix nanos at which the key expires; `i64::MAX`: never.
     pub expires_at: i64,
     pub ip_allowlist: Box<[IpNet]>,
+    /// The key's own limit; `None`: its store's default, else the server's.
+    pub rate_limit: Option<RateLimit>,
+    /// The key's number in the key limiter: stable across changes and regeneration, so
+    /// neither resets its budget.
+    pub rate_id: u64,
     pub usage: Arc<Usage>,
     /// What a successful decision carries, ready to copy.
     pub grant: Grant,
@@ -207,6 +225,7 @@ impl KeyEntry {
         record: &KeyRecord,
         store: Arc<StoreLive>,
         usage: Arc<Usage>,
+        rate_id: u64,
     ) -> Option<Self> {
         let digest = Digest::from_hex(&record.digest)?;
         let consumer_key = match &record.consumer_key {
@@ -244,6 +263,8 @@ impl KeyEntry {
                 i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
             }),
             ip_allowlist: record.ip_allowlist.clone().into_boxed_slice(),
+            rate_limit: record.rate_limit,
+            rate_id,
             usage,
         })
     }

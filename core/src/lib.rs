@@ -34,8 +34,10 @@ mod ids;
 mod index;
 mod input;
 mod keys;
+mod limiter;
 mod limits;
 mod permissions;
+mod rates;
 mod secret;
 mod storage;
 mod stores;
@@ -50,7 +52,8 @@ pub use input::{Patch, parse_cidrs};
 pub use keys::{
     CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, NewKey, credential_from_headers, is_token,
 };
-pub use limits::{Algorithm, RateLimit};
+pub use limiter::{Limiter, LimiterOptions};
+pub use limits::{Algorithm, DEFAULT_LIMIT_ENV, IpScope, RateLimit, RateOptions};
 pub use permissions::{Action, Area, Permission, PermissionSet};
 pub use secret::{Digest, Secret};
 pub use stores::{NewStore, Plan, Store, StorePatch, StoreSettings, Tier};

@@ -1,5 +1,6 @@
-//! Rate-limit settings: what a key or a store asks for. (The limiter that enforces them is a
-//! separate module; this is the validated configuration it reads.)
+//! Rate-limit settings: what a key or a store asks for, and the engine-wide policy (server
+//! default, per-IP route scopes, brute-force limit, exempt routes). The limiter that enforces
+//! them is [`crate::Limiter`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -131,6 +132,207 @@ impl RateLimit {
     }
 }
 
+/// A per-client-IP limit for requests whose path starts with `prefix` (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpScope {
+    pub prefix: String,
+    pub limit: RateLimit,
+}
+
+impl IpScope {
+    pub fn new(prefix: impl Into<String>, limit: RateLimit) -> Self {
+        Self {
+            prefix: prefix.into(),
+            limit,
+        }
+    }
+}
+
+/// The environment variable that overrides the server default per-key limit (seed 002).
+pub const DEFAULT_LIMIT_ENV: &str = "API_DEFAULT_RATE_LIMIT_PER_MINUTE";
+
+/// Engine-wide rate-limit policy (SPEC §5). [`Default`] is the specification's defaults;
+/// [`RateOptions::from_env`] also applies [`DEFAULT_LIMIT_ENV`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateOptions {
+    /// The per-key limit when neither the key nor its store sets one (60/min sliding).
+    pub default_limit: RateLimit,
+    /// Per-client-IP limits by route prefix; the longest matching prefix applies.
+    pub ip_scopes: Vec<IpScope>,
+    /// Route prefixes the per-key limit skips (the per-IP limit still applies).
+    pub exempt_prefixes: Vec<String>,
+    /// Failed authentications (401s) allowed per client IP; past it every request from that
+    /// IP is refused with 429 until the window passes. `None` turns it off.
+    pub brute_force: Option<RateLimit>,
+    /// Sizing of the per-key limiter.
+    pub keys: crate::LimiterOptions,
+    /// Sizing of the per-IP limiter (scopes and brute force together).
+    pub ips: crate::LimiterOptions,
+}
+
+impl Default for RateOptions {
+    fn default() -> Self {
+        let per_15_min = |limit| RateLimit {
+            limit,
+            window_seconds: 900,
+            algorithm: Algorithm::FixedWindow,
+        };
+        Self {
+            default_limit: RateLimit::per_minute(60),
+            ip_scopes: vec![
+                IpScope::new("/api/v1/storefront/", per_15_min(5_000)),
+                IpScope::new("/api/v1/auth/", per_15_min(10)),
+                IpScope::new("/api/v1/", per_15_min(1_000)),
+            ],
+            exempt_prefixes: vec!["/api/v1/products".to_owned()],
+            brute_force: Some(per_15_min(100)),
+            keys: crate::LimiterOptions {
+                shards: 64,
+                capacity: 1 << 20,
+            },
+            ips: crate::LimiterOptions {
+                shards: 64,
+                capacity: 1 << 18,
+            },
+        }
+    }
+}
+
+impl RateOptions {
+    /// The defaults, with the server default per-key limit taken from
+    /// `API_DEFAULT_RATE_LIMIT_PER_MINUTE` when it is set (an integer from 1 to 10,000).
+    pub fn from_env() -> crate::Result<Self> {
+        let value = std::env::var_os(DEFAULT_LIMIT_ENV);
+        Self::with_default_from(value.as_deref().map(|v| v.to_string_lossy()).as_deref())
+    }
+
+    /// The defaults with the server default per-key limit read from `value` (the variable's
+    /// text; `None` or blank: unset).
+    fn with_default_from(value: Option<&str>) -> crate::Result<Self> {
+        let mut options = Self::default();
+        let Some(text) = value.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(options);
+        };
+        options.default_limit = text
+            .parse::<u32>()
+            .ok()
+            .map(RateLimit::per_minute)
+            .filter(|l| l.problems(DEFAULT_LIMIT_ENV).is_empty())
+            .ok_or_else(|| {
+                crate::Error::Validation(vec![format!(
+                    "{DEFAULT_LIMIT_ENV}: `{text}` is not a whole number from {MIN_PER_MINUTE} to {MAX_PER_MINUTE}"
+                )])
+            })?;
+        Ok(options)
+    }
+
+    /// Every problem with this policy; empty when valid.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.default_limit.problems("default_limit");
+        for (i, scope) in self.ip_scopes.iter().enumerate() {
+            let field = format!("ip_scopes[{i}]");
+            if !scope.prefix.starts_with('/') {
+                problems.push(format!("{field}.prefix: must start with `/`"));
+            }
+            problems.extend(scope.limit.scope_problems(&format!("{field}.limit")));
+            if self.ip_scopes[..i].iter().any(|s| s.prefix == scope.prefix) {
+                problems.push(format!("{field}.prefix: `{}` appears twice", scope.prefix));
+            }
+        }
+        if self.ip_scopes.len() >= usize::from(u16::MAX) {
+            problems.push("ip_scopes: at most 65534 scopes".to_owned());
+        }
+        for (i, prefix) in self.exempt_prefixes.iter().enumerate() {
+            if !prefix.starts_with('/') {
+                problems.push(format!("exempt_prefixes[{i}]: must start with `/`"));
+            }
+        }
+        if let Some(limit) = &self.brute_force {
+            problems.extend(limit.scope_problems("brute_force"));
+        }
+        problems.extend(self.keys.problems("keys"));
+        problems.extend(self.ips.problems("ips"));
+        problems
+    }
+
+    /// The scope for `path`: its index and limit (longest prefix wins).
+    pub(crate) fn scope_for(&self, path: &str) -> Option<(u16, &RateLimit)> {
+        let path = route(path);
+        self.ip_scopes
+            .iter()
+            .enumerate()
+            .filter(|(_, scope)| prefix_matches(&scope.prefix, path))
+            .max_by_key(|(_, scope)| scope.prefix.len())
+            .and_then(|(i, scope)| Some((u16::try_from(i).ok()?, &scope.limit)))
+    }
+
+    /// True when the per-key limit skips `path`.
+    pub(crate) fn exempt(&self, path: &str) -> bool {
+        let path = route(path);
+        self.exempt_prefixes
+            .iter()
+            .any(|prefix| prefix_matches(prefix, path))
+    }
+}
+
+/// The path without its query string or fragment.
+fn route(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or(path)
+}
+
+/// Whole-segment prefix matching: `/api/v1/products` covers `/api/v1/products` and
+/// `/api/v1/products/42` but not `/api/v1/productsX`; `/api/v1/storefront/` also covers
+/// `/api/v1/storefront`.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => prefix.len() > 1 && prefix.ends_with('/') && path == &prefix[..prefix.len() - 1],
+    }
+}
+
+impl RateLimit {
+    /// Problems with a limit used for an IP scope: any positive rate, windows up to a day.
+    fn scope_problems(&self, field: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.limit == 0 {
+            problems.push(format!("{field}.limit: must be at least 1"));
+        }
+        if self.window_seconds == 0 || self.window_seconds > MAX_WINDOW_SECONDS {
+            problems.push(format!(
+                "{field}.window_seconds: must be between 1 and {MAX_WINDOW_SECONDS}"
+            ));
+        }
+        problems
+    }
+
+    /// Packs a limit into a `u64` (0 is reserved for none), so it can live in an atomic.
+    /// Valid limits fit: window ≤ 86,400 < 2^24, algorithm in 2 bits.
+    pub(crate) fn pack(limit: Option<&RateLimit>) -> u64 {
+        limit.map_or(0, |l| {
+            let algorithm: u64 = match l.algorithm {
+                Algorithm::FixedWindow => 1,
+                Algorithm::SlidingWindow => 2,
+                Algorithm::TokenBucket => 3,
+            };
+            algorithm << 56 | u64::from(l.window_seconds.min(0xFF_FFFF)) << 32 | u64::from(l.limit)
+        })
+    }
+
+    pub(crate) fn unpack(bits: u64) -> Option<RateLimit> {
+        let algorithm = match bits >> 56 {
+            1 => Algorithm::FixedWindow,
+            2 => Algorithm::SlidingWindow,
+            3 => Algorithm::TokenBucket,
+            _ => return None,
+        };
+        Some(RateLimit {
+            limit: bits as u32,
+            window_seconds: ((bits >> 32) & 0xFF_FFFF) as u32,
+            algorithm,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +381,93 @@ mod tests {
             "{err}"
         );
         assert!(RateLimit::from_json(&json!("fast")).is_err());
+    }
+
+    #[test]
+    fn scopes_longest_prefix_wins() {
+        let options = RateOptions::default();
+        let limit_of = |path| options.scope_for(path).map(|(_, l)| l.limit);
+        assert_eq!(limit_of("/api/v1/storefront/packages"), Some(5_000));
+        assert_eq!(limit_of("/api/v1/storefront"), Some(5_000));
+        assert_eq!(limit_of("/api/v1/auth/login?next=/x"), Some(10));
+        assert_eq!(limit_of("/api/v1/orders/7"), Some(1_000));
+        assert_eq!(limit_of("/api/v1"), Some(1_000));
+        assert_eq!(limit_of("/api/v10/orders"), None);
+        assert_eq!(limit_of("/healthz"), None);
+        assert!(options.exempt("/api/v1/products"));
+        assert!(options.exempt("/api/v1/products/42?x=1"));
+        assert!(!options.exempt("/api/v1/productsX"));
+        assert!(!options.exempt("/api/v1/orders"));
+    }
+
+    #[test]
+    fn policy_problems_are_all_named() {
+        let mut options = RateOptions {
+            default_limit: RateLimit::per_minute(0),
+            ..RateOptions::default()
+        };
+        options
+            .ip_scopes
+            .push(IpScope::new("api", RateLimit::per_minute(0)));
+        options
+            .ip_scopes
+            .push(IpScope::new("/api/v1/", RateLimit::per_minute(5)));
+        options.exempt_prefixes.push("products".into());
+        options.keys.shards = 0;
+        let problems = options.problems();
+        for needle in [
+            "default_limit.limit",
+            "ip_scopes[3].prefix: must start",
+            "ip_scopes[3].limit.limit",
+            "ip_scopes[4].prefix: `/api/v1/` appears twice",
+            "exempt_prefixes[1]",
+            "keys.shards",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "{needle}: {problems:?}"
+            );
+        }
+        assert!(RateOptions::default().problems().is_empty());
+    }
+
+    #[test]
+    fn limits_pack_into_a_word() {
+        for limit in [
+            RateLimit::per_minute(10_000),
+            RateLimit {
+                limit: 14_400_000,
+                window_seconds: 86_400,
+                algorithm: Algorithm::TokenBucket,
+            },
+            RateLimit {
+                limit: 1,
+                window_seconds: 1,
+                algorithm: Algorithm::FixedWindow,
+            },
+        ] {
+            assert_eq!(
+                RateLimit::unpack(RateLimit::pack(Some(&limit))),
+                Some(limit)
+            );
+        }
+        assert_eq!(RateLimit::unpack(RateLimit::pack(None)), None);
+    }
+
+    #[test]
+    fn server_default_from_the_environment() {
+        let default = RateOptions::with_default_from(None).unwrap();
+        assert_eq!(default.default_limit, RateLimit::per_minute(60));
+        assert_eq!(RateOptions::with_default_from(Some(" ")).unwrap(), default);
+        let set = RateOptions::with_default_from(Some("120")).unwrap();
+        assert_eq!(set.default_limit, RateLimit::per_minute(120));
+        for bad in ["0", "10001", "-5", "fast", "1.5"] {
+            let err = RateOptions::with_default_from(Some(bad)).unwrap_err();
+            let message = err.problems().join("");
+            assert!(
+                message.contains(DEFAULT_LIMIT_ENV) && message.contains(bad),
+                "{message}"
+            );
+        }
     }
 }

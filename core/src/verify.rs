@@ -194,12 +194,26 @@ impl Decision {
         }
     }
 
-    pub(crate) fn forbidden(missing: Permission) -> Self {
+    /// A denial of a request whose credential identified a key (`EXPIRED` and later checks).
+    pub(crate) fn deny_key(code: DenyCode, key: Grant) -> Self {
         Self {
-            denial: Some((DenyCode::Forbidden, Some(missing))),
-            key: None,
+            denial: Some((code, None)),
+            key: Some(key),
             limit: None,
         }
+    }
+
+    pub(crate) fn forbidden(missing: Permission, key: Grant) -> Self {
+        Self {
+            denial: Some((DenyCode::Forbidden, Some(missing))),
+            key: Some(key),
+            limit: None,
+        }
+    }
+
+    pub(crate) fn with_limit(mut self, limit: Option<LimitState>) -> Self {
+        self.limit = limit;
+        self
     }
 
     pub fn allowed(&self) -> bool {
@@ -237,6 +251,8 @@ impl Decision {
         self.denial.and_then(|(_, missing)| missing)
     }
 
+    /// The key the credential identified: on every allowed decision, and on denials from
+    /// `EXPIRED` on (the secret matched), so request logs can name the key.
     pub fn key_id(&self) -> Option<&str> {
         self.key.as_ref().map(|k| k.key_id.as_str())
     }
@@ -257,6 +273,10 @@ impl Decision {
         self.key.as_ref().map(|k| k.kind)
     }
 
+    /// The limit that governs this requester: after an allowed request, the applicable
+    /// limit with the least left (key or client IP); on `RATE_LIMITED`, the limit that
+    /// refused; on other denials, the key's and IP's state, uncharged, or after a 401 the
+    /// IP's brute-force limit. `None` when no limit applies.
     pub fn limit(&self) -> Option<LimitState> {
         self.limit
     }
@@ -322,7 +342,14 @@ mod tests {
     #[test]
     fn forbidden_names_the_permission() {
         use crate::permissions::{Action, Area};
-        let d = Decision::forbidden(Permission::new(Area::Orders, Action::Edit));
+        let grant = Grant {
+            key_id: Inline::new("key_x").unwrap(),
+            store_id: StoreId::from_validated(*b"abcd1234"),
+            environment: Inline::new("live").unwrap(),
+            permissions: PermissionSet::default(),
+            kind: KeyKind::Scoped,
+        };
+        let d = Decision::forbidden(Permission::new(Area::Orders, Action::Edit), grant);
         assert_eq!(d.message(), "Missing permission Orders:Edit");
         assert_eq!(d.status(), 403);
         assert!(!d.allowed());

@@ -339,7 +339,13 @@ fn updates_do_not_interrupt_concurrent_verifies() {
         std::thread::spawn(move || {
             let mut checks = 0u64;
             while !stop.load(Ordering::SeqCst) {
-                assert!(verify(&engine, &cred, Area::Orders, Action::View).allowed());
+                // The frozen clock soon exhausts the key's limit; what matters is that the key
+                // is found and passes every other check throughout.
+                let d = verify(&engine, &cred, Area::Orders, Action::View);
+                assert!(
+                    d.allowed() || d.code() == Some(DenyCode::RateLimited),
+                    "{d:?}"
+                );
                 checks += 1;
             }
             checks
@@ -371,7 +377,9 @@ fn verify_without_a_permission_only_authenticates() {
         path: "/",
     });
     assert!(d.allowed());
-    assert!(d.headers().is_empty(), "no limit applies yet");
+    // No IP and no route scope: only the key's limit, the server default of 60/min.
+    let limit = d.limit().unwrap();
+    assert_eq!((limit.limit, limit.remaining), (60, 59));
 }
 
 trait Days {

@@ -18,6 +18,7 @@ pub fn options(clock: &FakeClock) -> EngineOptions {
     EngineOptions {
         clock: Arc::new(clock.clone()),
         usage_flush_interval: Duration::from_secs(3600),
+        ..EngineOptions::default()
     }
 }
 

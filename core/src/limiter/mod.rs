@@ -1,0 +1,456 @@
+//! The in-memory rate limiter (SPEC §5): lock-striped, bounded, on an injected clock.
+//!
+//! A [`Limiter`] tracks one small state per key in a power-of-two number of shards, each a
+//! `parking_lot` mutex around three swiss tables (one per algorithm, so a `fixed_window`
+//! entry does not pay for the larger `sliding_window` state). The shard is chosen by bits of
+//! the key's hash that the tables themselves do not use.
+//!
+//! Memory is bounded: the engine's maintenance thread calls [`Limiter::sweep`] to forget idle
+//! entries (whose budget is all back, so forgetting them changes nothing), and each shard
+//! holds at most `capacity / shards` entries. At that cap, inserting a new key first forgets
+//! the least-used of a random sample of the shard's entries of the same algorithm (an idle one
+//! when the sample has one). Forgetting an entry can only give its client back budget it had
+//! barely used, and a flood of new one-request clients mostly displaces its own entries.
+
+mod algorithm;
+
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crossbeam_utils::CachePadded;
+use hashbrown::HashTable;
+use parking_lot::{Mutex, MutexGuard};
+
+pub(crate) use algorithm::NANOS;
+use algorithm::{Bucket, Fixed, Sliding, State, Verdict};
+
+use crate::clock::Clock;
+use crate::limits::{Algorithm, RateLimit};
+use crate::verify::LimitState;
+
+/// Wall-clock steps backwards smaller than this are treated as races between threads that read
+/// the clock at nearly the same moment (time is clamped); larger ones shift the limiter's time
+/// base so that it resumes where it was.
+const STEP_TOLERANCE: i64 = NANOS;
+
+/// Limiter time: the wall clock made monotonic. It never goes backwards: when the wall clock
+/// steps back, limiter time pauses at its high-water mark and carries on from there (so a step
+/// back never gives budget back); a step forward is indistinguishable from time passing.
+#[derive(Debug, Default)]
+pub(crate) struct Monotonic {
+    offset: AtomicI64,
+    high: AtomicI64,
+}
+
+impl Monotonic {
+    /// Limiter time for the wall-clock reading `wall` (unix nanos).
+    #[inline]
+    pub(crate) fn at(&self, wall: i64) -> i64 {
+        loop {
+            let offset = self.offset.load(Ordering::Acquire);
+            let t = wall.saturating_add(offset);
+            let high = self.high.load(Ordering::Acquire);
+            if t >= high {
+                if t > high {
+                    self.high.fetch_max(t, Ordering::AcqRel);
+                }
+                return t;
+            }
+            if high - t <= STEP_TOLERANCE {
+                return high;
+            }
+            // One thread moves the offset; the others see the new offset on their next turn.
+            if self
+                .offset
+                .compare_exchange(
+                    offset,
+                    offset.saturating_add(high - t),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+            {
+                return high;
+            }
+        }
+    }
+}
+
+/// How a [`Limiter`] is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimiterOptions {
+    /// Number of shards; rounded up to a power of two.
+    pub shards: usize,
+    /// Hard cap on tracked entries (rounded down to a multiple of the shard count).
+    pub capacity: usize,
+}
+
+impl Default for LimiterOptions {
+    fn default() -> Self {
+        Self {
+            shards: 64,
+            capacity: 1 << 20,
+        }
+    }
+}
+
+impl LimiterOptions {
+    /// Every problem with these options; empty when valid.
+    pub fn problems(&self, field: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.shards == 0 || self.shards > 1 << 16 {
+            problems.push(format!("{field}.shards: must be between 1 and 65536"));
+        }
+        if self.capacity < self.shards.max(1).next_power_of_two() {
+            problems.push(format!(
+                "{field}.capacity: must be at least the number of shards ({})",
+                self.shards.max(1).next_power_of_two()
+            ));
+        }
+        problems
+    }
+}
+
+/// Converts a verdict into the headers' terms, given the wall clock now.
+pub(crate) fn limit_state(verdict: &Verdict, wall: i64) -> LimitState {
+    let ceil_secs = |nanos: i64| nanos.saturating_add(NANOS - 1).div_euclid(NANOS);
+    LimitState {
+        limit: verdict.limit,
+        remaining: verdict.remaining,
+        reset_at: ceil_secs(wall.saturating_add(verdict.reset_in)),
+        retry_after: (!verdict.allowed)
+            .then(|| u32::try_from(ceil_secs(verdict.retry_in).max(1)).unwrap_or(u32::MAX)),
+    }
+}
+
+struct Shard<K> {
+    fixed: HashTable<(K, Fixed)>,
+    bucket: HashTable<(K, Bucket)>,
+    sliding: HashTable<(K, Sliding)>,
+    /// xorshift state for sampling at the cap.
+    rng: u64,
+}
+
+impl<K> Shard<K> {
+    fn len(&self) -> usize {
+        self.fixed.len() + self.bucket.len() + self.sliding.len()
+    }
+
+    fn allocation_size(&self) -> usize {
+        self.fixed.allocation_size()
+            + self.bucket.allocation_size()
+            + self.sliding.allocation_size()
+    }
+}
+
+/// Access to the table of one algorithm.
+trait Tabled<K>: State {
+    fn table(shard: &mut Shard<K>) -> &mut HashTable<(K, Self)>;
+}
+
+impl<K> Tabled<K> for Fixed {
+    fn table(shard: &mut Shard<K>) -> &mut HashTable<(K, Self)> {
+        &mut shard.fixed
+    }
+}
+
+impl<K> Tabled<K> for Bucket {
+    fn table(shard: &mut Shard<K>) -> &mut HashTable<(K, Self)> {
+        &mut shard.bucket
+    }
+}
+
+impl<K> Tabled<K> for Sliding {
+    fn table(shard: &mut Shard<K>) -> &mut HashTable<(K, Self)> {
+        &mut shard.sliding
+    }
+}
+
+/// A keyed rate limiter. Keys are anything hashable and copyable (the engine uses key
+/// numbers and client addresses); each check names the limit that applies.
+pub struct Limiter<K> {
+    shards: Box<[CachePadded<Mutex<Shard<K>>>]>,
+    mask: usize,
+    per_shard: usize,
+    hasher: foldhash::fast::RandomState,
+    clock: Arc<dyn Clock>,
+    time: Monotonic,
+}
+
+impl<K> std::fmt::Debug for Limiter<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("shards", &self.shards.len())
+            .field("capacity", &(self.per_shard * self.shards.len()))
+            .finish()
+    }
+}
+
+/// A check that has been decided but not yet charged (see [`Locked::charge`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pending {
+    pub verdict: Verdict,
+    now: i64,
+    write: Write,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    Fixed(Option<usize>, Fixed),
+    Bucket(Option<usize>, Bucket),
+    Sliding(Option<usize>, Sliding),
+}
+
+/// A key's shard, locked: decide, then charge or not, with nothing else in between.
+pub(crate) struct Locked<'a, K> {
+    shard: MutexGuard<'a, Shard<K>>,
+    hash: u64,
+    key: K,
+    per_shard: usize,
+    hasher: &'a foldhash::fast::RandomState,
+}
+
+impl<K: Hash + Eq + Copy + Send + 'static> Limiter<K> {
+    /// A limiter on `clock`. Options are expected valid (see [`LimiterOptions::problems`]);
+    /// out-of-range values are clamped.
+    pub fn new(options: LimiterOptions, clock: Arc<dyn Clock>) -> Self {
+        let count = options.shards.clamp(1, 1 << 16).next_power_of_two();
+        let hasher = foldhash::fast::RandomState::default();
+        let shards = (0..count as u64)
+            .map(|i| {
+                CachePadded::new(Mutex::new(Shard {
+                    fixed: HashTable::new(),
+                    bucket: HashTable::new(),
+                    sliding: HashTable::new(),
+                    rng: hasher.hash_one(i) | 1,
+                }))
+            })
+            .collect();
+        Self {
+            shards,
+            mask: count - 1,
+            per_shard: (options.capacity / count).max(1),
+            hasher,
+            clock,
+            time: Monotonic::default(),
+        }
+    }
+
+    /// Checks `key` against `limit` now and charges it if allowed.
+    pub fn check(&self, key: K, limit: &RateLimit) -> LimitState {
+        let wall = self.clock.now_nanos();
+        let now = self.time.at(wall);
+        let mut locked = self.lock(key);
+        let pending = locked.decide(limit, now);
+        if pending.verdict.allowed {
+            locked.charge(&pending);
+        }
+        limit_state(&pending.verdict, wall)
+    }
+
+    /// The state of `key` against `limit` now, without charging anything.
+    pub fn peek(&self, key: K, limit: &RateLimit) -> LimitState {
+        let wall = self.clock.now_nanos();
+        let pending = self.lock(key).decide(limit, self.time.at(wall));
+        limit_state(&pending.verdict, wall)
+    }
+
+    /// Limiter time for a wall-clock reading.
+    #[inline]
+    pub(crate) fn time(&self, wall: i64) -> i64 {
+        self.time.at(wall)
+    }
+
+    /// Locks the shard of `key`.
+    #[inline]
+    pub(crate) fn lock(&self, key: K) -> Locked<'_, K> {
+        let hash = self.hasher.hash_one(key);
+        // The tables index by the low bits and filter by the top seven; the shard takes bits
+        // from the middle so that neither is correlated within a shard.
+        let shard = self.shards[((hash >> 32) as usize) & self.mask].lock();
+        Locked {
+            shard,
+            hash,
+            key,
+            per_shard: self.per_shard,
+            hasher: &self.hasher,
+        }
+    }
+
+    /// Forgets every idle entry; returns how many are still tracked. Locks one shard at a time.
+    pub fn sweep(&self) -> usize {
+        let now = self.time(self.clock.now_nanos());
+        let hasher = &self.hasher;
+        let mut tracked = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let shard = &mut *shard;
+            sweep_table(&mut shard.fixed, now, &|(k, _)| hasher.hash_one(k));
+            sweep_table(&mut shard.bucket, now, &|(k, _)| hasher.hash_one(k));
+            sweep_table(&mut shard.sliding, now, &|(k, _)| hasher.hash_one(k));
+            tracked += shard.len();
+        }
+        tracked
+    }
+
+    /// Entries tracked now.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The hard cap on tracked entries.
+    pub fn capacity(&self) -> usize {
+        self.per_shard * self.shards.len()
+    }
+
+    /// Bytes allocated by the tables (for measuring; excludes the fixed shard array).
+    pub fn allocated_bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().allocation_size()).sum()
+    }
+}
+
+fn sweep_table<K, S: State>(
+    table: &mut HashTable<(K, S)>,
+    now: i64,
+    hasher: &impl Fn(&(K, S)) -> u64,
+) {
+    table.retain(|(_, state)| !state.idle(now));
+    // Give memory back once a flood has passed, keeping room to grow again.
+    if table.capacity() > 64 && table.len() < table.capacity() / 4 {
+        table.shrink_to(table.len() * 2, hasher);
+    }
+}
+
+/// Forgets one entry of the shard to make room: the least-used of a random sample from the
+/// table of algorithm `S` (or, if that table is empty, from the largest table).
+fn evict<K, S: Tabled<K>>(shard: &mut Shard<K>, now: i64) {
+    let largest = [shard.fixed.len(), shard.bucket.len(), shard.sliding.len()];
+    let mut rng = shard.rng;
+    if !S::table(shard).is_empty() {
+        evict_from(S::table(shard), &mut rng, now);
+    } else if largest[0] >= largest[1] && largest[0] >= largest[2] {
+        evict_from(&mut shard.fixed, &mut rng, now);
+    } else if largest[1] >= largest[2] {
+        evict_from(&mut shard.bucket, &mut rng, now);
+    } else {
+        evict_from(&mut shard.sliding, &mut rng, now);
+    }
+    shard.rng = rng;
+}
+
+/// Entries compared per eviction.
+const SAMPLE: usize = 8;
+
+fn evict_from<K, S: State>(table: &mut HashTable<(K, S)>, rng: &mut u64, now: i64) {
+    if table.is_empty() {
+        return;
+    }
+    let mask = table.num_buckets() - 1;
+    let mut best: Option<(usize, u64)> = None;
+    let mut sampled = 0;
+    // At the cap a table is at least 7/16 full, so 8 hits take about 18 probes; the probe
+    // budget only matters for tiny tables.
+    for _ in 0..SAMPLE * 8 {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        let i = (*rng as usize) & mask;
+        let Some((_, state)) = table.get_bucket(i) else {
+            continue;
+        };
+        let weight = state.weight(now);
+        if best.is_none_or(|(_, w)| weight < w) {
+            best = Some((i, weight));
+        }
+        sampled += 1;
+        if sampled == SAMPLE || weight == 0 {
+            break;
+        }
+    }
+    let victim = best
+        .map(|(i, _)| i)
+        .or_else(|| (0..=mask).find(|&i| table.get_bucket(i).is_some()));
+    if let Some(i) = victim
+        && let Ok(entry) = table.get_bucket_entry(i)
+    {
+        entry.remove();
+    }
+}
+
+impl<K: Hash + Eq + Copy> Locked<'_, K> {
+    /// Decides a request at limiter time `now` without charging it.
+    #[inline]
+    pub(crate) fn decide(&mut self, limit: &RateLimit, now: i64) -> Pending {
+        match limit.algorithm {
+            Algorithm::FixedWindow => {
+                let (verdict, bucket, next) = self.decide_in::<Fixed>(limit, now);
+                Pending {
+                    verdict,
+                    now,
+                    write: Write::Fixed(bucket, next),
+                }
+            }
+            Algorithm::TokenBucket => {
+                let (verdict, bucket, next) = self.decide_in::<Bucket>(limit, now);
+                Pending {
+                    verdict,
+                    now,
+                    write: Write::Bucket(bucket, next),
+                }
+            }
+            Algorithm::SlidingWindow => {
+                let (verdict, bucket, next) = self.decide_in::<Sliding>(limit, now);
+                Pending {
+                    verdict,
+                    now,
+                    write: Write::Sliding(bucket, next),
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn decide_in<S: Tabled<K>>(
+        &mut self,
+        limit: &RateLimit,
+        now: i64,
+    ) -> (Verdict, Option<usize>, S) {
+        let key = self.key;
+        let table = S::table(&mut self.shard);
+        let bucket = table.find_bucket_index(self.hash, |(k, _)| *k == key);
+        let state = bucket.and_then(|i| table.get_bucket(i)).map(|(_, s)| s);
+        let (verdict, next) = S::decide(state, limit, now);
+        (verdict, bucket, next)
+    }
+
+    /// Stores the state a [`decide`](Self::decide) computed: the request is charged.
+    #[inline]
+    pub(crate) fn charge(&mut self, pending: &Pending) {
+        match pending.write {
+            Write::Fixed(bucket, next) => self.store(bucket, next, pending.now),
+            Write::Bucket(bucket, next) => self.store(bucket, next, pending.now),
+            Write::Sliding(bucket, next) => self.store(bucket, next, pending.now),
+        }
+    }
+
+    #[inline]
+    fn store<S: Tabled<K>>(&mut self, bucket: Option<usize>, next: S, now: i64) {
+        if let Some(i) = bucket
+            && let Some((_, state)) = S::table(&mut self.shard).get_bucket_mut(i)
+        {
+            *state = next;
+            return;
+        }
+        if self.shard.len() >= self.per_shard {
+            evict::<K, S>(&mut self.shard, now);
+        }
+        let hasher = self.hasher;
+        S::table(&mut self.shard)
+            .insert_unique(self.hash, (self.key, next), |(k, _)| hasher.hash_one(k));
+    }
+}

@@ -1,0 +1,213 @@
+//! The rate-limit step of verify (SPEC §4, §5): which limits apply to a request, charging
+//! them all or none, and the per-IP brute-force limit on failed authentications.
+//!
+//! Lock order: a key's shard in the key limiter is always locked before a shard of the IP
+//! limiter, and at most one shard of each is held, so two requests can never deadlock.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::clock::Clock;
+use crate::limiter::{Limiter, Pending, limit_state};
+use crate::limits::{RateLimit, RateOptions};
+use crate::verify::LimitState;
+
+/// A client address in a limit's terms. IPv6 clients are counted per /64 (one subscriber's
+/// allocation), so hopping addresses inside it buys nothing; IPv4-mapped IPv6 counts as IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct IpKey {
+    bits: u64,
+    /// Scope index << 1 | is-IPv6.
+    tag: u32,
+}
+
+/// The scope index of the brute-force limit.
+const BRUTE_FORCE: u16 = u16::MAX;
+
+impl IpKey {
+    fn new(scope: u16, ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Self {
+                bits: u64::from(v4.to_bits()),
+                tag: u32::from(scope) << 1,
+            },
+            IpAddr::V6(v6) => Self {
+                bits: (v6.to_bits() >> 64) as u64,
+                tag: u32::from(scope) << 1 | 1,
+            },
+        }
+    }
+}
+
+/// What the rate step decided.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Charged {
+    pub allowed: bool,
+    /// The limit to report: the one that refused, or the one with the least left.
+    pub state: Option<LimitState>,
+}
+
+pub(crate) struct Rates {
+    pub options: RateOptions,
+    keys: Limiter<u64>,
+    ips: Limiter<IpKey>,
+    /// Wall-clock nanos before which some IP may be over the brute-force limit. Past it no IP
+    /// is, so verify skips the check with one load.
+    blocked_until: AtomicI64,
+}
+
+impl std::fmt::Debug for Rates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rates")
+            .field("keys", &self.keys)
+            .field("ips", &self.ips)
+            .finish()
+    }
+}
+
+/// Picks the state to report from two verdicts.
+fn report(a: &Pending, b: &Pending) -> bool {
+    match (a.verdict.allowed, b.verdict.allowed) {
+        (true, true) => a.verdict.remaining <= b.verdict.remaining,
+        (false, true) => true,
+        (true, false) => false,
+        (false, false) => a.verdict.retry_in >= b.verdict.retry_in,
+    }
+}
+
+impl Rates {
+    pub(crate) fn new(options: RateOptions, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            keys: Limiter::new(options.keys, clock.clone()),
+            ips: Limiter::new(options.ips, clock),
+            options,
+            blocked_until: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// The limit charged to a key: its own, else its store's default, else the server's.
+    #[inline]
+    pub(crate) fn key_limit(
+        &self,
+        own: Option<RateLimit>,
+        store_default: Option<RateLimit>,
+    ) -> RateLimit {
+        own.or(store_default).unwrap_or(self.options.default_limit)
+    }
+
+    /// The state of `ip` when it is over the brute-force limit (every request refused).
+    #[inline]
+    pub(crate) fn blocked(&self, ip: Option<IpAddr>, wall: i64) -> Option<LimitState> {
+        if wall >= self.blocked_until.load(Ordering::Acquire) {
+            return None;
+        }
+        let (ip, limit) = (ip?, self.options.brute_force.as_ref()?);
+        let now = self.ips.time(wall);
+        let pending = self
+            .ips
+            .lock(IpKey::new(BRUTE_FORCE, ip))
+            .decide(limit, now);
+        (!pending.verdict.allowed).then(|| limit_state(&pending.verdict, wall))
+    }
+
+    /// Counts a failed authentication from `ip`; the brute-force state to report.
+    pub(crate) fn failed(&self, ip: Option<IpAddr>, wall: i64) -> Option<LimitState> {
+        let (ip, limit) = (ip?, self.options.brute_force.as_ref()?);
+        let now = self.ips.time(wall);
+        let mut locked = self.ips.lock(IpKey::new(BRUTE_FORCE, ip));
+        let pending = locked.decide(limit, now);
+        if pending.verdict.allowed {
+            locked.charge(&pending);
+        }
+        drop(locked);
+        if pending.verdict.remaining == 0 {
+            let until = wall.saturating_add(pending.verdict.reset_in);
+            self.blocked_until.fetch_max(until, Ordering::AcqRel);
+        }
+        Some(limit_state(&pending.verdict, wall))
+    }
+
+    /// Decides the limits of a request that passed every other check: the key's (unless the
+    /// route is exempt) and the client IP's route scope (if any). All are charged, or none.
+    #[inline]
+    pub(crate) fn charge(
+        &self,
+        key: Option<(u64, RateLimit)>,
+        ip: Option<IpAddr>,
+        path: &str,
+        wall: i64,
+        charge: bool,
+    ) -> Charged {
+        let key = key.filter(|_| !self.options.exempt(path));
+        let scope = ip.and_then(|ip| {
+            let (index, limit) = self.options.scope_for(path)?;
+            Some((IpKey::new(index, ip), limit))
+        });
+        match (key, scope) {
+            (None, None) => Charged {
+                allowed: true,
+                state: None,
+            },
+            (Some((id, limit)), None) => one(&self.keys, id, &limit, wall, charge),
+            (None, Some((ip_key, limit))) => one(&self.ips, ip_key, limit, wall, charge),
+            (Some((id, key_limit)), Some((ip_key, ip_limit))) => {
+                let mut key_lock = self.keys.lock(id);
+                let mut ip_lock = self.ips.lock(ip_key);
+                let a = key_lock.decide(&key_limit, self.keys.time(wall));
+                let b = ip_lock.decide(ip_limit, self.ips.time(wall));
+                let allowed = a.verdict.allowed && b.verdict.allowed;
+                if allowed && charge {
+                    key_lock.charge(&a);
+                    ip_lock.charge(&b);
+                }
+                let shown = if report(&a, &b) { &a } else { &b };
+                Charged {
+                    allowed,
+                    state: Some(limit_state(&shown.verdict, wall)),
+                }
+            }
+        }
+    }
+
+    /// Charges the route scope of a request that carries no key (public routes); refused
+    /// when the IP is over the brute-force limit or its scope's limit.
+    pub(crate) fn check_ip(&self, ip: IpAddr, path: &str, wall: i64) -> Charged {
+        if let Some(state) = self.blocked(Some(ip), wall) {
+            return Charged {
+                allowed: false,
+                state: Some(state),
+            };
+        }
+        self.charge(None, Some(ip), path, wall, true)
+    }
+
+    /// Forgets idle entries in both limiters; returns how many are still tracked.
+    pub(crate) fn sweep(&self) -> usize {
+        self.keys.sweep() + self.ips.sweep()
+    }
+
+    /// Entries tracked by the (key, IP) limiters.
+    pub(crate) fn tracked(&self) -> (usize, usize) {
+        (self.keys.len(), self.ips.len())
+    }
+}
+
+#[inline]
+fn one<K: std::hash::Hash + Eq + Copy + Send + 'static>(
+    limiter: &Limiter<K>,
+    key: K,
+    limit: &RateLimit,
+    wall: i64,
+    charge: bool,
+) -> Charged {
+    let mut locked = limiter.lock(key);
+    let pending = locked.decide(limit, limiter.time(wall));
+    if pending.verdict.allowed && charge {
+        locked.charge(&pending);
+    }
+    Charged {
+        allowed: pending.verdict.allowed,
+        state: Some(limit_state(&pending.verdict, wall)),
+    }
+}
