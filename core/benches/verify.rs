@@ -1,26 +1,37 @@
 //! `cargo bench -p latchkey --bench verify`
 //!
 //! - `sha256/secret`: one SHA-256 of a token secret — the floor under any verify.
-//! - `verify/hot`: one key verified over and over (the index entry stays in cache).
+//! - `verify/hot`: one key verified over and over (the index entry stays in cache), with a
+//!   limit attached: the key's own (token bucket, 10,000/min) and the client IP's route scope
+//!   are both charged on every call. The engine runs on a fake clock that the loop moves 10 ms
+//!   per call, so every call is admitted (the figure includes that clock move, timed alone as
+//!   `clock/advance`).
+//! - `verify/hot_no_limits`: the same key on an exempt route without a client IP, so no limit
+//!   applies: the difference to `verify/hot` is the limiter's share.
 //! - `verify/1m_keys`: 1,000,000 live keys, verified in random order (cache-cold lookups).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use latchkey::{
-    Action, Actor, Area, Digest, Engine, NewKey, NewStore, Permission, PermissionSet, StorePatch,
-    VerifyRequest,
+    Action, Actor, Algorithm, Area, Digest, Engine, EngineOptions, FakeClock, IpScope, NewKey,
+    NewStore, Permission, PermissionSet, RateLimit, RateOptions, StorePatch, VerifyRequest,
 };
 
 const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
 
 fn request(credential: &str) -> VerifyRequest<'_> {
+    request_to(credential, "/api/v1/orders")
+}
+
+fn request_to<'a>(credential: &'a str, path: &'a str) -> VerifyRequest<'a> {
     VerifyRequest {
         credential: Some(credential),
         permission: Some(Permission::new(Area::Orders, Action::View)),
         ip: Some(IP),
-        path: "/api/v1/orders",
+        path,
     }
 }
 
@@ -30,22 +41,65 @@ fn orders_view() -> PermissionSet {
 
 fn hot(c: &mut Criterion) {
     let admin = Actor::admin("bench");
-    let engine = Engine::memory().expect("engine");
+    let clock = FakeClock::new(time::OffsetDateTime::now_utc());
+    let step = time::Duration::milliseconds(10);
+    let options = EngineOptions {
+        clock: Arc::new(clock.clone()),
+        rates: RateOptions {
+            // 100 calls a second of fake time: 90,000 per 15 minutes.
+            ip_scopes: vec![IpScope::new(
+                "/api/v1/",
+                RateLimit {
+                    limit: 100_000,
+                    window_seconds: 900,
+                    algorithm: Algorithm::FixedWindow,
+                },
+            )],
+            ..RateOptions::default()
+        },
+        ..EngineOptions::default()
+    };
+    let engine = Engine::memory_with(options).expect("engine");
     let (store, _) = engine
         .create_store(&admin, NewStore::named("Hot"))
         .expect("store");
+    let mut key = NewKey::new("hot", orders_view());
+    key.rate_limit = Some(RateLimit {
+        limit: 10_000,
+        window_seconds: 60,
+        algorithm: Algorithm::TokenBucket,
+    });
     let hot = engine
-        .create_key(store.id.as_str(), &admin, NewKey::new("hot", orders_view()))
+        .create_key(store.id.as_str(), &admin, key)
         .expect("key")
         .credential();
-    assert!(engine.verify(&request(&hot)).allowed());
+    let first = engine.verify(&request(&hot));
+    assert!(first.allowed() && first.limit().is_some());
 
     let secret = hot[hot.len() - 32..].to_owned();
     c.bench_function("sha256/secret", |b| {
         b.iter(|| Digest::of(black_box(secret.as_bytes())))
     });
+    c.bench_function("clock/advance", |b| {
+        b.iter(|| clock.advance(black_box(step)))
+    });
     c.bench_function("verify/hot", |b| {
-        b.iter(|| engine.verify(black_box(&request(black_box(&hot)))))
+        b.iter(|| {
+            clock.advance(step);
+            engine.verify(black_box(&request(black_box(&hot))))
+        })
+    });
+    let last = engine.verify(&request(&hot));
+    assert!(last.allowed(), "every call was admitted: {last:?}");
+    c.bench_function("verify/hot_no_limits", |b| {
+        b.iter(|| {
+            clock.advance(step);
+            let request = VerifyRequest {
+                ip: None,
+                ..request_to(black_box(&hot), "/api/v1/products")
+            };
+            engine.verify(black_box(&request))
+        })
     });
 }
 

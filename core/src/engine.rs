@@ -223,21 +223,21 @@ impl Engine {
         let decision = inner.index.find(&presented, |entry| {
             let grant = entry.grant;
             if now >= entry.expires_at {
-                return Decision::deny_key(DenyCode::Expired, grant);
+                return Decision::refuse((DenyCode::Expired, None), grant, None);
             }
             let refused = if !entry.active {
-                Some(Decision::deny_key(DenyCode::Inactive, grant))
+                Some((DenyCode::Inactive, None))
             } else if !entry.store.api_enabled() {
-                Some(Decision::deny_key(DenyCode::ApiDisabled, grant))
+                Some((DenyCode::ApiDisabled, None))
             } else if entry.store.plan_blocks(now) {
-                Some(Decision::deny_key(DenyCode::PlanRequired, grant))
+                Some((DenyCode::PlanRequired, None))
             } else if !entry.ip_allowed(request.ip) {
-                Some(Decision::deny_key(DenyCode::IpNotAllowed, grant))
+                Some((DenyCode::IpNotAllowed, None))
             } else {
                 request
                     .permission
                     .filter(|&needed| !entry.permissions.contains(needed))
-                    .map(|needed| Decision::forbidden(needed, grant))
+                    .map(|needed| (DenyCode::Forbidden, Some(needed)))
             };
             // RATE_LIMITED is the last check (SPEC §4, §5): every applicable limit is charged
             // here, atomically, only once everything above has passed. A refusal above still
@@ -253,10 +253,10 @@ impl Engine {
                 refused.is_none(),
             );
             if let Some(refused) = refused {
-                return refused.with_limit(charged.state);
+                return Decision::refuse(refused, grant, charged.state);
             }
             if !charged.allowed {
-                return Decision::deny_key(DenyCode::RateLimited, grant).with_limit(charged.state);
+                return Decision::refuse((DenyCode::RateLimited, None), grant, charged.state);
             }
             if entry.usage.touch(now.div_euclid(1_000_000_000), request.ip) {
                 inner.usage_queue.push(entry.usage.clone());

@@ -347,7 +347,7 @@ impl KeyIndex {
                     let matches = entry.digest.ct_eq(&digest)
                         & (entry.format == KeyFormat::Token)
                         & (entry.store_id == store)
-                        & (entry.prefix.as_ref().map(Inline::as_str) == Some(prefix));
+                        & entry.prefix.as_ref().is_some_and(|p| p.matches(prefix));
                     matches.then(|| f(entry))
                 })
             }

@@ -255,38 +255,46 @@ impl RateOptions {
         problems
     }
 
-    /// The scope for `path`: its index and limit (longest prefix wins).
+    /// The scope for `path`: its index and limit. The longest matching prefix wins.
+    #[inline]
     pub(crate) fn scope_for(&self, path: &str) -> Option<(u16, &RateLimit)> {
-        let path = route(path);
-        self.ip_scopes
-            .iter()
-            .enumerate()
-            .filter(|(_, scope)| prefix_matches(&scope.prefix, path))
-            .max_by_key(|(_, scope)| scope.prefix.len())
-            .and_then(|(i, scope)| Some((u16::try_from(i).ok()?, &scope.limit)))
+        let mut best: Option<(usize, &IpScope)> = None;
+        for (i, scope) in self.ip_scopes.iter().enumerate() {
+            if best.is_none_or(|(_, b)| scope.prefix.len() > b.prefix.len())
+                && prefix_matches(&scope.prefix, path)
+            {
+                best = Some((i, scope));
+            }
+        }
+        let (i, scope) = best?;
+        Some((u16::try_from(i).ok()?, &scope.limit))
     }
 
     /// True when the per-key limit skips `path`.
+    #[inline]
     pub(crate) fn exempt(&self, path: &str) -> bool {
-        let path = route(path);
         self.exempt_prefixes
             .iter()
             .any(|prefix| prefix_matches(prefix, path))
     }
 }
 
-/// The path without its query string or fragment.
-fn route(path: &str) -> &str {
-    path.split(['?', '#']).next().unwrap_or(path)
-}
-
 /// Whole-segment prefix matching: `/api/v1/products` covers `/api/v1/products` and
 /// `/api/v1/products/42` but not `/api/v1/productsX`; `/api/v1/storefront/` also covers
-/// `/api/v1/storefront`.
+/// `/api/v1/storefront`. A query or fragment ends the path (prefixes never contain `?`/`#`).
+#[inline]
 fn prefix_matches(prefix: &str, path: &str) -> bool {
+    let ends_segment = |rest: &[u8]| {
+        rest.first()
+            .is_none_or(|&b| matches!(b, b'/' | b'?' | b'#'))
+    };
+    let (prefix, path) = (prefix.as_bytes(), path.as_bytes());
     match path.strip_prefix(prefix) {
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
-        None => prefix.len() > 1 && prefix.ends_with('/') && path == &prefix[..prefix.len() - 1],
+        Some(rest) => prefix.ends_with(b"/") || ends_segment(rest),
+        None => match prefix.strip_suffix(b"/") {
+            Some(bare) if !bare.is_empty() => path.strip_prefix(bare).is_some_and(ends_segment),
+            _ => false,
+        },
     }
 }
 
@@ -396,6 +404,8 @@ mod tests {
         assert_eq!(limit_of("/healthz"), None);
         assert!(options.exempt("/api/v1/products"));
         assert!(options.exempt("/api/v1/products/42?x=1"));
+        assert!(options.exempt("/api/v1/products#top"));
+        assert_eq!(limit_of("/api/v1/storefront?page=2"), Some(5_000));
         assert!(!options.exempt("/api/v1/productsX"));
         assert!(!options.exempt("/api/v1/orders"));
     }

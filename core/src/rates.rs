@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::clock::Clock;
-use crate::limiter::{Limiter, Pending, limit_state};
+use crate::limiter::{Limiter, Monotonic, Pending, limit_state};
 use crate::limits::{RateLimit, RateOptions};
 use crate::verify::LimitState;
 
@@ -52,6 +52,8 @@ pub(crate) struct Rates {
     pub options: RateOptions,
     keys: Limiter<u64>,
     ips: Limiter<IpKey>,
+    /// The time base of both limiters (read once per request).
+    time: Arc<Monotonic>,
     /// Wall-clock nanos before which some IP may be over the brute-force limit. Past it no IP
     /// is, so verify skips the check with one load.
     blocked_until: AtomicI64,
@@ -78,10 +80,12 @@ fn report(a: &Pending, b: &Pending) -> bool {
 
 impl Rates {
     pub(crate) fn new(options: RateOptions, clock: Arc<dyn Clock>) -> Self {
+        let time = Arc::new(Monotonic::default());
         Self {
-            keys: Limiter::new(options.keys, clock.clone()),
-            ips: Limiter::new(options.ips, clock),
+            keys: Limiter::sharing(options.keys, clock.clone(), time.clone()),
+            ips: Limiter::sharing(options.ips, clock, time.clone()),
             options,
+            time,
             blocked_until: AtomicI64::new(i64::MIN),
         }
     }
@@ -114,7 +118,7 @@ impl Rates {
     /// Counts a failed authentication from `ip`; the brute-force state to report.
     pub(crate) fn failed(&self, ip: Option<IpAddr>, wall: i64) -> Option<LimitState> {
         let (ip, limit) = (ip?, self.options.brute_force.as_ref()?);
-        let now = self.ips.time(wall);
+        let now = self.time.at(wall);
         let mut locked = self.ips.lock(IpKey::new(BRUTE_FORCE, ip));
         let pending = locked.decide(limit, now);
         if pending.verdict.allowed {
@@ -144,18 +148,19 @@ impl Rates {
             let (index, limit) = self.options.scope_for(path)?;
             Some((IpKey::new(index, ip), limit))
         });
+        let now = self.time.at(wall);
         match (key, scope) {
             (None, None) => Charged {
                 allowed: true,
                 state: None,
             },
-            (Some((id, limit)), None) => one(&self.keys, id, &limit, wall, charge),
-            (None, Some((ip_key, limit))) => one(&self.ips, ip_key, limit, wall, charge),
+            (Some((id, limit)), None) => one(&self.keys, id, &limit, now, wall, charge),
+            (None, Some((ip_key, limit))) => one(&self.ips, ip_key, limit, now, wall, charge),
             (Some((id, key_limit)), Some((ip_key, ip_limit))) => {
                 let mut key_lock = self.keys.lock(id);
                 let mut ip_lock = self.ips.lock(ip_key);
-                let a = key_lock.decide(&key_limit, self.keys.time(wall));
-                let b = ip_lock.decide(ip_limit, self.ips.time(wall));
+                let a = key_lock.decide(&key_limit, now);
+                let b = ip_lock.decide(ip_limit, now);
                 let allowed = a.verdict.allowed && b.verdict.allowed;
                 if allowed && charge {
                     key_lock.charge(&a);
@@ -198,11 +203,12 @@ fn one<K: std::hash::Hash + Eq + Copy + Send + 'static>(
     limiter: &Limiter<K>,
     key: K,
     limit: &RateLimit,
+    now: i64,
     wall: i64,
     charge: bool,
 ) -> Charged {
     let mut locked = limiter.lock(key);
-    let pending = locked.decide(limit, limiter.time(wall));
+    let pending = locked.decide(limit, now);
     if pending.verdict.allowed && charge {
         locked.charge(&pending);
     }

@@ -128,10 +128,11 @@ pub struct LimitState {
 }
 
 /// A short string stored inline, so a decision is copied out of the index without
-/// allocating or touching a reference count.
+/// allocating or touching a reference count. NUL-padded rather than length-prefixed: every
+/// string stored here (key ids, environments, token prefixes) is validated to contain no NUL,
+/// and whole 8-byte multiples copy without overlapping partial moves.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Inline<const N: usize> {
-    len: u8,
     bytes: [u8; N],
 }
 
@@ -142,20 +143,31 @@ impl<const N: usize> fmt::Debug for Inline<N> {
 }
 
 impl<const N: usize> Inline<N> {
+    /// `None` when `text` is longer than `N` bytes or contains NUL.
     pub(crate) fn new(text: &str) -> Option<Self> {
+        if text.as_bytes().contains(&0) {
+            return None;
+        }
         let mut bytes = [0u8; N];
         bytes
             .get_mut(..text.len())?
             .copy_from_slice(text.as_bytes());
-        Some(Self {
-            len: u8::try_from(text.len()).ok()?,
-            bytes,
-        })
+        Some(Self { bytes })
     }
 
     pub(crate) fn as_str(&self) -> &str {
+        let len = self.bytes.iter().position(|&b| b == 0).unwrap_or(N);
         // Invariant: built from a `&str` in `new`, so the prefix is valid UTF-8.
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+        std::str::from_utf8(&self.bytes[..len]).unwrap_or_default()
+    }
+
+    /// Equal to `text`, without measuring the stored string first.
+    #[inline]
+    pub(crate) fn matches(&self, text: &str) -> bool {
+        let text = text.as_bytes();
+        text.len() <= N
+            && self.bytes[..text.len()] == *text
+            && self.bytes.get(text.len()).is_none_or(|&b| b == 0)
     }
 }
 
@@ -194,20 +206,17 @@ impl Decision {
         }
     }
 
-    /// A denial of a request whose credential identified a key (`EXPIRED` and later checks).
-    pub(crate) fn deny_key(code: DenyCode, key: Grant) -> Self {
+    /// A denial of a request whose credential identified a key (`EXPIRED` and later checks);
+    /// the permission is the missing one for `FORBIDDEN`.
+    pub(crate) fn refuse(
+        denial: (DenyCode, Option<Permission>),
+        key: Grant,
+        limit: Option<LimitState>,
+    ) -> Self {
         Self {
-            denial: Some((code, None)),
+            denial: Some(denial),
             key: Some(key),
-            limit: None,
-        }
-    }
-
-    pub(crate) fn forbidden(missing: Permission, key: Grant) -> Self {
-        Self {
-            denial: Some((DenyCode::Forbidden, Some(missing))),
-            key: Some(key),
-            limit: None,
+            limit,
         }
     }
 
@@ -349,7 +358,8 @@ mod tests {
             permissions: PermissionSet::default(),
             kind: KeyKind::Scoped,
         };
-        let d = Decision::forbidden(Permission::new(Area::Orders, Action::Edit), grant);
+        let missing = Permission::new(Area::Orders, Action::Edit);
+        let d = Decision::refuse((DenyCode::Forbidden, Some(missing)), grant, None);
         assert_eq!(d.message(), "Missing permission Orders:Edit");
         assert_eq!(d.status(), 403);
         assert!(!d.allowed());

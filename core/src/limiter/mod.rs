@@ -34,9 +34,16 @@ use crate::verify::LimitState;
 /// base so that it resumes where it was.
 const STEP_TOLERANCE: i64 = NANOS;
 
-/// Limiter time: the wall clock made monotonic. It never goes backwards: when the wall clock
-/// steps back, limiter time pauses at its high-water mark and carries on from there (so a step
-/// back never gives budget back); a step forward is indistinguishable from time passing.
+/// How far time must move past the high-water mark before it is published again.
+const HIGH_WATER_GRANULARITY: i64 = 1_000_000;
+
+/// Limiter time: the wall clock made monotonic. When the wall clock steps back, limiter time
+/// pauses at its high-water mark and carries on from there (so a step back never gives budget
+/// back); a step forward is indistinguishable from time passing.
+///
+/// The high-water mark is published at most once per [`HIGH_WATER_GRANULARITY`], so readers
+/// on different cores rarely write the shared line. Two threads may therefore see times up to
+/// that much apart in either order; every algorithm clamps such a lag per entry.
 #[derive(Debug, Default)]
 pub(crate) struct Monotonic {
     offset: AtomicI64,
@@ -52,7 +59,7 @@ impl Monotonic {
             let t = wall.saturating_add(offset);
             let high = self.high.load(Ordering::Acquire);
             if t >= high {
-                if t > high {
+                if t - high >= HIGH_WATER_GRANULARITY {
                     self.high.fetch_max(t, Ordering::AcqRel);
                 }
                 return t;
@@ -175,7 +182,8 @@ pub struct Limiter<K> {
     per_shard: usize,
     hasher: foldhash::fast::RandomState,
     clock: Arc<dyn Clock>,
-    time: Monotonic,
+    /// Shared by limiters whose entries are charged together (one time base for both).
+    time: Arc<Monotonic>,
 }
 
 impl<K> std::fmt::Debug for Limiter<K> {
@@ -215,6 +223,15 @@ impl<K: Hash + Eq + Copy + Send + 'static> Limiter<K> {
     /// A limiter on `clock`. Options are expected valid (see [`LimiterOptions::problems`]);
     /// out-of-range values are clamped.
     pub fn new(options: LimiterOptions, clock: Arc<dyn Clock>) -> Self {
+        Self::sharing(options, clock, Arc::default())
+    }
+
+    /// A limiter on the time base `time`, shared with other limiters.
+    pub(crate) fn sharing(
+        options: LimiterOptions,
+        clock: Arc<dyn Clock>,
+        time: Arc<Monotonic>,
+    ) -> Self {
         let count = options.shards.clamp(1, 1 << 16).next_power_of_two();
         let hasher = foldhash::fast::RandomState::default();
         let shards = (0..count as u64)
@@ -233,7 +250,7 @@ impl<K: Hash + Eq + Copy + Send + 'static> Limiter<K> {
             per_shard: (options.capacity / count).max(1),
             hasher,
             clock,
-            time: Monotonic::default(),
+            time,
         }
     }
 
