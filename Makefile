@@ -20,3 +20,4 @@ unit:
 # Benchmarks are not part of `make test`; figures are recorded in BENCHMARKS.md.
 bench:
 	cargo bench -p latchkey --bench verify
+	cargo bench -p latchkey --bench limiter

@@ -54,6 +54,9 @@ impl Monotonic {
     /// Limiter time for the wall-clock reading `wall` (unix nanos).
     #[inline]
     pub(crate) fn at(&self, wall: i64) -> i64 {
+        // Invariant: readings before 1970 count as 1970, so `offset`, `high` and `t` are all
+        // non-negative and the differences below cannot overflow.
+        let wall = wall.max(0);
         loop {
             let offset = self.offset.load(Ordering::Acquire);
             let t = wall.saturating_add(offset);
@@ -469,5 +472,80 @@ impl<K: Hash + Eq + Copy> Locked<'_, K> {
         let hasher = self.hasher;
         S::table(&mut self.shard)
             .insert_unique(self.hash, (self.key, next), |(k, _)| hasher.hash_one(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FakeClock;
+    use time::macros::datetime;
+
+    #[test]
+    fn limiter_time_never_goes_back() {
+        let time = Monotonic::default();
+        let t0 = 1_800_000_000 * NANOS;
+        assert_eq!(time.at(t0), t0);
+        assert_eq!(time.at(t0 + 5 * NANOS), t0 + 5 * NANOS);
+        // A small lag (another thread's older reading) is clamped to the mark.
+        assert_eq!(time.at(t0 + 5 * NANOS - 1_000), t0 + 5 * NANOS);
+        // A step back of an hour pauses time, which then runs on from the mark.
+        assert_eq!(time.at(t0 - 3_600 * NANOS), t0 + 5 * NANOS);
+        assert_eq!(time.at(t0 - 3_599 * NANOS), t0 + 6 * NANOS);
+        // The ends of time saturate.
+        assert!(time.at(i64::MAX) >= t0);
+        assert!(time.at(i64::MIN) >= t0);
+    }
+
+    #[test]
+    fn peek_charges_nothing() {
+        let clock = FakeClock::new(datetime!(2026-11-23 12:00 UTC));
+        let limiter: Limiter<&str> = Limiter::new(LimiterOptions::default(), Arc::new(clock));
+        let limit = RateLimit {
+            limit: 2,
+            window_seconds: 60,
+            algorithm: Algorithm::FixedWindow,
+        };
+        for _ in 0..5 {
+            assert_eq!(limiter.peek("a", &limit).remaining, 1);
+        }
+        assert_eq!(limiter.check("a", &limit).remaining, 1);
+        assert_eq!(limiter.check("a", &limit).remaining, 0);
+        let refused = limiter.check("a", &limit);
+        assert_eq!(refused.retry_after, Some(60));
+        assert_eq!(
+            refused.reset_at,
+            datetime!(2026-11-23 12:01 UTC).unix_timestamp()
+        );
+        assert_eq!(limiter.len(), 1);
+    }
+
+    #[test]
+    fn the_cap_forgets_the_least_used_first() {
+        let clock = FakeClock::new(datetime!(2026-11-23 12:00 UTC));
+        let limiter: Limiter<u32> = Limiter::new(
+            LimiterOptions {
+                shards: 1,
+                capacity: 64,
+            },
+            Arc::new(clock),
+        );
+        let limit = RateLimit {
+            limit: 100,
+            window_seconds: 60,
+            algorithm: Algorithm::FixedWindow,
+        };
+        for _ in 0..50 {
+            limiter.check(0, &limit);
+        }
+        for key in 1..10_000 {
+            limiter.check(key, &limit);
+        }
+        assert_eq!(limiter.len(), 64);
+        assert_eq!(
+            limiter.peek(0, &limit).remaining,
+            49,
+            "the heavy key is kept"
+        );
     }
 }
