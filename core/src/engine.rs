@@ -100,13 +100,14 @@ pub struct Engine {
     flusher: Option<JoinHandle<()>>,
 }
 
-struct Inner {
-    db: Database,
-    clock: Arc<dyn Clock>,
+pub(crate) struct Inner {
+    pub(crate) db: Database,
+    pub(crate) clock: Arc<dyn Clock>,
     index: KeyIndex,
     /// Live store state, shared with key entries. Written only under `writer`.
     stores: RwLock<HashMap<StoreId, Arc<StoreLive>>>,
-    writer: Mutex<()>,
+    /// Held through every write transaction, so the index is updated in commit order.
+    pub(crate) writer: Mutex<()>,
     /// Usages whose minute rolled over since the last flush. Lock-free: verify pushes here.
     usage_queue: SegQueue<Arc<Usage>>,
     shutdown: AtomicBool,
@@ -181,6 +182,10 @@ impl Engine {
             inner,
             flusher: Some(flusher),
         })
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// The engine's clock.
@@ -930,6 +935,23 @@ impl Inner {
         }
         tx.commit()?;
         Ok(())
+    }
+}
+
+/// Transactions a store can be read in.
+pub(crate) trait ReadStores {
+    fn store(&self, store_id: &str) -> Result<Store>;
+}
+
+impl ReadStores for redb::ReadTransaction {
+    fn store(&self, store_id: &str) -> Result<Store> {
+        Ok(load_store(&self.open_table(STORES)?, store_id)?.store)
+    }
+}
+
+impl ReadStores for WriteTransaction {
+    fn store(&self, store_id: &str) -> Result<Store> {
+        Ok(load_store(&self.open_table(STORES)?, store_id)?.store)
     }
 }
 

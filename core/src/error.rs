@@ -24,6 +24,8 @@ pub enum Error {
     Forbidden(String),
     /// The store requires an active Pro plan for this operation.
     PlanRequired,
+    /// The operation does not exist for this kind of entity (e.g. deleting an order).
+    NotAllowed(String),
     /// The database failed; the operation was not applied.
     Storage(String),
     /// A stored record could not be read (corrupt, or written by a newer release).
@@ -41,6 +43,7 @@ impl Error {
             Error::Conflict(_) => "CONFLICT",
             Error::Forbidden(_) => "FORBIDDEN",
             Error::PlanRequired => "PLAN_REQUIRED",
+            Error::NotAllowed(_) => "NOT_ALLOWED",
             Error::Storage(_) => "STORAGE",
             Error::Corrupt(_) => "CORRUPT",
             Error::Entropy => "ENTROPY",
@@ -54,6 +57,7 @@ impl Error {
             Error::NotFound { .. } => 404,
             Error::Conflict(_) => 409,
             Error::Forbidden(_) | Error::PlanRequired => 403,
+            Error::NotAllowed(_) => 405,
             Error::Storage(_) | Error::Corrupt(_) | Error::Entropy => 500,
         }
     }
@@ -95,7 +99,9 @@ impl fmt::Display for Error {
                 write!(f, "validation failed: {}", problems.join("; "))
             }
             Error::NotFound { what, id } => write!(f, "{what} `{id}` not found"),
-            Error::Conflict(message) | Error::Forbidden(message) => f.write_str(message),
+            Error::Conflict(message) | Error::Forbidden(message) | Error::NotAllowed(message) => {
+                f.write_str(message)
+            }
             Error::PlanRequired => f.write_str("An active Pro subscription is required"),
             Error::Storage(message) => write!(f, "storage error: {message}"),
             Error::Corrupt(message) => write!(f, "stored data unreadable: {message}"),

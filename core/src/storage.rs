@@ -51,6 +51,9 @@ pub(crate) fn prepare(db: &Database) -> Result<()> {
         tx.open_table(KEYS)?;
         tx.open_table(AUDIT)?;
         tx.open_table(USAGE)?;
+        tx.open_table(crate::entities::ENTITIES)?;
+        tx.open_table(crate::entities::UNIQUE)?;
+        tx.open_table(crate::entities::OUTBOX)?;
     }
     tx.commit()?;
     Ok(())

@@ -1,0 +1,670 @@
+//! Store entities (SPEC §2 area table, §7, appendix): packages, categories, products, coupons,
+//! sales, gift cards, customers, bans, orders and subscriptions.
+//!
+//! Every entity lives in one table keyed by (store, environment, kind, id), so data reached
+//! with a key is always that key's store *and* environment. Ids are time-ordered
+//! (`pkg_` + 12 hex digits of milliseconds + 8 random characters), and lists page by id with
+//! an opaque cursor: a page starts strictly after the last id of the previous one, so an
+//! entity that exists throughout a listing is seen exactly once, however many are inserted
+//! meanwhile.
+//!
+//! The engine's API is JSON in, JSON out (the shapes of the appendix), because its callers are
+//! the HTTP server and the bindings; inside, each kind is a typed record with its own
+//! validation that names every problem.
+
+mod catalog;
+mod orders;
+mod people;
+mod promotions;
+
+use base64::Engine as _;
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::ids::StoreId;
+use crate::permissions::Area;
+use crate::storage;
+use crate::stores::Store;
+use crate::verify::Decision;
+
+pub(crate) use orders::OUTBOX;
+pub use orders::OutboxEvent;
+
+/// (store, environment, kind tag, id) → the record.
+pub(crate) const ENTITIES: TableDefinition<(&str, &str, u8, &str), &[u8]> =
+    TableDefinition::new("entities");
+/// (store, environment, constraint tag, value) → id, for values unique in a scope.
+pub(crate) const UNIQUE: TableDefinition<(&str, &str, u8, &str), &str> =
+    TableDefinition::new("entity_unique");
+
+/// Where entity data lives: one environment of one store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub store_id: StoreId,
+    pub environment: String,
+}
+
+impl Scope {
+    pub fn new(store_id: StoreId, environment: impl Into<String>) -> Self {
+        Self {
+            store_id,
+            environment: environment.into(),
+        }
+    }
+
+    /// The scope a verified key reaches: its store and environment. `None` for a denial that
+    /// identified no key.
+    pub fn of(decision: &Decision) -> Option<Scope> {
+        Some(Scope::new(
+            decision.store_id()?,
+            decision.environment()?.to_owned(),
+        ))
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page {
+    pub items: Vec<Value>,
+    /// Pass back as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Default and largest page sizes.
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 100;
+
+/// The kinds of entity, with what each allows (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Category,
+    Package,
+    Product,
+    Coupon,
+    Sale,
+    GiftCard,
+    Customer,
+    Ban,
+    Order,
+    Subscription,
+}
+
+impl Kind {
+    /// The stored tag: part of the database format, never reused.
+    pub(crate) fn tag(self) -> u8 {
+        match self {
+            Kind::Category => 1,
+            Kind::Package => 2,
+            Kind::Product => 3,
+            Kind::Coupon => 4,
+            Kind::Sale => 5,
+            Kind::GiftCard => 6,
+            Kind::Customer => 7,
+            Kind::Ban => 8,
+            Kind::Order => 9,
+            Kind::Subscription => 10,
+        }
+    }
+
+    pub(crate) fn prefix(self) -> &'static str {
+        match self {
+            Kind::Category => "cat",
+            Kind::Package => "pkg",
+            Kind::Product => "prd",
+            Kind::Coupon => "cpn",
+            Kind::Sale => "sal",
+            Kind::GiftCard => "gft",
+            Kind::Customer => "cus",
+            Kind::Ban => "ban",
+            Kind::Order => "ord",
+            Kind::Subscription => "sub",
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Category => "category",
+            Kind::Package => "package",
+            Kind::Product => "product",
+            Kind::Coupon => "coupon",
+            Kind::Sale => "sale",
+            Kind::GiftCard => "gift card",
+            Kind::Customer => "customer",
+            Kind::Ban => "ban",
+            Kind::Order => "order",
+            Kind::Subscription => "subscription",
+        }
+    }
+
+    /// The kind of an entity area; `None` for `ApiKeys`, which is not an entity.
+    pub(crate) fn of(area: Area) -> Option<Kind> {
+        Some(match area {
+            Area::Packages => Kind::Package,
+            Area::Categories => Kind::Category,
+            Area::Coupons => Kind::Coupon,
+            Area::Sales => Kind::Sale,
+            Area::GiftCards => Kind::GiftCard,
+            Area::Orders => Kind::Order,
+            Area::Customers => Kind::Customer,
+            Area::Bans => Kind::Ban,
+            Area::Subscriptions => Kind::Subscription,
+            Area::Products => Kind::Product,
+            Area::ApiKeys => return None,
+        })
+    }
+
+    fn area(area: Area) -> Result<Kind> {
+        Kind::of(area)
+            .ok_or_else(|| Error::NotAllowed("API keys are managed with the key operations".into()))
+    }
+}
+
+/// Constraint tags in [`UNIQUE`]: part of the database format.
+pub(crate) mod unique {
+    pub const COUPON_CODE: u8 = 1;
+    pub const PRODUCT_SKU: u8 = 2;
+    pub const CUSTOMER_EMAIL: u8 = 3;
+    pub const GIFT_CARD_CODE: u8 = 4;
+}
+
+/// A kind of entity as stored.
+pub(crate) trait Entity: Serialize + DeserializeOwned {
+    const KIND: Kind;
+    const VERSION: u32 = 1;
+
+    fn id(&self) -> &str;
+
+    /// Validates a create body (naming every problem) into a record with id `id`.
+    fn create(id: String, input: &Value, ctx: &mut Ctx<'_>) -> Result<Self>;
+
+    /// Applies an update body, naming every problem; nothing is stored on error.
+    fn update(&mut self, input: &Value, ctx: &mut Ctx<'_>) -> Result<()>;
+
+    /// The output shape (with masking).
+    fn output(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// Values that must be unique in the scope: (constraint tag, normalised value).
+    fn uniques(&self) -> Vec<(u8, String)> {
+        Vec::new()
+    }
+
+    /// Refuses a delete that would leave references dangling (409).
+    fn check_delete(&self, _ctx: &mut Ctx<'_>) -> Result<()> {
+        Err(Error::NotAllowed(format!(
+            "a {} cannot be deleted",
+            Self::KIND.name()
+        )))
+    }
+
+    /// Shown on the public storefront.
+    fn public(&self) -> bool {
+        false
+    }
+}
+
+/// A stored record: the entity and its format version.
+#[derive(Serialize, serde::Deserialize)]
+struct Stored<T> {
+    v: u32,
+    #[serde(flatten)]
+    entity: T,
+}
+
+/// The write transaction an operation runs in, with what validation needs.
+pub(crate) struct Ctx<'a> {
+    pub tx: &'a WriteTransaction,
+    pub scope: &'a Scope,
+    pub now: OffsetDateTime,
+    /// Events to write to the outbox in this commit.
+    pub events: Vec<(&'static str, Value)>,
+}
+
+impl Ctx<'_> {
+    fn key<'k>(&'k self, kind: Kind, id: &'k str) -> (&'k str, &'k str, u8, &'k str) {
+        (
+            self.scope.store_id.as_str(),
+            &self.scope.environment,
+            kind.tag(),
+            id,
+        )
+    }
+
+    pub(crate) fn load<T: Entity>(&self, id: &str) -> Result<Option<T>> {
+        let table = self.tx.open_table(ENTITIES)?;
+        let value = table.get(self.key(T::KIND, id))?;
+        value.map(|bytes| decode::<T>(bytes.value())).transpose()
+    }
+
+    pub(crate) fn exists(&self, kind: Kind, id: &str) -> Result<bool> {
+        let table = self.tx.open_table(ENTITIES)?;
+        Ok(table.get(self.key(kind, id))?.is_some())
+    }
+
+    /// Every entity of a kind in the scope (for reference checks on delete).
+    pub(crate) fn all<T: Entity>(&self) -> Result<Vec<T>> {
+        let table = self.tx.open_table(ENTITIES)?;
+        let (store, env, tag) = (
+            self.scope.store_id.as_str(),
+            self.scope.environment.as_str(),
+            T::KIND.tag(),
+        );
+        let mut out = Vec::new();
+        for item in table.range((store, env, tag, "")..(store, env, tag, "~"))? {
+            let (_, value) = item?;
+            out.push(decode::<T>(value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The id holding `value` under constraint `tag`, if any.
+    pub(crate) fn unique_owner(&self, tag: u8, value: &str) -> Result<Option<String>> {
+        let table = self.tx.open_table(UNIQUE)?;
+        let key = (
+            self.scope.store_id.as_str(),
+            self.scope.environment.as_str(),
+            tag,
+            value,
+        );
+        Ok(table.get(key)?.map(|id| id.value().to_owned()))
+    }
+
+    /// Writes an entity, moving its unique values from `old` (none for a new entity).
+    pub(crate) fn save<T: Entity>(&mut self, entity: &T, old: &[(u8, String)]) -> Result<()> {
+        let (store, env) = (
+            self.scope.store_id.as_str(),
+            self.scope.environment.as_str(),
+        );
+        let new = entity.uniques();
+        {
+            let mut table = self.tx.open_table(UNIQUE)?;
+            for (tag, value) in old.iter().filter(|u| !new.contains(u)) {
+                table.remove((store, env, *tag, value.as_str()))?;
+            }
+            let mut taken = Vec::new();
+            for (tag, value) in new.iter().filter(|u| !old.contains(u)) {
+                let key = (store, env, *tag, value.as_str());
+                if let Some(owner) = table.get(key)?
+                    && owner.value() != entity.id()
+                {
+                    taken.push(*tag);
+                    continue;
+                }
+                table.insert(key, entity.id())?;
+            }
+            if let Some(tag) = taken.first() {
+                return Err(Error::Conflict(unique_message(*tag)));
+            }
+        }
+        let bytes = storage::encode(&Stored {
+            v: T::VERSION,
+            entity,
+        })?;
+        self.tx
+            .open_table(ENTITIES)?
+            .insert(self.key(T::KIND, entity.id()), bytes.as_slice())?;
+        Ok(())
+    }
+
+    pub(crate) fn remove<T: Entity>(&mut self, entity: &T) -> Result<()> {
+        let (store, env) = (
+            self.scope.store_id.as_str(),
+            self.scope.environment.as_str(),
+        );
+        {
+            let mut table = self.tx.open_table(UNIQUE)?;
+            for (tag, value) in entity.uniques() {
+                table.remove((store, env, tag, value.as_str()))?;
+            }
+        }
+        self.tx
+            .open_table(ENTITIES)?
+            .remove(self.key(T::KIND, entity.id()))?;
+        Ok(())
+    }
+
+    /// A new id for `kind`: time-ordered, unused.
+    pub(crate) fn new_id(&self, kind: Kind) -> Result<String> {
+        loop {
+            let id = new_id(kind, self.now)?;
+            if !self.exists(kind, &id)? {
+                return Ok(id);
+            }
+        }
+    }
+
+    pub(crate) fn emit(&mut self, event: &'static str, data: Value) {
+        self.events.push((event, data));
+    }
+}
+
+fn unique_message(tag: u8) -> String {
+    match tag {
+        unique::COUPON_CODE => "a coupon with this code already exists".into(),
+        unique::PRODUCT_SKU => "a product with this sku already exists".into(),
+        unique::CUSTOMER_EMAIL => "a customer with this email already exists".into(),
+        _ => "this value is already in use".into(),
+    }
+}
+
+fn new_id(kind: Kind, now: OffsetDateTime) -> Result<String> {
+    const LOWER_ALNUM: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let millis = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let random = crate::secret::random_chars(LOWER_ALNUM, 8)?;
+    Ok(format!(
+        "{}_{:012x}{random}",
+        kind.prefix(),
+        millis & 0xFFFF_FFFF_FFFF
+    ))
+}
+
+fn decode<T: Entity>(bytes: &[u8]) -> Result<T> {
+    let stored: Stored<T> = storage::decode(bytes, T::VERSION, T::KIND.name())?;
+    Ok(stored.entity)
+}
+
+fn encode_cursor(id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
+
+fn decode_cursor(kind: Kind, cursor: &str) -> Result<String> {
+    let bad = || Error::invalid(vec!["cursor: not a cursor from a previous page".to_owned()]);
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let id = String::from_utf8(bytes).map_err(|_| bad())?;
+    let shaped = id.len() == 24
+        && id.starts_with(kind.prefix())
+        && id.as_bytes()[3] == b'_'
+        && id[4..].bytes().all(|b| b.is_ascii_alphanumeric());
+    if shaped { Ok(id) } else { Err(bad()) }
+}
+
+/// Runs `op` on the concrete type of `kind`.
+macro_rules! dispatch {
+    ($kind:expr, $op:ident ( $($arg:expr),* )) => {
+        match $kind {
+            Kind::Category => $op::<catalog::Category>($($arg),*),
+            Kind::Package => $op::<catalog::Package>($($arg),*),
+            Kind::Product => $op::<catalog::Product>($($arg),*),
+            Kind::Coupon => $op::<promotions::Coupon>($($arg),*),
+            Kind::Sale => $op::<promotions::Sale>($($arg),*),
+            Kind::GiftCard => $op::<promotions::GiftCard>($($arg),*),
+            Kind::Customer => $op::<people::Customer>($($arg),*),
+            Kind::Ban => $op::<people::Ban>($($arg),*),
+            Kind::Order => $op::<orders::Order>($($arg),*),
+            Kind::Subscription => $op::<orders::Subscription>($($arg),*),
+        }
+    };
+}
+
+fn create_in<T: Entity>(ctx: &mut Ctx<'_>, input: &Value) -> Result<Value> {
+    let id = ctx.new_id(T::KIND)?;
+    let entity = T::create(id, input, ctx)?;
+    ctx.save(&entity, &[])?;
+    Ok(entity.output())
+}
+
+fn update_in<T: Entity>(ctx: &mut Ctx<'_>, id: &str, input: &Value) -> Result<Value> {
+    let mut entity: T = ctx
+        .load(id)?
+        .ok_or_else(|| Error::not_found(T::KIND.name(), id))?;
+    let old = entity.uniques();
+    entity.update(input, ctx)?;
+    ctx.save(&entity, &old)?;
+    Ok(entity.output())
+}
+
+fn delete_in<T: Entity>(ctx: &mut Ctx<'_>, id: &str) -> Result<()> {
+    let entity: T = ctx
+        .load(id)?
+        .ok_or_else(|| Error::not_found(T::KIND.name(), id))?;
+    entity.check_delete(ctx)?;
+    ctx.remove(&entity)
+}
+
+fn output_of<T: Entity>(bytes: &[u8], public_only: bool) -> Result<Option<Value>> {
+    let entity = decode::<T>(bytes)?;
+    Ok((!public_only || entity.public()).then(|| entity.output()))
+}
+
+impl Engine {
+    /// Creates an entity of `area` from a JSON body; returns it in its output shape (a gift
+    /// card's code appears in this response only).
+    pub fn create_entity(&self, scope: &Scope, area: Area, input: &Value) -> Result<Value> {
+        let kind = Kind::area(area)?;
+        if kind == Kind::Order {
+            return self.write_in(scope, |ctx| orders::create_order(ctx, input));
+        }
+        if kind == Kind::Subscription {
+            return Err(Error::NotAllowed(
+                "subscriptions are created by orders of subscription packages".into(),
+            ));
+        }
+        self.write_in(scope, |ctx| dispatch!(kind, create_in(ctx, input)))
+    }
+
+    pub fn get_entity(&self, scope: &Scope, area: Area, id: &str) -> Result<Value> {
+        let kind = Kind::area(area)?;
+        let tx = storage::read(&self.inner().db)?;
+        self.check_scope(&tx, scope)?;
+        let table = tx.open_table(ENTITIES)?;
+        let key = (
+            scope.store_id.as_str(),
+            scope.environment.as_str(),
+            kind.tag(),
+            id,
+        );
+        let bytes = table
+            .get(key)?
+            .ok_or_else(|| Error::not_found(kind.name(), id))?;
+        let value = dispatch!(kind, output_of(bytes.value(), false))?;
+        value.ok_or_else(|| Error::not_found(kind.name(), id))
+    }
+
+    /// One page of `area`, oldest first: at most `limit` (1–100, default 50) after `cursor`.
+    pub fn list_entities(
+        &self,
+        scope: &Scope,
+        area: Area,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<Page> {
+        let kind = Kind::area(area)?;
+        let mut problems = crate::error::Problems::new();
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            problems.push(format!("limit: must be between 1 and {MAX_PAGE}"));
+        }
+        let after = match cursor {
+            Some(cursor) => match decode_cursor(kind, cursor) {
+                Ok(id) => Some(id),
+                Err(err) => {
+                    problems.extend_from::<()>(Err(err));
+                    None
+                }
+            },
+            None => None,
+        };
+        problems.finish()?;
+        self.page(scope, kind, limit, after.as_deref(), false)
+    }
+
+    fn page(
+        &self,
+        scope: &Scope,
+        kind: Kind,
+        limit: usize,
+        after: Option<&str>,
+        public_only: bool,
+    ) -> Result<Page> {
+        let tx = storage::read(&self.inner().db)?;
+        self.check_scope(&tx, scope)?;
+        let table = tx.open_table(ENTITIES)?;
+        let (store, env, tag) = (
+            scope.store_id.as_str(),
+            scope.environment.as_str(),
+            kind.tag(),
+        );
+        let start = after.unwrap_or("");
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        for item in table.range((store, env, tag, start)..(store, env, tag, "~"))? {
+            let (key, value) = item?;
+            let id = key.value().3;
+            if Some(id) == after {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            if let Some(output) = dispatch!(kind, output_of(value.value(), public_only))? {
+                items.push(output);
+            }
+            last = Some(id.to_owned());
+        }
+        Ok(Page {
+            items,
+            next_cursor: if more {
+                last.as_deref().map(encode_cursor)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Applies a JSON update body to an entity; returns it.
+    pub fn update_entity(
+        &self,
+        scope: &Scope,
+        area: Area,
+        id: &str,
+        input: &Value,
+    ) -> Result<Value> {
+        let kind = Kind::area(area)?;
+        if kind == Kind::Subscription {
+            return Err(Error::NotAllowed("subscriptions are read-only".into()));
+        }
+        self.write_in(scope, |ctx| dispatch!(kind, update_in(ctx, id, input)))
+    }
+
+    pub fn delete_entity(&self, scope: &Scope, area: Area, id: &str) -> Result<()> {
+        let kind = Kind::area(area)?;
+        self.write_in(scope, |ctx| dispatch!(kind, delete_in(ctx, id)))
+    }
+
+    /// The public storefront (no key): active packages, or categories, of a store's default
+    /// environment, one page at a time.
+    pub fn storefront(
+        &self,
+        store_id: &str,
+        area: Area,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<Page> {
+        let kind = match area {
+            Area::Packages | Area::Categories => Kind::area(area)?,
+            _ => {
+                return Err(Error::NotAllowed(
+                    "the storefront shows packages and categories".into(),
+                ));
+            }
+        };
+        let store = self.get_store(store_id)?;
+        let scope = Scope::new(store.id, store.settings.default_environment());
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(Error::invalid(vec![format!(
+                "limit: must be between 1 and {MAX_PAGE}"
+            )]));
+        }
+        let after = cursor.map(|c| decode_cursor(kind, c)).transpose()?;
+        self.page(&scope, kind, limit, after.as_deref(), true)
+    }
+
+    /// Fails with 404 unless the scope's store exists and has the environment.
+    fn check_scope<T: crate::engine::ReadStores>(&self, tx: &T, scope: &Scope) -> Result<Store> {
+        let store = tx.store(scope.store_id.as_str())?;
+        if !store.settings.environments.contains(&scope.environment) {
+            return Err(Error::not_found("environment", scope.environment.clone()));
+        }
+        Ok(store)
+    }
+
+    /// Runs `op` in one durable write transaction in `scope`, with its outbox events.
+    fn write_in<R>(&self, scope: &Scope, op: impl FnOnce(&mut Ctx<'_>) -> Result<R>) -> Result<R> {
+        let inner = self.inner();
+        let _writer = inner.writer.lock();
+        let now = inner.clock.now();
+        let tx = storage::write(&inner.db)?;
+        self.check_scope(&tx, scope)?;
+        let mut ctx = Ctx {
+            tx: &tx,
+            scope,
+            now,
+            events: Vec::new(),
+        };
+        let result = op(&mut ctx)?;
+        let events = std::mem::take(&mut ctx.events);
+        orders::write_outbox(&tx, scope, now, events)?;
+        tx.commit()?;
+        Ok(result)
+    }
+}
+
+/// Parsers shared by the kinds' validation.
+pub(crate) mod parse {
+    use serde_json::Value;
+
+    use crate::input::{char_len, string};
+
+    /// A required-looking name: trimmed, 1 to `max` characters, no control characters.
+    pub(crate) fn name(max: usize) -> impl Fn(&Value) -> Result<String, String> {
+        move |value| {
+            let text = string(value)?;
+            let text = text.trim();
+            if text.is_empty() || char_len(text) > max {
+                return Err(format!("must be 1 to {max} characters"));
+            }
+            if text.chars().any(char::is_control) {
+                return Err("must not contain control characters".into());
+            }
+            Ok(text.to_owned())
+        }
+    }
+
+    /// Free text up to `max` characters (may be empty; line breaks allowed).
+    pub(crate) fn text(max: usize) -> impl Fn(&Value) -> Result<String, String> {
+        move |value| {
+            let text = string(value)?;
+            if char_len(&text) > max {
+                return Err(format!("must be at most {max} characters"));
+            }
+            Ok(text)
+        }
+    }
+
+    /// An id of `kind`'s shape (existence is checked separately).
+    pub(crate) fn id_of(kind: super::Kind) -> impl Fn(&Value) -> Result<String, String> {
+        move |value| {
+            let text = string(value)?;
+            let shaped = text.len() == 24
+                && text.starts_with(kind.prefix())
+                && text.as_bytes()[3] == b'_'
+                && text[4..].bytes().all(|b| b.is_ascii_alphanumeric());
+            if shaped {
+                Ok(text)
+            } else {
+                Err(format!("not a {} id", kind.name()))
+            }
+        }
+    }
+}
