@@ -21,3 +21,4 @@ unit:
 bench:
 	cargo bench -p latchkey --bench verify
 	cargo bench -p latchkey --bench limiter
+	cargo bench -p latchkey --bench entities

@@ -1,7 +1,11 @@
 //! Every reader of outside input answers arbitrary JSON with a value or a validation error,
 //! never a panic.
 
-use latchkey::{KeyPatch, NewKey, NewStore, PermissionSet, StorePatch};
+use std::sync::OnceLock;
+
+use latchkey::{
+    Actor, Area, Engine, KeyPatch, NewKey, NewStore, PermissionSet, Scope, StorePatch,
+};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -25,6 +29,14 @@ fn any_json() -> impl Strategy<Value = Value> {
             "pro",
             "View",
             "Orders",
+            "USD",
+            "percentage",
+            "fixed",
+            "subscription",
+            "ip",
+            "email",
+            "a@example.com",
+            "pkg_000000000000aaaaaaaa",
         ])
         .prop_map(|s| Value::String(s.to_owned())),
     ];
@@ -51,6 +63,30 @@ fn any_json() -> impl Strategy<Value = Value> {
             "default_key_ttl_days",
             "Orders",
             "other",
+            "price",
+            "amount",
+            "currency",
+            "discount",
+            "type",
+            "value",
+            "code",
+            "items",
+            "package_id",
+            "product_id",
+            "quantity",
+            "email",
+            "customer_id",
+            "coupon_code",
+            "package_ids",
+            "starts_at",
+            "ends_at",
+            "balance",
+            "sku",
+            "stock",
+            "parent_id",
+            "category_id",
+            "status",
+            "void",
         ]);
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
@@ -77,5 +113,60 @@ proptest! {
             }
         }
         let _ = PermissionSet::from_input(&value);
+    }
+}
+
+/// One engine for every case, so each case only pays for its own writes.
+/// An engine, a scope, and one entity of each area to apply updates to.
+type Fixture = (Engine, Scope, Vec<(Area, String)>);
+
+fn shared() -> &'static Fixture {
+    static ENGINE: OnceLock<Fixture> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let engine = Engine::memory().unwrap();
+        let (store, _) = engine
+            .create_store(&Actor::admin("fuzz"), NewStore::named("Fuzz"))
+            .unwrap();
+        let scope = Scope::new(store.id, "live");
+        let usd = json!({"amount": 500, "currency": "USD"});
+        let mut made = Vec::new();
+        let mut make = |area: Area, body: Value| {
+            let entity = engine.create_entity(&scope, area, &body).unwrap();
+            let id = entity["id"].as_str().unwrap().to_owned();
+            made.push((area, id.clone()));
+            id
+        };
+        make(Area::Categories, json!({"name": "C"}));
+        let package = make(Area::Packages, json!({"name": "P", "price": usd}));
+        make(Area::Products, json!({"sku": "S", "name": "P", "price": usd, "stock": 5}));
+        make(Area::Coupons, json!({"code": "FUZZ", "discount": {"type": "percentage", "value": 5}}));
+        make(Area::Sales, json!({"name": "S", "discount": {"type": "percentage", "value": 5},
+            "package_ids": [package], "starts_at": "2026-01-01T00:00:00Z"}));
+        make(Area::GiftCards, json!({"balance": usd}));
+        let customer = make(Area::Customers, json!({"email": "f@example.com"}));
+        make(Area::Bans, json!({"type": "user", "value": "u"}));
+        make(Area::Orders, json!({"customer_id": customer, "items": [{"package_id": package}]}));
+        (engine, scope, made)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Every entity body, created or applied as an update, gets an answer and never a panic
+    /// or a server error.
+    #[test]
+    fn entity_bodies_never_panic(value in any_json()) {
+        let (engine, scope, made) = shared();
+        for area in Area::ALL.iter().copied() {
+            if let Err(err) = engine.create_entity(scope, area, &value) {
+                prop_assert!(err.http_status() < 500, "{:?}: {}", area, err);
+            }
+        }
+        for (area, id) in made {
+            if let Err(err) = engine.update_entity(scope, *area, id, &value) {
+                prop_assert!(err.http_status() < 500, "{:?}: {}", area, err);
+            }
+        }
     }
 }
