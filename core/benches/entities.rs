@@ -83,9 +83,7 @@ fn benches(c: &mut Criterion) {
     let mut lists: Option<(Scope, String, String)> = None;
     group.bench_function("list_50_of_100k_packages", |b| {
         let (scope, packages, _) = lists.get_or_insert_with(|| build(&big));
-        b.iter(|| {
-            big.list_entities(scope, Area::Packages, Some(50), Some(black_box(packages)))
-        })
+        b.iter(|| big.list_entities(scope, Area::Packages, Some(50), Some(black_box(packages))))
     });
     group.bench_function("list_50_of_100k_orders", |b| {
         let (scope, _, orders) = lists.get_or_insert_with(|| build(&big));

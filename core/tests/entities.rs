@@ -282,7 +282,7 @@ fn environments_and_stores_are_isolated() {
         Area::Coupons,
         json!({"code": "welcome", "discount": {"type": "percentage", "value": 5}}),
     );
-    assert_names(&again, &["code: a coupon `WELCOME` already exists"]);
+    assert_names(&again, &["code: a coupon with this code already exists"]);
     // An environment the store does not have is not found.
     let staging = Scope::new(store.id, "staging");
     assert_eq!(
@@ -790,5 +790,189 @@ fn bans_normalise_their_values() {
             .items
             .len(),
         3
+    );
+}
+
+#[test]
+fn order_inputs_name_every_problem() {
+    let (engine, _) = engine();
+    let scope = live(&engine);
+    let off = create(
+        &engine,
+        &scope,
+        Area::Packages,
+        json!({"name": "Off", "price": usd(1), "active": false}),
+    );
+    let monthly = create(
+        &engine,
+        &scope,
+        Area::Packages,
+        json!({"name": "M", "price": usd(1), "type": "subscription"}),
+    );
+    let p = problems(
+        &engine,
+        &scope,
+        Area::Orders,
+        json!({"customer_id": "cus_000000000000aaaaaaaa", "email": "x@example.com", "items": [
+            {"package_id": id_of(&off)},
+            {"package_id": id_of(&monthly), "quantity": 2},
+            {"quantity": 0},
+            {"package_id": id_of(&off), "product_id": "prd_000000000000aaaaaaaa"},
+            {"product_id": "prd_000000000000aaaaaaaa"},
+            "nope"
+        ], "coupon_code": "NOSUCH", "gift": true}),
+    );
+    assert_names(
+        &p,
+        &[
+            "customer_id: give customer_id or email, not both",
+            "items[0].package_id: package",
+            "items[1].quantity: a subscription is bought one at a time",
+            "items[2].quantity: must be from 1 to 1000",
+            "items[2].package_id or product_id: is required",
+            "items[3]: give package_id or product_id, not both",
+            "items[4].product_id: no product",
+            "items[5]: expected an object",
+            "coupon_code: no coupon `NOSUCH`",
+            "gift: unknown field",
+        ],
+    );
+    let p = problems(&engine, &scope, Area::Orders, json!({"items": []}));
+    assert_names(
+        &p,
+        &[
+            "a customer_id or an email is required",
+            "items: an order needs at least one item",
+        ],
+    );
+    let p = problems(
+        &engine,
+        &scope,
+        Area::Orders,
+        json!({"customer_id": "cus_000000000000aaaaaaaa", "items": [{"package_id": id_of(&monthly)}]}),
+    );
+    assert_names(&p, &["customer_id: no customer"]);
+}
+
+#[test]
+fn unique_values_and_date_order_per_area() {
+    let (engine, _) = engine();
+    let scope = live(&engine);
+    create(
+        &engine,
+        &scope,
+        Area::Products,
+        json!({"sku": "MUG-1", "name": "Mug", "price": usd(1)}),
+    );
+    let dup = problems(
+        &engine,
+        &scope,
+        Area::Products,
+        json!({"sku": "mug-1", "name": "Mug", "price": usd(1)}),
+    );
+    assert_names(&dup, &["sku: a product with this sku already exists"]);
+
+    let a = create(
+        &engine,
+        &scope,
+        Area::Customers,
+        json!({"email": "a@example.com"}),
+    );
+    create(
+        &engine,
+        &scope,
+        Area::Customers,
+        json!({"email": "b@example.com"}),
+    );
+    let err = engine
+        .update_entity(
+            &scope,
+            Area::Customers,
+            &id_of(&a),
+            &json!({"email": "B@example.com"}),
+        )
+        .unwrap_err();
+    assert_names(
+        &err.problems(),
+        &["email: a customer with this email already exists"],
+    );
+    // Changing one's own email to another case of itself is fine.
+    engine
+        .update_entity(
+            &scope,
+            Area::Customers,
+            &id_of(&a),
+            &json!({"email": "A@example.com", "name": "Ann"}),
+        )
+        .unwrap();
+
+    let long = "x".repeat(201);
+    assert_names(
+        &problems(&engine, &scope, Area::Categories, json!({"name": long})),
+        &["name: must be 1 to 200"],
+    );
+    let p = problems(
+        &engine,
+        &scope,
+        Area::Sales,
+        json!({"name": "S", "discount": {"type": "fixed", "value": 5, "currency": "usd"},
+               "package_ids": ["pkg_000000000000aaaaaaaa"],
+               "starts_at": "2027-02-01T00:00:00Z", "ends_at": "2027-01-01T00:00:00Z"}),
+    );
+    assert_names(
+        &p,
+        &[
+            "ends_at: must be after starts_at",
+            "package_ids: no package `pkg_000000000000aaaaaaaa`",
+        ],
+    );
+    let p = problems(
+        &engine,
+        &scope,
+        Area::Coupons,
+        json!({"code": "OLD", "discount": {"type": "percentage", "value": 5, "currency": "USD"},
+               "expires_at": "2020-01-01T00:00:00Z"}),
+    );
+    assert_names(
+        &p,
+        &[
+            "expires_at: must be in the future",
+            "only a fixed discount has a currency",
+        ],
+    );
+    // A coupon can be renamed to a free code but not to a taken one.
+    let one = create(
+        &engine,
+        &scope,
+        Area::Coupons,
+        json!({"code": "ONE", "discount": {"type": "percentage", "value": 5}}),
+    );
+    create(
+        &engine,
+        &scope,
+        Area::Coupons,
+        json!({"code": "TWO", "discount": {"type": "percentage", "value": 5}}),
+    );
+    let err = engine
+        .update_entity(&scope, Area::Coupons, &id_of(&one), &json!({"code": "two"}))
+        .unwrap_err();
+    assert_names(
+        &err.problems(),
+        &["code: a coupon with this code already exists"],
+    );
+    let renamed = engine
+        .update_entity(
+            &scope,
+            Area::Coupons,
+            &id_of(&one),
+            &json!({"code": "three"}),
+        )
+        .unwrap();
+    assert_eq!(renamed["code"], "THREE");
+    create(
+        &engine,
+        &scope,
+        Area::Coupons,
+        json!({"code": "ONE", "discount": {"type": "percentage", "value": 5}}),
     );
 }

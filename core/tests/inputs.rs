@@ -3,9 +3,7 @@
 
 use std::sync::OnceLock;
 
-use latchkey::{
-    Actor, Area, Engine, KeyPatch, NewKey, NewStore, PermissionSet, Scope, StorePatch,
-};
+use latchkey::{Actor, Area, Engine, KeyPatch, NewKey, NewStore, PermissionSet, Scope, StorePatch};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -138,14 +136,26 @@ fn shared() -> &'static Fixture {
         };
         make(Area::Categories, json!({"name": "C"}));
         let package = make(Area::Packages, json!({"name": "P", "price": usd}));
-        make(Area::Products, json!({"sku": "S", "name": "P", "price": usd, "stock": 5}));
-        make(Area::Coupons, json!({"code": "FUZZ", "discount": {"type": "percentage", "value": 5}}));
-        make(Area::Sales, json!({"name": "S", "discount": {"type": "percentage", "value": 5},
-            "package_ids": [package], "starts_at": "2026-01-01T00:00:00Z"}));
+        make(
+            Area::Products,
+            json!({"sku": "S", "name": "P", "price": usd, "stock": 5}),
+        );
+        make(
+            Area::Coupons,
+            json!({"code": "FUZZ", "discount": {"type": "percentage", "value": 5}}),
+        );
+        make(
+            Area::Sales,
+            json!({"name": "S", "discount": {"type": "percentage", "value": 5},
+            "package_ids": [package], "starts_at": "2026-01-01T00:00:00Z"}),
+        );
         make(Area::GiftCards, json!({"balance": usd}));
         let customer = make(Area::Customers, json!({"email": "f@example.com"}));
         make(Area::Bans, json!({"type": "user", "value": "u"}));
-        make(Area::Orders, json!({"customer_id": customer, "items": [{"package_id": package}]}));
+        make(
+            Area::Orders,
+            json!({"customer_id": customer, "items": [{"package_id": package}]}),
+        );
         (engine, scope, made)
     })
 }

@@ -12,10 +12,19 @@
 //! the HTTP server and the bindings; inside, each kind is a typed record with its own
 //! validation that names every problem.
 
-mod catalog;
+mod bans;
+mod categories;
+mod coupons;
+mod customers;
+mod discount;
+mod gift_cards;
 mod orders;
-mod people;
-mod promotions;
+mod outbox;
+mod packages;
+mod products;
+mod rules;
+mod sales;
+mod subscriptions;
 
 use base64::Engine as _;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
@@ -32,8 +41,8 @@ use crate::storage;
 use crate::stores::Store;
 use crate::verify::Decision;
 
-pub(crate) use orders::OUTBOX;
-pub use orders::OutboxEvent;
+pub(crate) use outbox::OUTBOX;
+pub use outbox::OutboxEvent;
 
 /// (store, environment, kind tag, id) → the record.
 pub(crate) const ENTITIES: TableDefinition<(&str, &str, u8, &str), &[u8]> =
@@ -344,7 +353,7 @@ impl Ctx<'_> {
     }
 }
 
-fn unique_message(tag: u8) -> String {
+pub(crate) fn unique_message(tag: u8) -> String {
     match tag {
         unique::COUPON_CODE => "a coupon with this code already exists".into(),
         unique::PRODUCT_SKU => "a product with this sku already exists".into(),
@@ -390,16 +399,16 @@ fn decode_cursor(kind: Kind, cursor: &str) -> Result<String> {
 macro_rules! dispatch {
     ($kind:expr, $op:ident ( $($arg:expr),* )) => {
         match $kind {
-            Kind::Category => $op::<catalog::Category>($($arg),*),
-            Kind::Package => $op::<catalog::Package>($($arg),*),
-            Kind::Product => $op::<catalog::Product>($($arg),*),
-            Kind::Coupon => $op::<promotions::Coupon>($($arg),*),
-            Kind::Sale => $op::<promotions::Sale>($($arg),*),
-            Kind::GiftCard => $op::<promotions::GiftCard>($($arg),*),
-            Kind::Customer => $op::<people::Customer>($($arg),*),
-            Kind::Ban => $op::<people::Ban>($($arg),*),
+            Kind::Category => $op::<categories::Category>($($arg),*),
+            Kind::Package => $op::<packages::Package>($($arg),*),
+            Kind::Product => $op::<products::Product>($($arg),*),
+            Kind::Coupon => $op::<coupons::Coupon>($($arg),*),
+            Kind::Sale => $op::<sales::Sale>($($arg),*),
+            Kind::GiftCard => $op::<gift_cards::GiftCard>($($arg),*),
+            Kind::Customer => $op::<customers::Customer>($($arg),*),
+            Kind::Ban => $op::<bans::Ban>($($arg),*),
             Kind::Order => $op::<orders::Order>($($arg),*),
-            Kind::Subscription => $op::<orders::Subscription>($($arg),*),
+            Kind::Subscription => $op::<subscriptions::Subscription>($($arg),*),
         }
     };
 }
@@ -614,57 +623,8 @@ impl Engine {
         };
         let result = op(&mut ctx)?;
         let events = std::mem::take(&mut ctx.events);
-        orders::write_outbox(&tx, scope, now, events)?;
+        outbox::write_outbox(&tx, scope, now, events)?;
         tx.commit()?;
         Ok(result)
-    }
-}
-
-/// Parsers shared by the kinds' validation.
-pub(crate) mod parse {
-    use serde_json::Value;
-
-    use crate::input::{char_len, string};
-
-    /// A required-looking name: trimmed, 1 to `max` characters, no control characters.
-    pub(crate) fn name(max: usize) -> impl Fn(&Value) -> Result<String, String> {
-        move |value| {
-            let text = string(value)?;
-            let text = text.trim();
-            if text.is_empty() || char_len(text) > max {
-                return Err(format!("must be 1 to {max} characters"));
-            }
-            if text.chars().any(char::is_control) {
-                return Err("must not contain control characters".into());
-            }
-            Ok(text.to_owned())
-        }
-    }
-
-    /// Free text up to `max` characters (may be empty; line breaks allowed).
-    pub(crate) fn text(max: usize) -> impl Fn(&Value) -> Result<String, String> {
-        move |value| {
-            let text = string(value)?;
-            if char_len(&text) > max {
-                return Err(format!("must be at most {max} characters"));
-            }
-            Ok(text)
-        }
-    }
-
-    /// An id of `kind`'s shape (existence is checked separately).
-    pub(crate) fn id_of(kind: super::Kind) -> impl Fn(&Value) -> Result<String, String> {
-        move |value| {
-            let text = string(value)?;
-            let shaped = text.len() == 24
-                && text.starts_with(kind.prefix())
-                && text.as_bytes()[3] == b'_'
-                && text[4..].bytes().all(|b| b.is_ascii_alphanumeric());
-            if shaped {
-                Ok(text)
-            } else {
-                Err(format!("not a {} id", kind.name()))
-            }
-        }
     }
 }

@@ -1,89 +1,22 @@
-//! Orders, the subscriptions they start, and the outbox of events they record.
+//! Orders: manual creation prices lines with sales and a coupon, takes stock, starts
+//! subscriptions and records events, all in one commit.
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::catalog::{Package, PackageType, Product, present};
-use super::parse::id_of;
-use super::people::{Customer, email};
-use super::promotions::{Coupon, Sale};
-use super::{Ctx, Entity, Kind, Scope, unique};
-use crate::engine::Engine;
+use super::coupons::Coupon;
+use super::customers::{Customer, email};
+use super::discount::Discount;
+use super::packages::{Package, PackageType};
+use super::products::Product;
+use super::rules::{id_of, present};
+use super::sales::Sale;
+use super::subscriptions::Subscription;
+use super::{Ctx, Entity, Kind, unique};
 use crate::error::{Error, Problems, Result};
-use crate::ids::StoreId;
 use crate::input::{Fields, integer, string};
 use crate::money::{self, percent_of};
-use crate::storage;
-
-/// seq → event, in commit order. Written in the same transaction as the change it reports.
-pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
-const OUTBOX_SEQ_KEY: &str = "outbox_seq";
-
-/// An event recorded for delivery (`order.created`, `subscription.created`, …).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutboxEvent {
-    v: u32,
-    /// Position in the outbox (commit order).
-    pub seq: u64,
-    /// Stable across delivery attempts: `evt_` + the sequence number.
-    pub id: String,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub store_id: StoreId,
-    pub environment: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    pub data: Value,
-}
-
-pub(super) fn write_outbox(
-    tx: &WriteTransaction,
-    scope: &Scope,
-    now: OffsetDateTime,
-    events: Vec<(&'static str, Value)>,
-) -> Result<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let mut meta = tx.open_table(storage::META)?;
-    let mut seq = meta
-        .get(OUTBOX_SEQ_KEY)?
-        .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0);
-    let mut outbox = tx.open_table(OUTBOX)?;
-    for (event_type, data) in events {
-        seq += 1;
-        let event = OutboxEvent {
-            v: 1,
-            seq,
-            id: format!("evt_{seq:016}"),
-            event_type: event_type.to_owned(),
-            store_id: scope.store_id,
-            environment: scope.environment.clone(),
-            created_at: now,
-            data,
-        };
-        outbox.insert(seq, storage::encode(&event)?.as_slice())?;
-    }
-    meta.insert(OUTBOX_SEQ_KEY, seq.to_be_bytes().as_slice())?;
-    Ok(())
-}
-
-impl Engine {
-    /// Outbox events after `after_seq`, oldest first, at most `limit`.
-    pub fn outbox_events(&self, after_seq: u64, limit: usize) -> Result<Vec<OutboxEvent>> {
-        let tx = storage::read(&self.inner().db)?;
-        let table = tx.open_table(OUTBOX)?;
-        let mut events = Vec::new();
-        for item in table.range(after_seq.saturating_add(1)..)?.take(limit) {
-            let (_, value) = item?;
-            events.push(storage::decode(value.value(), 1, "outbox event")?);
-        }
-        Ok(events)
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -159,39 +92,6 @@ impl Entity for Order {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Subscription {
-    id: String,
-    customer_id: String,
-    package_id: String,
-    order_id: String,
-    status: String,
-    #[serde(with = "time::serde::rfc3339")]
-    started_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    next_payment_at: OffsetDateTime,
-}
-
-impl Entity for Subscription {
-    const KIND: Kind = Kind::Subscription;
-
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    fn create(_id: String, _input: &Value, _ctx: &mut Ctx<'_>) -> Result<Self> {
-        Err(Error::NotAllowed(
-            "subscriptions are created by orders of subscription packages".into(),
-        ))
-    }
-
-    fn update(&mut self, _input: &Value, _ctx: &mut Ctx<'_>) -> Result<()> {
-        Err(Error::NotAllowed("subscriptions are read-only".into()))
-    }
-}
-
-/// How long a subscription period lasts.
-const PERIOD: time::Duration = time::Duration::days(30);
 const MAX_ITEMS: usize = 100;
 const MAX_QUANTITY: i64 = 1_000;
 
@@ -263,13 +163,13 @@ fn read_item(
             }
         },
         (Some(_), Some(_)) => {
-            problems.push(at("give package_id or product_id, not both".into()));
+            problems.push(format!(
+                "items[{i}]: give package_id or product_id, not both"
+            ));
             None
         }
         (None, None) => {
-            if !problems.mentions(&format!("items[{i}]")) {
-                problems.push(at("package_id or product_id: is required".into()));
-            }
+            problems.push(at("package_id or product_id: is required".into()));
             None
         }
     };
@@ -284,13 +184,11 @@ fn sale_discount(sales: &[Sale], package: &Package, quantity: i64, now: OffsetDa
         .filter(|s| s.covers(&package.id) && s.running_at(now))
         .filter_map(|s| match &s.discount {
             // A fixed sale price cut applies to each unit.
-            super::promotions::Discount::Fixed { value, currency }
-                if *currency == package.price.currency =>
-            {
+            Discount::Fixed { value, currency } if *currency == package.price.currency => {
                 Some((value * quantity).min(line))
             }
-            super::promotions::Discount::Fixed { .. } => None,
-            super::promotions::Discount::Percentage { value } => Some(percent_of(line, *value)),
+            Discount::Fixed { .. } => None,
+            Discount::Percentage { value } => Some(percent_of(line, *value)),
         })
         .max()
         .unwrap_or(0)
@@ -481,15 +379,13 @@ pub(super) fn create_order(ctx: &mut Ctx<'_>, input: &Value) -> Result<Value> {
         if let Line::Package(p) = line
             && p.package_type == PackageType::Subscription
         {
-            let subscription = Subscription {
-                id: ctx.new_id(Kind::Subscription)?,
-                customer_id: customer.id.clone(),
-                package_id: p.id.clone(),
-                order_id: order.id.clone(),
-                status: "active".into(),
-                started_at: ctx.now,
-                next_payment_at: ctx.now + PERIOD,
-            };
+            let subscription = Subscription::start(
+                ctx.new_id(Kind::Subscription)?,
+                &customer.id,
+                &p.id,
+                &order.id,
+                ctx.now,
+            );
             ctx.save(&subscription, &[])?;
             ctx.emit("subscription.created", subscription.output());
         }
