@@ -112,6 +112,8 @@ pub(crate) struct Inner {
     usage_queue: SegQueue<Arc<Usage>>,
     shutdown: AtomicBool,
     rates: Rates,
+    /// Request log entries waiting to be written.
+    pub(crate) logs: crate::logs::LogBuffer,
     /// The next key's number in the key limiter.
     next_rate_id: AtomicU64,
 }
@@ -153,6 +155,7 @@ impl Engine {
             db,
             rates: Rates::new(options.rates, options.clock.clone()),
             next_rate_id: AtomicU64::new(0),
+            logs: crate::logs::LogBuffer::new(),
             clock: options.clock,
             index: KeyIndex::new(),
             stores: RwLock::new(HashMap::new()),
@@ -171,6 +174,9 @@ impl Engine {
                     let stop = worker.shutdown.load(Ordering::Acquire);
                     // A failed flush leaves the usages to the next one; last use is advisory.
                     let _ = worker.flush_usage();
+                    // A failed log write keeps nothing back: the entries are lost, not retried
+                    // forever (the log is bounded, not durable per request; SPEC §11).
+                    let _ = worker.flush_logs();
                     worker.rates.sweep();
                     if stop {
                         break;
@@ -301,9 +307,11 @@ impl Engine {
         self.inner.rates.sweep()
     }
 
-    /// Writes pending last-use times now (they are otherwise written in the background).
+    /// Writes pending last-use times and request-log entries now (they are otherwise written
+    /// in the background).
     pub fn flush(&self) -> Result<()> {
-        self.inner.flush_usage()
+        self.inner.flush_usage()?;
+        self.inner.flush_logs()
     }
 
     // ---- stores -------------------------------------------------------------------------

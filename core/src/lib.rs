@@ -37,6 +37,7 @@ mod input;
 mod keys;
 mod limiter;
 mod limits;
+mod logs;
 mod money;
 mod permissions;
 mod rates;
@@ -57,6 +58,7 @@ pub use keys::{
 };
 pub use limiter::{Limiter, LimiterOptions};
 pub use limits::{Algorithm, DEFAULT_LIMIT_ENV, IpScope, RateLimit, RateOptions};
+pub use logs::{LOG_BUFFER, LogEntry, LogQuery};
 pub use money::Money;
 pub use permissions::{Action, Area, Permission, PermissionSet};
 pub use secret::{Digest, Secret};

@@ -54,6 +54,7 @@ pub(crate) fn prepare(db: &Database) -> Result<()> {
         tx.open_table(crate::entities::ENTITIES)?;
         tx.open_table(crate::entities::UNIQUE)?;
         tx.open_table(crate::entities::OUTBOX)?;
+        tx.open_table(crate::logs::LOGS)?;
     }
     tx.commit()?;
     Ok(())

@@ -79,7 +79,17 @@ pub struct StoreSettings {
     pub default_key_ttl_days: Option<u32>,
     pub permissions_editable: bool,
     pub environments: Vec<String>,
+    /// Days the request log of this store is kept (1–365; SPEC §11).
+    #[serde(default = "default_log_retention_days")]
+    pub log_retention_days: u32,
 }
+
+fn default_log_retention_days() -> u32 {
+    30
+}
+
+/// The longest request-log retention a store may ask for.
+pub const MAX_LOG_RETENTION_DAYS: u32 = 365;
 
 impl StoreSettings {
     /// The defaults, for a store called `name`.
@@ -95,6 +105,7 @@ impl StoreSettings {
             default_key_ttl_days: Some(365),
             permissions_editable: false,
             environments: vec!["live".into(), "test".into()],
+            log_retention_days: default_log_retention_days(),
         }
     }
 
@@ -117,6 +128,11 @@ impl StoreSettings {
         }
         if let Some(limit) = &self.default_rate_limit {
             problems.extend(limit.problems("default_rate_limit"));
+        }
+        if !(1..=MAX_LOG_RETENTION_DAYS).contains(&self.log_retention_days) {
+            problems.push(format!(
+                "log_retention_days: must be between 1 and {MAX_LOG_RETENTION_DAYS}"
+            ));
         }
         if self.max_scoped_keys > MAX_SCOPED_KEYS_LIMIT {
             problems.push(format!(
@@ -178,6 +194,7 @@ pub struct StorePatch {
     pub default_key_ttl_days: Patch<u32>,
     pub permissions_editable: Option<bool>,
     pub environments: Option<Vec<String>>,
+    pub log_retention_days: Option<u32>,
 }
 
 impl StorePatch {
@@ -209,6 +226,7 @@ impl StorePatch {
             default_key_ttl_days: fields.patch("default_key_ttl_days", non_negative),
             permissions_editable: fields.optional("permissions_editable", boolean),
             environments: fields.optional("environments", string_list),
+            log_retention_days: fields.optional("log_retention_days", non_negative),
         }
     }
 
@@ -226,6 +244,7 @@ impl StorePatch {
             default_key_ttl_days,
             permissions_editable,
             environments,
+            log_retention_days,
         } = self;
         if let Some(name) = name {
             next.name = name.trim().to_owned();
@@ -243,6 +262,7 @@ impl StorePatch {
         }
         next.permissions_editable = permissions_editable.unwrap_or(next.permissions_editable);
         next.environments = environments.unwrap_or(next.environments);
+        next.log_retention_days = log_retention_days.unwrap_or(next.log_retention_days);
         let mut problems = Problems::new();
         for problem in next.problems() {
             problems.push(problem);

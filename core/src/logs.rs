@@ -1,0 +1,232 @@
+//! The API request log (seed 004, SPEC §7, §11): every API-key request, recorded without a
+//! disk write per request.
+//!
+//! [`Engine::record_request`] pushes onto a bounded lock-free queue; the maintenance thread
+//! writes the queue in one transaction per tick (and on [`Engine::flush`] and drop). When the
+//! queue is full the oldest unwritten entry is dropped and counted
+//! ([`Engine::dropped_log_entries`]): a burst can lose log lines, never slow requests down.
+//! Each store keeps its log for `log_retention_days`; older entries are deleted as new ones are
+//! written.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_queue::ArrayQueue;
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::engine::{Engine, Inner, ReadStores};
+use crate::error::{Problems, Result};
+use crate::ids::StoreId;
+use crate::storage;
+
+/// (store, unix nanos, sequence) → entry.
+pub(crate) const LOGS: TableDefinition<(&str, i64, u64), &[u8]> =
+    TableDefinition::new("request_log");
+
+/// Entries waiting to be written, at most.
+pub const LOG_BUFFER: usize = 65_536;
+/// Longest stored path: longer paths are cut (with `…`).
+const MAX_PATH: usize = 512;
+
+/// One API request as logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub store_id: StoreId,
+    pub key_id: Option<String>,
+    pub method: String,
+    /// The path without its query string (queries may carry secrets).
+    pub path: String,
+    pub status: u16,
+    pub ip: Option<IpAddr>,
+    /// The verify decision's code (`OK`, `FORBIDDEN`, …).
+    pub code: String,
+    pub latency_us: u64,
+}
+
+impl LogEntry {
+    /// An entry with the path reduced to what may be stored: no query or fragment, at most
+    /// 512 bytes, no control characters.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        at: OffsetDateTime,
+        store_id: StoreId,
+        key_id: Option<&str>,
+        method: &str,
+        path: &str,
+        status: u16,
+        ip: Option<IpAddr>,
+        code: &str,
+        latency_us: u64,
+    ) -> Self {
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        let mut clean: String = path.chars().filter(|c| !c.is_control()).collect();
+        if clean.len() > MAX_PATH {
+            let mut cut = MAX_PATH;
+            while !clean.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            clean.truncate(cut);
+            clean.push('…');
+        }
+        Self {
+            at,
+            store_id,
+            key_id: key_id.map(str::to_owned),
+            method: method.chars().take(16).collect(),
+            path: clean,
+            status,
+            ip,
+            code: code.chars().take(32).collect(),
+            latency_us,
+        }
+    }
+}
+
+/// The stored form: the entry and its format version.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    v: u32,
+    #[serde(flatten)]
+    entry: LogEntry,
+}
+
+/// Filters for reading a store's log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    pub key_id: Option<String>,
+    pub status: Option<u16>,
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    /// At most this many (1–1,000; default 100), newest first.
+    pub limit: Option<usize>,
+}
+
+/// The in-memory side of the log.
+#[derive(Debug)]
+pub(crate) struct LogBuffer {
+    queue: ArrayQueue<LogEntry>,
+    dropped: AtomicU64,
+    seq: AtomicU64,
+}
+
+impl LogBuffer {
+    pub(crate) fn new() -> Self {
+        Self {
+            queue: ArrayQueue::new(LOG_BUFFER),
+            dropped: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+        }
+    }
+}
+
+fn nanos(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+impl Inner {
+    /// Writes the buffered entries in one transaction and applies each store's retention.
+    pub(crate) fn flush_logs(&self) -> Result<()> {
+        let mut batch = Vec::new();
+        while let Some(entry) = self.logs.queue.pop() {
+            batch.push(entry);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tx = storage::write(&self.db)?;
+        {
+            let mut table = tx.open_table(LOGS)?;
+            let mut stores: Vec<StoreId> = Vec::new();
+            for entry in &batch {
+                let seq = self.logs.seq.fetch_add(1, Ordering::Relaxed);
+                let bytes = storage::encode(&Stored {
+                    v: 1,
+                    entry: entry.clone(),
+                })?;
+                table.insert(
+                    (entry.store_id.as_str(), nanos(entry.at), seq),
+                    bytes.as_slice(),
+                )?;
+                if !stores.contains(&entry.store_id) {
+                    stores.push(entry.store_id);
+                }
+            }
+            let now = self.clock.now();
+            for store in stores {
+                // A store deleted meanwhile keeps nothing; its entries expire with the default.
+                let days = tx
+                    .store(store.as_str())
+                    .map(|s| s.settings.log_retention_days)
+                    .unwrap_or(30);
+                let cutoff = nanos(now - time::Duration::days(i64::from(days)));
+                table.retain_in(
+                    (store.as_str(), i64::MIN, 0)..(store.as_str(), cutoff, 0),
+                    |_, _| false,
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Records one API request. Never blocks and never writes to disk itself.
+    pub fn record_request(&self, entry: LogEntry) {
+        let logs = &self.inner().logs;
+        if logs.queue.force_push(entry).is_some() {
+            logs.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Log entries dropped because the buffer was full (since start).
+    pub fn dropped_log_entries(&self) -> u64 {
+        self.inner().logs.dropped.load(Ordering::Relaxed)
+    }
+
+    /// A store's request log, newest first, filtered. Entries still in the buffer are written
+    /// first, so a request is readable as soon as it was recorded.
+    pub fn logs(&self, store_id: &str, query: &LogQuery) -> Result<Vec<LogEntry>> {
+        let mut problems = Problems::new();
+        let limit = query.limit.unwrap_or(100);
+        if !(1..=1_000).contains(&limit) {
+            problems.push("limit: must be between 1 and 1000");
+        }
+        if let (Some(since), Some(until)) = (query.since, query.until)
+            && until < since
+        {
+            problems.push("until: must not be before since");
+        }
+        problems.finish()?;
+        self.inner().flush_logs()?;
+        let tx = storage::read(&self.inner().db)?;
+        let store = tx.store(store_id)?;
+        let table = tx.open_table(LOGS)?;
+        let sid = store.id.as_str();
+        let from = query.since.map_or(i64::MIN, nanos);
+        let to = query.until.map_or(i64::MAX, nanos);
+        let mut out = Vec::new();
+        for item in table.range((sid, from, 0)..=(sid, to, u64::MAX))?.rev() {
+            let (_, value) = item?;
+            let stored: Stored = storage::decode(value.value(), 1, "log entry")?;
+            let entry = stored.entry;
+            if query
+                .key_id
+                .as_ref()
+                .is_some_and(|k| entry.key_id.as_ref() != Some(k))
+                || query.status.is_some_and(|s| s != entry.status)
+            {
+                continue;
+            }
+            out.push(entry);
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

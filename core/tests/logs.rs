@@ -1,0 +1,195 @@
+//! The request log (seed 004): recorded without a write per request, read with filters,
+//! kept per store for its retention.
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::*;
+use latchkey::{Clock, LOG_BUFFER, LogEntry, LogQuery, StorePatch};
+
+fn entry(
+    engine: &latchkey::Engine,
+    store: latchkey::StoreId,
+    key: &str,
+    path: &str,
+    status: u16,
+) -> LogEntry {
+    let ip: IpAddr = "198.51.100.4".parse().unwrap();
+    let code = if status == 200 { "OK" } else { "FORBIDDEN" };
+    LogEntry::new(
+        engine.clock().now(),
+        store,
+        Some(key),
+        "GET",
+        path,
+        status,
+        Some(ip),
+        code,
+        120,
+    )
+}
+
+#[test]
+fn entries_are_read_newest_first_with_filters() {
+    let (engine, clock) = engine();
+    let (store, _) = store(&engine);
+    let (other, _) = engine
+        .create_store(&admin(), latchkey::NewStore::named("Other"))
+        .unwrap();
+    for i in 0..6 {
+        let key = if i % 2 == 0 {
+            "key_aaaaaaaaaaaaaaaa"
+        } else {
+            "key_bbbbbbbbbbbbbbbb"
+        };
+        let status = if i < 4 { 200 } else { 403 };
+        engine.record_request(entry(
+            &engine,
+            store.id,
+            key,
+            &format!("/api/v1/orders/{i}?api_key=lk_secret"),
+            status,
+        ));
+        clock.advance(time::Duration::seconds(1));
+    }
+    engine.record_request(entry(
+        &engine,
+        other.id,
+        "key_cccccccccccccccc",
+        "/api/v1/packages",
+        200,
+    ));
+
+    // Readable at once (the buffer is written first), newest first, this store only.
+    let all = engine
+        .logs(store.id.as_str(), &LogQuery::default())
+        .unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(
+        all[0].path, "/api/v1/orders/5",
+        "query strings are never stored"
+    );
+    assert!(all.windows(2).all(|w| w[0].at >= w[1].at));
+
+    let by_key = LogQuery {
+        key_id: Some("key_bbbbbbbbbbbbbbbb".into()),
+        ..Default::default()
+    };
+    assert_eq!(engine.logs(store.id.as_str(), &by_key).unwrap().len(), 3);
+    let denied = LogQuery {
+        status: Some(403),
+        ..Default::default()
+    };
+    let denied = engine.logs(store.id.as_str(), &denied).unwrap();
+    assert_eq!(denied.len(), 2);
+    assert!(denied.iter().all(|e| e.code == "FORBIDDEN"));
+    let window = LogQuery {
+        since: Some(all[4].at),
+        until: Some(all[2].at),
+        limit: Some(2),
+        ..Default::default()
+    };
+    let page = engine.logs(store.id.as_str(), &window).unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+        ["/api/v1/orders/3", "/api/v1/orders/2"]
+    );
+
+    let bad = LogQuery {
+        limit: Some(0),
+        since: Some(all[0].at),
+        until: Some(all[5].at),
+        ..Default::default()
+    };
+    let err = engine.logs(store.id.as_str(), &bad).unwrap_err();
+    assert_eq!(err.problems().len(), 2, "{err}");
+    assert_eq!(
+        engine
+            .logs("nosuchst", &LogQuery::default())
+            .unwrap_err()
+            .code(),
+        "NOT_FOUND"
+    );
+}
+
+#[test]
+fn each_store_keeps_its_log_for_its_retention() {
+    let (engine, clock) = engine();
+    let (store, _) = store(&engine);
+    let patch = StorePatch {
+        log_retention_days: Some(7),
+        ..Default::default()
+    };
+    engine.update_store(store.id.as_str(), patch).unwrap();
+    engine.record_request(entry(
+        &engine,
+        store.id,
+        "key_aaaaaaaaaaaaaaaa",
+        "/old",
+        200,
+    ));
+    engine.flush().unwrap();
+    clock.advance(time::Duration::days(8));
+    engine.record_request(entry(
+        &engine,
+        store.id,
+        "key_aaaaaaaaaaaaaaaa",
+        "/new",
+        200,
+    ));
+    let kept = engine
+        .logs(store.id.as_str(), &LogQuery::default())
+        .unwrap();
+    assert_eq!(
+        kept.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+        ["/new"]
+    );
+    let err = engine
+        .update_store(
+            store.id.as_str(),
+            StorePatch {
+                log_retention_days: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(err.problems()[0].contains("log_retention_days"));
+}
+
+#[test]
+fn a_full_buffer_drops_the_oldest_and_counts_them() {
+    let (engine, _) = engine();
+    let (store, _) = store(&engine);
+    for i in 0..LOG_BUFFER + 10 {
+        engine.record_request(entry(
+            &engine,
+            store.id,
+            "key_aaaaaaaaaaaaaaaa",
+            &format!("/{i}"),
+            200,
+        ));
+    }
+    assert_eq!(engine.dropped_log_entries(), 10);
+    let newest = engine
+        .logs(
+            store.id.as_str(),
+            &LogQuery {
+                limit: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(newest[0].path, format!("/{}", LOG_BUFFER + 9));
+}
+
+#[test]
+fn paths_are_bounded_and_clean() {
+    let (engine, _) = engine();
+    let (store, _) = store(&engine);
+    let long = format!("/{}\u{7}é", "a".repeat(600));
+    let e = entry(&engine, store.id, "key_aaaaaaaaaaaaaaaa", &long, 200);
+    assert!(e.path.len() <= 512 + '…'.len_utf8());
+    assert!(!e.path.contains('\u{7}'));
+    assert!(e.path.ends_with('…'));
+}
