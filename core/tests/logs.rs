@@ -6,7 +6,7 @@ mod common;
 use std::net::IpAddr;
 
 use common::*;
-use latchkey::{Clock, LOG_BUFFER, LogEntry, LogQuery, StorePatch};
+use latchkey::{LOG_BUFFER, LogEntry, LogQuery, StorePatch};
 
 fn entry(
     engine: &latchkey::Engine,
