@@ -277,6 +277,15 @@ impl Engine {
         decision.unwrap_or_else(|| Decision::deny(DenyCode::Invalid))
     }
 
+    /// The key a credential belongs to, as (store id, key id), if it is a live key: for
+    /// scanners that revoke leaked keys. Charges no limit and records no use.
+    pub fn identify(&self, credential: &str) -> Option<(crate::ids::StoreId, String)> {
+        let presented = format::parse(credential)?;
+        self.inner
+            .index
+            .find(&presented, |entry| (entry.store_id, entry.id.clone()))
+    }
+
     /// Charges the per-IP route limit of a request that carries no key (public storefront
     /// routes, sign-in). Refused when the IP is over its scope's limit or over the
     /// brute-force limit. `None` when no limit applies to `path`.

@@ -1,21 +1,515 @@
-//! `latchkey`: the engine as an HTTP server and admin CLI. The server itself is built in a later
-//! issue; for now the binary reports its version, so the workspace layout is complete.
+//! `latchkey`: the engine as an HTTP server and admin CLI (SPEC §9).
 
-fn main() {
-    let version = env!("CARGO_PKG_VERSION");
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None | Some("--version") | Some("-V") => {
-            #[allow(clippy::print_stdout)]
-            {
-                println!("latchkey {version}");
-            }
-        }
-        Some(other) => {
-            eprintln!(
-                "latchkey {version}: unknown command `{other}` (the server is not built yet)"
-            );
-            std::process::exit(2);
+// The CLI's output is its interface: results go to stdout, diagnostics to stderr.
+#![allow(clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+use latchkey::{Actor, Clock, Engine, EngineOptions, KeyFormat, NewKey, NewStore, PermissionSet};
+use latchkey_server::{AppState, Config, app, jwt};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "latchkey",
+    version,
+    about = "API keys for commerce platforms: server and admin CLI"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the HTTP server.
+    Serve(Serve),
+    /// Print a management-API token signed with the server's secret.
+    AdminToken(AdminToken),
+    /// List or create stores in a database file.
+    Stores {
+        #[command(subcommand)]
+        command: StoresCommand,
+    },
+    /// Create, list, revoke or regenerate keys in a database file.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Find Latchkey tokens in files (by format and checksum); optionally revoke the live ones.
+    Scan(Scan),
+}
+
+#[derive(Args, Debug)]
+struct Serve {
+    /// Database file (created if missing). With --dev and no --db, an in-memory database.
+    #[arg(long, env = "LATCHKEY_DB")]
+    db: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "LATCHKEY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Development mode: create a store and print a working key and an admin token.
+    #[arg(long)]
+    dev: bool,
+    /// HS256 secret for management tokens (at least 32 bytes; --dev makes a random one).
+    #[arg(long, env = "LATCHKEY_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Proxies whose X-Forwarded-For is believed (CIDRs or addresses, comma-separated).
+    #[arg(long, env = "LATCHKEY_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxy: Vec<String>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "LATCHKEY_BODY_LIMIT", default_value_t = 1 << 20)]
+    body_limit: usize,
+    /// Seconds before a request is answered 503.
+    #[arg(long, env = "LATCHKEY_REQUEST_TIMEOUT", default_value_t = 30)]
+    request_timeout: u64,
+}
+
+#[derive(Args, Debug)]
+struct AdminToken {
+    #[arg(long, env = "LATCHKEY_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+    /// Who the token is for (recorded in the audit trail).
+    #[arg(long, default_value = "admin")]
+    sub: String,
+    /// Permissions (comma-separated); default all of Stores:Create,Stores:Edit,Stores:View.
+    #[arg(long, value_delimiter = ',')]
+    permissions: Vec<String>,
+    /// Store ids the token covers (comma-separated), or `*`.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    stores: Vec<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: i64,
+}
+
+#[derive(Subcommand, Debug)]
+enum StoresCommand {
+    List {
+        #[arg(long, env = "LATCHKEY_DB")]
+        db: PathBuf,
+    },
+    /// Create a store; prints it and its default key (shown this once).
+    Create {
+        name: String,
+        #[arg(long, env = "LATCHKEY_DB")]
+        db: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Create a scoped key; prints it with its secret (shown this once).
+    Create {
+        #[arg(long, env = "LATCHKEY_DB")]
+        db: PathBuf,
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        name: String,
+        /// Permissions as JSON (`{"Orders":["View"]}`), scopes (`orders:read`) or `*`.
+        #[arg(long)]
+        permissions: String,
+        /// token, hex or pair.
+        #[arg(long, default_value = "token")]
+        format: String,
+    },
+    List {
+        #[arg(long, env = "LATCHKEY_DB")]
+        db: PathBuf,
+        #[arg(long)]
+        store: String,
+    },
+    Revoke {
+        #[arg(long, env = "LATCHKEY_DB")]
+        db: PathBuf,
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        key: String,
+    },
+    Regenerate {
+        #[arg(long, env = "LATCHKEY_DB")]
+        db: PathBuf,
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        key: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Scan {
+    /// Files or directories to scan.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Revoke every live key found (needs --db).
+    #[arg(long, requires = "db")]
+    revoke: bool,
+    #[arg(long, env = "LATCHKEY_DB")]
+    db: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::AdminToken(args) => admin_token(args),
+        Command::Stores { command } => stores(command),
+        Command::Keys { command } => keys(command),
+        Command::Scan(args) => scan(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("latchkey: {message}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+fn open(path: &Path) -> Result<Engine, String> {
+    let options = EngineOptions::from_env().map_err(|e| e.to_string())?;
+    Engine::open_with(path, options).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn cli_actor() -> Actor {
+    Actor::admin("cli")
+}
+
+fn serve(args: Serve) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let secret = match (&args.jwt_secret, args.dev) {
+        (Some(secret), _) if secret.len() >= jwt::MIN_SECRET => secret.as_bytes().to_vec(),
+        (Some(_), _) => {
+            problems.push(format!(
+                "--jwt-secret: must be at least {} bytes",
+                jwt::MIN_SECRET
+            ));
+            Vec::new()
+        }
+        (None, true) => rand::random::<[u8; 32]>().to_vec(),
+        (None, false) => {
+            problems.push(
+                "--jwt-secret (or LATCHKEY_JWT_SECRET) is required to serve the management API; use --dev to try it out".into(),
+            );
+            Vec::new()
+        }
+    };
+    let entries: Vec<String> = args
+        .trusted_proxy
+        .iter()
+        .filter(|p| !p.trim().is_empty())
+        .cloned()
+        .collect();
+    let trusted: Vec<IpNet> = latchkey::parse_cidrs(&entries).unwrap_or_else(|bad| {
+        problems.extend(bad.into_iter().map(|p| format!("--trusted-proxy: {p}")));
+        Vec::new()
+    });
+    if args.body_limit == 0 {
+        problems.push("--body-limit: must be more than 0".into());
+    }
+    if args.request_timeout == 0 {
+        problems.push("--request-timeout: must be more than 0".into());
+    }
+    if args.db.is_none() && !args.dev {
+        problems
+            .push("--db (or LATCHKEY_DB) is required; use --dev for an in-memory database".into());
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
+    let options = EngineOptions::from_env().map_err(|e| e.to_string())?;
+    let engine = match &args.db {
+        Some(path) => {
+            Engine::open_with(path, options).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => Engine::memory_with(options).map_err(|e| e.to_string())?,
+    };
+    let engine = Arc::new(engine);
+    if args.dev {
+        dev_banner(&engine, &secret, args.listen)?;
+    }
+    let config = Config {
+        trusted_proxies: trusted,
+        body_limit: args.body_limit,
+        request_timeout: Duration::from_secs(args.request_timeout),
+        ..Config::new(secret)
+    };
+    let state = AppState::new(engine.clone(), config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| format!("cannot listen: {e}"))?;
+        // Tests and scripts read the bound address (the port may have been 0) from this line.
+        eprintln!("latchkey: listening on http://{bound}");
+        axum::serve(
+            listener,
+            app(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|e| format!("server error: {e}"))
+    })?;
+    // Requests are drained; write what is buffered before exiting.
+    engine.flush().map_err(|e| format!("final flush: {e}"))?;
+    eprintln!("latchkey: stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn dev_banner(engine: &Engine, secret: &[u8], listen: SocketAddr) -> Result<(), String> {
+    let (store, default_key) = engine
+        .create_store(&Actor::admin("dev"), NewStore::named("Dev Store"))
+        .map_err(|e| e.to_string())?;
+    let token = jwt::issue(
+        secret,
+        "dev",
+        &jwt::ALL_PERMISSIONS,
+        json!("*"),
+        engine.clock().now_secs(),
+        24 * 3600,
+    )?;
+    let key = default_key.credential();
+    println!("Latchkey development server");
+    println!("  store:        {}", store.id);
+    println!("  API key:      {key}");
+    println!("  admin token:  {token}");
+    println!();
+    println!("  curl -H 'X-Api-Key: {key}' http://{listen}/api/v1/packages");
+    println!(
+        "  curl -H 'Authorization: Bearer {token}' http://{listen}/api/stores/{}",
+        store.id
+    );
+    Ok(())
+}
+
+fn admin_token(args: AdminToken) -> Result<(), String> {
+    if args.jwt_secret.len() < jwt::MIN_SECRET {
+        return Err(format!(
+            "--jwt-secret: must be at least {} bytes",
+            jwt::MIN_SECRET
+        ));
+    }
+    let permissions: Vec<&str> = if args.permissions.is_empty() {
+        jwt::ALL_PERMISSIONS.to_vec()
+    } else {
+        args.permissions.iter().map(String::as_str).collect()
+    };
+    let unknown: Vec<&str> = permissions
+        .iter()
+        .filter(|p| !jwt::ALL_PERMISSIONS.contains(p))
+        .copied()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "--permissions: unknown {} (expected {})",
+            unknown.join(", "),
+            jwt::ALL_PERMISSIONS.join(", ")
+        ));
+    }
+    if !(60..=366 * 24 * 3600).contains(&args.ttl) {
+        return Err("--ttl: must be from 60 seconds to 366 days".into());
+    }
+    let stores = if args.stores.iter().any(|s| s == "*") {
+        json!("*")
+    } else {
+        json!(args.stores)
+    };
+    let now = latchkey::SystemClock.now_secs();
+    println!(
+        "{}",
+        jwt::issue(
+            args.jwt_secret.as_bytes(),
+            &args.sub,
+            &permissions,
+            stores,
+            now,
+            args.ttl
+        )?
+    );
+    Ok(())
+}
+
+fn stores(command: StoresCommand) -> Result<(), String> {
+    match command {
+        StoresCommand::List { db } => {
+            let engine = open(&db)?;
+            print_json(&json!(engine.list_stores().map_err(|e| e.to_string())?));
+        }
+        StoresCommand::Create { name, db } => {
+            let engine = open(&db)?;
+            let (store, key) = engine
+                .create_store(&cli_actor(), NewStore::named(name))
+                .map_err(|e| e.problems().join("\n"))?;
+            print_json(&json!({"store": store, "default_key": key.to_json()}));
+        }
+    }
+    Ok(())
+}
+
+fn keys(command: KeysCommand) -> Result<(), String> {
+    match command {
+        KeysCommand::Create {
+            db,
+            store,
+            name,
+            permissions,
+            format,
+        } => {
+            let mut problems = Vec::new();
+            let permissions = serde_json::from_str(&permissions)
+                .unwrap_or_else(|_| serde_json::Value::String(permissions.clone()));
+            let permissions = PermissionSet::from_input(&permissions).unwrap_or_else(|bad| {
+                problems.extend(bad.into_iter().map(|p| format!("--permissions: {p}")));
+                PermissionSet::empty()
+            });
+            let format = KeyFormat::parse(&format).unwrap_or_else(|| {
+                problems.push(format!(
+                    "--format: unknown `{format}` (expected token, hex or pair)"
+                ));
+                KeyFormat::Token
+            });
+            if !problems.is_empty() {
+                return Err(problems.join("\n"));
+            }
+            let engine = open(&db)?;
+            let mut key = NewKey::new(name, permissions);
+            key.format = format;
+            let created = engine
+                .create_key(&store, &cli_actor(), key)
+                .map_err(|e| e.problems().join("\n"))?;
+            print_json(&created.to_json());
+        }
+        KeysCommand::List { db, store } => {
+            let engine = open(&db)?;
+            print_json(&json!(engine.list_keys(&store).map_err(|e| e.to_string())?));
+        }
+        KeysCommand::Revoke { db, store, key } => {
+            let engine = open(&db)?;
+            engine
+                .revoke_key(&store, &cli_actor(), &key)
+                .map_err(|e| e.to_string())?;
+            print_json(&json!({"id": key, "revoked": true}));
+        }
+        KeysCommand::Regenerate { db, store, key } => {
+            let engine = open(&db)?;
+            let created = engine
+                .regenerate_key(&store, &cli_actor(), &key)
+                .map_err(|e| e.to_string())?;
+            print_json(&created.to_json());
+        }
+    }
+    Ok(())
+}
+
+/// Every file under `path` (directories recursively, symlinks not followed).
+fn files(path: &Path, out: &mut Vec<PathBuf>) {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            if let Ok(entries) = std::fs::read_dir(path) {
+                let mut children: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+                children.sort();
+                for child in children {
+                    files(&child, out);
+                }
+            }
+        }
+        Ok(meta) if meta.is_file() => out.push(path.to_owned()),
+        _ => {}
+    }
+}
+
+fn scan(args: Scan) -> Result<(), String> {
+    let mut paths = Vec::new();
+    for path in &args.paths {
+        if !path.exists() {
+            return Err(format!("{}: no such file or directory", path.display()));
+        }
+        files(path, &mut paths);
+    }
+    let engine = match (&args.db, args.revoke) {
+        (Some(db), true) => Some(open(db)?),
+        _ => None,
+    };
+    let mut found = 0;
+    let mut revoked = 0;
+    for path in paths {
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        for (line_no, line) in text.lines().enumerate() {
+            let words = line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            for word in words.filter(|w| latchkey::is_token(w)) {
+                found += 1;
+                // The token itself is not printed: the report must not spread the leak.
+                let masked = format!(
+                    "{}…{}",
+                    &word[..word.len().min(12)],
+                    &word[word.len() - 4..]
+                );
+                let mut status = String::new();
+                if let Some(engine) = &engine {
+                    match engine.identify(word) {
+                        Some((store, key_id)) => {
+                            match engine.revoke_key(store.as_str(), &Actor::admin("scan"), &key_id)
+                            {
+                                Ok(()) => {
+                                    revoked += 1;
+                                    status = format!(" revoked {key_id}");
+                                }
+                                Err(e) => status = format!(" live key {key_id}, not revoked: {e}"),
+                            }
+                        }
+                        None => status = " not live".into(),
+                    }
+                }
+                println!("{}:{}: {masked}{status}", path.display(), line_no + 1);
+            }
+        }
+    }
+    eprintln!("latchkey scan: {found} token(s) found, {revoked} revoked");
+    Ok(())
 }

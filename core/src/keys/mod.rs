@@ -153,6 +153,24 @@ pub struct CreatedKey {
 }
 
 impl CreatedKey {
+    /// The create/regenerate response (SPEC appendix): the key's fields plus the secret, as
+    /// `key` (token and hex) or `consumer_secret` (pair). The one place a secret becomes JSON.
+    pub fn to_json(&self) -> Value {
+        let mut out = serde_json::to_value(&self.key).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut out {
+            let field = if self.key.consumer_key.is_some() {
+                "consumer_secret"
+            } else {
+                "key"
+            };
+            map.insert(
+                field.to_owned(),
+                Value::String(self.secret.expose().to_owned()),
+            );
+        }
+        out
+    }
+
     /// The full credential to present: the key itself, or `ck_…:cs_…` for a pair.
     pub fn credential(&self) -> String {
         match &self.key.consumer_key {

@@ -1,0 +1,364 @@
+//! `/api/stores/…`: the management API (SPEC §7), for a store's owner or the platform, with a
+//! JWT bearer token (see [`crate::jwt`]).
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use latchkey::{Actor, KeyPatch, LogQuery, NewKey, NewStore, StorePatch};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::jwt::{self, Claims};
+use crate::net::{self, json_object, limit_param};
+use crate::{AppState, respond};
+
+pub fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/api/stores", get(list_stores).post(create_store))
+        .route("/api/stores/{store_id}", get(get_store).patch(update_store))
+        .route(
+            "/api/stores/{store_id}/api-keys",
+            get(list_keys).post(create_key),
+        )
+        .route(
+            "/api/stores/{store_id}/api-keys/{key_id}",
+            get(get_key).patch(update_key).delete(revoke_key),
+        )
+        .route(
+            "/api/stores/{store_id}/api-keys/{key_id}/regenerate",
+            post(regenerate_key),
+        )
+        .route("/api/stores/{store_id}/logs", get(logs))
+        .route("/api/stores/{store_id}/audit", get(audit))
+        .route_layer(axum::middleware::from_fn_with_state(state, authenticate))
+}
+
+/// Checks the bearer token; the handler receives its claims.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let token = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    let Some(token) = token else {
+        let message = "A management token is required (Authorization: Bearer …)";
+        return respond::fail(
+            StatusCode::UNAUTHORIZED,
+            "MISSING",
+            message,
+            vec![message.into()],
+        );
+    };
+    match jwt::check(&state.config.jwt_secret, token) {
+        Ok(claims) => {
+            request.extensions_mut().insert(claims);
+            next.run(request).await
+        }
+        Err(problem) => respond::fail(
+            StatusCode::UNAUTHORIZED,
+            "INVALID",
+            &problem,
+            vec![problem.clone()],
+        ),
+    }
+}
+
+/// 403 unless the token holds `permission` (and covers `store_id`, when given).
+fn allow(claims: &Claims, permission: &str, store_id: Option<&str>) -> Result<(), Response> {
+    if !claims.has(permission) {
+        let message = format!("Missing permission {permission}");
+        return Err(respond::fail(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            &message,
+            vec![message.clone()],
+        ));
+    }
+    if let Some(store_id) = store_id
+        && !claims.covers(store_id)
+    {
+        let message = "The token does not cover this store".to_owned();
+        return Err(respond::fail(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            &message,
+            vec![message.clone()],
+        ));
+    }
+    Ok(())
+}
+
+fn actor(claims: &Claims) -> Actor {
+    Actor::admin(claims.sub.clone())
+}
+
+fn result(status: StatusCode, value: latchkey::Result<Value>) -> Response {
+    match value {
+        Ok(data) => respond::ok(status, data),
+        Err(err) => respond::error(&err),
+    }
+}
+
+macro_rules! guard {
+    ($e:expr) => {
+        match $e {
+            Ok(value) => value,
+            Err(response) => return response,
+        }
+    };
+}
+
+async fn create_store(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    guard!(allow(&claims, "Stores:Create", None));
+    let body = guard!(json_object(&state, &headers, body, false).await);
+    let created = NewStore::from_json(&body)
+        .and_then(|input| state.engine.create_store(&actor(&claims), input))
+        .map(|(store, key)| json!({"store": store, "default_key": key.to_json()}));
+    result(StatusCode::CREATED, created)
+}
+
+async fn list_stores(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+) -> Response {
+    guard!(allow(&claims, "Stores:View", None));
+    let stores = state.engine.list_stores().map(|stores| {
+        let visible: Vec<_> = stores
+            .into_iter()
+            .filter(|s| claims.covers(s.id.as_str()))
+            .collect();
+        json!(visible)
+    });
+    result(StatusCode::OK, stores)
+}
+
+async fn get_store(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path(store_id): Path<String>,
+) -> Response {
+    guard!(allow(&claims, "Stores:View", Some(&store_id)));
+    result(
+        StatusCode::OK,
+        state.engine.get_store(&store_id).map(|s| json!(s)),
+    )
+}
+
+async fn update_store(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path(store_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
+    let body = guard!(json_object(&state, &headers, body, false).await);
+    let updated = StorePatch::from_json(&body)
+        .and_then(|patch| state.engine.update_store(&store_id, patch))
+        .map(|s| json!(s));
+    result(StatusCode::OK, updated)
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path(store_id): Path<String>,
+) -> Response {
+    guard!(allow(&claims, "Stores:View", Some(&store_id)));
+    result(
+        StatusCode::OK,
+        state.engine.list_keys(&store_id).map(|k| json!(k)),
+    )
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path(store_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
+    let body = guard!(json_object(&state, &headers, body, false).await);
+    let created = NewKey::from_json(&body)
+        .and_then(|key| state.engine.create_key(&store_id, &actor(&claims), key))
+        .map(|c| c.to_json());
+    result(StatusCode::CREATED, created)
+}
+
+async fn get_key(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path((store_id, key_id)): Path<(String, String)>,
+) -> Response {
+    guard!(allow(&claims, "Stores:View", Some(&store_id)));
+    result(
+        StatusCode::OK,
+        state.engine.get_key(&store_id, &key_id).map(|k| json!(k)),
+    )
+}
+
+async fn update_key(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path((store_id, key_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
+    let body = guard!(json_object(&state, &headers, body, false).await);
+    let updated = KeyPatch::from_json(&body)
+        .and_then(|patch| {
+            state
+                .engine
+                .update_key(&store_id, &actor(&claims), &key_id, patch)
+        })
+        .map(|k| json!(k));
+    result(StatusCode::OK, updated)
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path((store_id, key_id)): Path<(String, String)>,
+) -> Response {
+    guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
+    let done = state.engine.revoke_key(&store_id, &actor(&claims), &key_id);
+    result(
+        StatusCode::OK,
+        done.map(|()| json!({"id": key_id, "revoked": true})),
+    )
+}
+
+async fn regenerate_key(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path((store_id, key_id)): Path<(String, String)>,
+) -> Response {
+    guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
+    let created = state
+        .engine
+        .regenerate_key(&store_id, &actor(&claims), &key_id);
+    result(StatusCode::OK, created.map(|c| c.to_json()))
+}
+
+fn parse_time(
+    params: &std::collections::HashMap<String, String>,
+    name: &str,
+    problems: &mut Vec<String>,
+) -> Option<OffsetDateTime> {
+    let text = params.get(name)?;
+    match OffsetDateTime::parse(text, &Rfc3339) {
+        Ok(at) => Some(at),
+        Err(_) => {
+            problems.push(format!("{name}: `{text}` is not an RFC 3339 date-time"));
+            None
+        }
+    }
+}
+
+async fn logs(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path(store_id): Path<String>,
+    request: Request,
+) -> Response {
+    guard!(allow(&claims, "Stores:View", Some(&store_id)));
+    let params = net::query(request.uri().query());
+    let mut problems = Vec::new();
+    let limit = limit_param(&params).unwrap_or_else(|p| {
+        problems.push(p);
+        None
+    });
+    let status = params.get("status").and_then(|s| match s.parse::<u16>() {
+        Ok(status) if (100..=599).contains(&status) => Some(status),
+        _ => {
+            problems.push(format!("status: `{s}` is not an HTTP status"));
+            None
+        }
+    });
+    let query = LogQuery {
+        key_id: params.get("key_id").cloned(),
+        status,
+        since: parse_time(&params, "since", &mut problems),
+        until: parse_time(&params, "until", &mut problems),
+        limit,
+    };
+    if !problems.is_empty() {
+        return respond::fail(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION",
+            "Validation failed",
+            problems,
+        );
+    }
+    let entries = state.engine.logs(&store_id, &query).map(|entries| {
+        let items: Vec<Value> = entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "at": e.at.format(&Rfc3339).ok(),
+                    "key_id": e.key_id,
+                    "method": e.method,
+                    "path": e.path,
+                    "status": e.status,
+                    "ip": e.ip,
+                    "code": e.code,
+                    "latency_us": e.latency_us,
+                })
+            })
+            .collect();
+        json!(items)
+    });
+    result(StatusCode::OK, entries)
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path(store_id): Path<String>,
+    request: Request,
+) -> Response {
+    guard!(allow(&claims, "Stores:View", Some(&store_id)));
+    let params = net::query(request.uri().query());
+    let limit = match limit_param(&params) {
+        Ok(limit) => limit.unwrap_or(100),
+        Err(problem) => {
+            return respond::fail(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION",
+                "Validation failed",
+                vec![problem],
+            );
+        }
+    };
+    if !(1..=1_000).contains(&limit) {
+        let problem = "limit: must be between 1 and 1000".to_owned();
+        return respond::fail(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION",
+            "Validation failed",
+            vec![problem],
+        );
+    }
+    result(
+        StatusCode::OK,
+        state
+            .engine
+            .audit(&store_id, limit)
+            .map(|events| json!(events)),
+    )
+}

@@ -1,0 +1,198 @@
+//! `latchkey-server`: the Latchkey engine over HTTP (SPEC §7). [`app`] builds the router;
+//! the binary (`src/main.rs`) adds the command line and the listener.
+//!
+//! All business rules live in the `latchkey` crate: this crate reads requests, calls the
+//! engine, and writes the wrapper of SPEC §7 with the status the engine's answer maps to.
+
+// Handlers answer refusals with a ready `Response` as their error value; it is built once and
+// moved once per request, so boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+mod admin;
+mod api;
+pub mod jwt;
+mod net;
+mod respond;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ipnet::IpNet;
+use latchkey::Engine;
+
+pub use net::client_ip;
+
+/// How the server behaves (flags and environment variables of `latchkey serve`).
+#[derive(Clone)]
+pub struct Config {
+    /// The HS256 secret management-API tokens are signed with.
+    pub jwt_secret: Vec<u8>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// Longest a request may take before it is answered 503.
+    pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("jwt_secret", &"<redacted>")
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("body_limit", &self.body_limit)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Defaults around a signing secret: no trusted proxies, 1 MiB bodies, 30 s requests.
+    pub fn new(jwt_secret: Vec<u8>) -> Self {
+        Self {
+            jwt_secret,
+            trusted_proxies: Vec::new(),
+            body_limit: 1 << 20,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: AtomicU64,
+    /// By status class: 2xx, 3xx, 4xx, 5xx.
+    by_class: [AtomicU64; 4],
+    /// Verify decisions by code, in `latchkey::DenyCode::ALL` order, then `OK`.
+    decisions: [AtomicU64; 10],
+}
+
+impl Metrics {
+    fn count(&self, status: StatusCode) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let class = usize::from(status.as_u16() / 100).saturating_sub(2).min(3);
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn decision(&self, code: Option<latchkey::DenyCode>) {
+        let slot = code.map_or(9, |c| {
+            latchkey::DenyCode::ALL
+                .iter()
+                .position(|x| *x == c)
+                .unwrap_or(9)
+        });
+        self.decisions[slot].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, config: Config) -> Self {
+        Self {
+            engine,
+            config: Arc::new(config),
+            metrics: Arc::default(),
+        }
+    }
+}
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(api::routes(state.clone()))
+        .merge(admin::routes(state.clone()))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            net::envelope,
+        ))
+        .with_state(state)
+}
+
+async fn healthz() -> Response {
+    respond::ok(StatusCode::OK, serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found() -> Response {
+    respond::fail(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "No such route",
+        Vec::new(),
+    )
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    use std::fmt::Write as _;
+    let m = &state.metrics;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP latchkey_http_requests_total HTTP requests answered."
+    );
+    let _ = writeln!(out, "# TYPE latchkey_http_requests_total counter");
+    for (i, class) in ["2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "latchkey_http_requests_total{{class=\"{class}\"}} {}",
+            m.by_class[i].load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP latchkey_verify_decisions_total Verify decisions by code."
+    );
+    let _ = writeln!(out, "# TYPE latchkey_verify_decisions_total counter");
+    let codes = latchkey::DenyCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .chain(["OK"]);
+    for (i, code) in codes.enumerate() {
+        let _ = writeln!(
+            out,
+            "latchkey_verify_decisions_total{{code=\"{code}\"}} {}",
+            m.decisions[i].load(Ordering::Relaxed)
+        );
+    }
+    let (keys, ips) = state.engine.rate_limit_entries();
+    let _ = writeln!(
+        out,
+        "# HELP latchkey_rate_limit_entries Tracked rate-limit entries."
+    );
+    let _ = writeln!(out, "# TYPE latchkey_rate_limit_entries gauge");
+    let _ = writeln!(out, "latchkey_rate_limit_entries{{limiter=\"key\"}} {keys}");
+    let _ = writeln!(out, "latchkey_rate_limit_entries{{limiter=\"ip\"}} {ips}");
+    let _ = writeln!(
+        out,
+        "# HELP latchkey_request_log_dropped_total Log entries dropped (buffer full)."
+    );
+    let _ = writeln!(out, "# TYPE latchkey_request_log_dropped_total counter");
+    let _ = writeln!(
+        out,
+        "latchkey_request_log_dropped_total {}",
+        state.engine.dropped_log_entries()
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response()
+}

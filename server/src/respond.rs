@@ -1,0 +1,60 @@
+//! The response wrapper of SPEC §7 on every body:
+//! `{"success", "data", "message", "errors", "code"}`.
+
+use axum::Json;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// A successful body.
+pub fn ok(status: StatusCode, data: Value) -> Response {
+    let body = json!({"success": true, "data": data, "message": null, "errors": []});
+    (status, Json(body)).into_response()
+}
+
+/// A refused or failed request: `message` for people, `code` for programs, `errors` listing
+/// every problem.
+pub fn fail(status: StatusCode, code: &str, message: &str, errors: Vec<String>) -> Response {
+    let body = json!({
+        "success": false,
+        "data": null,
+        "message": message,
+        "errors": errors,
+        "code": code,
+    });
+    (status, Json(body)).into_response()
+}
+
+/// An engine error as a response. Server-side failures say so without their details (they
+/// are for the operator's log, not the client).
+pub fn error(err: &latchkey::Error) -> Response {
+    let status =
+        StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_server_error() {
+        eprintln!("latchkey: {err}");
+        return fail(
+            status,
+            err.code(),
+            "Internal error; the operation was not applied",
+            Vec::new(),
+        );
+    }
+    let message = match err {
+        latchkey::Error::Validation(_) => "Validation failed".to_owned(),
+        other => other.to_string(),
+    };
+    fail(status, err.code(), &message, err.problems())
+}
+
+/// Adds headers to a response.
+pub fn with_headers(mut response: Response, headers: &[(&'static str, String)]) -> Response {
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}

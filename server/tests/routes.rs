@@ -1,0 +1,581 @@
+//! Every route group through `app()`, in process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use latchkey::{Actor, Engine, NewStore};
+use latchkey_server::{AppState, Config, app, jwt};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const SECRET: &[u8] = b"route-tests-secret-of-32-bytes!!";
+
+struct Harness {
+    app: Router,
+    engine: Arc<Engine>,
+    store: String,
+    key: String,
+    admin: String,
+}
+
+fn harness() -> Harness {
+    let engine = Arc::new(Engine::memory().unwrap());
+    let (store, key) = engine
+        .create_store(&Actor::admin("t"), NewStore::named("Shop"))
+        .unwrap();
+    let admin = jwt::issue(
+        SECRET,
+        "ops",
+        &jwt::ALL_PERMISSIONS,
+        json!("*"),
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+        600,
+    )
+    .unwrap();
+    Harness {
+        app: app(AppState::new(engine.clone(), Config::new(SECRET.to_vec()))),
+        engine,
+        store: store.id.to_string(),
+        key: key.credential(),
+        admin,
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+impl Harness {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
+        self.call_raw(method, path, headers, body.map(|b| b.to_string()))
+            .await
+    }
+
+    async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut request = request
+            .header("content-type", "application/json")
+            .body(body.map_or_else(Body::empty, Body::from))
+            .unwrap();
+        let peer: SocketAddr = "203.0.113.5:40000".parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn keyed(&self, method: &str, path: &str, key: &str, body: Option<Value>) -> Reply {
+        self.call(method, path, &[("X-Api-Key", key)], body).await
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let bearer = format!("Bearer {}", self.admin);
+        self.call(method, path, &[("Authorization", &bearer)], body)
+            .await
+    }
+}
+
+fn assert_wrapper(reply: &Reply) {
+    let body = &reply.body;
+    for field in ["success", "data", "message", "errors"] {
+        assert!(body.get(field).is_some(), "no `{field}` in {body}");
+    }
+    if !reply.status.is_success() {
+        assert!(body["code"].is_string(), "{body}");
+        assert_eq!(body["success"], false);
+    }
+    assert!(reply.headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn entity_routes_with_a_key() {
+    let h = harness();
+    let created = h
+        .keyed(
+            "POST",
+            "/api/v1/packages",
+            &h.key,
+            Some(json!({"name": "VIP", "price": {"amount": 999, "currency": "USD"}})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_wrapper(&created);
+    let id = created.body["data"]["id"].as_str().unwrap().to_owned();
+    for header in [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ] {
+        assert!(created.headers.contains_key(header), "{header}");
+    }
+    let got = h
+        .keyed("GET", &format!("/api/v1/packages/{id}"), &h.key, None)
+        .await;
+    assert_eq!(got.body["data"]["name"], "VIP");
+    let patched = h
+        .keyed(
+            "PATCH",
+            &format!("/api/v1/packages/{id}"),
+            &h.key,
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(patched.body["data"]["active"], false);
+    let listed = h
+        .keyed("GET", "/api/v1/packages?limit=1", &h.key, None)
+        .await;
+    assert_eq!(listed.body["data"]["items"].as_array().unwrap().len(), 1);
+    let bad = h
+        .keyed("GET", "/api/v1/packages?limit=x&cursor=%%%", &h.key, None)
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_wrapper(&bad);
+    let invalid = h
+        .keyed(
+            "POST",
+            "/api/v1/coupons",
+            &h.key,
+            Some(json!({"code": "x", "discount": 5, "extra": 1})),
+        )
+        .await;
+    assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
+    assert!(
+        invalid.body["errors"].as_array().unwrap().len() >= 3,
+        "{}",
+        invalid.body
+    );
+    let deleted = h
+        .keyed("DELETE", &format!("/api/v1/packages/{id}"), &h.key, None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    let gone = h
+        .keyed("GET", &format!("/api/v1/packages/{id}"), &h.key, None)
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert_wrapper(&gone);
+    // What an area does not offer: orders cannot be deleted.
+    let no = h
+        .keyed(
+            "DELETE",
+            "/api/v1/orders/ord_000000000000aaaaaaaa",
+            &h.key,
+            None,
+        )
+        .await;
+    assert_eq!(no.status, StatusCode::FORBIDDEN, "{}", no.body);
+    assert_eq!(no.body["message"], "Missing permission Orders:Delete");
+}
+
+#[tokio::test]
+async fn credentials_in_every_form_and_malformed_headers() {
+    let h = harness();
+    let ok = |r: &Reply| r.status == StatusCode::OK;
+    assert!(ok(&h
+        .call("GET", "/api/v1/packages", &[("x-api-key", &h.key)], None)
+        .await));
+    assert!(ok(&h
+        .call("GET", "/api/v1/packages", &[("X-API-KEY", &h.key)], None)
+        .await));
+    let bearer = format!("Bearer {}", h.key);
+    assert!(ok(&h
+        .call(
+            "GET",
+            "/api/v1/packages",
+            &[("Authorization", &bearer)],
+            None
+        )
+        .await));
+    // A pair key as HTTP Basic and as a bare base64 token.
+    let created = h
+        .keyed(
+            "POST",
+            "/api/v1/api-keys",
+            &h.key,
+            Some(json!({"name": "erp", "permissions": {"Packages": ["View"]}, "format": "pair"})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let ck = created.body["data"]["consumer_key"].as_str().unwrap();
+    let cs = created.body["data"]["consumer_secret"].as_str().unwrap();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{ck}:{cs}"));
+    assert!(ok(&h
+        .call(
+            "GET",
+            "/api/v1/packages",
+            &[("Authorization", &format!("Basic {b64}"))],
+            None
+        )
+        .await));
+    assert!(ok(&h
+        .call("GET", "/api/v1/packages", &[("Authorization", &b64)], None)
+        .await));
+
+    for (name, value, message) in [
+        ("Authorization", "Basic !!!not-base64", "Invalid API key"),
+        ("Authorization", "Bearer", "API key required"),
+        ("X-Api-Key", "lk_short", "Invalid API key"),
+        ("Authorization", "Digest abc", "Invalid API key"),
+    ] {
+        let r = h
+            .call("GET", "/api/v1/packages", &[(name, value)], None)
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{name}: {value}");
+        assert_eq!(r.body["message"], message, "{name}: {value}");
+        assert_wrapper(&r);
+    }
+    let missing = h.call("GET", "/api/v1/packages", &[], None).await;
+    assert_eq!(
+        (missing.status, missing.body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("MISSING"))
+    );
+    // Non-UTF-8 header bytes are a 401 too.
+    let mut request = Request::builder()
+        .uri("/api/v1/packages")
+        .body(Body::empty())
+        .unwrap();
+    request.headers_mut().insert(
+        "x-api-key",
+        axum::http::HeaderValue::from_bytes(b"lk_\xff\xfe").unwrap(),
+    );
+    let response = h.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn self_service_keys_cannot_escalate() {
+    let h = harness();
+    let limited = h
+        .keyed("POST", "/api/v1/api-keys", &h.key, Some(json!({"name": "ops", "permissions": {"ApiKeys": ["View", "Edit"], "Orders": ["View"]}})))
+        .await;
+    let limited_key = limited.body["data"]["key"].as_str().unwrap().to_owned();
+    let escalate = h
+        .keyed(
+            "POST",
+            "/api/v1/api-keys",
+            &limited_key,
+            Some(json!({"name": "x", "permissions": {"Packages": ["Edit"]}})),
+        )
+        .await;
+    assert_eq!(escalate.status, StatusCode::FORBIDDEN, "{}", escalate.body);
+    let listed = h.keyed("GET", "/api/v1/api-keys", &limited_key, None).await;
+    let text = listed.body.to_string();
+    assert!(
+        !text.contains(&limited_key) && !text.contains(&h.key),
+        "secrets never listed"
+    );
+    let id = limited.body["data"]["id"].as_str().unwrap();
+    let regenerated = h
+        .keyed(
+            "POST",
+            &format!("/api/v1/api-keys/{id}/regenerate"),
+            &h.key,
+            None,
+        )
+        .await;
+    assert_eq!(regenerated.status, StatusCode::OK);
+    let old = h.keyed("GET", "/api/v1/orders", &limited_key, None).await;
+    assert_eq!(
+        old.status,
+        StatusCode::UNAUTHORIZED,
+        "the old secret stops at once"
+    );
+    let revoked = h
+        .keyed("DELETE", &format!("/api/v1/api-keys/{id}"), &h.key, None)
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn management_api_with_a_token() {
+    let h = harness();
+    let none = h.call("GET", "/api/stores", &[], None).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert_wrapper(&none);
+    let forged = h
+        .call(
+            "GET",
+            "/api/stores",
+            &[("Authorization", "Bearer a.b.c")],
+            None,
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+
+    let created = h
+        .admin(
+            "POST",
+            "/api/stores",
+            Some(json!({"name": "Second", "max_scoped_keys": 2})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let sid = created.body["data"]["store"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(created.body["data"]["default_key"]["key"].is_string());
+    let bad = h
+        .admin(
+            "POST",
+            "/api/stores",
+            Some(json!({"name": "", "key_prefix": "X"})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        bad.body["errors"].as_array().unwrap().len(),
+        2,
+        "{}",
+        bad.body
+    );
+
+    let patched = h
+        .admin(
+            "PATCH",
+            &format!("/api/stores/{sid}"),
+            Some(json!({"api_enabled": false})),
+        )
+        .await;
+    assert_eq!(patched.body["data"]["api_enabled"], false);
+    let key = h
+        .admin(
+            "POST",
+            &format!("/api/stores/{sid}/api-keys"),
+            Some(json!({"name": "k", "permissions": "*", "format": "hex"})),
+        )
+        .await;
+    assert_eq!(key.status, StatusCode::CREATED, "{}", key.body);
+    let hex = key.body["data"]["key"].as_str().unwrap().to_owned();
+    let refused = h.keyed("GET", "/api/v1/packages", &hex, None).await;
+    assert_eq!(
+        refused.body["message"],
+        "REST API is disabled for this store"
+    );
+    let kid = key.body["data"]["id"].as_str().unwrap();
+    let got = h
+        .admin("GET", &format!("/api/stores/{sid}/api-keys/{kid}"), None)
+        .await;
+    assert!(!got.body.to_string().contains(&hex));
+    let off = h
+        .admin(
+            "PATCH",
+            &format!("/api/stores/{sid}/api-keys/{kid}"),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(off.body["data"]["active"], false);
+    let audit = h
+        .admin("GET", &format!("/api/stores/{sid}/audit"), None)
+        .await;
+    assert!(audit.body["data"].as_array().unwrap().len() >= 3);
+    let logs = h
+        .admin("GET", &format!("/api/stores/{sid}/logs?status=403"), None)
+        .await;
+    assert_eq!(
+        logs.body["data"][0]["code"], "API_DISABLED",
+        "{}",
+        logs.body
+    );
+    let bad_logs = h
+        .admin(
+            "GET",
+            &format!("/api/stores/{sid}/logs?status=9&since=yesterday"),
+            None,
+        )
+        .await;
+    assert_eq!(bad_logs.body["errors"].as_array().unwrap().len(), 2);
+
+    // A token limited to one store and to viewing.
+    let narrow = jwt::issue(
+        SECRET,
+        "viewer",
+        &["Stores:View"],
+        json!([h.store]),
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+        600,
+    )
+    .unwrap();
+    let bearer = format!("Bearer {narrow}");
+    let own = h
+        .call(
+            "GET",
+            &format!("/api/stores/{}", h.store),
+            &[("Authorization", &bearer)],
+            None,
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::OK);
+    let other = h
+        .call(
+            "GET",
+            &format!("/api/stores/{sid}"),
+            &[("Authorization", &bearer)],
+            None,
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+    let edit = h
+        .call(
+            "PATCH",
+            &format!("/api/stores/{}", h.store),
+            &[("Authorization", &bearer)],
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(edit.body["message"], "Missing permission Stores:Edit");
+    let listed = h
+        .call("GET", "/api/stores", &[("Authorization", &bearer)], None)
+        .await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn storefront_health_metrics_limits_and_fallbacks() {
+    let h = harness();
+    let scope = latchkey::Scope::new(latchkey::StoreId::parse(&h.store).unwrap(), "live");
+    h.engine
+        .create_entity(
+            &scope,
+            latchkey::Area::Packages,
+            &json!({"name": "Public", "price": {"amount": 1, "currency": "EUR"}}),
+        )
+        .unwrap();
+    let front = h
+        .call(
+            "GET",
+            &format!("/api/v1/storefront/{}/packages", h.store),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(front.status, StatusCode::OK);
+    assert_eq!(front.body["data"]["items"][0]["name"], "Public");
+    assert_eq!(front.headers["x-ratelimit-limit"], "5000");
+    let health = h.call("GET", "/healthz", &[], None).await;
+    assert_eq!(health.body["data"]["status"], "ok");
+    let unknown = h.call("GET", "/nope", &[], None).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_wrapper(&unknown);
+    let wrong_method = h.call("PUT", "/healthz", &[], None).await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_wrapper(&wrong_method);
+
+    // 413 over the body limit, 400 for broken JSON, both wrapped.
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(2 << 20));
+    let too_big = h
+        .call_raw(
+            "POST",
+            "/api/v1/packages",
+            &[("X-Api-Key", &h.key)],
+            Some(big),
+        )
+        .await;
+    assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_wrapper(&too_big);
+    let broken = h
+        .call_raw(
+            "POST",
+            "/api/v1/packages",
+            &[("X-Api-Key", &h.key)],
+            Some("{\"a\":".into()),
+        )
+        .await;
+    assert_eq!(broken.status, StatusCode::BAD_REQUEST);
+
+    // The default key's 60/min: the 61st request in the minute is a 429 with Retry-After.
+    let mut last = None;
+    for _ in 0..70 {
+        last = Some(h.keyed("GET", "/api/v1/categories", &h.key, None).await);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(last.body["message"], "Rate limit exceeded");
+    let after: u64 = last.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(after >= 1);
+
+    let metrics = h
+        .app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        metrics
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("latchkey_verify_decisions_total{code=\"RATE_LIMITED\"}"),
+        "{text}"
+    );
+    assert!(text.contains("latchkey_http_requests_total{class=\"4xx\"}"));
+}
+
+#[test]
+fn client_ip_trusts_forwarded_for_only_from_trusted_proxies() {
+    use latchkey_server::client_ip;
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert("x-forwarded-for", "6.6.6.6, 10.0.0.2".parse().unwrap());
+    let proxy: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+    let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+    assert_eq!(
+        client_ip(Some(proxy), &headers, &[]),
+        Some(proxy),
+        "untrusted peer: its own address"
+    );
+    assert_eq!(
+        client_ip(Some(proxy), &headers, &trusted),
+        Some("6.6.6.6".parse().unwrap())
+    );
+    headers.insert("x-forwarded-for", "garbage".parse().unwrap());
+    assert_eq!(client_ip(Some(proxy), &headers, &trusted), Some(proxy));
+    let stranger: std::net::IpAddr = "198.51.100.1".parse().unwrap();
+    assert_eq!(
+        client_ip(Some(stranger), &headers, &trusted),
+        Some(stranger)
+    );
+}
