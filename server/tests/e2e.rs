@@ -1,0 +1,414 @@
+//! The real binary on a loopback port, driven over HTTP: the flows of the seeds, and kill -9.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use base64::Engine as _;
+use latchkey_server::jwt;
+use serde_json::{Value, json};
+
+const SECRET: &str = "end-to-end-secret-of-32-bytes!!!";
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(db: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(db)
+            .env("LATCHKEY_JWT_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("the server exited before listening")
+                .expect("read stderr");
+            if let Some(address) = line.strip_prefix("latchkey: listening on ") {
+                break address.trim().to_owned();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, base }
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Client {
+    agent: ureq::Agent,
+    base: String,
+    admin: String,
+}
+
+struct Reply {
+    status: u16,
+    body: Value,
+    retry_after: Option<String>,
+}
+
+impl Client {
+    fn new(server: &Server) -> Client {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let admin = jwt::issue(
+            SECRET.as_bytes(),
+            "e2e",
+            &jwt::ALL_PERMISSIONS,
+            json!("*"),
+            now,
+            600,
+        )
+        .expect("token");
+        Client {
+            agent,
+            base: server.base.clone(),
+            admin,
+        }
+    }
+
+    fn send(&self, method: &str, path: &str, header: (&str, &str), body: Option<Value>) -> Reply {
+        let url = format!("{}{path}", self.base);
+        let response = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header(header.0, header.1).call(),
+            ("DELETE", _) => self.agent.delete(&url).header(header.0, header.1).call(),
+            ("POST", Some(body)) => self
+                .agent
+                .post(&url)
+                .header(header.0, header.1)
+                .send_json(body),
+            ("POST", None) => self
+                .agent
+                .post(&url)
+                .header(header.0, header.1)
+                .send_empty(),
+            ("PATCH", Some(body)) => self
+                .agent
+                .patch(&url)
+                .header(header.0, header.1)
+                .send_json(body),
+            other => panic!("unsupported {other:?}"),
+        };
+        let mut response = response.expect("HTTP exchange");
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response
+            .body_mut()
+            .read_json::<Value>()
+            .unwrap_or(Value::Null);
+        Reply {
+            status,
+            body,
+            retry_after,
+        }
+    }
+
+    fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let bearer = format!("Bearer {}", self.admin);
+        self.send(method, path, ("Authorization", &bearer), body)
+    }
+
+    fn with_key(&self, path: &str, key: &str) -> Reply {
+        self.send("GET", path, ("X-Api-Key", key), None)
+    }
+}
+
+fn key_of(reply: &Reply) -> String {
+    let data = &reply.body["data"];
+    match (
+        data["key"].as_str(),
+        data["consumer_key"].as_str(),
+        data["consumer_secret"].as_str(),
+    ) {
+        (Some(key), _, _) => key.to_owned(),
+        (None, Some(ck), Some(cs)) => format!("{ck}:{cs}"),
+        _ => panic!("no secret in {}", reply.body),
+    }
+}
+
+#[test]
+fn the_seed_flows_over_http_and_a_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("e2e.redb");
+    let server = Server::start(&db);
+    let client = Client::new(&server);
+
+    let created = client.admin("POST", "/api/stores", Some(json!({"name": "E2E Shop"})));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let sid = created.body["data"]["store"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let keys = format!("/api/stores/{sid}/api-keys");
+
+    // Keys of each format work as documented.
+    let mut by_format = Vec::new();
+    for format in ["token", "hex", "pair"] {
+        let reply = client.admin(
+            "POST",
+            &keys,
+            Some(json!({"name": format, "format": format, "permissions": {"Orders": ["View"]}})),
+        );
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let id = reply.body["data"]["id"].as_str().unwrap().to_owned();
+        let credential = key_of(&reply);
+        let ok = if format == "pair" {
+            let basic = base64::engine::general_purpose::STANDARD.encode(&credential);
+            client.send(
+                "GET",
+                "/api/v1/orders",
+                ("Authorization", &format!("Basic {basic}")),
+                None,
+            )
+        } else {
+            client.with_key("/api/v1/orders", &credential)
+        };
+        assert_eq!(ok.status, 200, "{format}: {}", ok.body);
+        by_format.push((id, credential));
+    }
+    let (token_id, token) = by_format[0].clone();
+
+    // The 401 and 403 cases of SPEC §4, with their messages.
+    let expect = |reply: Reply, status: u16, message: &str| {
+        assert_eq!(
+            (reply.status, reply.body["message"].as_str()),
+            (status, Some(message)),
+            "{}",
+            reply.body
+        );
+    };
+    expect(
+        client.send("GET", "/api/v1/orders", ("X-Other", "x"), None),
+        401,
+        "API key required",
+    );
+    let mut wrong = token.clone();
+    wrong.replace_range(wrong.len() - 8..wrong.len() - 7, "Z");
+    expect(
+        client.with_key("/api/v1/orders", &wrong),
+        401,
+        "Invalid API key",
+    );
+    expect(
+        client.with_key("/api/v1/packages", &token),
+        403,
+        "Missing permission Packages:View",
+    );
+    let fenced = client.admin(
+        "POST",
+        &keys,
+        Some(json!({"name": "fenced", "permissions": "*", "ip_allowlist": ["10.0.0.0/8"]})),
+    );
+    expect(
+        client.with_key("/api/v1/orders", &key_of(&fenced)),
+        403,
+        "IP address not allowed",
+    );
+    let slow = client.admin(
+        "POST",
+        &keys,
+        Some(json!({"name": "slow", "permissions": "*", "rate_limit": {"limit": 2, "algorithm": "fixed_window"}})),
+    );
+    assert_eq!(slow.status, 201, "{}", slow.body);
+    let slow_key = key_of(&slow);
+    assert_eq!(client.with_key("/api/v1/orders", &slow_key).status, 200);
+    assert_eq!(client.with_key("/api/v1/orders", &slow_key).status, 200);
+    let limited = client.with_key("/api/v1/orders", &slow_key);
+    assert!(limited.retry_after.is_some());
+    expect(limited, 429, "Rate limit exceeded");
+
+    // Deactivate, then regenerate and revoke: each takes effect on the very next request.
+    let patch = client.admin(
+        "PATCH",
+        &format!("{keys}/{token_id}"),
+        Some(json!({"active": false})),
+    );
+    assert_eq!(patch.status, 200);
+    expect(
+        client.with_key("/api/v1/orders", &token),
+        403,
+        "API key is inactive",
+    );
+    client.admin(
+        "PATCH",
+        &format!("{keys}/{token_id}"),
+        Some(json!({"active": true})),
+    );
+    let regenerated = client.admin("POST", &format!("{keys}/{token_id}/regenerate"), None);
+    assert_eq!(regenerated.status, 200, "{}", regenerated.body);
+    let new_token = key_of(&regenerated);
+    expect(
+        client.with_key("/api/v1/orders", &token),
+        401,
+        "Invalid API key",
+    );
+    assert_eq!(client.with_key("/api/v1/orders", &new_token).status, 200);
+    let (hex_id, hex) = by_format[1].clone();
+    assert_eq!(
+        client
+            .admin("DELETE", &format!("{keys}/{hex_id}"), None)
+            .status,
+        200
+    );
+    expect(
+        client.with_key("/api/v1/orders", &hex),
+        401,
+        "Invalid API key",
+    );
+    let disabled = client.admin(
+        "PATCH",
+        &format!("/api/stores/{sid}"),
+        Some(json!({"api_enabled": false})),
+    );
+    assert_eq!(disabled.status, 200);
+    expect(
+        client.with_key("/api/v1/orders", &new_token),
+        403,
+        "REST API is disabled for this store",
+    );
+    client.admin(
+        "PATCH",
+        &format!("/api/stores/{sid}"),
+        Some(json!({"api_enabled": true})),
+    );
+
+    // A key created just before kill -9 works after a restart.
+    let last = client.admin(
+        "POST",
+        &keys,
+        Some(json!({"name": "last", "permissions": {"Orders": ["View"]}})),
+    );
+    assert_eq!(last.status, 201);
+    let last_key = key_of(&last);
+    server.kill_9();
+    let server = Server::start(&db);
+    let client = Client::new(&server);
+    assert_eq!(client.with_key("/api/v1/orders", &last_key).status, 200);
+    assert_eq!(client.with_key("/api/v1/orders", &new_token).status, 200);
+    assert_eq!(
+        client.with_key("/api/v1/orders", &hex).status,
+        401,
+        "a revocation survives too"
+    );
+}
+
+#[test]
+fn serve_refuses_bad_configuration_naming_every_problem() {
+    let output = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args([
+            "serve",
+            "--jwt-secret",
+            "short",
+            "--trusted-proxy",
+            "nope,10.0.0.0/8",
+            "--body-limit",
+            "0",
+        ])
+        .env_remove("LATCHKEY_DB")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for needle in [
+        "--jwt-secret: must be at least 32 bytes",
+        "--trusted-proxy: `nope`",
+        "--body-limit",
+        "--db",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+}
+
+#[test]
+fn scan_finds_tokens_and_revokes_live_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("scan.redb");
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let db_arg = db.to_str().unwrap();
+    let store: Value =
+        serde_json::from_str(&run(&["stores", "create", "Scan Shop", "--db", db_arg])).unwrap();
+    let sid = store["store"]["id"].as_str().unwrap();
+    let created: Value = serde_json::from_str(&run(&[
+        "keys",
+        "create",
+        "--db",
+        db_arg,
+        "--store",
+        sid,
+        "--name",
+        "leaky",
+        "--permissions",
+        "orders:read",
+    ]))
+    .unwrap();
+    let token = created["key"].as_str().unwrap();
+    let mut fake = token.to_owned();
+    fake.replace_range(
+        fake.len() - 1..,
+        if fake.ends_with('A') { "B" } else { "A" },
+    );
+    let source = dir.path().join("src");
+    std::fs::create_dir(&source).unwrap();
+    std::fs::write(
+        source.join("config.env"),
+        format!("# settings\nAPI_KEY={token}\nOTHER={fake}\n"),
+    )
+    .unwrap();
+
+    let report = run(&["scan", source.to_str().unwrap()]);
+    assert!(report.contains("config.env:2:"), "{report}");
+    assert!(
+        !report.contains("config.env:3:"),
+        "a bad checksum is not a token: {report}"
+    );
+    assert!(
+        !report.contains(token),
+        "the report never repeats the token"
+    );
+    let report = run(&["scan", source.to_str().unwrap(), "--revoke", "--db", db_arg]);
+    assert!(report.contains("revoked key_"), "{report}");
+    let listed: Value =
+        serde_json::from_str(&run(&["keys", "list", "--db", db_arg, "--store", sid])).unwrap();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "only the default key is left"
+    );
+}
