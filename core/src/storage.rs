@@ -55,6 +55,7 @@ pub(crate) fn prepare(db: &Database) -> Result<()> {
         tx.open_table(crate::entities::UNIQUE)?;
         tx.open_table(crate::entities::OUTBOX)?;
         tx.open_table(crate::logs::LOGS)?;
+        tx.open_table(crate::portal::PORTAL)?;
     }
     tx.commit()?;
     Ok(())

@@ -41,8 +41,10 @@ const ENTITY_ROUTES: [(&str, Area); 10] = [
 /// The area a keyed route belongs to, from its first segment after `/api/v1/`.
 fn area_of(path: &str) -> Option<Area> {
     let segment = path.strip_prefix("/api/v1/")?.split('/').next()?;
-    if segment == "api-keys" {
-        return Some(Area::ApiKeys);
+    match segment {
+        "api-keys" => return Some(Area::ApiKeys),
+        "auth" => return Some(Area::Customers),
+        _ => {}
     }
     ENTITY_ROUTES
         .iter()
@@ -71,9 +73,12 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/api/v1/api-keys", get(list_keys).post(create_key))
         .route("/api/v1/api-keys/{id}", delete(revoke_key))
         .route("/api/v1/api-keys/{id}/regenerate", post(regenerate_key))
+        .route("/api/v1/auth/portal-sessions", post(open_portal))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), verify));
     Router::new()
         .merge(keyed)
+        .route("/api/v1/portal/orders", get(portal_orders))
+        .route("/api/v1/portal/subscriptions", get(portal_subscriptions))
         .route(
             "/api/v1/storefront/{store_id}/packages",
             get(storefront_packages),
@@ -92,7 +97,12 @@ async fn verify(State(state): State<AppState>, mut request: Request, next: Next)
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     let permission = area_of(&path).and_then(|area| {
-        let action = Action::for_method(method.as_str())?;
+        // Opening a portal session only reads the customer (seed 001: Customers:View).
+        let action = if area == Area::Customers && path.starts_with("/api/v1/auth/") {
+            Action::View
+        } else {
+            Action::for_method(method.as_str())?
+        };
         // An action the area does not offer is refused as a missing permission.
         Some(Permission::new(area, action))
     });
@@ -326,6 +336,29 @@ async fn regenerate_key(
     result(StatusCode::OK, created.map(|c| c.to_json()))
 }
 
+/// The `X-RateLimit-*` (and `Retry-After`) headers of a per-IP check.
+fn limit_headers(state: Option<latchkey::LimitState>) -> Vec<(&'static str, String)> {
+    let Some(l) = state else { return Vec::new() };
+    let mut headers = vec![
+        ("X-RateLimit-Limit", l.limit.to_string()),
+        ("X-RateLimit-Remaining", l.remaining.to_string()),
+        ("X-RateLimit-Reset", l.reset_at.to_string()),
+    ];
+    if let Some(after) = l.retry_after {
+        headers.push(("Retry-After", after.to_string()));
+    }
+    headers
+}
+
+fn rate_limited() -> Response {
+    respond::fail(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMITED",
+        "Rate limit exceeded",
+        vec!["Rate limit exceeded".into()],
+    )
+}
+
 // ---- public storefront (seed 002): no key, per-IP limited ---------------------------------
 
 async fn storefront(state: AppState, store_id: String, request: Request, area: Area) -> Response {
@@ -336,27 +369,9 @@ async fn storefront(state: AppState, store_id: String, request: Request, area: A
     );
     let path = request.uri().path().to_owned();
     let limit_state = ip.and_then(|ip| state.engine.check_ip(ip, &path));
-    let headers: Vec<(&'static str, String)> = limit_state
-        .map(|l| {
-            let mut h = vec![
-                ("X-RateLimit-Limit", l.limit.to_string()),
-                ("X-RateLimit-Remaining", l.remaining.to_string()),
-                ("X-RateLimit-Reset", l.reset_at.to_string()),
-            ];
-            if let Some(after) = l.retry_after {
-                h.push(("Retry-After", after.to_string()));
-            }
-            h
-        })
-        .unwrap_or_default();
+    let headers = limit_headers(limit_state);
     if limit_state.is_some_and(|l| l.retry_after.is_some()) {
-        let response = respond::fail(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
-            "Rate limit exceeded",
-            vec!["Rate limit exceeded".into()],
-        );
-        return respond::with_headers(response, &headers);
+        return respond::with_headers(rate_limited(), &headers);
     }
     let params = net::query(request.uri().query());
     let response = match limit_param(&params) {
@@ -388,4 +403,116 @@ async fn storefront_categories(
     request: Request,
 ) -> Response {
     storefront(state, store_id, request, Area::Categories).await
+}
+
+// ---- customer portal (seed 001) -------------------------------------------------------------
+
+async fn open_portal(
+    State(state): State<AppState>,
+    axum::Extension(auth): axum::Extension<Authed>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = match json_object(&state, &headers, body, false).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let mut problems = Vec::new();
+    let customer_id = body.get("customer_id").and_then(Value::as_str);
+    if customer_id.is_none() {
+        problems.push("customer_id: is required (a string)".to_owned());
+    }
+    let ttl = match body.get("ttl_seconds") {
+        None => None,
+        Some(v) => match v.as_i64() {
+            Some(n) => Some(n),
+            None => {
+                problems.push("ttl_seconds: expected an integer".into());
+                None
+            }
+        },
+    };
+    if let Some(map) = body.as_object() {
+        for name in map
+            .keys()
+            .filter(|k| *k != "customer_id" && *k != "ttl_seconds")
+        {
+            problems.push(format!("{name}: unknown field"));
+        }
+    }
+    let Some(customer_id) = customer_id.filter(|_| problems.is_empty()) else {
+        return bad_request(problems);
+    };
+    let session = state
+        .engine
+        .create_portal_session(&auth.scope, customer_id, ttl)
+        .map(|s| {
+            json!({
+                "token": s.token.expose(),
+                "expires_at": s.expires_at.format(&time::format_description::well_known::Rfc3339).ok(),
+            })
+        });
+    result(StatusCode::CREATED, session)
+}
+
+async fn portal(state: AppState, request: Request, area: Area) -> Response {
+    let ip = client_ip(
+        net::peer(&request),
+        request.headers(),
+        &state.config.trusted_proxies,
+    );
+    let path = request.uri().path().to_owned();
+    let limit_state = ip.and_then(|ip| state.engine.check_ip(ip, &path));
+    let headers = limit_headers(limit_state);
+    if limit_state.is_some_and(|l| l.retry_after.is_some()) {
+        return respond::with_headers(rate_limited(), &headers);
+    }
+    let token = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned());
+    let customer = match token {
+        None => Err(("MISSING", "A portal session token is required")),
+        Some(token) => match state.engine.portal_customer(&token) {
+            Ok(Some(customer)) => Ok(customer),
+            Ok(None) => Err(("INVALID", "Invalid or expired portal session")),
+            Err(err) => return respond::with_headers(respond::error(&err), &headers),
+        },
+    };
+    let response = match customer {
+        Err((code, message)) => {
+            if let Some(ip) = ip {
+                state.engine.record_auth_failure(ip);
+            }
+            respond::fail(
+                StatusCode::UNAUTHORIZED,
+                code,
+                message,
+                vec![message.to_owned()],
+            )
+        }
+        Ok(customer) => {
+            let params = net::query(request.uri().query());
+            match limit_param(&params) {
+                Err(problem) => bad_request(vec![problem]),
+                Ok(limit) => {
+                    let cursor = params.get("cursor").map(String::as_str);
+                    let page = state.engine.portal_list(&customer, area, limit, cursor);
+                    result(StatusCode::OK, page.map(|p| json!(p)))
+                }
+            }
+        }
+    };
+    respond::with_headers(response, &headers)
+}
+
+async fn portal_orders(State(state): State<AppState>, request: Request) -> Response {
+    portal(state, request, Area::Orders).await
+}
+
+async fn portal_subscriptions(State(state): State<AppState>, request: Request) -> Response {
+    portal(state, request, Area::Subscriptions).await
 }

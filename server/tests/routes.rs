@@ -579,3 +579,120 @@ fn client_ip_trusts_forwarded_for_only_from_trusted_proxies() {
         Some(stranger)
     );
 }
+
+#[tokio::test]
+async fn portal_sessions_read_one_customers_orders_only() {
+    let h = harness();
+    let scope = latchkey::Scope::new(latchkey::StoreId::parse(&h.store).unwrap(), "live");
+    let e = &h.engine;
+    let pkg = e
+        .create_entity(
+            &scope,
+            latchkey::Area::Packages,
+            &json!({"name": "VIP", "price": {"amount": 5, "currency": "USD"}}),
+        )
+        .unwrap();
+    let order_for = |email: &str| {
+        e.create_entity(
+            &scope,
+            latchkey::Area::Orders,
+            &json!({"email": email, "items": [{"package_id": pkg["id"]}]}),
+        )
+        .unwrap()
+    };
+    let mine = order_for("me@example.com");
+    order_for("other@example.com");
+
+    let viewer = h
+        .keyed(
+            "POST",
+            "/api/v1/api-keys",
+            &h.key,
+            Some(json!({"name": "portal", "permissions": {"Customers": ["View"]}})),
+        )
+        .await;
+    let viewer = viewer.body["data"]["key"].as_str().unwrap().to_owned();
+    let bad = h
+        .keyed(
+            "POST",
+            "/api/v1/auth/portal-sessions",
+            &viewer,
+            Some(json!({"customer": 1})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        bad.body["errors"].as_array().unwrap().len(),
+        2,
+        "{}",
+        bad.body
+    );
+    let session = h
+        .keyed(
+            "POST",
+            "/api/v1/auth/portal-sessions",
+            &viewer,
+            Some(json!({"customer_id": mine["customer_id"]})),
+        )
+        .await;
+    assert_eq!(session.status, StatusCode::CREATED, "{}", session.body);
+    let token = session.body["data"]["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("cps_"));
+
+    let bearer = format!("Bearer {token}");
+    let orders = h
+        .call(
+            "GET",
+            "/api/v1/portal/orders",
+            &[("Authorization", &bearer)],
+            None,
+        )
+        .await;
+    assert_eq!(orders.status, StatusCode::OK, "{}", orders.body);
+    let items = orders.body["data"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], mine["id"]);
+    let subs = h
+        .call(
+            "GET",
+            "/api/v1/portal/subscriptions",
+            &[("Authorization", &bearer)],
+            None,
+        )
+        .await;
+    assert_eq!(subs.body["data"]["items"].as_array().unwrap().len(), 0);
+    // The session token is not an API key, and a forged one opens nothing.
+    assert_eq!(
+        h.keyed("GET", "/api/v1/orders", &token, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let forged = h
+        .call(
+            "GET",
+            "/api/v1/portal/orders",
+            &[("Authorization", "Bearer cps_forged")],
+            None,
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    assert_wrapper(&forged);
+    // Opening a session needs Customers:View.
+    let orders_only = h
+        .keyed(
+            "POST",
+            "/api/v1/api-keys",
+            &h.key,
+            Some(json!({"name": "o", "permissions": {"Orders": ["View"]}})),
+        )
+        .await;
+    let orders_only = orders_only.body["data"]["key"].as_str().unwrap().to_owned();
+    let refused = h
+        .keyed(
+            "POST",
+            "/api/v1/auth/portal-sessions",
+            &orders_only,
+            Some(json!({"customer_id": mine["customer_id"]})),
+        )
+        .await;
+    assert_eq!(refused.body["message"], "Missing permission Customers:View");
+}

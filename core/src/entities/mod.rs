@@ -216,6 +216,21 @@ pub(crate) trait Entity: Serialize + DeserializeOwned {
     fn public(&self) -> bool {
         false
     }
+
+    /// The customer the entity belongs to (orders, subscriptions), for the customer portal.
+    fn customer_id(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Which entities a page shows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Show<'a> {
+    All,
+    /// The public storefront: what [`Entity::public`] allows.
+    Public,
+    /// One customer's own (the customer portal).
+    Customer(&'a str),
 }
 
 /// A stored record: the entity and its format version.
@@ -382,7 +397,7 @@ fn encode_cursor(id: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
 }
 
-fn decode_cursor(kind: Kind, cursor: &str) -> Result<String> {
+pub(crate) fn decode_cursor(kind: Kind, cursor: &str) -> Result<String> {
     let bad = || Error::invalid(vec!["cursor: not a cursor from a previous page".to_owned()]);
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
@@ -438,9 +453,14 @@ fn delete_in<T: Entity>(ctx: &mut Ctx<'_>, id: &str) -> Result<()> {
     ctx.remove(&entity)
 }
 
-fn output_of<T: Entity>(bytes: &[u8], public_only: bool) -> Result<Option<Value>> {
+fn output_of<T: Entity>(bytes: &[u8], show: Show<'_>) -> Result<Option<Value>> {
     let entity = decode::<T>(bytes)?;
-    Ok((!public_only || entity.public()).then(|| entity.output()))
+    let shown = match show {
+        Show::All => true,
+        Show::Public => entity.public(),
+        Show::Customer(id) => entity.customer_id() == Some(id),
+    };
+    Ok(shown.then(|| entity.output()))
 }
 
 impl Engine {
@@ -473,7 +493,7 @@ impl Engine {
         let bytes = table
             .get(key)?
             .ok_or_else(|| Error::not_found(kind.name(), id))?;
-        let value = dispatch!(kind, output_of(bytes.value(), false))?;
+        let value = dispatch!(kind, output_of(bytes.value(), Show::All))?;
         value.ok_or_else(|| Error::not_found(kind.name(), id))
     }
 
@@ -502,16 +522,16 @@ impl Engine {
             None => None,
         };
         problems.finish()?;
-        self.page(scope, kind, limit, after.as_deref(), false)
+        self.page(scope, kind, limit, after.as_deref(), Show::All)
     }
 
-    fn page(
+    pub(crate) fn page(
         &self,
         scope: &Scope,
         kind: Kind,
         limit: usize,
         after: Option<&str>,
-        public_only: bool,
+        show: Show<'_>,
     ) -> Result<Page> {
         let tx = storage::read(&self.inner().db)?;
         self.check_scope(&tx, scope)?;
@@ -535,7 +555,7 @@ impl Engine {
                 more = true;
                 break;
             }
-            if let Some(output) = dispatch!(kind, output_of(value.value(), public_only))? {
+            if let Some(output) = dispatch!(kind, output_of(value.value(), show))? {
                 items.push(output);
             }
             last = Some(id.to_owned());
@@ -596,7 +616,7 @@ impl Engine {
             )]));
         }
         let after = cursor.map(|c| decode_cursor(kind, c)).transpose()?;
-        self.page(&scope, kind, limit, after.as_deref(), true)
+        self.page(&scope, kind, limit, after.as_deref(), Show::Public)
     }
 
     /// Fails with 404 unless the scope's store exists and has the environment.

@@ -71,6 +71,10 @@ pub(crate) struct Order {
 impl Entity for Order {
     const KIND: Kind = Kind::Order;
 
+    fn customer_id(&self) -> Option<&str> {
+        Some(&self.customer_id)
+    }
+
     fn id(&self) -> &str {
         &self.id
     }

@@ -23,6 +23,10 @@ pub(crate) struct Subscription {
 impl Entity for Subscription {
     const KIND: Kind = Kind::Subscription;
 
+    fn customer_id(&self) -> Option<&str> {
+        Some(&self.customer_id)
+    }
+
     fn id(&self) -> &str {
         &self.id
     }

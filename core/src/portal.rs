@@ -1,0 +1,157 @@
+//! Customer portal sessions (seed 001, SPEC §7): a key holding `Customers:View` opens a
+//! short-lived session for one customer; the session token (`cps_…`, shown once, stored only
+//! as a SHA-256 digest) reads that customer's orders and subscriptions and nothing else.
+
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::engine::Engine;
+use crate::entities::{Kind, Page, Scope, Show, decode_cursor};
+use crate::error::{Error, Result};
+use crate::ids::StoreId;
+use crate::permissions::Area;
+use crate::secret::{BASE62, Digest, Secret, random_chars};
+use crate::storage;
+
+/// Session digest (hex) → session.
+pub(crate) const PORTAL: TableDefinition<&str, &[u8]> = TableDefinition::new("portal_sessions");
+
+/// Default and longest session lifetimes.
+pub const PORTAL_TTL_SECONDS: i64 = 15 * 60;
+pub const MAX_PORTAL_TTL_SECONDS: i64 = 24 * 3600;
+
+const TOKEN_PREFIX: &str = "cps_";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Session {
+    v: u32,
+    store_id: StoreId,
+    environment: String,
+    customer_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+/// A new portal session: the token (shown once) and when it expires.
+#[derive(Debug)]
+pub struct PortalSession {
+    pub token: Secret,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Whose portal a session token opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalCustomer {
+    pub scope: Scope,
+    pub customer_id: String,
+}
+
+fn digest(token: &str) -> String {
+    Digest::of(token.as_bytes()).to_hex()
+}
+
+impl Engine {
+    /// Opens a portal session for a customer of `scope`, valid for `ttl_seconds` (default 15
+    /// minutes, at most a day).
+    pub fn create_portal_session(
+        &self,
+        scope: &Scope,
+        customer_id: &str,
+        ttl_seconds: Option<i64>,
+    ) -> Result<PortalSession> {
+        let ttl = ttl_seconds.unwrap_or(PORTAL_TTL_SECONDS);
+        if !(60..=MAX_PORTAL_TTL_SECONDS).contains(&ttl) {
+            return Err(Error::invalid(vec![format!(
+                "ttl_seconds: must be from 60 to {MAX_PORTAL_TTL_SECONDS}"
+            )]));
+        }
+        // The customer must exist in this scope (404 otherwise, like any other read).
+        self.get_entity(scope, Area::Customers, customer_id)?;
+        let token = format!("{TOKEN_PREFIX}{}", random_chars(BASE62, 40)?);
+        let inner = self.inner();
+        let expires_at = inner.clock.now() + time::Duration::seconds(ttl);
+        let session = Session {
+            v: 1,
+            store_id: scope.store_id,
+            environment: scope.environment.clone(),
+            customer_id: customer_id.to_owned(),
+            expires_at,
+        };
+        let _writer = inner.writer.lock();
+        let tx = storage::write(&inner.db)?;
+        {
+            let mut table = tx.open_table(PORTAL)?;
+            // Expired sessions are removed as new ones are made, so the table stays small.
+            let now = inner.clock.now();
+            table.retain(|_, bytes| {
+                storage::decode::<Session>(bytes, 1, "portal session")
+                    .is_ok_and(|s| s.expires_at > now)
+            })?;
+            table.insert(
+                digest(&token).as_str(),
+                storage::encode(&session)?.as_slice(),
+            )?;
+        }
+        tx.commit()?;
+        Ok(PortalSession {
+            token: Secret::new(token),
+            expires_at,
+        })
+    }
+
+    /// The customer a session token opens, if it is a live session; `None` for an unknown,
+    /// malformed or expired token alike.
+    pub fn portal_customer(&self, token: &str) -> Result<Option<PortalCustomer>> {
+        if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
+            return Ok(None);
+        }
+        let tx = storage::read(&self.inner().db)?;
+        let table = tx.open_table(PORTAL)?;
+        let Some(bytes) = table.get(digest(token).as_str())? else {
+            return Ok(None);
+        };
+        let session: Session = storage::decode(bytes.value(), 1, "portal session")?;
+        if session.expires_at <= self.inner().clock.now() {
+            return Ok(None);
+        }
+        Ok(Some(PortalCustomer {
+            scope: Scope::new(session.store_id, session.environment),
+            customer_id: session.customer_id,
+        }))
+    }
+
+    /// One page of the portal customer's orders or subscriptions.
+    pub fn portal_list(
+        &self,
+        customer: &PortalCustomer,
+        area: Area,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<Page> {
+        let kind = match area {
+            Area::Orders => Kind::Order,
+            Area::Subscriptions => Kind::Subscription,
+            _ => {
+                return Err(Error::NotAllowed(
+                    "the portal shows orders and subscriptions".into(),
+                ));
+            }
+        };
+        let limit = limit.unwrap_or(crate::entities::DEFAULT_PAGE);
+        if !(1..=crate::entities::MAX_PAGE).contains(&limit) {
+            return Err(Error::invalid(vec![format!(
+                "limit: must be between 1 and {}",
+                crate::entities::MAX_PAGE
+            )]));
+        }
+        let after = cursor.map(|c| decode_cursor(kind, c)).transpose()?;
+        self.page(
+            &customer.scope,
+            kind,
+            limit,
+            after.as_deref(),
+            Show::Customer(&customer.customer_id),
+        )
+    }
+}
