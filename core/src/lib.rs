@@ -46,6 +46,7 @@ mod secret;
 mod storage;
 mod stores;
 mod verify;
+mod webhooks;
 
 pub use audit::{Actor, AuditAction, AuditEvent};
 pub use clock::{Clock, FakeClock, SystemClock};
@@ -66,3 +67,4 @@ pub use portal::{MAX_PORTAL_TTL_SECONDS, PORTAL_TTL_SECONDS, PortalCustomer, Por
 pub use secret::{Digest, Secret};
 pub use stores::{NewStore, Plan, Store, StorePatch, StoreSettings, Tier};
 pub use verify::{Decision, DenyCode, LimitState, VerifyRequest};
+pub use webhooks::{EVENTS as WEBHOOK_EVENTS, MAX_WEBHOOKS};

@@ -56,6 +56,7 @@ pub(crate) fn prepare(db: &Database) -> Result<()> {
         tx.open_table(crate::entities::OUTBOX)?;
         tx.open_table(crate::logs::LOGS)?;
         tx.open_table(crate::portal::PORTAL)?;
+        tx.open_table(crate::webhooks::WEBHOOKS)?;
     }
     tx.commit()?;
     Ok(())

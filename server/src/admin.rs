@@ -35,6 +35,14 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
         .route("/api/stores/{store_id}/logs", get(logs))
         .route("/api/stores/{store_id}/audit", get(audit))
+        .route(
+            "/api/stores/{store_id}/webhooks",
+            get(list_webhooks).post(create_webhook),
+        )
+        .route(
+            "/api/stores/{store_id}/webhooks/{webhook_id}",
+            axum::routing::patch(update_webhook).delete(delete_webhook),
+        )
         .route_layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
 
@@ -360,5 +368,60 @@ async fn audit(
             .engine
             .audit(&store_id, limit)
             .map(|events| json!(events)),
+    )
+}
+
+async fn list_webhooks(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path(store_id): Path<String>,
+) -> Response {
+    guard!(allow(&claims, "Stores:View", Some(&store_id)));
+    result(
+        StatusCode::OK,
+        state.engine.list_webhooks(&store_id).map(|w| json!(w)),
+    )
+}
+
+async fn create_webhook(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path(store_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
+    let body = guard!(json_object(&state, &headers, body, false).await);
+    result(
+        StatusCode::CREATED,
+        state.engine.create_webhook(&store_id, &body),
+    )
+}
+
+async fn update_webhook(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path((store_id, webhook_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
+    let body = guard!(json_object(&state, &headers, body, false).await);
+    result(
+        StatusCode::OK,
+        state.engine.update_webhook(&store_id, &webhook_id, &body),
+    )
+}
+
+async fn delete_webhook(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path((store_id, webhook_id)): Path<(String, String)>,
+) -> Response {
+    guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
+    let done = state.engine.delete_webhook(&store_id, &webhook_id);
+    result(
+        StatusCode::OK,
+        done.map(|()| json!({"id": webhook_id, "deleted": true})),
     )
 }

@@ -415,6 +415,34 @@ async fn management_api_with_a_token() {
         .await;
     assert_eq!(bad_logs.body["errors"].as_array().unwrap().len(), 2);
 
+    // Webhook endpoints: the secret in the create response only.
+    let hook = h
+        .admin(
+            "POST",
+            &format!("/api/stores/{sid}/webhooks"),
+            Some(json!({"url": "https://example.com/h", "events": ["order.created"]})),
+        )
+        .await;
+    assert_eq!(hook.status, StatusCode::CREATED, "{}", hook.body);
+    let secret = hook.body["data"]["secret"].as_str().unwrap().to_owned();
+    let hid = hook.body["data"]["id"].as_str().unwrap().to_owned();
+    let hooks = h
+        .admin("GET", &format!("/api/stores/{sid}/webhooks"), None)
+        .await;
+    assert!(!hooks.body.to_string().contains(&secret));
+    let off = h
+        .admin(
+            "PATCH",
+            &format!("/api/stores/{sid}/webhooks/{hid}"),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(off.body["data"]["active"], false);
+    let gone = h
+        .admin("DELETE", &format!("/api/stores/{sid}/webhooks/{hid}"), None)
+        .await;
+    assert_eq!(gone.status, StatusCode::OK);
+
     // A token limited to one store and to viewing.
     let narrow = jwt::issue(
         SECRET,
