@@ -12,6 +12,7 @@ mod admin;
 mod api;
 pub mod jwt;
 mod net;
+pub mod openapi;
 mod respond;
 
 use std::sync::Arc;
@@ -114,6 +115,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
         .merge(api::routes(state.clone()))
         .merge(admin::routes(state.clone()))
         .fallback(not_found)
@@ -126,6 +128,10 @@ pub fn app(state: AppState) -> Router {
 
 async fn healthz() -> Response {
     respond::ok(StatusCode::OK, serde_json::json!({"status": "ok"}))
+}
+
+async fn openapi_json() -> Response {
+    axum::Json(openapi::document()).into_response()
 }
 
 async fn not_found() -> Response {

@@ -724,3 +724,42 @@ async fn portal_sessions_read_one_customers_orders_only() {
         .await;
     assert_eq!(refused.body["message"], "Missing permission Customers:View");
 }
+
+#[tokio::test]
+async fn every_documented_route_is_served() {
+    let h = harness();
+    let doc = h.call("GET", "/openapi.json", &[], None).await;
+    assert_eq!(doc.body["openapi"], "3.1.0");
+    let ops = latchkey_server::openapi::operations();
+    assert_eq!(
+        doc.body["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum::<usize>(),
+        ops.len()
+    );
+    for op in ops {
+        let path = op
+            .path
+            .replace("{store_id}", &h.store)
+            .replace("{id}", "x")
+            .replace("{key_id}", "x")
+            .replace("{webhook_id}", "x");
+        let reply = h.call(&op.method.to_uppercase(), &path, &[], None).await;
+        assert_ne!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{} {}",
+            op.method,
+            op.path
+        );
+        assert!(
+            reply.status != StatusCode::NOT_FOUND || reply.body["message"] != "No such route",
+            "{} {} is documented but not served",
+            op.method,
+            op.path
+        );
+    }
+}
