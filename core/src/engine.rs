@@ -194,6 +194,19 @@ impl Engine {
         &self.inner
     }
 
+    /// 404 unless the store exists and has the environment, from memory (no transaction).
+    pub(crate) fn check_scope_live(&self, store_id: StoreId, environment: &str) -> Result<()> {
+        let stores = self.inner.stores.read();
+        let live = stores
+            .get(&store_id)
+            .ok_or_else(|| Error::not_found("store", store_id.as_str()))?;
+        if live.has_environment(environment) {
+            Ok(())
+        } else {
+            Err(Error::not_found("environment", environment))
+        }
+    }
+
     /// The engine's clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock

@@ -82,6 +82,8 @@ pub(crate) struct StoreLive {
     plan_blocked_from: AtomicI64,
     /// The store's default rate limit, packed (see [`RateLimit::pack`]).
     default_limit: AtomicU64,
+    /// The store's environments, for scope checks on reads without a transaction.
+    environments: RwLock<Vec<String>>,
 }
 
 impl StoreLive {
@@ -90,6 +92,7 @@ impl StoreLive {
             api_enabled: AtomicBool::new(true),
             plan_blocked_from: AtomicI64::new(i64::MAX),
             default_limit: AtomicU64::new(0),
+            environments: RwLock::new(Vec::new()),
         };
         live.set(settings);
         live
@@ -114,6 +117,11 @@ impl StoreLive {
             RateLimit::pack(settings.default_rate_limit.as_ref()),
             Ordering::Release,
         );
+        settings.environments.clone_into(&mut self.environments.write());
+    }
+
+    pub(crate) fn has_environment(&self, environment: &str) -> bool {
+        self.environments.read().iter().any(|e| e == environment)
     }
 
     #[inline]

@@ -69,6 +69,28 @@ struct Serve {
     /// Seconds before a request is answered 503.
     #[arg(long, env = "LATCHKEY_REQUEST_TIMEOUT", default_value_t = 30)]
     request_timeout: u64,
+    /// Per-client-IP limits by route prefix, replacing the defaults: PREFIX=LIMIT/SECONDS
+    /// (e.g. /api/v1/=1000/900); repeat for several, longest prefix wins.
+    #[arg(long, env = "LATCHKEY_IP_SCOPES", value_delimiter = ',')]
+    ip_scope: Vec<String>,
+    /// No per-client-IP route limits at all.
+    #[arg(long, conflicts_with = "ip_scope")]
+    no_ip_scopes: bool,
+}
+
+/// Reads `PREFIX=LIMIT/SECONDS`.
+fn ip_scope(text: &str) -> Result<latchkey::IpScope, String> {
+    let bad = || format!("--ip-scope: `{text}` is not PREFIX=LIMIT/SECONDS");
+    let (prefix, rate) = text.split_once('=').ok_or_else(bad)?;
+    let (limit, window) = rate.split_once('/').ok_or_else(bad)?;
+    Ok(latchkey::IpScope::new(
+        prefix.trim(),
+        latchkey::RateLimit {
+            limit: limit.trim().parse().map_err(|_| bad())?,
+            window_seconds: window.trim().parse().map_err(|_| bad())?,
+            algorithm: latchkey::Algorithm::FixedWindow,
+        },
+    ))
 }
 
 #[derive(Args, Debug)]
@@ -229,10 +251,20 @@ fn serve(args: Serve) -> Result<(), String> {
         problems
             .push("--db (or LATCHKEY_DB) is required; use --dev for an in-memory database".into());
     }
+    let mut options = EngineOptions::from_env().map_err(|e| e.to_string())?;
+    if args.no_ip_scopes {
+        options.rates.ip_scopes.clear();
+    } else if !args.ip_scope.is_empty() {
+        options.rates.ip_scopes = args
+            .ip_scope
+            .iter()
+            .filter_map(|text| ip_scope(text).map_err(|p| problems.push(p)).ok())
+            .collect();
+    }
+    problems.extend(options.rates.problems().into_iter().map(|p| format!("rate limits: {p}")));
     if !problems.is_empty() {
         return Err(problems.join("\n"));
     }
-    let options = EngineOptions::from_env().map_err(|e| e.to_string())?;
     let engine = match &args.db {
         Some(path) => {
             Engine::open_with(path, options).map_err(|e| format!("{}: {e}", path.display()))?

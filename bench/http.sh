@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Loads `/healthz` and an authenticated `GET /api/v1/packages` on the same server, in one run,
+# and prints both request rates and their ratio (target: the authenticated route keeps at least
+# 80 % of the /healthz rate). Usage: bench/http.sh [seconds] [connections]
+#
+# The keyed route is driven with 500 keys in rotation (token bucket, 10,000/min each, the most
+# a key may have), so every request does the full verify and limiter work and succeeds; the
+# per-IP route scopes are switched off (--no-ip-scopes) because all load comes from one address.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN="${1:-10}"
+CONNECTIONS="${2:-64}"
+
+if ! command -v wrk >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then apt-get install -y wrk >/dev/null; else sudo apt-get install -y wrk >/dev/null; fi
+fi
+command -v jq >/dev/null || { if [ "$(id -u)" = 0 ]; then apt-get install -y jq >/dev/null; else sudo apt-get install -y jq >/dev/null; fi; }
+cargo build --release -q -p latchkey-server
+BIN=target/release/latchkey
+
+WORK=$(mktemp -d)
+SECRET=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
+"$BIN" serve --db "$WORK/bench.redb" --listen 127.0.0.1:0 --jwt-secret "$SECRET" --no-ip-scopes \
+  2>"$WORK/server.log" >/dev/null &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+for _ in $(seq 100); do
+  grep -q "listening on" "$WORK/server.log" 2>/dev/null && break
+  sleep 0.1
+done
+BASE=$(sed -n 's/^latchkey: listening on //p' "$WORK/server.log")
+ADMIN=$("$BIN" admin-token --jwt-secret "$SECRET")
+auth=(-H "Authorization: Bearer $ADMIN" -H "content-type: application/json")
+
+STORE_REPLY=$(curl -sf "${auth[@]}" -d '{"name":"Bench","max_scoped_keys":500}' "$BASE/api/stores")
+STORE=$(jq -r .data.store.id <<<"$STORE_REPLY")
+DEFAULT_KEY=$(jq -r .data.default_key.key <<<"$STORE_REPLY")
+for i in $(seq "${PACKAGES:-20}"); do
+  curl -sf -H "X-Api-Key: $DEFAULT_KEY" -d "{\"name\":\"Package $i\",\"price\":{\"amount\":$((i * 100)),\"currency\":\"USD\"}}" \
+    "$BASE/api/v1/packages" >/dev/null
+done
+{
+  echo 'local keys = {'
+  for i in $(seq 500); do
+    curl -sf "${auth[@]}" \
+      -d '{"name":"bench","permissions":{"Packages":["View"]},"rate_limit":{"limit":10000,"algorithm":"token_bucket"}}' \
+      "$BASE/api/stores/$STORE/api-keys" | jq -r '"  \"" + .data.key + "\","'
+  done
+  echo '}'
+  cat <<'LUA'
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", "/api/v1/packages?limit=20", { ["X-Api-Key"] = keys[(i % #keys) + 1] })
+end
+LUA
+} >"$WORK/keys.lua"
+
+rate() { sed -n 's/^Requests\/sec: *//p' "$1"; }
+wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "$BASE/healthz" >"$WORK/healthz.txt"
+wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/keys.lua" "$BASE/api/v1/packages" >"$WORK/keyed.txt"
+HEALTHZ=$(rate "$WORK/healthz.txt")
+KEYED=$(rate "$WORK/keyed.txt")
+NON2XX=$(sed -n 's/^ *Non-2xx or 3xx responses: *//p' "$WORK/keyed.txt")
+echo "wrk -t2 -c$CONNECTIONS -d${SECONDS_PER_RUN}s, same server, one run"
+echo "/healthz:                          ${HEALTHZ} req/s"
+echo "GET /api/v1/packages (with a key): ${KEYED} req/s (non-2xx: ${NON2XX:-0})"
+awk -v a="$KEYED" -v b="$HEALTHZ" 'BEGIN { printf "ratio: %.1f %%\n", 100 * a / b }'
