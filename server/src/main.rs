@@ -15,6 +15,9 @@ use latchkey::{Actor, Clock, Engine, EngineOptions, KeyFormat, NewKey, NewStore,
 use latchkey_server::{AppState, Config, app, jwt};
 use serde_json::json;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "latchkey",
