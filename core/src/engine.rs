@@ -574,6 +574,26 @@ impl Engine {
         Ok(self.inner.with_usage(record.to_key()))
     }
 
+    /// The keys `actor` may see: all of them for an administrator; for a key (self-service,
+    /// seed 001), those of its own environment, as it may only manage those.
+    pub fn list_keys_as(&self, store_id: &str, actor: &Actor) -> Result<Vec<Key>> {
+        let keys = self.list_keys(store_id)?;
+        let Actor::Key(key_id) = actor else {
+            return Ok(keys);
+        };
+        let environment = self
+            .inner
+            .index
+            .by_id(key_id)
+            .filter(|entry| entry.store_id.as_str() == store_id)
+            .map(|entry| entry.environment.to_string())
+            .ok_or_else(|| Error::Forbidden("the acting key is not valid for this store".into()))?;
+        Ok(keys
+            .into_iter()
+            .filter(|k| k.environment == environment)
+            .collect())
+    }
+
     /// The store's unrevoked keys, oldest first, masked.
     pub fn list_keys(&self, store_id: &str) -> Result<Vec<Key>> {
         let tx = storage::read(&self.inner.db)?;

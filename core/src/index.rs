@@ -117,7 +117,9 @@ impl StoreLive {
             RateLimit::pack(settings.default_rate_limit.as_ref()),
             Ordering::Release,
         );
-        settings.environments.clone_into(&mut self.environments.write());
+        settings
+            .environments
+            .clone_into(&mut self.environments.write());
     }
 
     pub(crate) fn has_environment(&self, environment: &str) -> bool {

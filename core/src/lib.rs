@@ -63,7 +63,9 @@ pub use limits::{Algorithm, DEFAULT_LIMIT_ENV, IpScope, RateLimit, RateOptions};
 pub use logs::{LOG_BUFFER, LogEntry, LogQuery};
 pub use money::Money;
 pub use permissions::{Action, Area, Permission, PermissionSet};
-pub use portal::{MAX_PORTAL_TTL_SECONDS, PORTAL_TTL_SECONDS, PortalCustomer, PortalSession};
+pub use portal::{
+    MAX_PORTAL_TTL_SECONDS, PORTAL_PERMISSION, PORTAL_TTL_SECONDS, PortalCustomer, PortalSession,
+};
 pub use secret::{Digest, Secret};
 pub use stores::{NewStore, Plan, Store, StorePatch, StoreSettings, Tier};
 pub use verify::{Decision, DenyCode, LimitState, VerifyRequest};

@@ -147,7 +147,7 @@ pub struct Permission {
 }
 
 impl Permission {
-    pub fn new(area: Area, action: Action) -> Self {
+    pub const fn new(area: Area, action: Action) -> Self {
         Self { area, action }
     }
 

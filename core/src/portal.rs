@@ -17,6 +17,10 @@ use crate::storage;
 /// Session digest (hex) → session.
 pub(crate) const PORTAL: TableDefinition<&str, &[u8]> = TableDefinition::new("portal_sessions");
 
+/// What a key needs to open a portal session (seed 001: reading the customer).
+pub const PORTAL_PERMISSION: crate::permissions::Permission =
+    crate::permissions::Permission::new(Area::Customers, crate::permissions::Action::View);
+
 /// Default and longest session lifetimes.
 pub const PORTAL_TTL_SECONDS: i64 = 15 * 60;
 pub const MAX_PORTAL_TTL_SECONDS: i64 = 24 * 3600;

@@ -675,3 +675,36 @@ fn dropping_the_engine_flushes_last_use() {
     assert_eq!(read.last_used_ip, Some("2001:db8::7".parse().unwrap()));
     assert!(read.last_used_at.is_some());
 }
+
+#[test]
+fn a_key_lists_only_the_keys_of_its_own_environment() {
+    let (engine, _) = engine();
+    let (store, _) = store(&engine);
+    let sid = store.id.as_str();
+    let mut manager = NewKey::new("manager", perms(json!({"ApiKeys": ["View", "Edit"]})));
+    manager.environment = Some("test".into());
+    let manager = engine.create_key(sid, &admin(), manager).unwrap();
+    let mut sibling = NewKey::new("sibling", perms(json!({"Orders": ["View"]})));
+    sibling.environment = Some("test".into());
+    engine.create_key(sid, &admin(), sibling).unwrap();
+    let as_key = engine
+        .list_keys_as(sid, &latchkey::Actor::Key(manager.key.id.clone()))
+        .unwrap();
+    assert_eq!(as_key.len(), 2);
+    assert!(as_key.iter().all(|k| k.environment == "test"));
+    assert_eq!(
+        engine.list_keys_as(sid, &admin()).unwrap().len(),
+        3,
+        "the admin sees the live default key too"
+    );
+    let (other, _) = engine
+        .create_store(&admin(), latchkey::NewStore::named("Other"))
+        .unwrap();
+    let err = engine
+        .list_keys_as(
+            other.id.as_str(),
+            &latchkey::Actor::Key(manager.key.id.clone()),
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), "FORBIDDEN");
+}

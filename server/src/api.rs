@@ -41,10 +41,8 @@ const ENTITY_ROUTES: [(&str, Area); 10] = [
 /// The area a keyed route belongs to, from its first segment after `/api/v1/`.
 fn area_of(path: &str) -> Option<Area> {
     let segment = path.strip_prefix("/api/v1/")?.split('/').next()?;
-    match segment {
-        "api-keys" => return Some(Area::ApiKeys),
-        "auth" => return Some(Area::Customers),
-        _ => {}
+    if segment == "api-keys" {
+        return Some(Area::ApiKeys);
     }
     ENTITY_ROUTES
         .iter()
@@ -96,16 +94,14 @@ async fn verify(State(state): State<AppState>, mut request: Request, next: Next)
     let ip = client_ip(net::peer(&request), headers, &state.config.trusted_proxies);
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
-    let permission = area_of(&path).and_then(|area| {
-        // Opening a portal session only reads the customer (seed 001: Customers:View).
-        let action = if area == Area::Customers && path.starts_with("/api/v1/auth/") {
-            Action::View
-        } else {
-            Action::for_method(method.as_str())?
-        };
-        // An action the area does not offer is refused as a missing permission.
-        Some(Permission::new(area, action))
-    });
+    let permission = if path == "/api/v1/auth/portal-sessions" {
+        Some(latchkey::PORTAL_PERMISSION)
+    } else {
+        area_of(&path).and_then(|area| {
+            // An action the area does not offer is refused as a missing permission.
+            Some(Permission::new(area, Action::for_method(method.as_str())?))
+        })
+    };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     // A header that is not valid text is a malformed credential: 401, never 500.
     let unreadable = ["x-api-key", "authorization"]

@@ -264,7 +264,13 @@ fn serve(args: Serve) -> Result<(), String> {
             .filter_map(|text| ip_scope(text).map_err(|p| problems.push(p)).ok())
             .collect();
     }
-    problems.extend(options.rates.problems().into_iter().map(|p| format!("rate limits: {p}")));
+    problems.extend(
+        options
+            .rates
+            .problems()
+            .into_iter()
+            .map(|p| format!("rate limits: {p}")),
+    );
     if !problems.is_empty() {
         return Err(problems.join("\n"));
     }

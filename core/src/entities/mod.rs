@@ -389,8 +389,10 @@ fn new_id(kind: Kind, now: OffsetDateTime) -> Result<String> {
 fn decode<T: Entity>(bytes: &[u8]) -> Result<T> {
     let name = T::KIND.name();
     match bytes.split_first() {
-        Some((&version, json)) if (1..=T::VERSION).contains(&version) => serde_json::from_slice(json)
-            .map_err(|e| Error::Corrupt(format!("unreadable {name}: {e}"))),
+        Some((&version, json)) if (1..=T::VERSION).contains(&version) => {
+            serde_json::from_slice(json)
+                .map_err(|e| Error::Corrupt(format!("unreadable {name}: {e}")))
+        }
         Some((&version, _)) => Err(Error::Corrupt(format!(
             "{name} record format {version} is newer than this release reads ({})",
             T::VERSION
