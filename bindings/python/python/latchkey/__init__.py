@@ -1,0 +1,257 @@
+"""Latchkey in-process: stores, API keys, permissions, verify, rate limits and store entities.
+
+    import latchkey
+    eng = latchkey.Engine.memory()                      # or latchkey.Engine.open("shop.redb")
+    store, default_key = eng.create_store("My Shop")
+    created = eng.create_key(store.id, name="ERP", permissions={"Orders": ["View"]})
+    d = eng.verify(created.key, area="Orders", action="View", ip="127.0.0.1", path="/api/v1/orders")
+    d.allowed, d.code, d.status, d.message, d.headers
+
+Calls that write release the GIL. Errors are `LatchkeyError` subclasses with a `code` and
+every problem; a refused request is a `Decision`, not an exception.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from os import PathLike
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+from . import _native
+from ._native import Decision
+from .errors import (
+    ConflictError,
+    ForbiddenError,
+    LatchkeyError,
+    NotAllowedError,
+    NotFoundError,
+    PlanRequiredError,
+    StorageError,
+    ValidationError,
+)
+
+__version__: str = _native.__version__
+
+__all__ = [
+    "Engine",
+    "Decision",
+    "Record",
+    "Store",
+    "Key",
+    "CreatedKey",
+    "Page",
+    "LatchkeyError",
+    "ValidationError",
+    "NotFoundError",
+    "ConflictError",
+    "ForbiddenError",
+    "PlanRequiredError",
+    "NotAllowedError",
+    "StorageError",
+]
+
+_UNSET: Any = object()
+
+
+class Record:
+    """A read-only result: fields as attributes (`store.id`, `order.items`) and by name
+    (`store["id"]`, `"key" in created`). `to_dict()` gives a plain dict. (Not a `Mapping`, so
+    that fields called `items` or `keys` are not shadowed by mapping methods.)"""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_data", dict(data))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("results are read-only")
+
+    def __getitem__(self, name: str) -> Any:
+        return self._data[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._data
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Record):
+            return self._data == other._data
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self._data)
+
+    def __repr__(self) -> str:
+        shown = {k: v for k, v in self._data.items() if k not in ("key", "consumer_secret", "code")}
+        return f"{type(self).__name__}({shown!r})"
+
+
+class Store(Record):
+    """A store and its settings (SPEC §6)."""
+
+
+class Key(Record):
+    """An API key, masked: everything but the secret."""
+
+
+class CreatedKey(Key):
+    """A key with its secret, returned once by create and regenerate: `key` (token and hex),
+    or `consumer_key` + `consumer_secret` (pair). `credential` is what a client presents."""
+
+    @property
+    def credential(self) -> str:
+        if "key" in self._data:
+            return str(self._data["key"])
+        return f"{self._data['consumer_key']}:{self._data['consumer_secret']}"
+
+
+class Page(Record):
+    """One page of a list: `items` and `next_cursor` (None on the last page)."""
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValidationError("Validation failed", "VALIDATION", ["a datetime must carry a time zone"])
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _dump(fields: Mapping[str, Any]) -> str:
+    return json.dumps({k: v for k, v in fields.items() if v is not _UNSET}, default=_encode)
+
+
+class Engine:
+    """The engine on a database file (`Engine.open`) or in memory (`Engine.memory`).
+
+    `actor` names who made a change in the audit trail (default "python")."""
+
+    __slots__ = ("_native", "actor")
+
+    def __init__(self, native: "_native.Engine", actor: str = "python") -> None:
+        self._native = native
+        self.actor = actor
+
+    @classmethod
+    def open(cls, path: Union[str, "PathLike[str]"], actor: str = "python") -> "Engine":
+        return cls(_native.Engine.open(str(path)), actor)
+
+    @classmethod
+    def memory(cls, actor: str = "python") -> "Engine":
+        return cls(_native.Engine.memory(), actor)
+
+    # ---- stores ---------------------------------------------------------------------------
+
+    def create_store(self, name: str, **settings: Any) -> Tuple[Store, CreatedKey]:
+        reply = json.loads(self._native.create_store(self.actor, _dump({"name": name, **settings})))
+        return Store(reply["store"]), CreatedKey(reply["default_key"])
+
+    def get_store(self, store_id: str) -> Store:
+        return Store(json.loads(self._native.get_store(store_id)))
+
+    def list_stores(self) -> List[Store]:
+        return [Store(s) for s in json.loads(self._native.list_stores())]
+
+    def update_store(self, store_id: str, **settings: Any) -> Store:
+        return Store(json.loads(self._native.update_store(store_id, _dump(settings))))
+
+    # ---- keys -----------------------------------------------------------------------------
+
+    def create_key(
+        self,
+        store_id: str,
+        *,
+        name: str,
+        permissions: Any,
+        format: Any = _UNSET,
+        environment: Any = _UNSET,
+        description: Any = _UNSET,
+        rate_limit: Any = _UNSET,
+        ip_allowlist: Any = _UNSET,
+        expires_at: Any = _UNSET,
+        meta: Any = _UNSET,
+        active: Any = _UNSET,
+    ) -> CreatedKey:
+        fields = dict(
+            name=name,
+            permissions=permissions,
+            format=format,
+            environment=environment,
+            description=description,
+            rate_limit=rate_limit,
+            ip_allowlist=[] if ip_allowlist is None else ip_allowlist,
+            expires_at=expires_at,
+            meta=meta,
+            active=active,
+        )
+        if rate_limit is None:
+            fields["rate_limit"] = _UNSET
+        return CreatedKey(json.loads(self._native.create_key(store_id, self.actor, _dump(fields))))
+
+    def get_key(self, store_id: str, key_id: str) -> Key:
+        return Key(json.loads(self._native.get_key(store_id, key_id)))
+
+    def list_keys(self, store_id: str) -> List[Key]:
+        return [Key(k) for k in json.loads(self._native.list_keys(store_id))]
+
+    def update_key(self, store_id: str, key_id: str, **changes: Any) -> Key:
+        return Key(json.loads(self._native.update_key(store_id, self.actor, key_id, _dump(changes))))
+
+    def regenerate_key(self, store_id: str, key_id: str) -> CreatedKey:
+        return CreatedKey(json.loads(self._native.regenerate_key(store_id, self.actor, key_id)))
+
+    def revoke_key(self, store_id: str, key_id: str) -> None:
+        self._native.revoke_key(store_id, self.actor, key_id)
+
+    def audit(self, store_id: str, limit: int = 100) -> List[Record]:
+        return [Record(e) for e in json.loads(self._native.audit(store_id, limit))]
+
+    # ---- verify ---------------------------------------------------------------------------
+
+    def verify(
+        self,
+        credential: Optional[str],
+        *,
+        area: Optional[str] = None,
+        action: Optional[str] = None,
+        ip: Optional[str] = None,
+        path: str = "/",
+    ) -> Decision:
+        return self._native.verify(credential, area, action, ip, path)
+
+    def flush(self) -> None:
+        self._native.flush()
+
+    # ---- store entities (SPEC §7) ----------------------------------------------------------
+
+    def create(self, store_id: str, area: str, data: Mapping[str, Any], *, environment: str = "live") -> Record:
+        return Record(json.loads(self._native.create_entity(store_id, environment, area, _dump(data))))
+
+    def get(self, store_id: str, area: str, id: str, *, environment: str = "live") -> Record:
+        return Record(json.loads(self._native.get_entity(store_id, environment, area, id)))
+
+    def list(
+        self,
+        store_id: str,
+        area: str,
+        *,
+        environment: str = "live",
+        limit: Optional[int] = None,
+        cursor: Optional[str] = None,
+    ) -> Page:
+        page = json.loads(self._native.list_entities(store_id, environment, area, limit, cursor))
+        return Page({"items": [Record(i) for i in page["items"]], "next_cursor": page["next_cursor"]})
+
+    def update(self, store_id: str, area: str, id: str, data: Mapping[str, Any], *, environment: str = "live") -> Record:
+        return Record(json.loads(self._native.update_entity(store_id, environment, area, id, _dump(data))))
+
+    def delete(self, store_id: str, area: str, id: str, *, environment: str = "live") -> None:
+        self._native.delete_entity(store_id, environment, area, id)

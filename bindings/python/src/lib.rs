@@ -1,0 +1,401 @@
+//! `latchkey._native`: the engine for Python. The typed package `latchkey` (in `python/`) wraps
+//! this module; nothing here is meant to be imported directly.
+//!
+//! Management calls take and return JSON text: the engine already reads and validates JSON
+//! (naming every problem), so one well-tested path serves the server and both bindings.
+//! Calls that commit release the GIL. `verify` takes plain arguments and returns a `Decision`
+//! object, allocating nothing else.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use latchkey::{Action, Actor, Area, Error, Permission, Scope, StoreId, VerifyRequest};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use serde_json::{Value, json};
+
+/// Raises the `latchkey.errors` class for an engine error, with its code and problems.
+fn raise(py: Python<'_>, err: &Error) -> PyErr {
+    let class = match err.code() {
+        "VALIDATION" => "ValidationError",
+        "NOT_FOUND" => "NotFoundError",
+        "CONFLICT" => "ConflictError",
+        "FORBIDDEN" => "ForbiddenError",
+        "PLAN_REQUIRED" => "PlanRequiredError",
+        "NOT_ALLOWED" => "NotAllowedError",
+        _ => "StorageError",
+    };
+    let build = || -> PyResult<PyErr> {
+        let errors = py.import("latchkey.errors")?;
+        let class = errors.getattr(class)?;
+        let message = match err {
+            Error::Validation(_) => "Validation failed".to_owned(),
+            other => other.to_string(),
+        };
+        let args = PyTuple::new(
+            py,
+            [
+                message.into_pyobject(py)?.into_any(),
+                err.code().into_pyobject(py)?.into_any(),
+                err.problems().into_pyobject(py)?.into_any(),
+            ],
+        )?;
+        Ok(PyErr::from_value(class.call1(args)?))
+    };
+    build().unwrap_or_else(|e| e)
+}
+
+/// A validation error for a bad binding argument.
+fn invalid(py: Python<'_>, problems: Vec<String>) -> PyErr {
+    raise(py, &Error::Validation(problems))
+}
+
+fn parse_json(py: Python<'_>, text: &str) -> PyResult<Value> {
+    serde_json::from_str(text).map_err(|e| invalid(py, vec![format!("input: not JSON ({e})")]))
+}
+
+fn to_text(value: &Value) -> String {
+    value.to_string()
+}
+
+fn store_id(py: Python<'_>, text: &str) -> PyResult<StoreId> {
+    StoreId::parse(text).ok_or_else(|| {
+        raise(
+            py,
+            &Error::NotFound {
+                what: "store",
+                id: String::new(),
+            },
+        )
+    })
+}
+
+fn area(py: Python<'_>, text: &str) -> PyResult<Area> {
+    Area::parse(text).ok_or_else(|| invalid(py, vec![format!("area: unknown `{text}`")]))
+}
+
+/// The verify decision (a denial is a decision, not an exception).
+#[pyclass(frozen, module = "latchkey._native")]
+struct Decision {
+    #[pyo3(get)]
+    allowed: bool,
+    #[pyo3(get)]
+    code: &'static str,
+    #[pyo3(get)]
+    status: u16,
+    #[pyo3(get)]
+    message: String,
+    #[pyo3(get)]
+    headers: Vec<(&'static str, String)>,
+    #[pyo3(get)]
+    key_id: Option<String>,
+    #[pyo3(get)]
+    store_id: Option<String>,
+    #[pyo3(get)]
+    environment: Option<String>,
+}
+
+#[pymethods]
+impl Decision {
+    fn __repr__(&self) -> String {
+        format!(
+            "Decision(allowed={}, code={:?}, status={}, key_id={:?})",
+            if self.allowed { "True" } else { "False" },
+            self.code,
+            self.status,
+            self.key_id
+        )
+    }
+}
+
+#[pyclass(frozen, module = "latchkey._native")]
+struct Engine {
+    engine: Arc<latchkey::Engine>,
+}
+
+impl Engine {
+    /// Runs `op` without the GIL and maps its error.
+    fn call<T: Send>(
+        &self,
+        py: Python<'_>,
+        op: impl FnOnce(&latchkey::Engine) -> latchkey::Result<T> + Send,
+    ) -> PyResult<T> {
+        let engine = self.engine.clone();
+        py.detach(move || op(&engine)).map_err(|e| raise(py, &e))
+    }
+}
+
+#[pymethods]
+impl Engine {
+    #[staticmethod]
+    fn open(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Engine> {
+        let options = latchkey::EngineOptions::from_env().map_err(|e| raise(py, &e))?;
+        let engine = py
+            .detach(|| latchkey::Engine::open_with(&path, options))
+            .map_err(|e| raise(py, &e))?;
+        Ok(Engine {
+            engine: Arc::new(engine),
+        })
+    }
+
+    #[staticmethod]
+    fn memory(py: Python<'_>) -> PyResult<Engine> {
+        let options = latchkey::EngineOptions::from_env().map_err(|e| raise(py, &e))?;
+        let engine = latchkey::Engine::memory_with(options).map_err(|e| raise(py, &e))?;
+        Ok(Engine {
+            engine: Arc::new(engine),
+        })
+    }
+
+    /// `{"store": Store, "default_key": CreatedKey}` as JSON.
+    fn create_store(&self, py: Python<'_>, actor: &str, input: &str) -> PyResult<String> {
+        let input = parse_json(py, input)?;
+        let actor = Actor::admin(actor);
+        self.call(py, move |e| {
+            let new = latchkey::NewStore::from_json(&input)?;
+            let (store, key) = e.create_store(&actor, new)?;
+            Ok(to_text(
+                &json!({"store": store, "default_key": key.to_json()}),
+            ))
+        })
+    }
+
+    fn get_store(&self, py: Python<'_>, store_id: &str) -> PyResult<String> {
+        self.call(py, |e| Ok(to_text(&json!(e.get_store(store_id)?))))
+    }
+
+    fn list_stores(&self, py: Python<'_>) -> PyResult<String> {
+        self.call(py, |e| Ok(to_text(&json!(e.list_stores()?))))
+    }
+
+    fn update_store(&self, py: Python<'_>, store_id: &str, patch: &str) -> PyResult<String> {
+        let patch = parse_json(py, patch)?;
+        self.call(py, move |e| {
+            let patch = latchkey::StorePatch::from_json(&patch)?;
+            Ok(to_text(&json!(e.update_store(store_id, patch)?)))
+        })
+    }
+
+    fn create_key(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        actor: &str,
+        input: &str,
+    ) -> PyResult<String> {
+        let input = parse_json(py, input)?;
+        let actor = Actor::admin(actor);
+        self.call(py, move |e| {
+            let key = latchkey::NewKey::from_json(&input)?;
+            Ok(to_text(&e.create_key(store_id, &actor, key)?.to_json()))
+        })
+    }
+
+    fn get_key(&self, py: Python<'_>, store_id: &str, key_id: &str) -> PyResult<String> {
+        self.call(py, |e| Ok(to_text(&json!(e.get_key(store_id, key_id)?))))
+    }
+
+    fn list_keys(&self, py: Python<'_>, store_id: &str) -> PyResult<String> {
+        self.call(py, |e| Ok(to_text(&json!(e.list_keys(store_id)?))))
+    }
+
+    fn update_key(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        actor: &str,
+        key_id: &str,
+        patch: &str,
+    ) -> PyResult<String> {
+        let patch = parse_json(py, patch)?;
+        let actor = Actor::admin(actor);
+        self.call(py, move |e| {
+            let patch = latchkey::KeyPatch::from_json(&patch)?;
+            Ok(to_text(&json!(
+                e.update_key(store_id, &actor, key_id, patch)?
+            )))
+        })
+    }
+
+    fn regenerate_key(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        actor: &str,
+        key_id: &str,
+    ) -> PyResult<String> {
+        let actor = Actor::admin(actor);
+        self.call(py, move |e| {
+            Ok(to_text(
+                &e.regenerate_key(store_id, &actor, key_id)?.to_json(),
+            ))
+        })
+    }
+
+    fn revoke_key(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        actor: &str,
+        key_id: &str,
+    ) -> PyResult<()> {
+        let actor = Actor::admin(actor);
+        self.call(py, move |e| e.revoke_key(store_id, &actor, key_id))
+    }
+
+    fn audit(&self, py: Python<'_>, store_id: &str, limit: usize) -> PyResult<String> {
+        self.call(py, |e| Ok(to_text(&json!(e.audit(store_id, limit)?))))
+    }
+
+    #[pyo3(signature = (store_id, environment, area_name, input))]
+    fn create_entity(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        environment: &str,
+        area_name: &str,
+        input: &str,
+    ) -> PyResult<String> {
+        let scope = Scope::new(self::store_id(py, store_id)?, environment);
+        let area = area(py, area_name)?;
+        let input = parse_json(py, input)?;
+        self.call(py, move |e| {
+            Ok(to_text(&e.create_entity(&scope, area, &input)?))
+        })
+    }
+
+    fn get_entity(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        environment: &str,
+        area_name: &str,
+        id: &str,
+    ) -> PyResult<String> {
+        let scope = Scope::new(self::store_id(py, store_id)?, environment);
+        let area = area(py, area_name)?;
+        self.call(py, move |e| Ok(to_text(&e.get_entity(&scope, area, id)?)))
+    }
+
+    #[pyo3(signature = (store_id, environment, area_name, limit=None, cursor=None))]
+    fn list_entities(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        environment: &str,
+        area_name: &str,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> PyResult<String> {
+        let scope = Scope::new(self::store_id(py, store_id)?, environment);
+        let area = area(py, area_name)?;
+        self.call(py, move |e| {
+            Ok(to_text(&json!(
+                e.list_entities(&scope, area, limit, cursor)?
+            )))
+        })
+    }
+
+    fn update_entity(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        environment: &str,
+        area_name: &str,
+        id: &str,
+        input: &str,
+    ) -> PyResult<String> {
+        let scope = Scope::new(self::store_id(py, store_id)?, environment);
+        let area = area(py, area_name)?;
+        let input = parse_json(py, input)?;
+        self.call(py, move |e| {
+            Ok(to_text(&e.update_entity(&scope, area, id, &input)?))
+        })
+    }
+
+    fn delete_entity(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        environment: &str,
+        area_name: &str,
+        id: &str,
+    ) -> PyResult<()> {
+        let scope = Scope::new(self::store_id(py, store_id)?, environment);
+        let area = area(py, area_name)?;
+        self.call(py, move |e| e.delete_entity(&scope, area, id))
+    }
+
+    /// Decides one request. Bad arguments (an unknown area or action, an unreadable IP) are a
+    /// `ValidationError`; a refused request is a `Decision`.
+    #[pyo3(signature = (credential, area=None, action=None, ip=None, path="/"))]
+    fn verify(
+        &self,
+        py: Python<'_>,
+        credential: Option<&str>,
+        area: Option<&str>,
+        action: Option<&str>,
+        ip: Option<&str>,
+        path: &str,
+    ) -> PyResult<Decision> {
+        let mut problems = Vec::new();
+        let area = area.and_then(|a| {
+            Area::parse(a).or_else(|| {
+                problems.push(format!("area: unknown `{a}`"));
+                None
+            })
+        });
+        let action = action.and_then(|a| {
+            Action::parse(a).or_else(|| {
+                problems.push(format!("action: unknown `{a}` (View, Edit or Delete)"));
+                None
+            })
+        });
+        let ip = ip.and_then(|text| {
+            text.parse::<IpAddr>()
+                .map_err(|_| problems.push(format!("ip: `{text}` is not an IP address")))
+                .ok()
+        });
+        let permission = match (area, action) {
+            (Some(area), Some(action)) => Some(Permission::new(area, action)),
+            (None, None) => None,
+            _ if !problems.is_empty() => None,
+            _ => {
+                problems.push("area and action: give both or neither".into());
+                None
+            }
+        };
+        if !problems.is_empty() {
+            return Err(invalid(py, problems));
+        }
+        let d = self.engine.verify(&VerifyRequest {
+            credential,
+            permission,
+            ip,
+            path,
+        });
+        Ok(Decision {
+            allowed: d.allowed(),
+            code: d.code_str(),
+            status: d.status(),
+            message: d.message().into_owned(),
+            headers: d.headers(),
+            key_id: d.key_id().map(str::to_owned),
+            store_id: d.store_id().map(|s| s.to_string()),
+            environment: d.environment().map(str::to_owned),
+        })
+    }
+
+    /// Writes buffered last-use times and log entries now.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        self.call(py, |e| e.flush())
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Engine>()?;
+    m.add_class::<Decision>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

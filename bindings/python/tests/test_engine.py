@@ -1,0 +1,159 @@
+"""The Python binding: the SPEC §10 surface, typed errors, decisions, the GIL."""
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import latchkey
+from latchkey import ConflictError, NotFoundError, ValidationError
+
+
+@pytest.fixture
+def eng():
+    return latchkey.Engine.memory()
+
+
+@pytest.fixture
+def shop(eng):
+    store, default_key = eng.create_store("My Shop")
+    return store, default_key
+
+
+def test_the_spec_walkthrough(eng, shop):
+    store, default_key = shop
+    assert store.name == "My Shop" and len(store.id) == 8
+    assert default_key.kind == "default" and default_key.credential.startswith("lk_")
+    created = eng.create_key(
+        store.id,
+        name="ERP",
+        permissions={"Orders": ["View"]},
+        format="token",
+        environment="live",
+        rate_limit=None,
+        ip_allowlist=None,
+        expires_at=None,
+    )
+    d = eng.verify(created.key, area="Orders", action="View", ip="127.0.0.1", path="/api/v1/orders")
+    assert (d.allowed, d.code, d.status, d.message) == (True, "OK", 200, "OK")
+    assert d.key_id == created.id and d.store_id == store.id and d.environment == "live"
+    assert dict(d.headers)["X-RateLimit-Limit"] == "60"
+
+    denied = eng.verify(created.key, area="Packages", action="Edit", ip="127.0.0.1", path="/api/v1/packages")
+    assert (denied.allowed, denied.code, denied.status) == (False, "FORBIDDEN", 403)
+    assert denied.message == "Missing permission Packages:Edit"
+
+    eng.update_key(store.id, created.id, active=False)
+    assert eng.verify(created.key, area="Orders", action="View").code == "INACTIVE"
+    eng.update_key(store.id, created.id, active=True)
+    regenerated = eng.regenerate_key(store.id, created.id)
+    assert eng.verify(created.key, area="Orders", action="View").code == "INVALID"
+    assert eng.verify(regenerated.key, area="Orders", action="View").allowed
+    eng.revoke_key(store.id, created.id)
+    assert eng.verify(regenerated.key, area="Orders", action="View").code == "INVALID"
+    assert [k.id for k in eng.list_keys(store.id)] == [default_key.id]
+
+
+def test_every_format_and_the_missing_key(eng, shop):
+    store, _ = shop
+    for fmt in ("token", "hex", "pair"):
+        created = eng.create_key(store.id, name=fmt, permissions="orders:read", format=fmt)
+        assert eng.verify(created.credential, area="Orders", action="View").allowed, fmt
+    missing = eng.verify(None)
+    assert (missing.code, missing.status, missing.message) == ("MISSING", 401, "API key required")
+    assert eng.verify("lk_nope").code == "INVALID"
+
+
+def test_errors_are_typed_and_name_every_problem(eng, shop):
+    store, default_key = shop
+    with pytest.raises(ValidationError) as err:
+        eng.create_key(store.id, name="", permissions={"Nope": ["View"], "Orders": ["Fly"]}, format="morse")
+    assert err.value.code == "VALIDATION"
+    assert len(err.value.problems) >= 3, err.value.problems
+    assert isinstance(err.value, latchkey.LatchkeyError)
+    with pytest.raises(NotFoundError) as missing:
+        eng.get_key(store.id, "key_doesnotexist00")
+    assert missing.value.code == "NOT_FOUND"
+    with pytest.raises(ConflictError):
+        eng.revoke_key(store.id, default_key.id)
+    with pytest.raises(ValidationError) as bad_args:
+        eng.verify(default_key.credential, area="Planets", action="Fly", ip="not-an-ip")
+    assert len(bad_args.value.problems) == 3
+    with pytest.raises(ValidationError):
+        eng.create_key(store.id, name="x", permissions="*", expires_at=datetime(2030, 1, 1))
+
+
+def test_expiry_takes_aware_datetimes(eng, shop):
+    store, _ = shop
+    soon = datetime.now(timezone.utc) + timedelta(days=2)
+    created = eng.create_key(store.id, name="short", permissions="*", expires_at=soon)
+    assert created.expires_at.startswith(str(soon.year))
+
+
+def test_secrets_are_shown_once(eng, shop):
+    store, _ = shop
+    created = eng.create_key(store.id, name="secret", permissions="*")
+    assert created.key not in repr(created)
+    listed = eng.list_keys(store.id)
+    assert all("key" not in k for k in listed)
+    assert created.key not in str([k.to_dict() for k in listed])
+    assert "key" not in eng.get_key(store.id, created.id)
+
+
+def test_store_entities(eng, shop):
+    store, _ = shop
+    pkg = eng.create(store.id, "Packages", {"name": "VIP", "price": {"amount": 999, "currency": "USD"}})
+    assert pkg.name == "VIP"
+    page = eng.list(store.id, "Packages", limit=10)
+    assert [p.id for p in page.items] == [pkg.id] and page.next_cursor is None
+    assert eng.update(store.id, "Packages", pkg.id, {"active": False}).active is False
+    assert eng.list(store.id, "Packages", environment="test").items == []
+    card = eng.create(store.id, "GiftCards", {"balance": {"amount": 500, "currency": "EUR"}})
+    assert "code" in card and "code" not in eng.get(store.id, "GiftCards", card.id)
+    eng.delete(store.id, "Packages", pkg.id)
+    with pytest.raises(NotFoundError):
+        eng.get(store.id, "Packages", pkg.id)
+
+
+def test_a_file_database_survives_reopening(tmp_path):
+    path = tmp_path / "shop.redb"
+    eng = latchkey.Engine.open(path)
+    store, _ = eng.create_store("Durable")
+    created = eng.create_key(store.id, name="k", permissions="*")
+    del eng
+    again = latchkey.Engine.open(path)
+    assert again.verify(created.key).allowed
+
+
+def test_commits_release_the_gil(tmp_path):
+    """With a long switch interval, another Python thread only runs while the main thread
+    has released the GIL; it must make progress during a few durable commits."""
+    import sys
+
+    eng = latchkey.Engine.open(tmp_path / "gil.redb")
+    store, _ = eng.create_store("GIL")
+    stop = threading.Event()
+    ticks = [0]
+
+    def count():
+        while not stop.is_set():
+            ticks[0] += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.2)
+    counter = threading.Thread(target=count)
+    try:
+        counter.start()
+        time.sleep(0.01)
+        before = ticks[0]
+        for i in range(3):
+            eng.create_key(store.id, name=f"k{i}", permissions="*")
+        during = ticks[0] - before
+    finally:
+        stop.set()
+        counter.join()
+        sys.setswitchinterval(interval)
+    # Holding the GIL through the commits, the main thread would finish them in a few
+    # milliseconds before the 200 ms switch interval let the counter run at all.
+    assert during > 10_000, during
