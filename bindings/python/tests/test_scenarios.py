@@ -1,0 +1,86 @@
+"""Every shared scenario in sdk-tests/scenarios/, through the Python binding."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import latchkey
+
+SCENARIOS = sorted((Path(__file__).resolve().parents[3] / "sdk-tests" / "scenarios").glob("*.json"))
+
+
+def test_scenarios_are_found():
+    assert len(SCENARIOS) >= 4
+
+
+class Run:
+    def __init__(self):
+        self.eng = latchkey.Engine.memory(actor="scenario")
+        self.stores = {}
+        self.keys = {}  # name -> (key id, credential)
+
+    def step(self, step):
+        op = step["op"]
+        if op == "create_store":
+            store, key = self.eng.create_store(step["name"], **step.get("settings", {}))
+            self.stores[step["as"]] = store.id
+            self.keys[step["as"] + ".default"] = (key.id, key.credential)
+        elif op == "update_store":
+            self.eng.update_store(self.stores[step["store"]], **step["patch"])
+        elif op == "create_key":
+            created = self.eng.create_key(self.stores[step["store"]], **step["input"])
+            self.keys[step["as"]] = (created.id, created.credential)
+        elif op == "update_key":
+            self.eng.update_key(self.stores[step["store"]], self.keys[step["key"]][0], **step["patch"])
+        elif op == "regenerate_key":
+            key_id, old = self.keys[step["key"]]
+            created = self.eng.regenerate_key(self.stores[step["store"]], key_id)
+            if "old_as" in step:
+                self.keys[step["old_as"]] = (key_id, old)
+            self.keys[step["key"]] = (created.id, created.credential)
+        elif op == "revoke_key":
+            self.eng.revoke_key(self.stores[step["store"]], self.keys[step["key"]][0])
+        elif op == "verify":
+            self.verify(step)
+        elif op == "create_entity":
+            self.eng.create(self.stores[step["store"]], step["area"], step["input"],
+                            environment=step.get("environment", "live"))
+        elif op == "list_entities":
+            page = self.eng.list(self.stores[step["store"]], step["area"], environment=step.get("environment", "live"))
+            assert len(page.items) == step["expect_count"], step
+        else:
+            raise AssertionError(f"unknown op {op}")
+
+    def verify(self, step):
+        if "key" in step:
+            credential = self.keys[step["key"]][1]
+        else:
+            credential = step.get("credential")
+        kwargs = dict(area=step.get("area"), action=step.get("action"), ip=step.get("ip"), path=step.get("path", "/"))
+        for _ in range(step.get("repeat", 1)):
+            d = self.eng.verify(credential, **kwargs)
+        expect = step["expect"]
+        actual = {"allowed": d.allowed, "code": d.code, "status": d.status, "message": d.message}
+        for field in ("allowed", "code", "status", "message"):
+            if field in expect:
+                assert actual[field] == expect[field], (field, step)
+        headers = dict(d.headers)
+        for name, value in expect.get("headers", {}).items():
+            assert headers.get(name) == value, (name, step)
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_scenario(path):
+    scenario = json.loads(path.read_text())
+    run = Run()
+    for i, step in enumerate(scenario["steps"]):
+        wanted = step.get("expect_error")
+        if wanted is None:
+            run.step(step)
+            continue
+        with pytest.raises(latchkey.LatchkeyError) as err:
+            run.step(step)
+        assert err.value.code == wanted, (i, step)
+        if "problems" in step:
+            assert len(err.value.problems) == step["problems"], (i, step, err.value.problems)

@@ -1,0 +1,214 @@
+//! Runs every shared scenario in `sdk-tests/scenarios/` against the engine (the Python and
+//! Node bindings run the same files).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use latchkey::{
+    Action, Actor, Area, CreatedKey, Engine, KeyPatch, NewKey, NewStore, Permission, Scope,
+    StorePatch, VerifyRequest,
+};
+use serde_json::{Value, json};
+
+struct Run {
+    engine: Engine,
+    stores: HashMap<String, String>,
+    /// Credentials and key ids by name.
+    keys: HashMap<String, (String, String)>,
+}
+
+fn text<'a>(step: &'a Value, field: &str) -> &'a str {
+    step[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("step needs `{field}`: {step}"))
+}
+
+fn saved(created: &CreatedKey) -> (String, String) {
+    (created.key.id.clone(), created.credential())
+}
+
+impl Run {
+    fn store(&self, step: &Value) -> String {
+        self.stores[text(step, "store")].clone()
+    }
+
+    fn key(&self, step: &Value) -> (String, String) {
+        self.keys[text(step, "key")].clone()
+    }
+
+    /// Runs one step; `Err(code, problems)` when the engine refused it.
+    fn step(&mut self, step: &Value) -> Result<(), (String, usize)> {
+        let admin = Actor::admin("scenario");
+        let fail = |e: latchkey::Error| (e.code().to_owned(), e.problems().len());
+        match text(step, "op") {
+            "create_store" => {
+                let mut body = step.get("settings").cloned().unwrap_or(json!({}));
+                body["name"] = step["name"].clone();
+                let input = NewStore::from_json(&body).map_err(fail)?;
+                let (store, key) = self.engine.create_store(&admin, input).map_err(fail)?;
+                let name = text(step, "as");
+                self.stores.insert(name.to_owned(), store.id.to_string());
+                self.keys.insert(format!("{name}.default"), saved(&key));
+            }
+            "update_store" => {
+                let patch = StorePatch::from_json(&step["patch"]).map_err(fail)?;
+                self.engine
+                    .update_store(&self.store(step), patch)
+                    .map_err(fail)?;
+            }
+            "create_key" => {
+                let input = NewKey::from_json(&step["input"]).map_err(fail)?;
+                let created = self
+                    .engine
+                    .create_key(&self.store(step), &admin, input)
+                    .map_err(fail)?;
+                self.keys
+                    .insert(text(step, "as").to_owned(), saved(&created));
+            }
+            "update_key" => {
+                let patch = KeyPatch::from_json(&step["patch"]).map_err(fail)?;
+                let (id, _) = self.key(step);
+                self.engine
+                    .update_key(&self.store(step), &admin, &id, patch)
+                    .map_err(fail)?;
+            }
+            "regenerate_key" => {
+                let (id, old) = self.key(step);
+                let created = self
+                    .engine
+                    .regenerate_key(&self.store(step), &admin, &id)
+                    .map_err(fail)?;
+                if let Some(old_as) = step["old_as"].as_str() {
+                    self.keys.insert(old_as.to_owned(), (id, old));
+                }
+                self.keys
+                    .insert(text(step, "key").to_owned(), saved(&created));
+            }
+            "revoke_key" => {
+                let (id, _) = self.key(step);
+                self.engine
+                    .revoke_key(&self.store(step), &admin, &id)
+                    .map_err(fail)?;
+            }
+            "verify" => self.verify(step),
+            "create_entity" | "list_entities" => {
+                let store = latchkey::StoreId::parse(&self.store(step)).expect("store id");
+                let scope = Scope::new(store, step["environment"].as_str().unwrap_or("live"));
+                let area = Area::parse(text(step, "area")).expect("area");
+                if text(step, "op") == "create_entity" {
+                    self.engine
+                        .create_entity(&scope, area, &step["input"])
+                        .map_err(fail)?;
+                } else {
+                    let page = self
+                        .engine
+                        .list_entities(&scope, area, None, None)
+                        .map_err(fail)?;
+                    assert_eq!(
+                        Some(page.items.len() as u64),
+                        step["expect_count"].as_u64(),
+                        "{step}"
+                    );
+                }
+            }
+            other => panic!("unknown op `{other}`"),
+        }
+        Ok(())
+    }
+
+    fn verify(&self, step: &Value) {
+        let credential = match (step.get("key"), step.get("credential")) {
+            (Some(_), _) => Some(self.key(step).1),
+            (None, Some(c)) => c.as_str().map(str::to_owned),
+            (None, None) => None,
+        };
+        let permission = match (step["area"].as_str(), step["action"].as_str()) {
+            (Some(area), Some(action)) => Some(Permission::new(
+                Area::parse(area).expect("area"),
+                Action::parse(action).expect("action"),
+            )),
+            _ => None,
+        };
+        let ip = step["ip"].as_str().map(|ip| ip.parse().expect("ip"));
+        let request = VerifyRequest {
+            credential: credential.as_deref(),
+            permission,
+            ip,
+            path: step["path"].as_str().unwrap_or("/"),
+        };
+        let repeat = step["repeat"].as_u64().unwrap_or(1);
+        let mut decision = self.engine.verify(&request);
+        for _ in 1..repeat {
+            decision = self.engine.verify(&request);
+        }
+        let expect = &step["expect"];
+        let check = |field: &str, actual: Value| {
+            if let Some(wanted) = expect.get(field) {
+                assert_eq!(&actual, wanted, "{field} of {step}");
+            }
+        };
+        check("allowed", json!(decision.allowed()));
+        check("code", json!(decision.code_str()));
+        check("status", json!(decision.status()));
+        check("message", json!(decision.message()));
+        if let Some(wanted) = expect.get("headers").and_then(Value::as_object) {
+            let headers: HashMap<_, _> = decision.headers().into_iter().collect();
+            for (name, value) in wanted {
+                assert_eq!(
+                    headers.get(name.as_str()).map(String::as_str),
+                    value.as_str(),
+                    "header {name} of {step}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_shared_scenario_passes() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sdk-tests/scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("sdk-tests/scenarios")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "scenarios found: {files:?}");
+    for file in files {
+        let scenario: Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("JSON");
+        let mut run = Run {
+            engine: Engine::memory().expect("engine"),
+            stores: HashMap::new(),
+            keys: HashMap::new(),
+        };
+        for (i, step) in scenario["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .enumerate()
+        {
+            let outcome = run.step(step);
+            match (step.get("expect_error").and_then(Value::as_str), outcome) {
+                (None, Ok(())) => {}
+                (None, Err((code, _))) => {
+                    panic!("{}: step {i} failed with {code}: {step}", file.display())
+                }
+                (Some(wanted), Ok(())) => {
+                    panic!("{}: step {i} should fail with {wanted}", file.display())
+                }
+                (Some(wanted), Err((code, problems))) => {
+                    assert_eq!(code, wanted, "{}: step {i}", file.display());
+                    if let Some(n) = step["problems"].as_u64() {
+                        assert_eq!(
+                            problems as u64,
+                            n,
+                            "{}: problems of step {i}",
+                            file.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
