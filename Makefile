@@ -23,7 +23,7 @@ unit:
 
 python:
 	@test -x $(PYVENV)/bin/python || python3 -m venv $(PYVENV)
-	$(PYVENV)/bin/pip install -q --disable-pip-version-check "maturin>=1.9,<2" "pytest>=8"
+	$(PYVENV)/bin/pip install -q --disable-pip-version-check "maturin>=1.9,<2" "pytest>=8" "fastapi>=0.110" "httpx>=0.27"
 	cd bindings/python && VIRTUAL_ENV=$(PYVENV) PATH=$(PYVENV)/bin:$$PATH maturin develop -q
 	$(PYVENV)/bin/python -m pytest -q bindings/python/tests
 

@@ -392,8 +392,24 @@ impl Engine {
     }
 }
 
+/// The credential a request carries (SPEC §7): `X-Api-Key` first, then `Authorization`
+/// (Bearer, Basic `ck:cs`, or a bare base64 `ck:cs`). `None` when neither is present.
+#[pyfunction]
+#[pyo3(signature = (x_api_key=None, authorization=None))]
+fn credential_from_headers(x_api_key: Option<&str>, authorization: Option<&str>) -> Option<String> {
+    latchkey::credential_from_headers(x_api_key, authorization).map(|c| c.into_owned())
+}
+
+/// The action an HTTP method needs (GET/HEAD → View, POST/PUT/PATCH → Edit, DELETE → Delete).
+#[pyfunction]
+fn action_for_method(method: &str) -> Option<&'static str> {
+    Action::for_method(method).map(Action::as_str)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(credential_from_headers, m)?)?;
+    m.add_function(wrap_pyfunction!(action_for_method, m)?)?;
     m.add_class::<Engine>()?;
     m.add_class::<Decision>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -1,0 +1,89 @@
+"""The ASGI integration with a real FastAPI app and a real Starlette app, through HTTP clients."""
+
+import pytest
+
+fastapi = pytest.importorskip("fastapi")
+from fastapi import Depends, FastAPI  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+from starlette.responses import JSONResponse  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+import latchkey  # noqa: E402
+from latchkey.asgi import LatchkeyMiddleware, client_ip, install, require  # noqa: E402
+
+
+@pytest.fixture
+def setup():
+    eng = latchkey.Engine.memory()
+    store, _ = eng.create_store("ASGI")
+    key = eng.create_key(store.id, name="erp", permissions={"Orders": ["View"]},
+                         rate_limit={"limit": 3, "algorithm": "fixed_window"})
+    return eng, store, key
+
+
+def fastapi_app(eng):
+    app = FastAPI()
+    install(app)
+
+    @app.get("/api/v1/orders")
+    def list_orders(d=Depends(require(eng, "Orders"))):
+        return {"key_id": d.key_id}
+
+    @app.post("/api/v1/orders")
+    def create_order(d=Depends(require(eng, "Orders"))):
+        return {"created": True}
+
+    return app
+
+
+def test_fastapi_dependency_answers_like_the_server(setup):
+    eng, store, key = setup
+    client = TestClient(fastapi_app(eng))
+    ok = client.get("/api/v1/orders", headers={"X-Api-Key": key.key})
+    assert ok.status_code == 200 and ok.json() == {"key_id": key.id}
+    assert ok.headers["x-ratelimit-limit"] == "3" and ok.headers["x-ratelimit-remaining"] == "2"
+
+    missing = client.get("/api/v1/orders")
+    assert missing.status_code == 401
+    assert missing.json() == {"success": False, "data": None, "message": "API key required",
+                              "errors": ["API key required"], "code": "MISSING"}
+    bearer = client.get("/api/v1/orders", headers={"Authorization": f"Bearer {key.key}"})
+    assert bearer.status_code == 200
+    forbidden = client.post("/api/v1/orders", headers={"X-Api-Key": key.key})
+    assert forbidden.status_code == 403
+    assert forbidden.json()["message"] == "Missing permission Orders:Edit"
+    # A refusal charges nothing: the third allowed request uses up the limit of 3.
+    assert client.get("/api/v1/orders", headers={"X-Api-Key": key.key}).headers["x-ratelimit-remaining"] == "0"
+    limited = client.get("/api/v1/orders", headers={"X-Api-Key": key.key})
+    assert limited.status_code == 429
+    assert limited.json()["code"] == "RATE_LIMITED"
+    assert int(limited.headers["retry-after"]) >= 1
+
+
+def test_starlette_middleware(setup):
+    eng, store, key = setup
+
+    async def orders(request):
+        return JSONResponse({"key_id": request.scope["state"]["latchkey"].key_id})
+
+    async def health(request):
+        return JSONResponse({"ok": True})
+
+    inner = Starlette(routes=[Route("/api/v1/orders", orders), Route("/healthz", health)])
+    app = LatchkeyMiddleware(inner, eng, area_for=lambda p: "Orders" if p.startswith("/api/v1/orders") else None)
+    client = TestClient(app)
+    assert client.get("/healthz").status_code == 200
+    ok = client.get("/api/v1/orders", headers={"x-api-key": key.key})
+    assert ok.status_code == 200 and ok.json()["key_id"] == key.id
+    assert "x-ratelimit-remaining" in ok.headers
+    bad = client.get("/api/v1/orders", headers={"x-api-key": key.key[:-1] + "x"})
+    assert bad.status_code == 401 and bad.json()["message"] == "Invalid API key"
+
+
+def test_client_ip_trusts_only_trusted_proxies():
+    assert client_ip("10.0.0.1", "6.6.6.6", ()) == "10.0.0.1"
+    assert client_ip("10.0.0.1", "6.6.6.6, 10.0.0.2", ("10.0.0.0/8",)) == "6.6.6.6"
+    assert client_ip("10.0.0.1", "garbage", ("10.0.0.0/8",)) == "10.0.0.1"
+    assert client_ip(None, "6.6.6.6", ()) is None
+    assert client_ip("testclient", "6.6.6.6", ()) is None
