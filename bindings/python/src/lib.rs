@@ -74,36 +74,67 @@ fn area(py: Python<'_>, text: &str) -> PyResult<Area> {
     Area::parse(text).ok_or_else(|| invalid(py, vec![format!("area: unknown `{text}`")]))
 }
 
-/// The verify decision (a denial is a decision, not an exception).
+/// The verify decision (a denial is a decision, not an exception). It holds the engine's
+/// decision as is; each field is built only when read, so `verify` allocates nothing but this
+/// object.
 #[pyclass(frozen, module = "latchkey._native")]
 struct Decision {
-    #[pyo3(get)]
-    allowed: bool,
-    #[pyo3(get)]
-    code: &'static str,
-    #[pyo3(get)]
-    status: u16,
-    #[pyo3(get)]
-    message: String,
-    #[pyo3(get)]
-    headers: Vec<(&'static str, String)>,
-    #[pyo3(get)]
-    key_id: Option<String>,
-    #[pyo3(get)]
-    store_id: Option<String>,
-    #[pyo3(get)]
-    environment: Option<String>,
+    inner: latchkey::Decision,
 }
 
 #[pymethods]
 impl Decision {
+    #[getter]
+    fn allowed(&self) -> bool {
+        self.inner.allowed()
+    }
+
+    #[getter]
+    fn code(&self) -> &'static str {
+        self.inner.code_str()
+    }
+
+    #[getter]
+    fn status(&self) -> u16 {
+        self.inner.status()
+    }
+
+    #[getter]
+    fn message(&self) -> String {
+        self.inner.message().into_owned()
+    }
+
+    #[getter]
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        self.inner.headers()
+    }
+
+    #[getter]
+    fn key_id(&self) -> Option<&str> {
+        self.inner.key_id()
+    }
+
+    #[getter]
+    fn store_id(&self) -> Option<String> {
+        self.inner.store_id().map(|s| s.to_string())
+    }
+
+    #[getter]
+    fn environment(&self) -> Option<&str> {
+        self.inner.environment()
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Decision(allowed={}, code={:?}, status={}, key_id={:?})",
-            if self.allowed { "True" } else { "False" },
-            self.code,
-            self.status,
-            self.key_id
+            if self.inner.allowed() {
+                "True"
+            } else {
+                "False"
+            },
+            self.inner.code_str(),
+            self.inner.status(),
+            self.inner.key_id()
         )
     }
 }
@@ -368,22 +399,13 @@ impl Engine {
         if !problems.is_empty() {
             return Err(invalid(py, problems));
         }
-        let d = self.engine.verify(&VerifyRequest {
+        let inner = self.engine.verify(&VerifyRequest {
             credential,
             permission,
             ip,
             path,
         });
-        Ok(Decision {
-            allowed: d.allowed(),
-            code: d.code_str(),
-            status: d.status(),
-            message: d.message().into_owned(),
-            headers: d.headers(),
-            key_id: d.key_id().map(str::to_owned),
-            store_id: d.store_id().map(|s| s.to_string()),
-            environment: d.environment().map(str::to_owned),
-        })
+        Ok(Decision { inner })
     }
 
     /// Writes buffered last-use times and log entries now.
