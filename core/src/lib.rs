@@ -27,6 +27,7 @@
 //! ```
 
 mod audit;
+mod client;
 mod clock;
 mod engine;
 mod entities;
@@ -49,6 +50,7 @@ mod verify;
 mod webhooks;
 
 pub use audit::{Actor, AuditAction, AuditEvent};
+pub use client::client_ip;
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use engine::{Engine, EngineOptions};
 pub use entities::{DEFAULT_PAGE, MAX_PAGE, OutboxEvent, Page, Scope};

@@ -105,6 +105,48 @@ pub struct LogQuery {
     pub limit: Option<usize>,
 }
 
+impl LogQuery {
+    /// Filters from a JSON object (binding arguments): `key_id`, `status`, `since`, `until`
+    /// (RFC 3339) and `limit`, naming every problem; `null` means no filter.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self> {
+        use crate::input::{Fields, integer, string, timestamp};
+        let mut fields = Fields::new(value, "log query")?;
+        let key_id = fields.patch("key_id", string).into_update().flatten();
+        let status = fields
+            .patch("status", |v| {
+                integer(v).and_then(|n| {
+                    u16::try_from(n)
+                        .ok()
+                        .filter(|s| (100..=599).contains(s))
+                        .ok_or_else(|| format!("`{n}` is not an HTTP status"))
+                })
+            })
+            .into_update()
+            .flatten();
+        let since = fields.patch("since", timestamp).into_update().flatten();
+        let until = fields.patch("until", timestamp).into_update().flatten();
+        let limit = fields
+            .patch("limit", |v| {
+                integer(v).and_then(|n| {
+                    usize::try_from(n)
+                        .ok()
+                        .filter(|n| (1..=1_000).contains(n))
+                        .ok_or_else(|| "must be between 1 and 1000".to_owned())
+                })
+            })
+            .into_update()
+            .flatten();
+        fields.finish().finish()?;
+        Ok(Self {
+            key_id,
+            status,
+            since,
+            until,
+            limit,
+        })
+    }
+}
+
 /// The in-memory side of the log.
 #[derive(Debug)]
 pub(crate) struct LogBuffer {
@@ -180,6 +222,33 @@ impl Engine {
         let logs = &self.inner().logs;
         if logs.queue.force_push(entry).is_some() {
             logs.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records the request a decision answered (middleware of the bindings and the server):
+    /// nothing when the decision names no store (the credential matched no key).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_decision(
+        &self,
+        decision: &crate::Decision,
+        method: &str,
+        path: &str,
+        status: u16,
+        ip: Option<IpAddr>,
+        latency_us: u64,
+    ) {
+        if let Some(store_id) = decision.store_id() {
+            self.record_request(LogEntry::new(
+                self.inner().clock.now(),
+                store_id,
+                decision.key_id(),
+                method,
+                path,
+                status,
+                ip,
+                decision.code_str(),
+                latency_us,
+            ));
         }
     }
 

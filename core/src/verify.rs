@@ -290,6 +290,19 @@ impl Decision {
         self.limit
     }
 
+    /// The body every front end answers a refusal with: the response wrapper of SPEC §7
+    /// (`success: false`, the message in `message` and `errors`, and the `code`).
+    pub fn refusal_body(&self) -> serde_json::Value {
+        let message = self.message();
+        serde_json::json!({
+            "success": false,
+            "data": null,
+            "message": message,
+            "errors": [message],
+            "code": self.code_str(),
+        })
+    }
+
     /// The headers to answer with: `X-RateLimit-Limit`, `-Remaining`, `-Reset` when a limit
     /// applied, and `Retry-After` on `RATE_LIMITED`.
     pub fn headers(&self) -> Vec<(&'static str, String)> {

@@ -16,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use latchkey::{
-    Action, Actor, Area, Decision, LogEntry, NewKey, Permission, Scope, VerifyRequest,
+    Action, Actor, Area, Decision, NewKey, Permission, Scope, VerifyRequest,
     credential_from_headers,
 };
 use serde_json::{Value, json};
@@ -131,31 +131,20 @@ async fn verify(State(state): State<AppState>, mut request: Request, next: Next)
         _ => refusal(&decision),
     };
     let response = respond::with_headers(response, &decision.headers());
-    if let Some(store_id) = decision.store_id() {
-        state.engine.record_request(LogEntry::new(
-            state.engine.clock().now(),
-            store_id,
-            decision.key_id(),
-            method.as_str(),
-            &path,
-            response.status().as_u16(),
-            ip,
-            decision.code_str(),
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        ));
-    }
+    state.engine.record_decision(
+        &decision,
+        method.as_str(),
+        &path,
+        response.status().as_u16(),
+        ip,
+        u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    );
     response
 }
 
 fn refusal(decision: &Decision) -> Response {
     let status = StatusCode::from_u16(decision.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-    let message = decision.message();
-    respond::fail(
-        status,
-        decision.code_str(),
-        &message,
-        vec![message.to_string()],
-    )
+    axum::response::IntoResponse::into_response((status, axum::Json(decision.refusal_body())))
 }
 
 fn result(status: StatusCode, value: latchkey::Result<Value>) -> Response {

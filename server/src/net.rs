@@ -16,35 +16,14 @@ use crate::{AppState, respond};
 
 const REQUEST_ID: &str = "x-request-id";
 
-/// The client's address: the socket peer, or — only when the peer is a trusted proxy — the
-/// nearest address in `X-Forwarded-For` that is not itself a trusted proxy. A client behind an
-/// untrusted peer cannot choose its address.
+/// The client's address by the core's rule ([`latchkey::client_ip`]), reading every
+/// `X-Forwarded-For` line of the request.
 pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = peer?.to_canonical();
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return Some(peer);
-    }
-    let hops: Vec<&str> = headers
+    let forwarded = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .collect();
-    let mut client = peer;
-    for hop in hops.iter().rev() {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) => {
-                client = ip.to_canonical();
-                if !is_trusted(&client) {
-                    break;
-                }
-            }
-            // A malformed hop ends what can be believed.
-            Err(_) => break,
-        }
-    }
-    Some(client)
+        .filter_map(|v| v.to_str().ok());
+    latchkey::client_ip(peer, forwarded, trusted)
 }
 
 /// The peer address the listener recorded (absent in in-process tests).

@@ -124,6 +124,11 @@ impl Decision {
         self.inner.environment()
     }
 
+    /// The server's body for this refusal, as JSON text.
+    fn refusal_json(&self) -> String {
+        self.inner.refusal_body().to_string()
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Decision(allowed={}, code={:?}, status={}, key_id={:?})",
@@ -408,9 +413,67 @@ impl Engine {
         Ok(Decision { inner })
     }
 
+    /// A store's request log, newest first, filtered by a JSON object of `LogQuery` fields.
+    fn logs(&self, py: Python<'_>, store_id: &str, query: &str) -> PyResult<String> {
+        let query = parse_json(py, query)?;
+        self.call(py, move |e| {
+            let query = latchkey::LogQuery::from_json(&query)?;
+            Ok(to_text(&json!(e.logs(store_id, &query)?)))
+        })
+    }
+
+    /// Records the request a decision answered in the store's request log (buffered; never
+    /// blocks). Nothing is recorded for a credential that matched no key.
+    #[pyo3(signature = (decision, method, path, status, ip=None, latency_us=0))]
+    fn record_request(
+        &self,
+        py: Python<'_>,
+        decision: &Decision,
+        method: &str,
+        path: &str,
+        status: u16,
+        ip: Option<&str>,
+        latency_us: u64,
+    ) -> PyResult<()> {
+        let ip = ip
+            .map(|text| {
+                text.parse::<IpAddr>()
+                    .map_err(|_| invalid(py, vec![format!("ip: `{text}` is not an IP address")]))
+            })
+            .transpose()?;
+        self.engine
+            .record_decision(&decision.inner, method, path, status, ip, latency_us);
+        Ok(())
+    }
+
     /// Writes buffered last-use times and log entries now.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         self.call(py, |e| e.flush())
+    }
+}
+
+/// The proxies whose `X-Forwarded-For` is believed, parsed once (CIDRs or addresses).
+#[pyclass(frozen, module = "latchkey._native")]
+struct TrustedProxies {
+    nets: Vec<ipnet::IpNet>,
+}
+
+#[pymethods]
+impl TrustedProxies {
+    #[new]
+    fn new(py: Python<'_>, proxies: Vec<String>) -> PyResult<Self> {
+        latchkey::parse_cidrs(&proxies)
+            .map(|nets| Self { nets })
+            .map_err(|problems| invalid(py, problems))
+    }
+
+    /// The client address (SPEC §7): the peer, or — only when the peer is one of these
+    /// proxies — the nearest untrusted hop of `X-Forwarded-For`. `None` when the peer is not
+    /// an IP address (test clients, unix sockets).
+    #[pyo3(signature = (peer, forwarded_for=None))]
+    fn client_ip(&self, peer: Option<&str>, forwarded_for: Option<&str>) -> Option<String> {
+        let peer = peer.and_then(|p| p.parse::<IpAddr>().ok());
+        latchkey::client_ip(peer, forwarded_for, &self.nets).map(|ip| ip.to_string())
     }
 }
 
@@ -434,6 +497,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(action_for_method, m)?)?;
     m.add_class::<Engine>()?;
     m.add_class::<Decision>()?;
+    m.add_class::<TrustedProxies>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -60,6 +60,19 @@ def test_fastapi_dependency_answers_like_the_server(setup):
     assert limited.json()["code"] == "RATE_LIMITED"
     assert int(limited.headers["retry-after"]) >= 1
 
+    # Every request that named a key is in the store's request log with its final status
+    # (the missing-key request names no store, so it is not).
+    log = eng.logs(store.id)
+    assert [(e.method, e.status, e.code) for e in log] == [
+        ("GET", 429, "RATE_LIMITED"),
+        ("GET", 200, "OK"),
+        ("POST", 403, "FORBIDDEN"),
+        ("GET", 200, "OK"),
+        ("GET", 200, "OK"),
+    ]
+    assert all(e.key_id == key.id and e.path == "/api/v1/orders" for e in log)
+    assert eng.logs(store.id, status=403, limit=5)[0].code == "FORBIDDEN"
+
 
 def test_starlette_middleware(setup):
     eng, store, key = setup
@@ -79,6 +92,7 @@ def test_starlette_middleware(setup):
     assert "x-ratelimit-remaining" in ok.headers
     bad = client.get("/api/v1/orders", headers={"x-api-key": key.key[:-1] + "x"})
     assert bad.status_code == 401 and bad.json()["message"] == "Invalid API key"
+    assert [(e.status, e.code) for e in eng.logs(store.id)] == [(200, "OK")]
 
 
 def test_client_ip_trusts_only_trusted_proxies():
@@ -87,3 +101,13 @@ def test_client_ip_trusts_only_trusted_proxies():
     assert client_ip("10.0.0.1", "garbage", ("10.0.0.0/8",)) == "10.0.0.1"
     assert client_ip(None, "6.6.6.6", ()) is None
     assert client_ip("testclient", "6.6.6.6", ()) is None
+    with pytest.raises(latchkey.ValidationError) as bad:
+        client_ip("10.0.0.1", None, ("10.0.0.0/33", "nope"))
+    assert len(bad.value.problems) == 2
+
+
+def test_log_filters_are_validated(setup):
+    eng, store, _ = setup
+    with pytest.raises(latchkey.ValidationError) as bad:
+        eng.logs(store.id, status=99, limit=0)
+    assert len(bad.value.problems) == 2

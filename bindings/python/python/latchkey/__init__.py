@@ -230,6 +230,36 @@ class Engine:
     def flush(self) -> None:
         self._native.flush()
 
+    # ---- request log (SPEC §7, seed 004) --------------------------------------------------
+
+    def record_request(
+        self,
+        decision: Decision,
+        *,
+        method: str,
+        path: str,
+        status: int,
+        ip: Optional[str] = None,
+        latency_us: int = 0,
+    ) -> None:
+        """Records the request `decision` answered (buffered; never blocks). Nothing is
+        recorded when the credential matched no key."""
+        self._native.record_request(decision, method, path, status, ip, latency_us)
+
+    def logs(
+        self,
+        store_id: str,
+        *,
+        key_id: Optional[str] = None,
+        status: Optional[int] = None,
+        since: Optional[datetime] = None,
+        until: Optional[datetime] = None,
+        limit: Optional[int] = None,
+    ) -> List[Record]:
+        """The store's request log, newest first (at most `limit`, 1–1000, default 100)."""
+        query = dict(key_id=key_id, status=status, since=since, until=until, limit=limit)
+        return [Record(e) for e in json.loads(self._native.logs(store_id, _dump(query)))]
+
     # ---- store entities (SPEC §7) ----------------------------------------------------------
 
     def create(self, store_id: str, area: str, data: Mapping[str, Any], *, environment: str = "live") -> Record:

@@ -19,56 +19,26 @@ the nearest untrusted address of `X-Forwarded-For` is used (as the server does).
 """
 
 
-import ipaddress
 import json
+import time
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import Engine
-from ._native import Decision, action_for_method, credential_from_headers
+from ._native import Decision, TrustedProxies, action_for_method, credential_from_headers
 
 __all__ = ["LatchkeyDenied", "LatchkeyMiddleware", "install", "require", "refusal_body", "client_ip"]
 
 
 def refusal_body(decision: Decision) -> Dict[str, Any]:
     """The server's wrapper for a refused request."""
-    return {
-        "success": False,
-        "data": None,
-        "message": decision.message,
-        "errors": [decision.message],
-        "code": decision.code,
-    }
+    body: Dict[str, Any] = json.loads(decision.refusal_json())
+    return body
 
 
 def client_ip(peer: Optional[str], forwarded_for: Optional[str], trusted_proxies: Sequence[str] = ()) -> Optional[str]:
     """The client address: the peer, or — only behind a trusted proxy — the nearest untrusted
     hop of `X-Forwarded-For`. `None` when the peer is not an IP address."""
-    try:
-        # Test clients and unix sockets report peers that are not addresses: no address then.
-        ipaddress.ip_address(peer or "")
-    except ValueError:
-        return None
-    nets = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
-
-    def trusted(address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in nets)
-
-    if not trusted(peer):
-        return peer
-    client = peer
-    for hop in reversed([h.strip() for h in (forwarded_for or "").split(",") if h.strip()]):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
-            break
-        client = hop
-        if not trusted(hop):
-            break
-    return client
+    return TrustedProxies(list(trusted_proxies)).client_ip(peer, forwarded_for)
 
 
 class LatchkeyDenied(Exception):
@@ -87,13 +57,17 @@ def _decide(
     peer: Optional[str],
     area: Optional[str],
     action: Optional[str],
-    trusted_proxies: Sequence[str],
-) -> Decision:
+    proxies: TrustedProxies,
+) -> Tuple[Decision, Optional[str]]:
     credential = credential_from_headers(headers.get("x-api-key"), headers.get("authorization"))
-    ip = client_ip(peer, headers.get("x-forwarded-for"), trusted_proxies)
+    ip = proxies.client_ip(peer, headers.get("x-forwarded-for"))
     if area is not None and action is None:
         action = action_for_method(method)
-    return engine.verify(credential, area=area, action=action if area else None, ip=ip, path=path)
+    return engine.verify(credential, area=area, action=action if area else None, ip=ip, path=path), ip
+
+
+# What the request log needs once the response status is known: scope["state"][_PENDING].
+_PENDING = "latchkey_log"
 
 
 def require(
@@ -105,20 +79,24 @@ def require(
 ) -> Callable[..., Awaitable[Decision]]:
     """A FastAPI dependency: verifies the request's key for `area` (and `action`, or the one
     the HTTP method implies), sets the rate-limit headers, and returns the `Decision`. A
-    refusal raises `LatchkeyDenied` (see `install`)."""
+    refusal raises `LatchkeyDenied` (see `install`, which also writes the request log)."""
     from starlette.requests import Request
     from starlette.responses import Response
 
+    proxies = TrustedProxies(list(trusted_proxies))
+
     async def dependency(request: Request, response: Response) -> Decision:
+        started = time.perf_counter()
         peer = request.client.host if request.client else None
-        decision = _decide(
-            engine, request.headers, request.method, request.url.path, peer, area, action, trusted_proxies
+        decision, ip = _decide(
+            engine, request.headers, request.method, request.url.path, peer, area, action, proxies
         )
+        request.state.latchkey = decision
+        setattr(request.state, _PENDING, (engine, ip, started))
         if not decision.allowed:
             raise LatchkeyDenied(decision)
         for name, value in decision.headers:
             response.headers[name] = value
-        request.state.latchkey = decision
         return decision
 
     return dependency
@@ -126,7 +104,8 @@ def require(
 
 def install(app: Any) -> None:
     """Registers the handler that answers `LatchkeyDenied` with the server's status, body and
-    headers (FastAPI or Starlette)."""
+    headers, and the middleware that records every request `require` decided in the store's
+    request log with its final status (FastAPI or Starlette; call before the app starts)."""
     from starlette.responses import JSONResponse
 
     async def handler(_request: Any, exc: Exception) -> JSONResponse:
@@ -135,6 +114,7 @@ def install(app: Any) -> None:
         return JSONResponse(refusal_body(d), status_code=d.status, headers=dict(d.headers))
 
     app.add_exception_handler(LatchkeyDenied, handler)
+    app.add_middleware(_RequestLog)
 
 
 Scope = Dict[str, Any]
@@ -158,7 +138,7 @@ class LatchkeyMiddleware:
         self.app = app
         self.engine = engine
         self.area_for = area_for
-        self.trusted_proxies = tuple(trusted_proxies)
+        self.proxies = TrustedProxies(list(trusted_proxies))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -172,9 +152,9 @@ class LatchkeyMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         client = scope.get("client")
         peer = client[0] if client else None
-        decision = _decide(
-            self.engine, headers, scope.get("method", "GET"), path, peer, area, None, self.trusted_proxies
-        )
+        started = time.perf_counter()
+        method = scope.get("method", "GET")
+        decision, ip = _decide(self.engine, headers, method, path, peer, area, None, self.proxies)
         extra: List[Tuple[bytes, bytes]] = [(n.lower().encode(), v.encode()) for n, v in decision.headers]
         if not decision.allowed:
             body = json.dumps(refusal_body(decision)).encode()
@@ -184,13 +164,54 @@ class LatchkeyMiddleware:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())] + extra,
             })
             await send({"type": "http.response.body", "body": body})
+            _record(self.engine, decision, method, path, decision.status, ip, started)
             return
         scope.setdefault("state", {})["latchkey"] = decision
+        status = [500]
 
         async def send_with_headers(message: Dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
+                status[0] = message["status"]
                 message = dict(message)
                 message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            _record(self.engine, decision, method, path, status[0], ip, started)
+
+
+def _record(
+    engine: Engine, decision: Decision, method: str, path: str, status: int, ip: Optional[str], started: float
+) -> None:
+    latency_us = int((time.perf_counter() - started) * 1e6)
+    engine.record_request(decision, method=method, path=path, status=status, ip=ip, latency_us=latency_us)
+
+
+class _RequestLog:
+    """Installed by `install`: once the response of a request `require` decided has started,
+    records it with its status (a handler that fails is logged as 500)."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = [500]
+
+        async def capture(message: Dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            pending = scope.get("state", {}).get(_PENDING)
+            if pending is not None:
+                engine, ip, started = pending
+                decision = scope["state"]["latchkey"]
+                _record(engine, decision, scope.get("method", "GET"), scope.get("path", "/"), status[0], ip, started)
