@@ -227,7 +227,6 @@ impl Engine {
 
     /// Records the request a decision answered (middleware of the bindings and the server):
     /// nothing when the decision names no store (the credential matched no key).
-    #[allow(clippy::too_many_arguments)]
     pub fn record_decision(
         &self,
         decision: &crate::Decision,

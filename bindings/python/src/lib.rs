@@ -425,6 +425,7 @@ impl Engine {
     /// Records the request a decision answered in the store's request log (buffered; never
     /// blocks). Nothing is recorded for a credential that matched no key.
     #[pyo3(signature = (decision, method, path, status, ip=None, latency_us=0))]
+    #[allow(clippy::too_many_arguments)] // one per Python argument
     fn record_request(
         &self,
         py: Python<'_>,
