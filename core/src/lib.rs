@@ -40,6 +40,7 @@ mod limiter;
 mod limits;
 mod logs;
 mod money;
+pub mod ops;
 mod permissions;
 mod portal;
 mod rates;

@@ -106,6 +106,25 @@ areas! {
 }
 
 impl Area {
+    /// The path segment of the area's routes under `/api/v1/` (`gift-cards`, `api-keys`).
+    pub fn route_segment(self) -> &'static str {
+        match self {
+            Area::GiftCards => "gift-cards",
+            Area::ApiKeys => "api-keys",
+            other => other.scope_name(),
+        }
+    }
+
+    /// The area a keyed API route belongs to, from its first segment after `/api/v1/`
+    /// (`/api/v1/orders/ord_1` → Orders). `None` for any other path.
+    pub fn for_path(path: &str) -> Option<Area> {
+        let segment = path.strip_prefix("/api/v1/")?.split(['/', '?']).next()?;
+        Area::ALL
+            .iter()
+            .copied()
+            .find(|area| area.route_segment() == segment)
+    }
+
     /// Parses an area name. Accepts the canonical name and the scope name in any case, with or
     /// without `_`/`-` separators (`GiftCards`, `gift_cards`, `gift-cards`, `giftcards`).
     pub fn parse(text: &str) -> Option<Area> {

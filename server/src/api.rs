@@ -25,29 +25,10 @@ use crate::net::{self, client_ip, json_object, limit_param};
 use crate::{AppState, respond};
 
 /// The entity areas and their URL segments.
-const ENTITY_ROUTES: [(&str, Area); 10] = [
-    ("packages", Area::Packages),
-    ("categories", Area::Categories),
-    ("coupons", Area::Coupons),
-    ("sales", Area::Sales),
-    ("gift-cards", Area::GiftCards),
-    ("orders", Area::Orders),
-    ("customers", Area::Customers),
-    ("bans", Area::Bans),
-    ("subscriptions", Area::Subscriptions),
-    ("products", Area::Products),
-];
-
-/// The area a keyed route belongs to, from its first segment after `/api/v1/`.
-fn area_of(path: &str) -> Option<Area> {
-    let segment = path.strip_prefix("/api/v1/")?.split('/').next()?;
-    if segment == "api-keys" {
-        return Some(Area::ApiKeys);
-    }
-    ENTITY_ROUTES
-        .iter()
-        .find(|(slug, _)| *slug == segment)
-        .map(|(_, area)| *area)
+/// The store entity areas, each served under `/api/v1/{segment}` (API keys have their own
+/// self-service routes).
+fn entity_areas() -> impl Iterator<Item = Area> {
+    Area::ALL.iter().copied().filter(|a| *a != Area::ApiKeys)
 }
 
 /// What the middleware hands the handler: the verified key's scope and id.
@@ -59,7 +40,7 @@ struct Authed {
 
 pub fn routes(state: AppState) -> Router<AppState> {
     let mut keyed = Router::new();
-    for (slug, _) in ENTITY_ROUTES {
+    for slug in entity_areas().map(Area::route_segment) {
         keyed = keyed
             .route(&format!("/api/v1/{slug}"), get(list).post(create))
             .route(
@@ -97,7 +78,7 @@ async fn verify(State(state): State<AppState>, mut request: Request, next: Next)
     let permission = if path == "/api/v1/auth/portal-sessions" {
         Some(latchkey::PORTAL_PERMISSION)
     } else {
-        area_of(&path).and_then(|area| {
+        Area::for_path(&path).and_then(|area| {
             // An action the area does not offer is refused as a missing permission.
             Some(Permission::new(area, Action::for_method(method.as_str())?))
         })
@@ -165,7 +146,7 @@ fn bad_request(problems: Vec<String>) -> Response {
 
 /// The area of an entity route (the router only sends entity paths here).
 fn entity_area(uri: &Uri) -> Area {
-    area_of(uri.path()).unwrap_or(Area::Packages)
+    Area::for_path(uri.path()).unwrap_or(Area::Packages)
 }
 
 async fn list(

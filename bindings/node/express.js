@@ -1,0 +1,66 @@
+'use strict'
+// The Express middleware: verifies each request's key and answers a refusal exactly as the
+// Latchkey server does (status, wrapper body, rate-limit headers); records every request that
+// named a key in the store's request log with its final status.
+
+const native = require('./native.js')
+const { call, invalid } = require('./errors.js')
+
+/**
+ * `latchkey.express(engine, { area, action, areaFor, trustedProxies })`.
+ *
+ * - `area`: the area every request needs; else `areaFor(req)`; else the area of the request's
+ *   `/api/v1/<segment>` path, as the server maps its routes. With no area, the key is only
+ *   authenticated (any live key of the store passes).
+ * - `action`: the action every request needs; else the one the method implies (GET → View,
+ *   POST/PUT/PATCH → Edit, DELETE → Delete).
+ * - `trustedProxies`: CIDRs whose `X-Forwarded-For` is believed (default none: the socket peer).
+ *
+ * An allowed request continues with the decision in `req.latchkey`.
+ */
+function express(engine, options = {}) {
+  const { area, action, areaFor, trustedProxies = [], ...rest } = options
+  const problems = Object.keys(rest).map((name) => `${name}: unknown option`)
+  if (area !== undefined && typeof area !== 'string') problems.push('area: expected a string')
+  if (action !== undefined && typeof action !== 'string') problems.push('action: expected a string')
+  if (areaFor !== undefined && typeof areaFor !== 'function') problems.push('areaFor: expected a function')
+  if (!Array.isArray(trustedProxies)) problems.push('trustedProxies: expected a list of CIDRs')
+  if (!engine || typeof engine.verify !== 'function') problems.push('engine: expected a latchkey Engine')
+  if (problems.length) throw invalid(problems)
+  const proxies = call(() => new native.TrustedProxies(trustedProxies))
+
+  return function latchkey(req, res, next) {
+    const started = process.hrtime.bigint()
+    const path = (req.originalUrl ?? req.url ?? '/').split('?')[0]
+    let decision
+    let ip
+    try {
+      const needed = area ?? (areaFor ? areaFor(req) : native.areaForPath(path)) ?? undefined
+      const act = needed ? (action ?? native.actionForMethod(req.method) ?? undefined) : undefined
+      const credential = native.credentialFromHeaders(header(req, 'x-api-key'), header(req, 'authorization'))
+      ip = proxies.clientIp(req.socket?.remoteAddress, header(req, 'x-forwarded-for')) ?? undefined
+      decision = engine.verify(credential, { area: act ? needed : undefined, action: act, ip, path })
+    } catch (err) {
+      next(err)
+      return
+    }
+    res.on('finish', () => {
+      const latencyUs = Number((process.hrtime.bigint() - started) / 1000n)
+      engine.recordRequest(decision, { method: req.method, path, status: res.statusCode, ip, latencyUs })
+    })
+    res.set(decision.headers)
+    if (!decision.allowed) {
+      res.status(decision.status).json(decision.refusalBody())
+      return
+    }
+    req.latchkey = decision
+    next()
+  }
+}
+
+function header(req, name) {
+  const value = req.headers[name]
+  return Array.isArray(value) ? value.join(', ') : value
+}
+
+module.exports = { express }

@@ -1,0 +1,247 @@
+// Types of the `latchkey` package (the typed layer in index.js). The native module's own types
+// are generated into native.d.ts by napi-rs.
+
+import type { Decision, TrustedProxies } from './native'
+
+export { Decision, TrustedProxies }
+
+export type Area =
+  | 'Packages'
+  | 'Categories'
+  | 'Coupons'
+  | 'Sales'
+  | 'GiftCards'
+  | 'Orders'
+  | 'Customers'
+  | 'Bans'
+  | 'Subscriptions'
+  | 'Products'
+  | 'ApiKeys'
+export type Action = 'View' | 'Edit' | 'Delete'
+/** The three input forms of SPEC §2: `{Orders: ['View']}`, `['Orders:View']`, or `'Orders:View Packages:Edit'`. */
+export type Permissions = Partial<Record<Area, Action[]>> | string[] | string
+export type Algorithm = 'fixed_window' | 'sliding_window' | 'token_bucket'
+
+export interface RateLimit {
+  limit: number
+  windowSeconds?: number
+  algorithm?: Algorithm
+}
+
+export interface Plan {
+  tier: 'free' | 'pro'
+  expiresAt: string | null
+}
+
+export interface Store {
+  id: string
+  name: string
+  apiEnabled: boolean
+  plan: Plan
+  requirePro: boolean
+  defaultRateLimit: RateLimit | null
+  defaultKeyTtlDays: number
+  maxScopedKeys: number
+  permissionsEditable: boolean
+  keyPrefix: string
+  environments: string[]
+  logRetentionDays: number
+  createdAt: string
+}
+
+export interface StoreSettings {
+  apiEnabled?: boolean
+  plan?: { tier: 'free' | 'pro'; expiresAt?: string | Date | null }
+  requirePro?: boolean
+  defaultRateLimit?: RateLimit | null
+  defaultKeyTtlDays?: number
+  maxScopedKeys?: number
+  permissionsEditable?: boolean
+  keyPrefix?: string
+  environments?: string[]
+  logRetentionDays?: number
+}
+
+/** An API key, masked: everything but the secret. */
+export interface Key {
+  id: string
+  storeId: string
+  name: string
+  description: string | null
+  kind: 'default' | 'scoped'
+  format: 'token' | 'hex' | 'pair'
+  environment: string
+  active: boolean
+  masked: string
+  consumerKey?: string
+  permissions: Partial<Record<Area, Action[]>>
+  rateLimit: RateLimit | null
+  ipAllowlist: string[]
+  expiresAt: string | null
+  meta: Record<string, unknown>
+  lastUsedAt: string | null
+  lastUsedIp: string | null
+  createdAt: string
+  updatedAt: string
+}
+
+/** A key as created or regenerated: the secret this once (`key`, or `consumerSecret` for a pair). */
+export interface CreatedKey extends Key {
+  key?: string
+  consumerSecret?: string
+  /** What a client presents: the key, or `consumerKey:consumerSecret`. */
+  readonly credential: string
+}
+
+export interface NewKey {
+  name: string
+  permissions: Permissions
+  format?: 'token' | 'hex' | 'pair'
+  environment?: string
+  description?: string | null
+  rateLimit?: RateLimit | null
+  ipAllowlist?: string[] | null
+  /** Default: the store's key lifetime (365 days); `null` for a key that never expires. */
+  expiresAt?: string | Date | null
+  meta?: Record<string, unknown>
+  active?: boolean
+}
+
+export interface KeyChanges {
+  name?: string
+  description?: string | null
+  active?: boolean
+  permissions?: Permissions
+  rateLimit?: RateLimit | null
+  ipAllowlist?: string[] | null
+  expiresAt?: string | Date | null
+  meta?: Record<string, unknown>
+}
+
+export interface AuditEvent {
+  at: string
+  action: 'created' | 'updated' | 'regenerated' | 'revoked'
+  keyId: string
+  actor: string
+  [field: string]: unknown
+}
+
+export interface LogEntry {
+  at: string
+  storeId: string
+  keyId: string | null
+  method: string
+  path: string
+  status: number
+  ip: string | null
+  code: string
+  latencyUs: number
+}
+
+export interface LogQuery {
+  keyId?: string
+  status?: number
+  since?: string | Date
+  until?: string | Date
+  /** 1–1000, default 100. */
+  limit?: number
+}
+
+export interface VerifyOptions {
+  area?: Area | string
+  action?: Action | string
+  ip?: string
+  path?: string
+}
+
+export interface RecordOptions {
+  method: string
+  path: string
+  status: number
+  ip?: string
+  latencyUs?: number
+}
+
+export interface EntityOptions {
+  environment?: string
+}
+
+/** A store entity in the HTTP API's JSON shape. */
+export type Entity = Record<string, any>
+
+export interface Page {
+  items: Entity[]
+  nextCursor: string | null
+}
+
+export declare class Engine {
+  /** Opens (or creates) a database file; `actor` names who made changes in the audit trail. */
+  static open(path: string, options?: { actor?: string }): Engine
+  static memory(options?: { actor?: string }): Engine
+
+  createStore(name: string, settings?: StoreSettings): { store: Store; defaultKey: CreatedKey }
+  createStoreAsync(name: string, settings?: StoreSettings): Promise<{ store: Store; defaultKey: CreatedKey }>
+  getStore(storeId: string): Store
+  listStores(): Store[]
+  updateStore(storeId: string, changes: StoreSettings & { name?: string }): Store
+  updateStoreAsync(storeId: string, changes: StoreSettings & { name?: string }): Promise<Store>
+
+  createKey(storeId: string, options: NewKey): CreatedKey
+  createKeyAsync(storeId: string, options: NewKey): Promise<CreatedKey>
+  getKey(storeId: string, keyId: string): Key
+  listKeys(storeId: string): Key[]
+  updateKey(storeId: string, keyId: string, changes: KeyChanges): Key
+  updateKeyAsync(storeId: string, keyId: string, changes: KeyChanges): Promise<Key>
+  regenerateKey(storeId: string, keyId: string): CreatedKey
+  regenerateKeyAsync(storeId: string, keyId: string): Promise<CreatedKey>
+  revokeKey(storeId: string, keyId: string): void
+  revokeKeyAsync(storeId: string, keyId: string): Promise<void>
+  audit(storeId: string, options?: { limit?: number }): AuditEvent[]
+
+  /** Decides one request; a refusal is a Decision with `allowed === false`, never an exception. */
+  verify(credential: string | null | undefined, options?: VerifyOptions): Decision
+
+  recordRequest(decision: Decision, options: RecordOptions): void
+  logs(storeId: string, query?: LogQuery): LogEntry[]
+  logsAsync(storeId: string, query?: LogQuery): Promise<LogEntry[]>
+  flush(): void
+  flushAsync(): Promise<void>
+
+  create(storeId: string, area: Area | string, data: Entity, options?: EntityOptions): Entity
+  createAsync(storeId: string, area: Area | string, data: Entity, options?: EntityOptions): Promise<Entity>
+  get(storeId: string, area: Area | string, id: string, options?: EntityOptions): Entity
+  list(storeId: string, area: Area | string, options?: EntityOptions & { limit?: number; cursor?: string }): Page
+  update(storeId: string, area: Area | string, id: string, data: Entity, options?: EntityOptions): Entity
+  updateAsync(storeId: string, area: Area | string, id: string, data: Entity, options?: EntityOptions): Promise<Entity>
+  delete(storeId: string, area: Area | string, id: string, options?: EntityOptions): void
+  deleteAsync(storeId: string, area: Area | string, id: string, options?: EntityOptions): Promise<void>
+}
+
+export declare class LatchkeyError extends Error {
+  /** Stable: VALIDATION, NOT_FOUND, CONFLICT, FORBIDDEN, PLAN_REQUIRED, NOT_ALLOWED, STORAGE… */
+  readonly code: string
+  /** Every problem found (one entry per bad field for VALIDATION). */
+  readonly problems: string[]
+}
+export declare class ValidationError extends LatchkeyError {}
+export declare class NotFoundError extends LatchkeyError {}
+export declare class ConflictError extends LatchkeyError {}
+export declare class ForbiddenError extends LatchkeyError {}
+export declare class PlanRequiredError extends LatchkeyError {}
+export declare class NotAllowedError extends LatchkeyError {}
+export declare class StorageError extends LatchkeyError {}
+
+export interface ExpressOptions {
+  area?: Area | string
+  action?: Action | string
+  areaFor?: (req: any) => Area | string | null | undefined
+  trustedProxies?: string[]
+}
+
+/** Express middleware answering refusals exactly as the Latchkey server does. */
+export declare function express(engine: Engine, options?: ExpressOptions): (req: any, res: any, next: (err?: unknown) => void) => void
+export declare function trustedProxies(cidrs?: string[]): TrustedProxies
+export declare function credentialFromHeaders(xApiKey?: string | null, authorization?: string | null): string | null
+export declare function actionForMethod(method: string): Action | null
+export declare function areaForPath(path: string): Area | null
+export declare const version: string

@@ -1,0 +1,114 @@
+'use strict'
+// Every shared scenario in sdk-tests/scenarios/, through the Node package (camelCase API).
+const { test } = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const path = require('node:path')
+const latchkey = require('latchkey')
+
+const DIR = path.join(__dirname, '..', 'scenarios')
+const FILES = fs.readdirSync(DIR).filter((f) => f.endsWith('.json')).sort()
+
+// Scenario inputs use the HTTP API's snake_case; the Node API takes camelCase options.
+const camel = (name) => name.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase())
+function camelize(value) {
+  if (Array.isArray(value)) return value.map(camelize)
+  if (value === null || typeof value !== 'object') return value
+  return Object.fromEntries(
+    Object.entries(value).map(([k, v]) => [camel(k), k === 'meta' || k === 'permissions' ? v : camelize(v)]),
+  )
+}
+
+class Run {
+  constructor() {
+    this.eng = latchkey.Engine.memory({ actor: 'scenario' })
+    this.stores = {}
+    this.keys = {} // name -> [key id, credential]
+  }
+
+  step(step) {
+    const store = () => this.stores[step.store]
+    switch (step.op) {
+      case 'create_store': {
+        const { store: s, defaultKey } = this.eng.createStore(step.name, camelize(step.settings ?? {}))
+        this.stores[step.as] = s.id
+        this.keys[`${step.as}.default`] = [defaultKey.id, defaultKey.credential]
+        break
+      }
+      case 'update_store':
+        this.eng.updateStore(store(), camelize(step.patch))
+        break
+      case 'create_key': {
+        const created = this.eng.createKey(store(), camelize(step.input))
+        this.keys[step.as] = [created.id, created.credential]
+        break
+      }
+      case 'update_key':
+        this.eng.updateKey(store(), this.keys[step.key][0], camelize(step.patch))
+        break
+      case 'regenerate_key': {
+        const [keyId, old] = this.keys[step.key]
+        const created = this.eng.regenerateKey(store(), keyId)
+        if (step.old_as) this.keys[step.old_as] = [keyId, old]
+        this.keys[step.key] = [created.id, created.credential]
+        break
+      }
+      case 'revoke_key':
+        this.eng.revokeKey(store(), this.keys[step.key][0])
+        break
+      case 'verify':
+        this.verify(step)
+        break
+      case 'create_entity':
+        this.eng.create(store(), step.area, step.input, { environment: step.environment ?? 'live' })
+        break
+      case 'list_entities': {
+        const page = this.eng.list(store(), step.area, { environment: step.environment ?? 'live' })
+        assert.equal(page.items.length, step.expect_count, JSON.stringify(step))
+        break
+      }
+      default:
+        throw new Error(`unknown op ${step.op}`)
+    }
+  }
+
+  verify(step) {
+    const credential = step.key !== undefined ? this.keys[step.key][1] : step.credential
+    const options = { area: step.area, action: step.action, ip: step.ip, path: step.path ?? '/' }
+    let d
+    for (let i = 0; i < (step.repeat ?? 1); i++) d = this.eng.verify(credential, options)
+    const expect = step.expect
+    for (const field of ['allowed', 'code', 'status', 'message']) {
+      if (field in expect) assert.equal(d[field], expect[field], `${field} of ${JSON.stringify(step)}`)
+    }
+    for (const [name, value] of Object.entries(expect.headers ?? {})) {
+      assert.equal(d.headers[name], value, `${name} of ${JSON.stringify(step)}`)
+    }
+  }
+}
+
+test('the scenarios are found', () => {
+  assert.ok(FILES.length >= 4)
+})
+
+for (const file of FILES) {
+  test(`scenario ${path.basename(file, '.json')}`, () => {
+    const scenario = JSON.parse(fs.readFileSync(path.join(DIR, file), 'utf8'))
+    const run = new Run()
+    scenario.steps.forEach((step, i) => {
+      if (step.expect_error === undefined) {
+        run.step(step)
+        return
+      }
+      assert.throws(
+        () => run.step(step),
+        (err) => {
+          assert.ok(err instanceof latchkey.LatchkeyError, `${i}: ${err}`)
+          assert.equal(err.code, step.expect_error, `step ${i}`)
+          if (step.problems !== undefined) assert.equal(err.problems.length, step.problems, `step ${i}: ${err.problems}`)
+          return true
+        },
+      )
+    })
+  })
+}
