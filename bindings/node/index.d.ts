@@ -119,11 +119,14 @@ export interface KeyChanges {
 }
 
 export interface AuditEvent {
+  seq: number
   at: string
-  action: 'created' | 'updated' | 'regenerated' | 'revoked'
+  action: 'key_created' | 'key_updated' | 'key_regenerated' | 'key_revoked'
+  storeId: string
   keyId: string
-  actor: string
-  [field: string]: unknown
+  actor: { type: string; id: string }
+  /** The fields an update changed. */
+  changes: string[]
 }
 
 export interface LogEntry {
@@ -205,6 +208,8 @@ export declare class Engine {
   logs(storeId: string, query?: LogQuery): LogEntry[]
   logsAsync(storeId: string, query?: LogQuery): Promise<LogEntry[]>
   flush(): void
+  /** Writes what is buffered and releases the database file; later calls throw `CLOSED`. */
+  close(): void
   flushAsync(): Promise<void>
 
   create(storeId: string, area: Area | string, data: Entity, options?: EntityOptions): Entity

@@ -200,6 +200,11 @@ class Engine {
     return output(await this.#callAsync('logs', { storeId, query: logQuery(query) }))
   }
 
+  /** Writes what is buffered and releases the database file; later calls throw `CLOSED`. */
+  close() {
+    call(() => this.#native.close())
+  }
+
   /** Writes buffered last-use times and log entries now. */
   flush() {
     this.#call('flush', {})

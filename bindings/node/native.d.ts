@@ -37,6 +37,11 @@ export declare class Engine {
   /** Runs the named operation (`createStore`, `listKeys`, …) on this thread. */
   call(op: string, args: any): any
   /**
+   * Writes what is buffered and releases the database file (once calls already running on
+   * the thread pool finish). Every later call throws `CLOSED`; closing twice is harmless.
+   */
+  close(): void
+  /**
    * Runs the named operation off the event loop; the Promise settles with its answer as
    * JSON text.
    */

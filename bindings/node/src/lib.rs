@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use parking_lot::RwLock;
+
 use latchkey::ops::{self, Op};
 use latchkey::{Action, Area, Permission, VerifyRequest};
 use napi::bindgen_prelude::*;
@@ -136,7 +138,26 @@ impl Task for Call {
 #[napi]
 #[derive(Debug)]
 pub struct Engine {
-    engine: Arc<latchkey::Engine>,
+    /// `None` once closed. Verify holds the read guard for its call; close takes the write
+    /// guard, so it waits for running calls and every later call fails with `CLOSED`.
+    engine: RwLock<Option<Arc<latchkey::Engine>>>,
+}
+
+fn closed() -> Error {
+    let body = json!({"code": "CLOSED", "message": "the engine is closed", "problems": ["the engine is closed"]});
+    Error::from_reason(format!("{ERROR_MARK}{body}"))
+}
+
+impl Engine {
+    fn new(engine: latchkey::Engine) -> Self {
+        Self {
+            engine: RwLock::new(Some(Arc::new(engine))),
+        }
+    }
+
+    fn shared(&self) -> Result<Arc<latchkey::Engine>> {
+        self.engine.read().clone().ok_or_else(closed)
+    }
 }
 
 #[napi]
@@ -147,9 +168,7 @@ impl Engine {
     pub fn open(path: String) -> Result<Engine> {
         let options = latchkey::EngineOptions::from_env().map_err(|e| thrown(&e))?;
         let engine = latchkey::Engine::open_with(&path, options).map_err(|e| thrown(&e))?;
-        Ok(Engine {
-            engine: Arc::new(engine),
-        })
+        Ok(Engine::new(engine))
     }
 
     /// An engine on an in-memory database (tests, embedding).
@@ -157,15 +176,25 @@ impl Engine {
     pub fn memory() -> Result<Engine> {
         let options = latchkey::EngineOptions::from_env().map_err(|e| thrown(&e))?;
         let engine = latchkey::Engine::memory_with(options).map_err(|e| thrown(&e))?;
-        Ok(Engine {
-            engine: Arc::new(engine),
-        })
+        Ok(Engine::new(engine))
     }
 
     /// Runs the named operation (`createStore`, `listKeys`, …) on this thread.
     #[napi]
     pub fn call(&self, op: String, args: Value) -> Result<Value> {
-        ops::call(&self.engine, operation(&op)?, &args).map_err(|e| thrown(&e))
+        let engine = self.shared()?;
+        ops::call(&engine, operation(&op)?, &args).map_err(|e| thrown(&e))
+    }
+
+    /// Writes what is buffered and releases the database file (once calls already running on
+    /// the thread pool finish). Every later call throws `CLOSED`; closing twice is harmless.
+    #[napi]
+    pub fn close(&self) -> Result<()> {
+        let engine = self.engine.write().take();
+        match engine {
+            Some(engine) => engine.flush().map_err(|e| thrown(&e)),
+            None => Ok(()),
+        }
     }
 
     /// Runs the named operation off the event loop; the Promise settles with its answer as
@@ -173,7 +202,7 @@ impl Engine {
     #[napi]
     pub fn call_async(&self, op: String, args: Value) -> Result<AsyncTask<Call>> {
         Ok(AsyncTask::new(Call {
-            engine: self.engine.clone(),
+            engine: self.shared()?,
             op: operation(&op)?,
             args,
         }))
@@ -220,7 +249,9 @@ impl Engine {
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
-        let inner = self.engine.verify(&VerifyRequest {
+        let engine = self.engine.read();
+        let engine = engine.as_ref().ok_or_else(closed)?;
+        let inner = engine.verify(&VerifyRequest {
             credential: credential.as_deref(),
             permission,
             ip,
@@ -264,7 +295,7 @@ impl Engine {
         // Float to integer casts saturate; latency is checked finite and ≥ 0 above.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let latency_us = latency as u64;
-        self.engine
+        self.shared()?
             .record_decision(&decision.inner, &method, &path, status, ip, latency_us);
         Ok(())
     }

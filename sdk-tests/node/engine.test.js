@@ -1,0 +1,166 @@
+'use strict'
+// The Node package beyond the scenarios: typed errors, Promise forms off the event loop,
+// secrets shown once, request logs, entities, argument validation.
+const { test } = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const { spawnSync } = require('node:child_process')
+const latchkey = require('latchkey')
+
+function shop() {
+  const eng = latchkey.Engine.memory()
+  const { store, defaultKey } = eng.createStore('Node Shop')
+  return { eng, store, defaultKey }
+}
+
+test('errors are typed and carry a stable code and every problem', () => {
+  const { eng, store } = shop()
+  assert.throws(
+    () => eng.createKey(store.id, { name: '', permissions: { Nope: ['View'] }, ipAllowlist: ['10.0.0.0/33'] }),
+    (err) =>
+      err instanceof latchkey.ValidationError &&
+      err instanceof latchkey.LatchkeyError &&
+      err.code === 'VALIDATION' &&
+      err.problems.length === 3,
+  )
+  assert.throws(() => eng.getKey(store.id, 'key_nope'), (err) => err instanceof latchkey.NotFoundError && err.code === 'NOT_FOUND')
+  assert.throws(() => eng.getStore('nope'), { code: 'NOT_FOUND' })
+  assert.throws(() => eng.verify('x', { area: 'Nope', action: 'Fly', ip: 'not-an-ip' }), (err) => err.problems.length === 3)
+  assert.throws(() => eng.verify('x', { area: 'Orders' }), { code: 'VALIDATION' })
+  assert.throws(() => eng.logs(store.id, { status: 99, limit: 0 }), (err) => err.problems.length === 2)
+  assert.throws(() => eng.logs(store.id, { colour: 'red' }), { code: 'VALIDATION' })
+  assert.throws(() => latchkey.trustedProxies(['10.0.0.0/33', 'nope']), (err) => err.problems.length === 2)
+  assert.throws(() => latchkey.Engine.open(''), { code: 'VALIDATION' })
+  // The default key cannot be revoked.
+  const { defaultKey } = shop()
+  assert.throws(() => eng.revokeKey(store.id, defaultKey.id))
+})
+
+test('a refusal is a decision, not an exception', () => {
+  const { eng, store } = shop()
+  const created = eng.createKey(store.id, { name: 'ERP', permissions: { Orders: ['View'] } })
+  const ok = eng.verify(created.key, { area: 'Orders', action: 'View', ip: '127.0.0.1', path: '/api/v1/orders' })
+  assert.equal(ok.allowed, true)
+  assert.equal(ok.code, 'OK')
+  assert.equal(ok.keyId, created.id)
+  assert.equal(ok.storeId, store.id)
+  assert.equal(ok.environment, 'live')
+  assert.ok(ok.headers['X-RateLimit-Limit'])
+  const forbidden = eng.verify(created.key, { area: 'Orders', action: 'Edit' })
+  assert.equal(forbidden.status, 403)
+  assert.equal(forbidden.message, 'Missing permission Orders:Edit')
+  assert.deepEqual(forbidden.refusalBody(), {
+    success: false,
+    data: null,
+    message: 'Missing permission Orders:Edit',
+    errors: ['Missing permission Orders:Edit'],
+    code: 'FORBIDDEN',
+  })
+  assert.equal(eng.verify(undefined).code, 'MISSING')
+  assert.equal(eng.verify(created.key.slice(0, -1) + 'x').code, 'INVALID')
+})
+
+test('the secret is shown once: never in lists, reads or errors', () => {
+  const { eng, store } = shop()
+  const created = eng.createKey(store.id, { name: 'pair', format: 'pair', permissions: ['Orders:View'], meta: { erp_id: 7 } })
+  assert.match(created.consumerSecret, /^cs_/)
+  assert.equal(created.credential, `${created.consumerKey}:${created.consumerSecret}`)
+  assert.deepEqual(created.meta, { erp_id: 7 }, 'meta keys are the user’s own, never renamed')
+  const shown = JSON.stringify([eng.listKeys(store.id), eng.getKey(store.id, created.id), eng.audit(store.id)])
+  assert.ok(!shown.includes(created.consumerSecret))
+  const regenerated = eng.regenerateKey(store.id, created.id)
+  assert.notEqual(regenerated.consumerSecret, created.consumerSecret)
+  assert.equal(eng.verify(created.credential).code, 'INVALID')
+  assert.equal(eng.verify(regenerated.credential).allowed, true)
+})
+
+test('Promise forms run off the event loop: a timer keeps firing during commits', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'latchkey-node-'))
+  const eng = latchkey.Engine.open(path.join(dir, 'shop.redb'))
+  const { store } = await eng.createStoreAsync('Durable')
+  let ticks = 0
+  const timer = setInterval(() => ticks++, 1)
+  const started = Date.now()
+  const created = []
+  // Durable commits (fsync each) on the thread pool, 8 at a time.
+  for (let round = 0; round < 5; round++) {
+    created.push(
+      ...(await Promise.all(
+        Array.from({ length: 8 }, (_, i) =>
+          eng.createStoreAsync(`S${round}-${i}`).then(({ store: s }) => eng.updateStoreAsync(s.id, { maxScopedKeys: 9 })),
+        ),
+      )),
+    )
+  }
+  const key = await eng.createKeyAsync(store.id, { name: 'async', permissions: { Orders: ['View'] } })
+  clearInterval(timer)
+  const elapsed = Date.now() - started
+  assert.equal(created.length, 40)
+  assert.equal(eng.verify(key.key).allowed, true)
+  // The loop stayed free: the 1 ms timer fired on a good share of the elapsed milliseconds.
+  assert.ok(ticks >= Math.min(10, elapsed / 4), `ticks ${ticks} in ${elapsed} ms`)
+  await assert.rejects(eng.revokeKeyAsync(store.id, 'key_nope'), { code: 'NOT_FOUND' })
+  await assert.rejects(eng.createKeyAsync(store.id, { name: '' }), (err) => err instanceof latchkey.ValidationError)
+  // Another process opening the file (this one holds its lock) finds everything.
+  assert.throws(() => latchkey.Engine.open(path.join(dir, 'shop.redb')), { code: 'STORAGE' })
+  const script = `const l = require('latchkey'); process.stdout.write(String(l.Engine.open(${JSON.stringify(
+    path.join(dir, 'shop.redb'),
+  )}).listStores().length))`
+  eng.close()
+  const child = spawnSync(process.execPath, ['-e', script], { cwd: __dirname, encoding: 'utf8' })
+  assert.equal(child.stdout, '41', child.stderr)
+  assert.throws(() => eng.listStores(), { code: 'CLOSED' })
+})
+
+test('request log: recorded decisions are readable with filters', async () => {
+  const { eng, store } = shop()
+  const key = eng.createKey(store.id, { name: 'logged', permissions: { Orders: ['View'] } })
+  const ok = eng.verify(key.key, { area: 'Orders', action: 'View', path: '/api/v1/orders' })
+  eng.recordRequest(ok, { method: 'GET', path: '/api/v1/orders?secret=1', status: 200, ip: '203.0.113.7', latencyUs: 12 })
+  const denied = eng.verify(key.key, { area: 'Orders', action: 'Edit' })
+  eng.recordRequest(denied, { method: 'POST', path: '/api/v1/orders', status: 403 })
+  eng.recordRequest(eng.verify('nope'), { method: 'GET', path: '/x', status: 401 })
+  const log = eng.logs(store.id)
+  assert.deepEqual(
+    log.map((e) => [e.method, e.path, e.status, e.code, e.keyId]),
+    [
+      ['POST', '/api/v1/orders', 403, 'FORBIDDEN', key.id],
+      ['GET', '/api/v1/orders', 200, 'OK', key.id],
+    ],
+  )
+  assert.equal(log[1].ip, '203.0.113.7')
+  assert.equal(log[1].latencyUs, 12)
+  assert.equal(eng.logs(store.id, { status: 403 }).length, 1)
+  assert.equal((await eng.logsAsync(store.id, { keyId: key.id, limit: 1 })).length, 1)
+  assert.throws(() => eng.recordRequest(ok, { method: 'GET', path: '/', status: 1000, ip: 'x' }), (err) => err.problems.length === 2)
+})
+
+test('store entities keep the HTTP API shape and validate every field', async () => {
+  const { eng, store } = shop()
+  const pkg = eng.create(store.id, 'Packages', { name: 'Gold', price: { amount: 1000, currency: 'EUR' } })
+  assert.equal(eng.get(store.id, 'Packages', pkg.id).name, 'Gold')
+  const updated = await eng.updateAsync(store.id, 'Packages', pkg.id, { name: 'Platinum' })
+  assert.equal(updated.name, 'Platinum')
+  assert.equal(eng.list(store.id, 'Packages').items.length, 1)
+  assert.equal(eng.list(store.id, 'Packages', { environment: 'test' }).items.length, 0)
+  assert.throws(() => eng.create(store.id, 'Packages', { name: '', price: 'free', colour: 1 }), (err) => err.problems.length >= 3)
+  assert.throws(() => eng.create(store.id, 'Nope', {}), { code: 'VALIDATION' })
+  await eng.deleteAsync(store.id, 'Packages', pkg.id)
+  assert.throws(() => eng.get(store.id, 'Packages', pkg.id), { code: 'NOT_FOUND' })
+})
+
+test('helpers mirror the server: credentials, actions, areas, client address', () => {
+  assert.equal(latchkey.credentialFromHeaders(undefined, 'Bearer abc'), 'abc')
+  assert.equal(latchkey.credentialFromHeaders('k1', 'Bearer abc'), 'k1')
+  assert.equal(latchkey.credentialFromHeaders(undefined, 'Basic ' + Buffer.from('ck_1:cs_2').toString('base64')), 'ck_1:cs_2')
+  assert.equal(latchkey.actionForMethod('DELETE'), 'Delete')
+  assert.equal(latchkey.actionForMethod('OPTIONS'), null)
+  assert.equal(latchkey.areaForPath('/api/v1/gift-cards/gc_1'), 'GiftCards')
+  assert.equal(latchkey.areaForPath('/healthz'), null)
+  const proxies = latchkey.trustedProxies(['10.0.0.0/8'])
+  assert.equal(proxies.clientIp('10.0.0.1', '6.6.6.6, 10.0.0.2'), '6.6.6.6')
+  assert.equal(proxies.clientIp('203.0.113.9', '6.6.6.6'), '203.0.113.9')
+  assert.equal(proxies.clientIp('::ffff:203.0.113.9'), '203.0.113.9')
+})
