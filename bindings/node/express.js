@@ -44,10 +44,20 @@ function express(engine, options = {}) {
       next(err)
       return
     }
-    res.on('finish', () => {
+    // 'close' also covers a client that hangs up before the response finished; the log takes
+    // the request once. Logging must never take the process down (e.g. an engine closed
+    // while a response was in flight), so its errors are dropped.
+    let recorded = false
+    const record = () => {
+      if (recorded) return
+      recorded = true
       const latencyUs = Number((process.hrtime.bigint() - started) / 1000n)
-      engine.recordRequest(decision, { method: req.method, path, status: res.statusCode, ip, latencyUs })
-    })
+      try {
+        engine.recordRequest(decision, { method: req.method, path, status: res.statusCode, ip, latencyUs })
+      } catch {}
+    }
+    res.once('finish', record)
+    res.once('close', record)
     res.set(decision.headers)
     if (!decision.allowed) {
       res.status(decision.status).json(decision.refusalBody())

@@ -1,0 +1,166 @@
+'use strict'
+// latchkey.express with a real Express app on a loopback port, driven by real HTTP requests
+// (fetch): the statuses, wrapper bodies and rate-limit headers are the server's.
+const { test } = require('node:test')
+const assert = require('node:assert/strict')
+const expressApp = require('express')
+const latchkey = require('latchkey')
+
+/** Starts `app` on a free loopback port; returns its base URL and a stop function. */
+async function serve(app) {
+  const server = await new Promise((resolve) => {
+    const s = app.listen(0, '127.0.0.1', () => resolve(s))
+  })
+  const { port } = server.address()
+  return { base: `http://127.0.0.1:${port}`, stop: () => new Promise((resolve) => server.close(resolve)) }
+}
+
+/** The request log is written when a response finishes, which may follow the client's read. */
+async function logOf(eng, storeId, count) {
+  for (let i = 0; i < 200; i += 1) {
+    const entries = eng.logs(storeId)
+    if (entries.length >= count) return entries
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  return eng.logs(storeId)
+}
+
+function ordersApp(eng, options) {
+  const app = expressApp()
+  app.get('/healthz', (req, res) => res.json({ ok: true }))
+  app.use('/api/v1', latchkey.express(eng, options))
+  app.get('/api/v1/orders', (req, res) => res.json({ keyId: req.latchkey.keyId }))
+  app.post('/api/v1/orders', (req, res) => res.status(201).json({ created: true }))
+  app.get('/api/v1/coupons', (req, res) => res.json({ coupons: [] }))
+  return app
+}
+
+test('the middleware answers like the server: statuses, bodies, headers, log', async (t) => {
+  const eng = latchkey.Engine.memory()
+  const { store } = eng.createStore('Express')
+  const key = eng.createKey(store.id, {
+    name: 'erp',
+    permissions: { Orders: ['View'] },
+    rateLimit: { limit: 3, algorithm: 'fixed_window' },
+  })
+  const { base, stop } = await serve(ordersApp(eng))
+  t.after(stop)
+
+  const health = await fetch(`${base}/healthz`)
+  assert.equal(health.status, 200, 'routes outside the middleware are untouched')
+
+  const ok = await fetch(`${base}/api/v1/orders?page=1`, { headers: { 'X-Api-Key': key.key } })
+  assert.equal(ok.status, 200)
+  assert.deepEqual(await ok.json(), { keyId: key.id })
+  assert.equal(ok.headers.get('x-ratelimit-limit'), '3')
+  assert.equal(ok.headers.get('x-ratelimit-remaining'), '2')
+  assert.ok(Number(ok.headers.get('x-ratelimit-reset')) > Date.now() / 1000 - 1)
+
+  const missing = await fetch(`${base}/api/v1/orders`)
+  assert.equal(missing.status, 401)
+  assert.deepEqual(await missing.json(), {
+    success: false,
+    data: null,
+    message: 'API key required',
+    errors: ['API key required'],
+    code: 'MISSING',
+  })
+
+  const invalid = await fetch(`${base}/api/v1/orders`, { headers: { 'x-api-key': key.key.slice(0, -1) + 'x' } })
+  assert.equal(invalid.status, 401)
+  assert.equal((await invalid.json()).message, 'Invalid API key')
+
+  const garbled = await fetch(`${base}/api/v1/orders`, { headers: { Authorization: 'Basic %%%' } })
+  assert.equal(garbled.status, 401, 'a malformed Authorization header is a 401, never a 500')
+
+  // The area comes from the path, the action from the method.
+  const forbidden = await fetch(`${base}/api/v1/orders`, { method: 'POST', headers: { 'X-Api-Key': key.key } })
+  assert.equal(forbidden.status, 403)
+  assert.equal((await forbidden.json()).message, 'Missing permission Orders:Edit')
+  const otherArea = await fetch(`${base}/api/v1/coupons`, { headers: { 'X-Api-Key': key.key } })
+  assert.equal(otherArea.status, 403)
+  assert.equal((await otherArea.json()).message, 'Missing permission Coupons:View')
+
+  // Refusals charged nothing: the Bearer request and one more use up the limit of 3.
+  const bearer = await fetch(`${base}/api/v1/orders`, { headers: { Authorization: `Bearer ${key.key}` } })
+  assert.equal(bearer.status, 200)
+  assert.equal(bearer.headers.get('x-ratelimit-remaining'), '1')
+  assert.equal((await fetch(`${base}/api/v1/orders`, { headers: { 'X-Api-Key': key.key } })).status, 200)
+  const limited = await fetch(`${base}/api/v1/orders`, { headers: { 'X-Api-Key': key.key } })
+  assert.equal(limited.status, 429)
+  assert.equal((await limited.json()).code, 'RATE_LIMITED')
+  assert.ok(Number(limited.headers.get('retry-after')) >= 1)
+  assert.equal(limited.headers.get('x-ratelimit-remaining'), '0')
+
+  // Every request that named a live key is in its store's log, newest first, with the final
+  // status and without the query string.
+  const log = await logOf(eng, store.id, 6)
+  assert.deepEqual(
+    log.map((e) => [e.method, e.path, e.status, e.code]),
+    [
+      ['GET', '/api/v1/orders', 429, 'RATE_LIMITED'],
+      ['GET', '/api/v1/orders', 200, 'OK'],
+      ['GET', '/api/v1/orders', 200, 'OK'],
+      ['GET', '/api/v1/coupons', 403, 'FORBIDDEN'],
+      ['POST', '/api/v1/orders', 403, 'FORBIDDEN'],
+      ['GET', '/api/v1/orders', 200, 'OK'],
+    ],
+  )
+  assert.ok(log.every((e) => e.keyId === key.id && e.ip === '127.0.0.1' && e.latencyUs >= 0))
+})
+
+test('a fixed area and action, and X-Forwarded-For believed only from trusted proxies', async (t) => {
+  const eng = latchkey.Engine.memory()
+  const { store } = eng.createStore('Proxied')
+  const key = eng.createKey(store.id, { name: 'pos', permissions: ['Orders:View'], ipAllowlist: ['6.6.6.0/24'] })
+
+  const direct = await serve(ordersApp(eng, { area: 'Orders', action: 'View' }))
+  t.after(direct.stop)
+  const spoofed = await fetch(`${direct.base}/api/v1/coupons`, {
+    headers: { 'X-Api-Key': key.key, 'X-Forwarded-For': '6.6.6.6' },
+  })
+  assert.equal(spoofed.status, 403, 'an untrusted peer cannot choose its address')
+  assert.equal((await spoofed.json()).message, 'IP address not allowed')
+
+  const proxied = await serve(ordersApp(eng, { trustedProxies: ['127.0.0.0/8'] }))
+  t.after(proxied.stop)
+  const viaProxy = await fetch(`${proxied.base}/api/v1/orders`, {
+    headers: { 'X-Api-Key': key.key, 'X-Forwarded-For': '6.6.6.6, 127.0.0.1' },
+  })
+  assert.equal(viaProxy.status, 200)
+  const log = await logOf(eng, store.id, 2)
+  assert.deepEqual(
+    log.map((e) => [e.ip, e.status]),
+    [
+      ['6.6.6.6', 200],
+      ['127.0.0.1', 403],
+    ],
+  )
+})
+
+test('areaFor chooses the area; an area the key may not reach is refused', async (t) => {
+  const eng = latchkey.Engine.memory()
+  const { store, defaultKey } = eng.createStore('Custom')
+  const scoped = eng.createKey(store.id, { name: 'coupons', permissions: ['Coupons:View'] })
+  const app = expressApp()
+  app.use(latchkey.express(eng, { areaFor: (req) => (req.path.startsWith('/promo') ? 'Coupons' : 'Orders') }))
+  app.get('/promo', (req, res) => res.json({ store: req.latchkey.storeId }))
+  app.get('/sales', (req, res) => res.json({}))
+  const { base, stop } = await serve(app)
+  t.after(stop)
+  const promo = await fetch(`${base}/promo`, { headers: { 'X-Api-Key': scoped.key } })
+  assert.equal(promo.status, 200)
+  assert.deepEqual(await promo.json(), { store: store.id })
+  assert.equal((await fetch(`${base}/sales`, { headers: { 'X-Api-Key': scoped.key } })).status, 403)
+  assert.equal((await fetch(`${base}/sales`, { headers: { 'X-Api-Key': defaultKey.key } })).status, 200)
+})
+
+test('options are validated when the middleware is made', () => {
+  const eng = latchkey.Engine.memory()
+  assert.throws(
+    () => latchkey.express(eng, { area: 7, colour: 'red', trustedProxies: 'x' }),
+    (err) => err instanceof latchkey.ValidationError && err.problems.length === 3,
+  )
+  assert.throws(() => latchkey.express({}, {}), { code: 'VALIDATION' })
+  assert.throws(() => latchkey.express(eng, { trustedProxies: ['10.0.0.0/99'] }), { code: 'VALIDATION' })
+})
