@@ -1,8 +1,8 @@
 # The one test command (README, .ci/run): installs what it needs, then checks and tests
 # everything in the repository.
-.PHONY: test deps lint unit python bench
+.PHONY: test deps lint unit python node bench
 
-test: deps lint unit python
+test: deps lint unit python node
 
 # The Python binding is built with maturin into a virtual environment under target/.
 PYVENV := $(abspath target/pyvenv)
@@ -26,6 +26,23 @@ python:
 	$(PYVENV)/bin/pip install -q --disable-pip-version-check "maturin>=1.9,<2" "pytest>=8" "fastapi>=0.110" "httpx>=0.27"
 	cd bindings/python && VIRTUAL_ENV=$(PYVENV) PATH=$(PYVENV)/bin:$$PATH maturin develop -q
 	$(PYVENV)/bin/python -m pytest -q bindings/python/tests
+
+# The Node addon is built by napi-rs; the committed native.js / native.d.ts must be what the
+# build generates, so they are compared with a fresh build. Then the package's declarations
+# are type-checked against a usage file, and node --test runs the scenarios and the rest.
+NODEGEN := $(abspath target/node-generated)
+node:
+	@command -v node >/dev/null || { echo "node not found: install Node.js 20"; exit 1; }
+	# `npm install` (which keeps to the lock file) rather than `npm ci`: npm 11's ci rejects
+	# this lock for optional per-platform packages of @napi-rs/cli's own dependencies.
+	cd bindings/node && npm install --no-audit --no-fund --loglevel=error
+	cd sdk-tests/node && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(NODEGEN) && cp bindings/node/native.js bindings/node/native.d.ts $(NODEGEN)/
+	cd bindings/node && npm run --silent build
+	@cmp -s $(NODEGEN)/native.d.ts bindings/node/native.d.ts && cmp -s $(NODEGEN)/native.js bindings/node/native.js \
+	  || { echo "bindings/node/native.d.ts or native.js is stale: the build regenerated it; commit the new files"; exit 1; }
+	cd sdk-tests/node && npx tsc -p .
+	cd sdk-tests/node && node --test
 
 # Benchmarks are not part of `make test`; figures are recorded in BENCHMARKS.md.
 bench:

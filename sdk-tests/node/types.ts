@@ -1,0 +1,46 @@
+// Compiled (not run) by `tsc -p sdk-tests/node` in the test command: the package's declarations
+// describe the API as used here, and reject what the API rejects.
+import * as latchkey from 'latchkey'
+import type { CreatedKey, Decision, Key, LogEntry, Page, Store } from 'latchkey'
+
+async function usage(): Promise<void> {
+  const eng = latchkey.Engine.memory({ actor: 'types' })
+  const { store, defaultKey }: { store: Store; defaultKey: CreatedKey } = eng.createStore('Typed', {
+    defaultRateLimit: { limit: 100, algorithm: 'sliding_window' },
+  })
+  const scoped: CreatedKey = await eng.createKeyAsync(store.id, {
+    name: 'erp',
+    permissions: { Orders: ['View', 'Edit'] },
+    expiresAt: null,
+    ipAllowlist: ['10.0.0.0/8'],
+  })
+  const credential: string = scoped.credential
+  const decision: Decision = eng.verify(credential, { area: 'Orders', action: 'View', ip: '10.0.0.1' })
+  const allowed: boolean = decision.allowed
+  const status: number = decision.status
+  const headers: Record<string, string> = decision.headers
+  const keys: Key[] = eng.listKeys(store.id)
+  eng.recordRequest(decision, { method: 'GET', path: '/api/v1/orders', status })
+  const log: LogEntry[] = await eng.logsAsync(store.id, { keyId: scoped.id, since: new Date(0) })
+  const page: Page = eng.list(store.id, 'Orders', { limit: 10 })
+  try {
+    eng.revokeKey(store.id, defaultKey.id)
+  } catch (err) {
+    if (err instanceof latchkey.LatchkeyError) {
+      const code: string = err.code
+      const problems: string[] = err.problems
+      void [code, problems]
+    }
+  }
+  const middleware = latchkey.express(eng, { area: 'Orders', trustedProxies: ['127.0.0.1/32'] })
+  // @ts-expect-error an action is one of View / Edit / Delete or a string, never a number
+  eng.verify(credential, { action: 7 })
+  // @ts-expect-error a new key needs a name
+  eng.createKey(store.id, { permissions: ['Orders:View'] })
+  // @ts-expect-error the algorithm is one of three
+  eng.updateStore(store.id, { defaultRateLimit: { limit: 1, algorithm: 'leaky' } })
+  void [allowed, headers, keys, log, page, middleware, latchkey.version]
+  eng.close()
+}
+
+void usage
