@@ -1,9 +1,9 @@
 // Types of the `latchkey` package (the typed layer in index.js). The native module's own types
 // are generated into native.d.ts by napi-rs.
 
-import type { Decision, TrustedProxies } from './native'
+import type { TrustedProxies } from './native'
 
-export { Decision, TrustedProxies }
+export { TrustedProxies }
 
 export type Area =
   | 'Packages'
@@ -148,6 +148,39 @@ export interface LogQuery {
   until?: string | Date
   /** 1–1000, default 100. */
   limit?: number
+}
+
+/** The limit that governs a requester (the `X-RateLimit-*` figures). */
+export interface LimitState {
+  limit: number
+  remaining: number
+  /** Unix seconds at which the budget is fully restored. */
+  resetAt: number
+  /** Whole seconds to wait, on `RATE_LIMITED`. */
+  retryAfter: number | null
+}
+
+/** The answer to one request; a refusal is a Decision with `allowed === false`. */
+export declare class Decision {
+  private constructor()
+  readonly allowed: boolean
+  /** `OK`, or the deny code of SPEC §4 (`MISSING`, `INVALID`, …, `RATE_LIMITED`). */
+  readonly code: string
+  /** The HTTP status to answer with: 200, 401, 403 or 429. */
+  readonly status: number
+  /** `OK`, or the refusal's message (`Missing permission Orders:Edit`). */
+  readonly message: string
+  /** The key the credential identified (allowed decisions, and refusals from EXPIRED on). */
+  readonly keyId: string | null
+  readonly storeId: string | null
+  readonly environment: string | null
+  /** The limit that governs the requester, or `null` when none applied. */
+  readonly limit: LimitState | null
+  /** `X-RateLimit-Limit`, `-Remaining`, `-Reset` when a limit applied; `Retry-After` on 429. */
+  readonly headers: Record<string, string>
+  /** The server's body for this refusal (`{success: false, data: null, message, errors, code}`). */
+  refusalBody(): { success: false; data: null; message: string; errors: string[]; code: string }
+  toJSON(): object
 }
 
 export interface VerifyOptions {

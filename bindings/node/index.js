@@ -20,6 +20,7 @@ const {
   call,
 } = require('./errors.js')
 const { express } = require('./express.js')
+const { Decision, permissionNumber, OUT_LEN, HAS_KEY } = require('./decision.js')
 
 // ---- field names: camelCase outside, snake_case inside -------------------------------------
 
@@ -76,10 +77,15 @@ function logQuery(query = {}) {
 class Engine {
   #native
   #actor
+  #verify
+  #out = new Float64Array(OUT_LEN)
+  /** `{keyId, storeId, environment}` of the key the last decision named (see src/fast.rs). */
+  #key = null
 
   constructor(nativeEngine, actor) {
     this.#native = nativeEngine
     this.#actor = actor ?? 'node'
+    this.#verify = nativeEngine.bindVerify(this.#out)
   }
 
   /** Opens (or creates) a database file; `actor` names who made changes in the audit trail. */
@@ -173,23 +179,41 @@ class Engine {
    * Decides one request: `{ area, action, ip, path }` (all optional; area and action together).
    * A refusal is a Decision with `allowed === false`, never an exception.
    */
-  verify(credential, { area, action, ip, path } = {}) {
+  verify(credential, options) {
+    let area, action, ip, path
+    if (options !== undefined && options !== null) ({ area, action, ip, path } = options)
+    let permission = permissionNumber(area, action)
+    if (permission === undefined && (area != null || action != null)) {
+      permission = checkedPermission(credential, area, action, ip, path)
+    }
+    let code
     try {
-      return this.#native.verify(credential, area, action, ip, path)
+      code = this.#verify(credential, permission, ip, path)
     } catch (err) {
       throw typed(err)
     }
+    if (typeof code !== 'number') {
+      // The decision names another key than the last one: [code, keyId, storeId, environment].
+      this.#key = Object.freeze({ keyId: code[1], storeId: code[2], environment: code[3] })
+      code = code[0]
+    }
+    return new Decision(code, this.#out[HAS_KEY] === 1 ? this.#key : null, this.#out)
   }
 
   // ---- request log (seed 004) ---------------------------------------------------------------
 
   /** Records the request a decision answered (buffered; never blocks). */
   recordRequest(decision, { method, path, status, ip, latencyUs } = {}) {
-    try {
-      this.#native.recordRequest(decision, method, path, status, ip, latencyUs)
-    } catch (err) {
-      throw typed(err)
-    }
+    const problems = []
+    if (!(decision instanceof Decision)) problems.push('decision: expected a Decision from verify')
+    if (typeof method !== 'string' || method === '') problems.push('method: expected an HTTP method')
+    if (typeof path !== 'string') problems.push('path: expected the request path')
+    if (!Number.isInteger(status) || status < 0) problems.push('status: expected an HTTP status')
+    if (problems.length) throw invalid(problems)
+    // A decision for a credential that matched no key names no store: nothing to record.
+    if (decision.storeId === null) return
+    const code = Decision.codeNumber(decision)
+    call(() => this.#native.recordOutcome(decision.storeId, decision.keyId, code, method, path, status, ip, latencyUs))
   }
 
   /** A store's request log, newest first: `{ keyId, status, since, until, limit }`. */
@@ -242,6 +266,18 @@ class Engine {
   }
 }
 
+/**
+ * `verify`'s arguments when the area or action is not an exact name: checked as the core reads
+ * them (names in any case), every problem named; answers the permission number.
+ */
+function checkedPermission(credential, area, action, ip, path) {
+  const problems = Object.entries({ credential, area, action, ip, path })
+    .filter(([, value]) => value != null && typeof value !== 'string')
+    .map(([name]) => `${name}: expected a string`)
+  if (problems.length) throw invalid(problems)
+  return call(() => native.verifyArguments(area ?? undefined, action ?? undefined, ip ?? undefined)) ?? undefined
+}
+
 /** The proxies whose `X-Forwarded-For` is believed (CIDRs or addresses), parsed once. */
 function trustedProxies(list = []) {
   return call(() => new native.TrustedProxies(list))
@@ -249,7 +285,7 @@ function trustedProxies(list = []) {
 
 module.exports = {
   Engine,
-  Decision: native.Decision,
+  Decision,
   LatchkeyError,
   ValidationError,
   NotFoundError,

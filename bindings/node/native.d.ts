@@ -9,23 +9,6 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** The verify decision (a denial is a decision, not an exception). */
-export declare class Decision {
-  get allowed(): boolean
-  /** `OK`, or the deny code of SPEC §4 (`MISSING`, `INVALID`, …, `RATE_LIMITED`). */
-  get code(): string
-  /** The HTTP status to answer with: 200, 401, 403 or 429. */
-  get status(): number
-  get message(): string
-  /** `X-RateLimit-Limit`, `-Remaining`, `-Reset` when a limit applied; `Retry-After` on 429. */
-  get headers(): Record<string, string>
-  get keyId(): string | null
-  get storeId(): string | null
-  get environment(): string | null
-  /** The server's body for this refusal (`{success: false, data: null, message, errors, code}`). */
-  refusalBody(): any
-}
-
 export declare class Engine {
   /**
    * Opens (or creates) a database file. Options come from the environment
@@ -47,15 +30,15 @@ export declare class Engine {
    */
   callAsync(op: string, args: any): Promise<string>
   /**
-   * Decides one request. Bad arguments (an unknown area or action, an unreadable IP) throw
-   * a validation error; a refused request is a `Decision`.
+   * A `verify(credential, permissionNumber, ip, path)` function bound to this engine that
+   * writes the decision's limit fields into `out` (a `Float64Array` of 6); see `src/fast.rs`.
    */
-  verify(credential?: string | undefined | null, area?: string | undefined | null, action?: string | undefined | null, ip?: string | undefined | null, path?: string | undefined | null): Decision
+  bindVerify(out: Float64Array): (credential?: string | null, permission?: number, ip?: string | null, path?: string | null) => number | [number, string, string, string]
   /**
    * Records the request a decision answered in its store's request log (buffered; never
-   * blocks). Nothing is recorded for a credential that matched no key.
+   * blocks): the store and key the decision named and its code number (0 = allowed).
    */
-  recordRequest(decision: Decision, method: string, path: string, status: number, ip?: string | undefined | null, latencyUs?: number | undefined | null): void
+  recordOutcome(storeId: string, keyId: string | undefined | null, code: number, method: string, path: string, status: number, ip?: string | undefined | null, latencyUs?: number | undefined | null): void
 }
 
 /** The proxies whose `X-Forwarded-For` is believed, parsed once (CIDRs or addresses). */
@@ -83,6 +66,28 @@ export declare function areaForPath(path: string): string | null
  * (Bearer, Basic `ck:cs`, or a bare base64 `ck:cs`). `null` when neither is present.
  */
 export declare function credentialFromHeaders(xApiKey?: string | undefined | null, authorization?: string | undefined | null): string | null
+
+/**
+ * The decision codes as `verify` numbers them: `[name, status, message]` for 0 (allowed)
+ * and each deny code of SPEC §4 in check order.
+ */
+export declare function decisionCodes(): any
+
+/** The message of decision code `code` (0 = allowed), naming `missing` for `FORBIDDEN`. */
+export declare function decisionMessage(code: number, missing?: number | undefined | null): string
+
+/** `{area: {action: number}}` for every permission of the table, as `verify` takes them. */
+export declare function permissionNumbers(): any
+
+/** The server's body for a refusal (`{success: false, data: null, message, errors, code}`). */
+export declare function refusalBody(code: number, missing?: number | undefined | null): any
+
+/**
+ * Checks `verify`'s area, action and address as the core reads them (names in any case),
+ * naming every problem; answers the permission's number, or `null` when neither area nor
+ * action was given.
+ */
+export declare function verifyArguments(area?: string | undefined | null, action?: string | undefined | null, ip?: string | undefined | null): number | null
 
 /** The engine version. */
 export declare function version(): string

@@ -835,10 +835,14 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
-module.exports.Decision = nativeBinding.Decision
 module.exports.Engine = nativeBinding.Engine
 module.exports.TrustedProxies = nativeBinding.TrustedProxies
 module.exports.actionForMethod = nativeBinding.actionForMethod
 module.exports.areaForPath = nativeBinding.areaForPath
 module.exports.credentialFromHeaders = nativeBinding.credentialFromHeaders
+module.exports.decisionCodes = nativeBinding.decisionCodes
+module.exports.decisionMessage = nativeBinding.decisionMessage
+module.exports.permissionNumbers = nativeBinding.permissionNumbers
+module.exports.refusalBody = nativeBinding.refusalBody
+module.exports.verifyArguments = nativeBinding.verifyArguments
 module.exports.version = nativeBinding.version

@@ -76,6 +76,12 @@ pub(crate) fn new_key_id() -> Result<String> {
     Ok(format!("key_{}", random_chars(LOWER_ALNUM, 16)?))
 }
 
+/// Whether `text` has the shape of a key id (`key_` and 16 lowercase alphanumerics).
+pub(crate) fn is_key_id(text: &str) -> bool {
+    text.strip_prefix("key_")
+        .is_some_and(|rest| rest.len() == 16 && rest.bytes().all(|b| LOWER_ALNUM.contains(&b)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +96,7 @@ mod tests {
         assert!(StoreId::parse("abcd-fgh").is_none());
         assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{id}\""));
         assert!(new_key_id().unwrap().starts_with("key_"));
+        assert!(is_key_id(&new_key_id().unwrap()));
+        assert!(!is_key_id("key_ABCDEFGHIJKLMNOP") && !is_key_id("key_abc") && !is_key_id(""));
     }
 }

@@ -251,6 +251,50 @@ impl Engine {
         }
     }
 
+    /// [`Engine::record_decision`] for a binding that carried the decision across as its parts
+    /// (the store and key it named, its code; `None` for allowed). Checked like any outside
+    /// input: a malformed store or key id, or a status outside 100–599, is refused with every
+    /// problem named and nothing recorded.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_outcome(
+        &self,
+        store_id: &str,
+        key_id: Option<&str>,
+        code: Option<crate::DenyCode>,
+        method: &str,
+        path: &str,
+        status: u16,
+        ip: Option<IpAddr>,
+        latency_us: u64,
+    ) -> Result<()> {
+        let mut problems = Problems::new();
+        let store = StoreId::parse(store_id);
+        if store.is_none() {
+            problems.push(format!("storeId: `{store_id}` is not a store id"));
+        }
+        if let Some(key_id) = key_id.filter(|k| !crate::ids::is_key_id(k)) {
+            problems.push(format!("keyId: `{key_id}` is not a key id"));
+        }
+        if !(100..=599).contains(&status) {
+            problems.push(format!("status: `{status}` is not an HTTP status"));
+        }
+        problems.finish()?;
+        if let Some(store) = store {
+            self.record_request(LogEntry::new(
+                self.inner().clock.now(),
+                store,
+                key_id,
+                method,
+                path,
+                status,
+                ip,
+                code.map_or("OK", crate::DenyCode::as_str),
+                latency_us,
+            ));
+        }
+        Ok(())
+    }
+
     /// Log entries dropped because the buffer was full (since start).
     pub fn dropped_log_entries(&self) -> u64 {
         self.inner().logs.dropped.load(Ordering::Relaxed)

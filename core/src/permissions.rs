@@ -171,7 +171,20 @@ impl Permission {
     }
 
     fn bit(self) -> u64 {
-        1u64 << (self.area as u32 * 3 + self.action.bit())
+        1u64 << self.index()
+    }
+
+    /// A small stable number for the pair (area × 3 + action, in table order), so bindings can
+    /// pass a permission as an integer on their hot path. Stable within a release only.
+    pub fn index(self) -> u32 {
+        self.area as u32 * 3 + self.action.bit()
+    }
+
+    /// The pair numbered `index` (see [`Permission::index`]); `None` past the table.
+    pub fn from_index(index: u32) -> Option<Permission> {
+        let area = *Area::ALL.get(usize::try_from(index / 3).ok()?)?;
+        let action = Action::ALL[(index % 3) as usize];
+        Some(Permission::new(area, action))
     }
 }
 

@@ -41,6 +41,40 @@ impl DenyCode {
         DenyCode::RateLimited,
     ];
 
+    /// The code's position in [`DenyCode::ALL`], for bindings that pass codes as integers.
+    pub fn index(self) -> u32 {
+        self as u32
+    }
+
+    /// The code at `index` of [`DenyCode::ALL`].
+    pub fn from_index(index: u32) -> Option<DenyCode> {
+        DenyCode::ALL.get(usize::try_from(index).ok()?).copied()
+    }
+
+    /// The refusal's message; `missing` names the permission of a `FORBIDDEN`
+    /// (`Missing permission Orders:Edit`).
+    pub fn message_for(self, missing: Option<Permission>) -> Cow<'static, str> {
+        match (self, missing) {
+            (DenyCode::Forbidden, Some(missing)) => {
+                Cow::Owned(format!("Missing permission {missing}"))
+            }
+            (code, _) => Cow::Borrowed(code.message()),
+        }
+    }
+
+    /// The body every front end answers this refusal with: the response wrapper of SPEC §7
+    /// (`success: false`, the message in `message` and `errors`, and the `code`).
+    pub fn refusal_body(self, missing: Option<Permission>) -> serde_json::Value {
+        let message = self.message_for(missing);
+        serde_json::json!({
+            "success": false,
+            "data": null,
+            "message": message,
+            "errors": [message],
+            "code": self.as_str(),
+        })
+    }
+
     /// The stable machine-readable code.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -248,10 +282,7 @@ impl Decision {
     pub fn message(&self) -> Cow<'static, str> {
         match self.denial {
             None => Cow::Borrowed("OK"),
-            Some((DenyCode::Forbidden, Some(missing))) => {
-                Cow::Owned(format!("Missing permission {missing}"))
-            }
-            Some((code, _)) => Cow::Borrowed(code.message()),
+            Some((code, missing)) => code.message_for(missing),
         }
     }
 
@@ -293,14 +324,17 @@ impl Decision {
     /// The body every front end answers a refusal with: the response wrapper of SPEC §7
     /// (`success: false`, the message in `message` and `errors`, and the `code`).
     pub fn refusal_body(&self) -> serde_json::Value {
-        let message = self.message();
-        serde_json::json!({
-            "success": false,
-            "data": null,
-            "message": message,
-            "errors": [message],
-            "code": self.code_str(),
-        })
+        match self.denial {
+            Some((code, missing)) => code.refusal_body(missing),
+            // Not a refusal; the same wrapper with success, for callers that answer anyway.
+            None => serde_json::json!({
+                "success": true,
+                "data": null,
+                "message": "OK",
+                "errors": [],
+                "code": "OK",
+            }),
+        }
     }
 
     /// The headers to answer with: `X-RateLimit-Limit`, `-Remaining`, `-Reset` when a limit
@@ -359,6 +393,25 @@ mod tests {
                 (name, status, message)
             );
         }
+    }
+
+    #[test]
+    fn codes_and_permissions_round_trip_through_their_indexes() {
+        for (i, code) in DenyCode::ALL.iter().enumerate() {
+            assert_eq!(code.index() as usize, i);
+            assert_eq!(DenyCode::from_index(code.index()), Some(*code));
+        }
+        assert_eq!(DenyCode::from_index(9), None);
+        let mut seen = std::collections::HashSet::new();
+        for &area in crate::permissions::Area::ALL {
+            for &action in &crate::permissions::Action::ALL {
+                let permission = Permission::new(area, action);
+                assert!(seen.insert(permission.index()));
+                assert_eq!(Permission::from_index(permission.index()), Some(permission));
+            }
+        }
+        let past = u32::try_from(crate::permissions::Area::ALL.len() * 3).unwrap();
+        assert_eq!(Permission::from_index(past), None);
     }
 
     #[test]

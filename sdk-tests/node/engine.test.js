@@ -164,3 +164,41 @@ test('helpers mirror the server: credentials, actions, areas, client address', (
   assert.equal(proxies.clientIp('203.0.113.9', '6.6.6.6'), '203.0.113.9')
   assert.equal(proxies.clientIp('::ffff:203.0.113.9'), '203.0.113.9')
 })
+
+test('decisions name the right key however keys alternate, and arguments are checked', () => {
+  const { eng, store, defaultKey } = shop()
+  const other = eng.createStore('Other Shop')
+  const a = eng.createKey(store.id, { name: 'a', permissions: ['Orders:View'], environment: 'test' })
+  const b = other.defaultKey
+  const seen = [a, b, a, a, null, b, defaultKey].map((key) => {
+    const d = eng.verify(key ? key.credential : 'lk_live_nope', { area: 'Orders', action: 'View' })
+    return [d.keyId, d.storeId, d.environment]
+  })
+  assert.deepEqual(seen, [
+    [a.id, store.id, 'test'],
+    [b.id, other.store.id, 'live'],
+    [a.id, store.id, 'test'],
+    [a.id, store.id, 'test'],
+    [null, null, null],
+    [b.id, other.store.id, 'live'],
+    [defaultKey.id, store.id, 'live'],
+  ])
+  // Names are read as the core reads them; exact names take the table, others the check.
+  assert.equal(eng.verify(a.credential, { area: 'orders', action: 'view' }).allowed, true)
+  assert.equal(eng.verify(a.credential, { area: 'Orders', action: 'Delete' }).message, 'Missing permission Orders:Delete')
+  assert.throws(() => eng.verify(a.credential, { area: '__proto__', action: 'toString' }), (err) => err.problems.length === 2)
+  assert.throws(() => eng.verify(42, { area: 7, ip: '1.2.3.4' }), (err) => err.problems.length === 2)
+  assert.throws(() => eng.verify(a.credential, { ip: 7 }), { code: 'VALIDATION' })
+  assert.throws(() => eng.verify(a.credential, { ip: '999.1.1.1' }), (err) => err.problems[0].startsWith('ip:'))
+  // Credentials longer than the native stack buffer are read whole, and refused as invalid.
+  assert.equal(eng.verify('x'.repeat(5000)).code, 'INVALID')
+  assert.equal(eng.verify(a.credential + 'x'.repeat(300)).code, 'INVALID')
+  const limited = eng.verify(a.credential, { area: 'Orders', action: 'View' })
+  assert.equal(limited.limit.limit, 60, 'the server default: 60 a minute')
+  assert.equal(limited.limit.retryAfter, null)
+  assert.deepEqual(JSON.parse(JSON.stringify(limited)).keyId, a.id)
+  assert.throws(() => limited.refusalBody(), TypeError)
+  assert.throws(() => eng.recordRequest({ storeId: store.id }, { method: 'GET', path: '/', status: 200 }), { code: 'VALIDATION' })
+  eng.close()
+  assert.throws(() => eng.verify(a.credential), { code: 'CLOSED' })
+})

@@ -3,26 +3,29 @@
 //!
 //! Management calls are the core's named JSON operations ([`latchkey::ops`]): `call` answers on
 //! the calling thread, `callAsync` runs the same operation on libuv's thread pool and returns
-//! a Promise of its answer as JSON text, so a commit never blocks the event loop. `verify` is synchronous and returns a
-//! `Decision` object that holds the engine's decision and builds each field when read.
+//! a Promise of its answer as JSON text, so a commit never blocks the event loop. `verify` is
+//! synchronous and lives in [`fast`]: a raw Node-API function per engine that answers with
+//! numbers, from which the typed layer builds its `Decision` (asking this module for names,
+//! messages and refusal bodies, so every rule stays in the core).
 //!
 //! Errors cross as a JS `Error` whose message is [`ERROR_MARK`] followed by JSON
 //! `{code, message, problems}`; the typed layer turns it into a `LatchkeyError`.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
 use latchkey::ops::{self, Op};
-use latchkey::{Action, Area, Permission, VerifyRequest};
+use latchkey::{Action, Area, DenyCode, Permission};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use serde_json::{Value, json};
 
+mod fast;
+
 /// Starts the message of every error this module throws (see the module documentation).
-const ERROR_MARK: &str = "\u{1}latchkey:";
+pub(crate) const ERROR_MARK: &str = "\u{1}latchkey:";
 
 /// The JS error for an engine error: its code, message and every problem, never a secret
 /// (engine errors carry none).
@@ -41,65 +44,6 @@ fn invalid(problems: Vec<String>) -> Error {
 
 fn operation(name: &str) -> Result<Op> {
     Op::parse(name).ok_or_else(|| invalid(vec![format!("unknown operation `{name}`")]))
-}
-
-/// The verify decision (a denial is a decision, not an exception).
-#[napi]
-#[derive(Debug)]
-pub struct Decision {
-    inner: latchkey::Decision,
-}
-
-#[napi]
-impl Decision {
-    #[napi(getter)]
-    pub fn allowed(&self) -> bool {
-        self.inner.allowed()
-    }
-
-    /// `OK`, or the deny code of SPEC §4 (`MISSING`, `INVALID`, …, `RATE_LIMITED`).
-    #[napi(getter)]
-    pub fn code(&self) -> &'static str {
-        self.inner.code_str()
-    }
-
-    /// The HTTP status to answer with: 200, 401, 403 or 429.
-    #[napi(getter)]
-    pub fn status(&self) -> u16 {
-        self.inner.status()
-    }
-
-    #[napi(getter)]
-    pub fn message(&self) -> String {
-        self.inner.message().into_owned()
-    }
-
-    /// `X-RateLimit-Limit`, `-Remaining`, `-Reset` when a limit applied; `Retry-After` on 429.
-    #[napi(getter)]
-    pub fn headers(&self) -> HashMap<&'static str, String> {
-        self.inner.headers().into_iter().collect()
-    }
-
-    #[napi(getter)]
-    pub fn key_id(&self) -> Option<String> {
-        self.inner.key_id().map(str::to_owned)
-    }
-
-    #[napi(getter)]
-    pub fn store_id(&self) -> Option<String> {
-        self.inner.store_id().map(|s| s.to_string())
-    }
-
-    #[napi(getter)]
-    pub fn environment(&self) -> Option<String> {
-        self.inner.environment().map(str::to_owned)
-    }
-
-    /// The server's body for this refusal (`{success: false, data: null, message, errors, code}`).
-    #[napi]
-    pub fn refusal_body(&self) -> Value {
-        self.inner.refusal_body()
-    }
 }
 
 /// A management operation run on libuv's thread pool (see `Engine.callAsync`). Its `Debug`
@@ -138,10 +82,13 @@ impl Task for Call {
 #[napi]
 #[derive(Debug)]
 pub struct Engine {
-    /// `None` once closed. Verify holds the read guard for its call; close takes the write
-    /// guard, so it waits for running calls and every later call fails with `CLOSED`.
-    engine: RwLock<Option<Arc<latchkey::Engine>>>,
+    engine: Shared,
 }
+
+/// An engine as the class and its bound `verify` functions share it: `None` once closed.
+/// Verify holds the read guard for its call; close takes the write guard, so it waits for
+/// running calls and every later call fails with `CLOSED`.
+pub(crate) type Shared = Arc<RwLock<Option<Arc<latchkey::Engine>>>>;
 
 fn closed() -> Error {
     let body = json!({"code": "CLOSED", "message": "the engine is closed", "problems": ["the engine is closed"]});
@@ -151,7 +98,7 @@ fn closed() -> Error {
 impl Engine {
     fn new(engine: latchkey::Engine) -> Self {
         Self {
-            engine: RwLock::new(Some(Arc::new(engine))),
+            engine: Arc::new(RwLock::new(Some(Arc::new(engine)))),
         }
     }
 
@@ -208,64 +155,27 @@ impl Engine {
         }))
     }
 
-    /// Decides one request. Bad arguments (an unknown area or action, an unreadable IP) throw
-    /// a validation error; a refused request is a `Decision`.
-    #[napi]
-    pub fn verify(
-        &self,
-        credential: Option<String>,
-        area: Option<String>,
-        action: Option<String>,
-        ip: Option<String>,
-        path: Option<String>,
-    ) -> Result<Decision> {
-        let mut problems = Vec::new();
-        let area = area.and_then(|a| {
-            Area::parse(&a).or_else(|| {
-                problems.push(format!("area: unknown `{a}`"));
-                None
-            })
-        });
-        let action = action.and_then(|a| {
-            Action::parse(&a).or_else(|| {
-                problems.push(format!("action: unknown `{a}` (View, Edit or Delete)"));
-                None
-            })
-        });
-        let ip = ip.and_then(|text| {
-            text.parse::<IpAddr>()
-                .map_err(|_| problems.push(format!("ip: `{text}` is not an IP address")))
-                .ok()
-        });
-        let permission = match (area, action) {
-            (Some(area), Some(action)) => Some(Permission::new(area, action)),
-            (None, None) => None,
-            _ if !problems.is_empty() => None,
-            _ => {
-                problems.push("area and action: give both or neither".into());
-                None
-            }
-        };
-        if !problems.is_empty() {
-            return Err(invalid(problems));
-        }
-        let engine = self.engine.read();
-        let engine = engine.as_ref().ok_or_else(closed)?;
-        let inner = engine.verify(&VerifyRequest {
-            credential: credential.as_deref(),
-            permission,
-            ip,
-            path: path.as_deref().unwrap_or("/"),
-        });
-        Ok(Decision { inner })
+    /// A `verify(credential, permissionNumber, ip, path)` function bound to this engine that
+    /// writes the decision's limit fields into `out` (a `Float64Array` of 6); see `src/fast.rs`.
+    #[napi(
+        ts_args_type = "out: Float64Array",
+        ts_return_type = "(credential?: string | null, permission?: number, ip?: string | null, path?: string | null) => number | [number, string, string, string]"
+    )]
+    pub fn bind_verify<'env>(&self, env: &'env Env, out: Unknown<'env>) -> Result<Unknown<'env>> {
+        let function = fast::bind(env.raw(), self.engine.clone(), out.raw())?;
+        // SAFETY: `function` was just created in this call's environment.
+        Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), function) })
     }
 
     /// Records the request a decision answered in its store's request log (buffered; never
-    /// blocks). Nothing is recorded for a credential that matched no key.
+    /// blocks): the store and key the decision named and its code number (0 = allowed).
     #[napi]
-    pub fn record_request(
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_outcome(
         &self,
-        decision: &Decision,
+        store_id: String,
+        key_id: Option<String>,
+        code: u32,
         method: String,
         path: String,
         status: u32,
@@ -273,9 +183,21 @@ impl Engine {
         latency_us: Option<f64>,
     ) -> Result<()> {
         let mut problems = Vec::new();
+        let code = match code {
+            0 => None,
+            n => DenyCode::from_index(n - 1).or_else(|| {
+                problems.push(format!("code: no decision code numbered {n}"));
+                None
+            }),
+        };
         let ip = ip.and_then(|text| {
             text.parse::<IpAddr>()
-                .map_err(|_| problems.push(format!("ip: `{text}` is not an IP address")))
+                .map_err(|_| {
+                    problems.push(format!(
+                        "ip: `{}` is not an IP address",
+                        text.escape_debug()
+                    ))
+                })
                 .ok()
         });
         let status = u16::try_from(status)
@@ -296,8 +218,130 @@ impl Engine {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let latency_us = latency as u64;
         self.shared()?
-            .record_decision(&decision.inner, &method, &path, status, ip, latency_us);
-        Ok(())
+            .record_outcome(
+                &store_id,
+                key_id.as_deref(),
+                code,
+                &method,
+                &path,
+                status,
+                ip,
+                latency_us,
+            )
+            .map_err(|e| thrown(&e))
+    }
+}
+
+/// The decision codes as `verify` numbers them: `[name, status, message]` for 0 (allowed)
+/// and each deny code of SPEC §4 in check order.
+#[napi]
+pub fn decision_codes() -> Value {
+    json!(fast::codes())
+}
+
+/// `{area: {action: number}}` for every permission of the table, as `verify` takes them.
+#[napi]
+pub fn permission_numbers() -> Value {
+    let mut table = serde_json::Map::new();
+    for &area in Area::ALL {
+        let actions: serde_json::Map<String, Value> = Action::ALL
+            .iter()
+            .map(|&action| {
+                (
+                    action.as_str().to_owned(),
+                    json!(Permission::new(area, action).index()),
+                )
+            })
+            .collect();
+        table.insert(area.as_str().to_owned(), Value::Object(actions));
+    }
+    Value::Object(table)
+}
+
+/// Checks `verify`'s area, action and address as the core reads them (names in any case),
+/// naming every problem; answers the permission's number, or `null` when neither area nor
+/// action was given.
+#[napi]
+pub fn verify_arguments(
+    area: Option<String>,
+    action: Option<String>,
+    ip: Option<String>,
+) -> Result<Option<u32>> {
+    let mut problems = Vec::new();
+    let area = area.and_then(|a| {
+        Area::parse(&a).or_else(|| {
+            problems.push(format!("area: unknown `{}`", a.escape_debug()));
+            None
+        })
+    });
+    let action = action.and_then(|a| {
+        Action::parse(&a).or_else(|| {
+            problems.push(format!(
+                "action: unknown `{}` (View, Edit or Delete)",
+                a.escape_debug()
+            ));
+            None
+        })
+    });
+    if let Some(text) = ip.filter(|text| text.parse::<IpAddr>().is_err()) {
+        problems.push(format!(
+            "ip: `{}` is not an IP address",
+            text.escape_debug()
+        ));
+    }
+    let permission = match (area, action) {
+        (Some(area), Some(action)) => Some(Permission::new(area, action).index()),
+        (None, None) => None,
+        _ if !problems.is_empty() => None,
+        _ => {
+            problems.push("area and action: give both or neither".into());
+            None
+        }
+    };
+    if problems.is_empty() {
+        Ok(permission)
+    } else {
+        Err(invalid(problems))
+    }
+}
+
+fn denial(code: u32, missing: Option<u32>) -> Result<(Option<DenyCode>, Option<Permission>)> {
+    let mut problems = Vec::new();
+    let code = match code {
+        0 => None,
+        n => DenyCode::from_index(n - 1).or_else(|| {
+            problems.push(format!("code: no decision code numbered {n}"));
+            None
+        }),
+    };
+    let missing = missing.and_then(|m| {
+        Permission::from_index(m).or_else(|| {
+            problems.push(format!("missing: no permission numbered {m}"));
+            None
+        })
+    });
+    if problems.is_empty() {
+        Ok((code, missing))
+    } else {
+        Err(invalid(problems))
+    }
+}
+
+/// The message of decision code `code` (0 = allowed), naming `missing` for `FORBIDDEN`.
+#[napi]
+pub fn decision_message(code: u32, missing: Option<u32>) -> Result<String> {
+    Ok(match denial(code, missing)? {
+        (None, _) => "OK".to_owned(),
+        (Some(code), missing) => code.message_for(missing).into_owned(),
+    })
+}
+
+/// The server's body for a refusal (`{success: false, data: null, message, errors, code}`).
+#[napi]
+pub fn refusal_body(code: u32, missing: Option<u32>) -> Result<Value> {
+    match denial(code, missing)? {
+        (Some(code), missing) => Ok(code.refusal_body(missing)),
+        (None, _) => Err(invalid(vec!["code: 0 is not a refusal".to_owned()])),
     }
 }
 

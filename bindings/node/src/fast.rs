@@ -1,0 +1,389 @@
+//! `verify` on raw Node-API: the one call a server makes per request.
+//!
+//! napi-rs's generated glue for a class method costs microseconds per call (it unwraps and
+//! type-checks `this`, converts every argument through owned `String`s and wraps the result in
+//! a new class instance), which is an order of magnitude more than the decision itself. This
+//! module binds one plain JS function per engine instead: the engine travels as the function's
+//! data pointer, strings are read into stack buffers, and the decision crosses as numbers:
+//!
+//! - the return value is the decision's code as an integer (0 = allowed, `1 + index` in
+//!   [`DenyCode::ALL`]), or, when the decision names a different key than the previous one,
+//!   an array `[code, keyId, storeId, environment]` — so strings are made only when the key
+//!   changes and the typed layer reuses them otherwise;
+//! - the limit fields go into a `Float64Array` of [`OUT_LEN`] slots the typed layer owns and
+//!   handed over at binding time (see [`Slot`]).
+//!
+//! Everything else about the decision (names, statuses, messages, refusal bodies) is asked of
+//! the core by the typed layer from those numbers; no rule is restated in JS.
+//!
+//! This is the crate's only `unsafe` code. Invariants: the function's data pointer is a
+//! `Box<Verifier>` leaked at creation and freed only by the function's finalizer; the
+//! `Float64Array` is kept alive by a strong reference owned by that box, so the data pointer
+//! read at binding time stays valid (V8 never moves an off-heap backing store, and the array is
+//! never handed out to be detached); a function is only ever called on the thread of the
+//! environment that created it, so the box's `RefCell` is never shared across threads.
+
+#![allow(unsafe_code)]
+
+use std::cell::RefCell;
+use std::ffi::{CStr, c_char, c_void};
+use std::net::IpAddr;
+use std::ptr;
+
+use latchkey::{DenyCode, Permission, StoreId, VerifyRequest};
+use napi::sys;
+use napi::sys::{Status, TypedarrayType, ValueType};
+
+use crate::Shared;
+
+/// Slots of the out array, as the typed layer reads them.
+#[derive(Debug, Clone, Copy)]
+#[repr(usize)]
+enum Slot {
+    /// The governing limit, or -1 when none applied (then the next three are meaningless).
+    Limit,
+    Remaining,
+    /// Unix seconds.
+    Reset,
+    /// Whole seconds ≥ 1 on `RATE_LIMITED`, else 0.
+    RetryAfter,
+    /// [`Permission::index`] of the permission a `FORBIDDEN` lacked, else -1.
+    Missing,
+    /// 1 when the decision names a key (the last one reported), else 0.
+    HasKey,
+}
+
+/// Length of the out array.
+pub(crate) const OUT_LEN: usize = 6;
+
+/// Credentials, addresses and paths up to this many bytes are read without allocating.
+const STACK_STRING: usize = 256;
+
+struct Verifier {
+    engine: Shared,
+    out: *mut f64,
+    out_ref: sys::napi_ref,
+    /// The key and store the previous decision named, as last reported to the typed layer.
+    last_key: RefCell<Option<(String, StoreId)>>,
+}
+
+/// Why arguments were refused, as the typed layer's `LatchkeyError` reads it.
+fn throw(env: sys::napi_env, code: &str, problems: &[String]) {
+    let message = if code == "VALIDATION" {
+        "Validation failed"
+    } else {
+        problems.first().map_or("error", String::as_str)
+    };
+    let body = serde_json::json!({"code": code, "message": message, "problems": problems});
+    let text = format!("{}{body}", crate::ERROR_MARK).replace('\0', "");
+    let text = std::ffi::CString::new(text).unwrap_or_default();
+    // SAFETY: env is the live environment of this call; text is NUL-terminated.
+    unsafe {
+        sys::napi_throw_error(env, ptr::null(), text.as_ptr());
+    }
+}
+
+/// A string argument: `Ok(None)` for undefined or null, `Err` for anything else that is not a
+/// string. Short strings land in `buf`; longer ones in `heap`.
+///
+/// SAFETY: `env` and `value` belong to the current call.
+unsafe fn read_string<'b>(
+    env: sys::napi_env,
+    value: sys::napi_value,
+    buf: &'b mut [u8; STACK_STRING],
+    heap: &'b mut Vec<u8>,
+) -> Result<Option<&'b str>, ()> {
+    let mut len = 0usize;
+    let status = unsafe {
+        sys::napi_get_value_string_utf8(
+            env,
+            value,
+            buf.as_mut_ptr().cast::<c_char>(),
+            STACK_STRING,
+            &mut len,
+        )
+    };
+    if status != Status::napi_ok {
+        let mut kind = 0;
+        let status = unsafe { sys::napi_typeof(env, value, &mut kind) };
+        return if status == Status::napi_ok
+            && (kind == ValueType::napi_undefined || kind == ValueType::napi_null)
+        {
+            Ok(None)
+        } else {
+            Err(())
+        };
+    }
+    let bytes: &'b [u8] = if len < STACK_STRING - 1 {
+        &buf[..len]
+    } else {
+        // Possibly cut short: ask for the whole length and read again.
+        let mut full = 0usize;
+        if unsafe { sys::napi_get_value_string_utf8(env, value, ptr::null_mut(), 0, &mut full) }
+            != Status::napi_ok
+        {
+            return Err(());
+        }
+        heap.resize(full + 1, 0);
+        if unsafe {
+            sys::napi_get_value_string_utf8(
+                env,
+                value,
+                heap.as_mut_ptr().cast::<c_char>(),
+                full + 1,
+                &mut len,
+            )
+        } != Status::napi_ok
+        {
+            return Err(());
+        }
+        &heap[..len]
+    };
+    // Node-API writes valid UTF-8 (lone surrogates become U+FFFD).
+    std::str::from_utf8(bytes).map(Some).map_err(|_| ())
+}
+
+/// `verify(credential, permissionIndex, ip, path)`; see the module documentation.
+unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    let mut argc = 4usize;
+    let mut argv = [ptr::null_mut(); 4];
+    let mut data: *mut c_void = ptr::null_mut();
+    // SAFETY: argv has room for argc values; missing arguments are filled with undefined.
+    let status = unsafe {
+        sys::napi_get_cb_info(
+            env,
+            info,
+            &mut argc,
+            argv.as_mut_ptr(),
+            ptr::null_mut(),
+            &mut data,
+        )
+    };
+    if status != Status::napi_ok || data.is_null() {
+        throw(env, "INTERNAL", &["verify: no engine bound".to_owned()]);
+        return ptr::null_mut();
+    }
+    // SAFETY: data is the Box<Verifier> leaked in `bind`, alive until the function's finalizer.
+    let verifier = unsafe { &*data.cast::<Verifier>() };
+
+    let mut problems = Vec::new();
+    let (mut credential_buf, mut credential_heap) = ([0u8; STACK_STRING], Vec::new());
+    // SAFETY (this and the reads below): the values are this call's arguments.
+    let credential =
+        unsafe { read_string(env, argv[0], &mut credential_buf, &mut credential_heap) }
+            .unwrap_or_else(|()| {
+                problems.push("credential: expected a string".to_owned());
+                None
+            });
+    let mut index = -1i32;
+    let mut kind = 0;
+    unsafe { sys::napi_typeof(env, argv[1], &mut kind) };
+    let permission = if kind == ValueType::napi_number
+        && unsafe { sys::napi_get_value_int32(env, argv[1], &mut index) } == Status::napi_ok
+    {
+        match u32::try_from(index) {
+            Ok(i) => Permission::from_index(i).or_else(|| {
+                problems.push(format!("permission: no permission numbered {i}"));
+                None
+            }),
+            Err(_) => None,
+        }
+    } else {
+        if kind != ValueType::napi_undefined {
+            problems.push("permission: expected a permission number".to_owned());
+        }
+        None
+    };
+    let (mut ip_buf, mut ip_heap) = ([0u8; STACK_STRING], Vec::new());
+    let ip = match unsafe { read_string(env, argv[2], &mut ip_buf, &mut ip_heap) } {
+        Ok(None) => None,
+        Ok(Some(text)) => text.parse::<IpAddr>().map_or_else(
+            |_| {
+                problems.push(format!(
+                    "ip: `{}` is not an IP address",
+                    text.escape_debug()
+                ));
+                None
+            },
+            Some,
+        ),
+        Err(()) => {
+            problems.push("ip: expected a string".to_owned());
+            None
+        }
+    };
+    let (mut path_buf, mut path_heap) = ([0u8; STACK_STRING], Vec::new());
+    let path = unsafe { read_string(env, argv[3], &mut path_buf, &mut path_heap) }
+        .unwrap_or_else(|()| {
+            problems.push("path: expected a string".to_owned());
+            None
+        })
+        .unwrap_or("/");
+    if !problems.is_empty() {
+        throw(env, "VALIDATION", &problems);
+        return ptr::null_mut();
+    }
+
+    let guard = verifier.engine.read();
+    let Some(engine) = guard.as_ref() else {
+        throw(env, "CLOSED", &["the engine is closed".to_owned()]);
+        return ptr::null_mut();
+    };
+    let decision = engine.verify(&VerifyRequest {
+        credential,
+        permission,
+        ip,
+        path,
+    });
+    drop(guard);
+
+    // SAFETY: out points at OUT_LEN f64s kept alive by out_ref (see the module invariants).
+    let out = unsafe { std::slice::from_raw_parts_mut(verifier.out, OUT_LEN) };
+    match decision.limit() {
+        Some(limit) => {
+            out[Slot::Limit as usize] = f64::from(limit.limit);
+            out[Slot::Remaining as usize] = f64::from(limit.remaining);
+            // Unix seconds are far inside f64's exact integer range.
+            #[allow(clippy::cast_precision_loss)]
+            let reset = limit.reset_at as f64;
+            out[Slot::Reset as usize] = reset;
+            out[Slot::RetryAfter as usize] = f64::from(limit.retry_after.map_or(0, |s| s.max(1)));
+        }
+        None => out[Slot::Limit as usize] = -1.0,
+    }
+    out[Slot::Missing as usize] = decision
+        .missing_permission()
+        .map_or(-1.0, |p| f64::from(p.index()));
+    let code = decision.code().map_or(0, |c| c.index() + 1);
+    // The code is at most 9.
+    #[allow(clippy::cast_possible_wrap)]
+    let code = code as i32;
+
+    let mut result = ptr::null_mut();
+    let (Some(key_id), Some(store_id)) = (decision.key_id(), decision.store_id()) else {
+        out[Slot::HasKey as usize] = 0.0;
+        unsafe { sys::napi_create_int32(env, code, &mut result) };
+        return result;
+    };
+    out[Slot::HasKey as usize] = 1.0;
+    let mut last = verifier.last_key.borrow_mut();
+    if last
+        .as_ref()
+        .is_some_and(|(k, s)| k == key_id && *s == store_id)
+    {
+        unsafe { sys::napi_create_int32(env, code, &mut result) };
+        return result;
+    }
+    // SAFETY: every value is created in this call's scope and stored into `result`.
+    unsafe {
+        let environment = decision.environment().unwrap_or_default();
+        let mut element = ptr::null_mut();
+        sys::napi_create_array_with_length(env, 4, &mut result);
+        sys::napi_create_int32(env, code, &mut element);
+        sys::napi_set_element(env, result, 0, element);
+        for (i, text) in [key_id, store_id.as_str(), environment]
+            .into_iter()
+            .enumerate()
+        {
+            sys::napi_create_string_utf8(
+                env,
+                text.as_ptr().cast::<c_char>(),
+                text.len() as isize,
+                &mut element,
+            );
+            sys::napi_set_element(env, result, i as u32 + 1, element);
+        }
+    }
+    *last = Some((key_id.to_owned(), store_id));
+    result
+}
+
+unsafe extern "C" fn finalize(env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // SAFETY: data is the Box<Verifier> leaked in `bind`; the finalizer runs exactly once.
+    let verifier = unsafe { Box::from_raw(data.cast::<Verifier>()) };
+    unsafe { sys::napi_delete_reference(env, verifier.out_ref) };
+}
+
+/// A JS function `verify(credential, permissionIndex, ip, path)` bound to `engine`, writing
+/// its limit fields into `out` (a `Float64Array` of [`OUT_LEN`]).
+pub(crate) fn bind(
+    env: sys::napi_env,
+    engine: Shared,
+    out: sys::napi_value,
+) -> napi::Result<sys::napi_value> {
+    let fail = |what: &str| napi::Error::from_reason(format!("binding verify: {what}"));
+    let mut kind = 0;
+    let mut length = 0usize;
+    let mut data: *mut c_void = ptr::null_mut();
+    let mut buffer = ptr::null_mut();
+    let mut offset = 0usize;
+    // SAFETY: env and out belong to the calling napi-rs function's scope.
+    let status = unsafe {
+        sys::napi_get_typedarray_info(
+            env,
+            out,
+            &mut kind,
+            &mut length,
+            &mut data,
+            &mut buffer,
+            &mut offset,
+        )
+    };
+    if status != Status::napi_ok || kind != TypedarrayType::float64_array || length != OUT_LEN {
+        return Err(fail("out must be a Float64Array of 6"));
+    }
+    let mut out_ref = ptr::null_mut();
+    if unsafe { sys::napi_create_reference(env, out, 1, &mut out_ref) } != Status::napi_ok {
+        return Err(fail("cannot hold the out array"));
+    }
+    let verifier = Box::into_raw(Box::new(Verifier {
+        engine,
+        out: data.cast::<f64>(),
+        out_ref,
+        last_key: RefCell::new(None),
+    }));
+    let name = c"verify";
+    let mut function = ptr::null_mut();
+    // SAFETY: the callback and data follow the invariants of the module documentation.
+    unsafe {
+        if sys::napi_create_function(
+            env,
+            name.as_ptr(),
+            CStr::count_bytes(name) as isize,
+            Some(verify),
+            verifier.cast::<c_void>(),
+            &mut function,
+        ) != Status::napi_ok
+            || sys::napi_add_finalizer(
+                env,
+                function,
+                verifier.cast::<c_void>(),
+                Some(finalize),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            ) != Status::napi_ok
+        {
+            finalize(env, verifier.cast::<c_void>(), ptr::null_mut());
+            return Err(fail("cannot create the function"));
+        }
+    }
+    Ok(function)
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").finish_non_exhaustive()
+    }
+}
+
+/// The code table the typed layer reads once: `[name, status, message]` for code 0 (allowed)
+/// and each deny code, in the order `verify` numbers them.
+pub(crate) fn codes() -> Vec<(&'static str, u16, &'static str)> {
+    std::iter::once(("OK", 200, "OK"))
+        .chain(
+            DenyCode::ALL
+                .iter()
+                .map(|c| (c.as_str(), c.http_status(), c.message())),
+        )
+        .collect()
+}
