@@ -140,9 +140,20 @@ class Decision {
 }
 
 /** The permission number for an exact area and action name; `undefined` otherwise. */
+let lastArea
+let lastAction
+let lastNumber
 function permissionNumber(area, action) {
+  // Callers repeat the same (usually constant) names: compare before looking them up.
+  if (area === lastArea && action === lastAction) return lastNumber
   const actions = PERMISSIONS[area]
-  return actions === undefined ? undefined : actions[action]
+  const number = actions === undefined ? undefined : actions[action]
+  if (number !== undefined) {
+    lastArea = area
+    lastAction = action
+    lastNumber = number
+  }
+  return number
 }
 
 module.exports = { Decision, permissionNumber, OUT_LEN, HAS_KEY }

@@ -27,6 +27,7 @@
 
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char, c_void};
+use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::ptr;
 
@@ -84,24 +85,25 @@ fn throw(env: sys::napi_env, code: &str, problems: &[String]) {
 }
 
 /// A string argument: `Ok(None)` for undefined or null, `Err` for anything else that is not a
-/// string. Short strings land in `buf`; longer ones in `heap`.
+/// string. Short ASCII strings land in `buf`; anything else in `heap`.
+///
+/// Read as UTF-16 code units, which V8 copies straight out of its one-byte and two-byte
+/// strings alike (`napi_get_value_string_utf8` transcodes and measures, and costs several
+/// times more for the ASCII credentials, addresses and paths verify sees). The units are
+/// narrowed only when every one is ASCII; otherwise the string is decoded losslessly.
 ///
 /// SAFETY: `env` and `value` belong to the current call.
 unsafe fn read_string<'b>(
     env: sys::napi_env,
     value: sys::napi_value,
-    buf: &'b mut [u8; STACK_STRING],
-    heap: &'b mut Vec<u8>,
+    buf: &'b mut [MaybeUninit<u8>; STACK_STRING],
+    heap: &'b mut String,
 ) -> Result<Option<&'b str>, ()> {
+    // Not zeroed: Node-API writes the first `len` units, and only those are read.
+    let mut units = [MaybeUninit::<u16>::uninit(); STACK_STRING];
     let mut len = 0usize;
     let status = unsafe {
-        sys::napi_get_value_string_utf8(
-            env,
-            value,
-            buf.as_mut_ptr().cast::<c_char>(),
-            STACK_STRING,
-            &mut len,
-        )
+        sys::napi_get_value_string_utf16(env, value, units.as_mut_ptr().cast::<u16>(), STACK_STRING, &mut len)
     };
     if status != Status::napi_ok {
         let mut kind = 0;
@@ -114,33 +116,41 @@ unsafe fn read_string<'b>(
             Err(())
         };
     }
-    let bytes: &'b [u8] = if len < STACK_STRING - 1 {
-        &buf[..len]
-    } else {
-        // Possibly cut short: ask for the whole length and read again.
-        let mut full = 0usize;
-        if unsafe { sys::napi_get_value_string_utf8(env, value, ptr::null_mut(), 0, &mut full) }
-            != Status::napi_ok
-        {
-            return Err(());
+    if len < STACK_STRING - 1 {
+        // SAFETY: Node-API initialised the first `len` units (len < STACK_STRING).
+        let units = unsafe { std::slice::from_raw_parts(units.as_ptr().cast::<u16>(), len) };
+        // One pass that narrows and notes the highest bit seen, which the compiler vectorises.
+        let mut seen = 0u16;
+        for (byte, &unit) in buf.iter_mut().zip(units) {
+            seen |= unit;
+            // Kept only when every unit is below 0x80 (checked next).
+            #[allow(clippy::cast_possible_truncation)]
+            let narrow = unit as u8;
+            byte.write(narrow);
         }
-        heap.resize(full + 1, 0);
-        if unsafe {
-            sys::napi_get_value_string_utf8(
-                env,
-                value,
-                heap.as_mut_ptr().cast::<c_char>(),
-                full + 1,
-                &mut len,
-            )
-        } != Status::napi_ok
-        {
-            return Err(());
+        if seen < 0x80 {
+            // SAFETY: the first `len` bytes were written just above, and all are ASCII
+            // (UTF-8).
+            let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };
+            return Ok(Some(unsafe { std::str::from_utf8_unchecked(bytes) }));
         }
-        &heap[..len]
-    };
-    // Node-API writes valid UTF-8 (lone surrogates become U+FFFD).
-    std::str::from_utf8(bytes).map(Some).map_err(|_| ())
+    }
+    // Long (possibly cut short above) or not ASCII: read the whole string and decode it.
+    let mut full = 0usize;
+    if unsafe { sys::napi_get_value_string_utf16(env, value, ptr::null_mut(), 0, &mut full) }
+        != Status::napi_ok
+    {
+        return Err(());
+    }
+    let mut all = vec![0u16; full + 1];
+    if unsafe { sys::napi_get_value_string_utf16(env, value, all.as_mut_ptr(), full + 1, &mut len) }
+        != Status::napi_ok
+    {
+        return Err(());
+    }
+    // Lone surrogates become U+FFFD, as Node-API's own UTF-8 conversion does.
+    *heap = String::from_utf16_lossy(&all[..len]);
+    Ok(Some(heap.as_str()))
 }
 
 /// `verify(credential, permissionIndex, ip, path)`; see the module documentation.
@@ -167,7 +177,7 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
     let verifier = unsafe { &*data.cast::<Verifier>() };
 
     let mut problems = Vec::new();
-    let (mut credential_buf, mut credential_heap) = ([0u8; STACK_STRING], Vec::new());
+    let (mut credential_buf, mut credential_heap) = ([MaybeUninit::<u8>::uninit(); STACK_STRING], String::new());
     // SAFETY (this and the reads below): the values are this call's arguments.
     let credential =
         unsafe { read_string(env, argv[0], &mut credential_buf, &mut credential_heap) }
@@ -194,7 +204,7 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
         }
         None
     };
-    let (mut ip_buf, mut ip_heap) = ([0u8; STACK_STRING], Vec::new());
+    let (mut ip_buf, mut ip_heap) = ([MaybeUninit::<u8>::uninit(); STACK_STRING], String::new());
     let ip = match unsafe { read_string(env, argv[2], &mut ip_buf, &mut ip_heap) } {
         Ok(None) => None,
         Ok(Some(text)) => text.parse::<IpAddr>().map_or_else(
@@ -212,7 +222,7 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
             None
         }
     };
-    let (mut path_buf, mut path_heap) = ([0u8; STACK_STRING], Vec::new());
+    let (mut path_buf, mut path_heap) = ([MaybeUninit::<u8>::uninit(); STACK_STRING], String::new());
     let path = unsafe { read_string(env, argv[3], &mut path_buf, &mut path_heap) }
         .unwrap_or_else(|()| {
             problems.push("path: expected a string".to_owned());
