@@ -164,8 +164,11 @@ pub struct LimitState {
 /// A short string stored inline, so a decision is copied out of the index without
 /// allocating or touching a reference count. NUL-padded rather than length-prefixed: every
 /// string stored here (key ids, environments, token prefixes) is validated to contain no NUL,
-/// and whole 8-byte multiples copy without overlapping partial moves.
+/// and whole 8-byte multiples copy without overlapping partial moves. Aligned to 8 so a
+/// decision moved through the lookup's closures copies in aligned words: unaligned 16-byte
+/// copies of freshly written bytes defeat store forwarding and cost ~10 ns per move.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(8))]
 pub(crate) struct Inline<const N: usize> {
     bytes: [u8; N],
 }
