@@ -103,7 +103,13 @@ unsafe fn read_string<'b>(
     let mut units = [MaybeUninit::<u16>::uninit(); STACK_STRING];
     let mut len = 0usize;
     let status = unsafe {
-        sys::napi_get_value_string_utf16(env, value, units.as_mut_ptr().cast::<u16>(), STACK_STRING, &mut len)
+        sys::napi_get_value_string_utf16(
+            env,
+            value,
+            units.as_mut_ptr().cast::<u16>(),
+            STACK_STRING,
+            &mut len,
+        )
     };
     if status != Status::napi_ok {
         let mut kind = 0;
@@ -177,7 +183,8 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
     let verifier = unsafe { &*data.cast::<Verifier>() };
 
     let mut problems = Vec::new();
-    let (mut credential_buf, mut credential_heap) = ([MaybeUninit::<u8>::uninit(); STACK_STRING], String::new());
+    let (mut credential_buf, mut credential_heap) =
+        ([MaybeUninit::<u8>::uninit(); STACK_STRING], String::new());
     // SAFETY (this and the reads below): the values are this call's arguments.
     let credential =
         unsafe { read_string(env, argv[0], &mut credential_buf, &mut credential_heap) }
@@ -222,7 +229,8 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
             None
         }
     };
-    let (mut path_buf, mut path_heap) = ([MaybeUninit::<u8>::uninit(); STACK_STRING], String::new());
+    let (mut path_buf, mut path_heap) =
+        ([MaybeUninit::<u8>::uninit(); STACK_STRING], String::new());
     let path = unsafe { read_string(env, argv[3], &mut path_buf, &mut path_heap) }
         .unwrap_or_else(|()| {
             problems.push("path: expected a string".to_owned());
