@@ -51,7 +51,7 @@ mod verify;
 mod webhooks;
 
 pub use audit::{Actor, AuditAction, AuditEvent};
-pub use client::client_ip;
+pub use client::{client_ip, parse_ip};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use engine::{Engine, EngineOptions};
 pub use entities::{DEFAULT_PAGE, MAX_PAGE, OutboxEvent, Page, Scope};

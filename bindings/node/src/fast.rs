@@ -28,7 +28,6 @@
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char, c_void};
 use std::mem::MaybeUninit;
-use std::net::IpAddr;
 use std::ptr;
 
 use latchkey::{DenyCode, Permission, StoreId, VerifyRequest};
@@ -214,16 +213,13 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
     let (mut ip_buf, mut ip_heap) = ([MaybeUninit::<u8>::uninit(); STACK_STRING], String::new());
     let ip = match unsafe { read_string(env, argv[2], &mut ip_buf, &mut ip_heap) } {
         Ok(None) => None,
-        Ok(Some(text)) => text.parse::<IpAddr>().map_or_else(
-            |_| {
-                problems.push(format!(
-                    "ip: `{}` is not an IP address",
-                    text.escape_debug()
-                ));
-                None
-            },
-            Some,
-        ),
+        Ok(Some(text)) => latchkey::parse_ip(text).or_else(|| {
+            problems.push(format!(
+                "ip: `{}` is not an IP address",
+                text.escape_debug()
+            ));
+            None
+        }),
         Err(()) => {
             problems.push("ip: expected a string".to_owned());
             None

@@ -191,14 +191,13 @@ impl Engine {
             }),
         };
         let ip = ip.and_then(|text| {
-            text.parse::<IpAddr>()
-                .map_err(|_| {
-                    problems.push(format!(
-                        "ip: `{}` is not an IP address",
-                        text.escape_debug()
-                    ))
-                })
-                .ok()
+            latchkey::parse_ip(&text).or_else(|| {
+                problems.push(format!(
+                    "ip: `{}` is not an IP address",
+                    text.escape_debug()
+                ));
+                None
+            })
         });
         let status = u16::try_from(status)
             .ok()
@@ -283,7 +282,7 @@ pub fn verify_arguments(
             None
         })
     });
-    if let Some(text) = ip.filter(|text| text.parse::<IpAddr>().is_err()) {
+    if let Some(text) = ip.filter(|text| latchkey::parse_ip(text).is_none()) {
         problems.push(format!(
             "ip: `{}` is not an IP address",
             text.escape_debug()

@@ -388,9 +388,10 @@ impl Engine {
             })
         });
         let ip = ip.and_then(|text| {
-            text.parse::<IpAddr>()
-                .map_err(|_| problems.push(format!("ip: `{text}` is not an IP address")))
-                .ok()
+            latchkey::parse_ip(text).or_else(|| {
+                problems.push(format!("ip: `{text}` is not an IP address"));
+                None
+            })
         });
         let permission = match (area, action) {
             (Some(area), Some(action)) => Some(Permission::new(area, action)),
@@ -438,8 +439,8 @@ impl Engine {
     ) -> PyResult<()> {
         let ip = ip
             .map(|text| {
-                text.parse::<IpAddr>()
-                    .map_err(|_| invalid(py, vec![format!("ip: `{text}` is not an IP address")]))
+                latchkey::parse_ip(text)
+                    .ok_or_else(|| invalid(py, vec![format!("ip: `{text}` is not an IP address")]))
             })
             .transpose()?;
         self.engine
