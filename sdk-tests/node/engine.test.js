@@ -59,7 +59,7 @@ test('a refusal is a decision, not an exception', () => {
     code: 'FORBIDDEN',
   })
   assert.equal(eng.verify(undefined).code, 'MISSING')
-  assert.equal(eng.verify(created.key.slice(0, -1) + 'x').code, 'INVALID')
+  assert.equal(eng.verify(created.key.slice(0, -1) + (created.key.endsWith('x') ? 'y' : 'x')).code, 'INVALID')
 })
 
 test('the secret is shown once: never in lists, reads or errors', () => {
