@@ -209,6 +209,7 @@ class Engine {
     if (typeof method !== 'string' || method === '') problems.push('method: expected an HTTP method')
     if (typeof path !== 'string') problems.push('path: expected the request path')
     if (!Number.isInteger(status) || status < 0) problems.push('status: expected an HTTP status')
+    if (latencyUs != null && !(Number.isFinite(latencyUs) && latencyUs >= 0)) problems.push('latencyUs: must be a number ≥ 0')
     if (problems.length) throw invalid(problems)
     // A decision for a credential that matched no key names no store: nothing to record.
     if (decision.storeId === null) return

@@ -71,5 +71,5 @@ pub use portal::{
 };
 pub use secret::{Digest, Secret};
 pub use stores::{NewStore, Plan, Store, StorePatch, StoreSettings, Tier};
-pub use verify::{Decision, DenyCode, LimitState, VerifyRequest};
+pub use verify::{Decision, DenyCode, LimitState, VerifyRequest, verify_arguments};
 pub use webhooks::{EVENTS as WEBHOOK_EVENTS, MAX_WEBHOOKS};

@@ -105,6 +105,14 @@ pub struct LogQuery {
     pub limit: Option<usize>,
 }
 
+/// `n` as an HTTP status (100–599), or the problem to name.
+fn http_status(n: i64) -> std::result::Result<u16, String> {
+    u16::try_from(n)
+        .ok()
+        .filter(|s| (100..=599).contains(s))
+        .ok_or_else(|| format!("`{n}` is not an HTTP status"))
+}
+
 impl LogQuery {
     /// Filters from a JSON object (binding arguments): `key_id`, `status`, `since`, `until`
     /// (RFC 3339) and `limit`, naming every problem; `null` means no filter.
@@ -113,14 +121,7 @@ impl LogQuery {
         let mut fields = Fields::new(value, "log query")?;
         let key_id = fields.patch("key_id", string).into_update().flatten();
         let status = fields
-            .patch("status", |v| {
-                integer(v).and_then(|n| {
-                    u16::try_from(n)
-                        .ok()
-                        .filter(|s| (100..=599).contains(s))
-                        .ok_or_else(|| format!("`{n}` is not an HTTP status"))
-                })
-            })
+            .patch("status", |v| integer(v).and_then(http_status))
             .into_update()
             .flatten();
         let since = fields.patch("since", timestamp).into_update().flatten();
@@ -253,8 +254,8 @@ impl Engine {
 
     /// [`Engine::record_decision`] for a binding that carried the decision across as its parts
     /// (the store and key it named, its code; `None` for allowed). Checked like any outside
-    /// input: a malformed store or key id, or a status outside 100–599, is refused with every
-    /// problem named and nothing recorded.
+    /// input: a malformed store or key id, a status outside 100–599 or an unreadable address
+    /// is refused with every problem named and nothing recorded.
     #[allow(clippy::too_many_arguments)]
     pub fn record_outcome(
         &self,
@@ -263,11 +264,20 @@ impl Engine {
         code: Option<crate::DenyCode>,
         method: &str,
         path: &str,
-        status: u16,
-        ip: Option<IpAddr>,
+        status: u32,
+        ip: Option<&str>,
         latency_us: u64,
     ) -> Result<()> {
         let mut problems = Problems::new();
+        let ip = ip.and_then(|text| {
+            crate::parse_ip(text).or_else(|| {
+                problems.push(format!(
+                    "ip: `{}` is not an IP address",
+                    text.escape_debug()
+                ));
+                None
+            })
+        });
         let store = StoreId::parse(store_id);
         if store.is_none() {
             problems.push(format!("storeId: `{store_id}` is not a store id"));
@@ -275,9 +285,10 @@ impl Engine {
         if let Some(key_id) = key_id.filter(|k| !crate::ids::is_key_id(k)) {
             problems.push(format!("keyId: `{key_id}` is not a key id"));
         }
-        if !(100..=599).contains(&status) {
-            problems.push(format!("status: `{status}` is not an HTTP status"));
-        }
+        let status = http_status(i64::from(status)).unwrap_or_else(|problem| {
+            problems.push(format!("status: {problem}"));
+            0
+        });
         problems.finish()?;
         if let Some(store) = store {
             self.record_request(LogEntry::new(

@@ -125,6 +125,56 @@ impl fmt::Display for DenyCode {
     }
 }
 
+/// Reads the area, action and client address a front end passes to verify as text (names in
+/// any case), naming every problem: an unknown area or action, an unreadable address, or an
+/// area without an action (or the reverse). `None` for a route that needs only a valid key.
+pub fn verify_arguments(
+    area: Option<&str>,
+    action: Option<&str>,
+    ip: Option<&str>,
+) -> crate::Result<(Option<Permission>, Option<IpAddr>)> {
+    use crate::permissions::{Action, Area};
+    let mut problems = Vec::new();
+    let area = area.and_then(|a| {
+        Area::parse(a).or_else(|| {
+            problems.push(format!("area: unknown `{}`", a.escape_debug()));
+            None
+        })
+    });
+    let action = action.and_then(|a| {
+        Action::parse(a).or_else(|| {
+            problems.push(format!(
+                "action: unknown `{}` (View, Edit or Delete)",
+                a.escape_debug()
+            ));
+            None
+        })
+    });
+    let ip = ip.and_then(|text| {
+        crate::parse_ip(text).or_else(|| {
+            problems.push(format!(
+                "ip: `{}` is not an IP address",
+                text.escape_debug()
+            ));
+            None
+        })
+    });
+    let permission = match (area, action) {
+        (Some(area), Some(action)) => Some(Permission::new(area, action)),
+        (None, None) => None,
+        _ if !problems.is_empty() => None,
+        _ => {
+            problems.push("area and action: give both or neither".into());
+            None
+        }
+    };
+    if problems.is_empty() {
+        Ok((permission, ip))
+    } else {
+        Err(crate::Error::invalid(problems))
+    }
+}
+
 /// One request to decide on.
 #[derive(Clone, Copy)]
 pub struct VerifyRequest<'a> {

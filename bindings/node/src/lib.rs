@@ -11,7 +11,6 @@
 //! Errors cross as a JS `Error` whose message is [`ERROR_MARK`] followed by JSON
 //! `{code, message, problems}`; the typed layer turns it into a `LatchkeyError`.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -183,29 +182,7 @@ impl Engine {
         latency_us: Option<f64>,
     ) -> Result<()> {
         let mut problems = Vec::new();
-        let code = match code {
-            0 => None,
-            n => DenyCode::from_index(n - 1).or_else(|| {
-                problems.push(format!("code: no decision code numbered {n}"));
-                None
-            }),
-        };
-        let ip = ip.and_then(|text| {
-            latchkey::parse_ip(&text).or_else(|| {
-                problems.push(format!(
-                    "ip: `{}` is not an IP address",
-                    text.escape_debug()
-                ));
-                None
-            })
-        });
-        let status = u16::try_from(status)
-            .ok()
-            .filter(|s| (100..=599).contains(s))
-            .unwrap_or_else(|| {
-                problems.push(format!("status: `{status}` is not an HTTP status"));
-                0
-            });
+        let code = decision_code(code, &mut problems);
         let latency = latency_us.unwrap_or(0.0);
         if !latency.is_finite() || latency < 0.0 {
             problems.push("latencyUs: must be a number ≥ 0".to_owned());
@@ -224,7 +201,7 @@ impl Engine {
                 &method,
                 &path,
                 status,
-                ip,
+                ip.as_deref(),
                 latency_us,
             )
             .map_err(|e| thrown(&e))
@@ -266,53 +243,25 @@ pub fn verify_arguments(
     action: Option<String>,
     ip: Option<String>,
 ) -> Result<Option<u32>> {
-    let mut problems = Vec::new();
-    let area = area.and_then(|a| {
-        Area::parse(&a).or_else(|| {
-            problems.push(format!("area: unknown `{}`", a.escape_debug()));
-            None
-        })
-    });
-    let action = action.and_then(|a| {
-        Action::parse(&a).or_else(|| {
-            problems.push(format!(
-                "action: unknown `{}` (View, Edit or Delete)",
-                a.escape_debug()
-            ));
-            None
-        })
-    });
-    if let Some(text) = ip.filter(|text| latchkey::parse_ip(text).is_none()) {
-        problems.push(format!(
-            "ip: `{}` is not an IP address",
-            text.escape_debug()
-        ));
-    }
-    let permission = match (area, action) {
-        (Some(area), Some(action)) => Some(Permission::new(area, action).index()),
-        (None, None) => None,
-        _ if !problems.is_empty() => None,
-        _ => {
-            problems.push("area and action: give both or neither".into());
-            None
-        }
-    };
-    if problems.is_empty() {
-        Ok(permission)
-    } else {
-        Err(invalid(problems))
-    }
+    latchkey::verify_arguments(area.as_deref(), action.as_deref(), ip.as_deref())
+        .map(|(permission, _)| permission.map(Permission::index))
+        .map_err(|e| thrown(&e))
 }
 
-fn denial(code: u32, missing: Option<u32>) -> Result<(Option<DenyCode>, Option<Permission>)> {
-    let mut problems = Vec::new();
-    let code = match code {
+/// The deny code numbered `n` as `verify` numbers them (0 = allowed, `None`).
+fn decision_code(n: u32, problems: &mut Vec<String>) -> Option<DenyCode> {
+    match n {
         0 => None,
         n => DenyCode::from_index(n - 1).or_else(|| {
             problems.push(format!("code: no decision code numbered {n}"));
             None
         }),
-    };
+    }
+}
+
+fn denial(code: u32, missing: Option<u32>) -> Result<(Option<DenyCode>, Option<Permission>)> {
+    let mut problems = Vec::new();
+    let code = decision_code(code, &mut problems);
     let missing = missing.and_then(|m| {
         Permission::from_index(m).or_else(|| {
             problems.push(format!("missing: no permission numbered {m}"));
@@ -365,7 +314,7 @@ impl TrustedProxies {
     /// an IP address.
     #[napi]
     pub fn client_ip(&self, peer: Option<String>, forwarded_for: Option<String>) -> Option<String> {
-        let peer = peer.and_then(|p| p.parse::<IpAddr>().ok());
+        let peer = peer.as_deref().and_then(latchkey::parse_ip);
         latchkey::client_ip(peer, forwarded_for.as_deref(), &self.nets).map(|ip| ip.to_string())
     }
 }

@@ -6,10 +6,9 @@
 //! Calls that commit release the GIL. `verify` takes plain arguments and returns a `Decision`
 //! object, allocating nothing else.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use latchkey::{Action, Actor, Area, Error, Permission, Scope, StoreId, VerifyRequest};
+use latchkey::{Action, Actor, Area, Error, Scope, StoreId, VerifyRequest};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use serde_json::{Value, json};
@@ -374,37 +373,8 @@ impl Engine {
         ip: Option<&str>,
         path: &str,
     ) -> PyResult<Decision> {
-        let mut problems = Vec::new();
-        let area = area.and_then(|a| {
-            Area::parse(a).or_else(|| {
-                problems.push(format!("area: unknown `{a}`"));
-                None
-            })
-        });
-        let action = action.and_then(|a| {
-            Action::parse(a).or_else(|| {
-                problems.push(format!("action: unknown `{a}` (View, Edit or Delete)"));
-                None
-            })
-        });
-        let ip = ip.and_then(|text| {
-            latchkey::parse_ip(text).or_else(|| {
-                problems.push(format!("ip: `{text}` is not an IP address"));
-                None
-            })
-        });
-        let permission = match (area, action) {
-            (Some(area), Some(action)) => Some(Permission::new(area, action)),
-            (None, None) => None,
-            _ if !problems.is_empty() => None,
-            _ => {
-                problems.push("area and action: give both or neither".into());
-                None
-            }
-        };
-        if !problems.is_empty() {
-            return Err(invalid(py, problems));
-        }
+        let (permission, ip) =
+            latchkey::verify_arguments(area, action, ip).map_err(|e| invalid(py, e.problems()))?;
         let inner = self.engine.verify(&VerifyRequest {
             credential,
             permission,
@@ -474,7 +444,7 @@ impl TrustedProxies {
     /// an IP address (test clients, unix sockets).
     #[pyo3(signature = (peer, forwarded_for=None))]
     fn client_ip(&self, peer: Option<&str>, forwarded_for: Option<&str>) -> Option<String> {
-        let peer = peer.and_then(|p| p.parse::<IpAddr>().ok());
+        let peer = peer.and_then(latchkey::parse_ip);
         latchkey::client_ip(peer, forwarded_for, &self.nets).map(|ip| ip.to_string())
     }
 }
