@@ -468,6 +468,26 @@ mod tests {
     }
 
     #[test]
+    fn verify_arguments_name_every_problem() {
+        use crate::permissions::{Action, Area};
+        assert_eq!(
+            verify_arguments(Some("orders"), Some("VIEW"), Some("10.0.0.1")).unwrap(),
+            (
+                Some(Permission::new(Area::Orders, Action::View)),
+                Some("10.0.0.1".parse().unwrap())
+            )
+        );
+        assert_eq!(verify_arguments(None, None, None).unwrap(), (None, None));
+        let err = verify_arguments(Some("Nope"), Some("Fly"), Some("x")).unwrap_err();
+        assert_eq!(err.problems().len(), 3);
+        let err = verify_arguments(Some("Orders"), None, None).unwrap_err();
+        assert_eq!(
+            err.problems(),
+            vec!["area and action: give both or neither"]
+        );
+    }
+
+    #[test]
     fn forbidden_names_the_permission() {
         use crate::permissions::{Action, Area};
         let grant = Grant {
