@@ -33,6 +33,7 @@ use crate::secret::Secret;
 use crate::storage::{self, AUDIT, KEYS, STORES, USAGE};
 use crate::stores::{NewStore, Store, StorePatch};
 use crate::verify::{Decision, DenyCode, LimitState, VerifyRequest};
+use crate::webhooks::WebhookOptions;
 
 /// How an engine is set up.
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub struct EngineOptions {
     pub usage_flush_interval: Duration,
     /// Rate limits: server default, per-IP scopes, brute force, exempt routes, sizing.
     pub rates: RateOptions,
+    /// Webhook delivery: private targets, timeout, worker poll interval.
+    pub webhooks: WebhookOptions,
 }
 
 impl Default for EngineOptions {
@@ -52,6 +55,7 @@ impl Default for EngineOptions {
             clock: Arc::new(SystemClock),
             usage_flush_interval: Duration::from_secs(10),
             rates: RateOptions::default(),
+            webhooks: WebhookOptions::default(),
         }
     }
 }
@@ -73,6 +77,9 @@ impl EngineOptions {
         }
         for problem in self.rates.problems() {
             problems.push(format!("rates.{problem}"));
+        }
+        for problem in self.webhooks.problems() {
+            problems.push(format!("webhooks.{problem}"));
         }
         problems.finish()
     }
@@ -116,6 +123,8 @@ pub(crate) struct Inner {
     pub(crate) logs: crate::logs::LogBuffer,
     /// The next key's number in the key limiter.
     next_rate_id: AtomicU64,
+    /// Webhook delivery: options, the worker and its wake-up.
+    pub(crate) webhooks: crate::webhooks::Runtime,
 }
 
 impl std::fmt::Debug for Engine {
@@ -162,6 +171,7 @@ impl Engine {
             writer: Mutex::new(()),
             usage_queue: SegQueue::new(),
             shutdown: AtomicBool::new(false),
+            webhooks: crate::webhooks::Runtime::new(options.webhooks),
         });
         inner.load()?;
         let worker = inner.clone();
@@ -191,6 +201,10 @@ impl Engine {
     }
 
     pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    pub(crate) fn inner_arc(&self) -> &Arc<Inner> {
         &self.inner
     }
 
@@ -381,6 +395,7 @@ impl Engine {
             now,
         )?;
         tx.commit()?;
+        inner.webhooks.wake();
 
         let live = Arc::new(StoreLive::of(&store.settings));
         inner.stores.write().insert(id, live.clone());
@@ -553,6 +568,7 @@ impl Engine {
             created.push((record, secret));
         }
         tx.commit()?;
+        inner.webhooks.wake();
 
         let live = inner.store_live(store.id)?;
         created
@@ -761,6 +777,7 @@ impl Engine {
             now,
         )?;
         tx.commit()?;
+        inner.webhooks.wake();
         inner.install(
             &record,
             inner.store_live(store.id)?,
@@ -801,6 +818,7 @@ impl Engine {
             now,
         )?;
         tx.commit()?;
+        inner.webhooks.wake();
         inner.index.remove(key_id);
         Ok(())
     }
@@ -830,11 +848,24 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.inner.shutdown.store(true, Ordering::Release);
+        let webhooks = self.inner.webhooks.worker.lock().take();
+        if let Some(worker) = webhooks {
+            worker.thread().unpark();
+            // It stops after its current pass (each attempt is bounded by the webhook timeout).
+            let _ = worker.join();
+        }
         if let Some(flusher) = self.flusher.take() {
             flusher.thread().unpark();
             // The flusher does a last flush and exits; joining it releases the database file.
             let _ = flusher.join();
         }
+    }
+}
+
+impl Inner {
+    /// Whether the engine is being dropped: background threads finish their round and exit.
+    pub(crate) fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
     }
 }
 
@@ -1094,7 +1125,8 @@ fn insert_new_key(
 }
 
 /// Writes a key's record and the audit event describing the change, in the same transaction:
-/// every stored change to a key has its event.
+/// every stored change to a key has its event. Creation, regeneration and revocation also
+/// write their webhook event (`api_key.*`, the key as listed: never its secret) to the outbox.
 fn write_change(
     tx: &WriteTransaction,
     record: &KeyRecord,
@@ -1104,6 +1136,18 @@ fn write_change(
     now: OffsetDateTime,
 ) -> Result<()> {
     write_key(tx, record)?;
+    let event = match action {
+        AuditAction::KeyCreated => Some("api_key.created"),
+        AuditAction::KeyRegenerated => Some("api_key.regenerated"),
+        AuditAction::KeyRevoked => Some("api_key.revoked"),
+        AuditAction::KeyUpdated => None,
+    };
+    if let Some(event) = event {
+        let data = serde_json::to_value(record.to_key())
+            .map_err(|e| Error::Corrupt(format!("cannot encode a key event: {e}")))?;
+        let scope = crate::entities::Scope::new(record.store_id, record.environment.clone());
+        crate::entities::write_outbox(tx, &scope, now, vec![(event, data)])?;
+    }
     write_audit(tx, record, action, actor, changes, now)
 }
 

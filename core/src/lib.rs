@@ -72,4 +72,8 @@ pub use portal::{
 pub use secret::{Digest, Secret};
 pub use stores::{NewStore, Plan, Store, StorePatch, StoreSettings, Tier};
 pub use verify::{Decision, DenyCode, LimitState, VerifyRequest, verify_arguments};
-pub use webhooks::{EVENTS as WEBHOOK_EVENTS, MAX_WEBHOOKS};
+pub use webhooks::{
+    DEFAULT_DELIVERIES, DELIVERY_RETENTION, DeliveryPass, EVENTS as WEBHOOK_EVENTS,
+    MAX_ATTEMPTS as MAX_WEBHOOK_ATTEMPTS, MAX_DELIVERIES, MAX_WEBHOOKS, RESPONSE_KEEP,
+    RETRY_JITTER, TEST_EVENT as WEBHOOK_TEST_EVENT, WebhookOptions, refused_address, retry_delay,
+};

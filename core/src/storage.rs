@@ -57,6 +57,8 @@ pub(crate) fn prepare(db: &Database) -> Result<()> {
         tx.open_table(crate::logs::LOGS)?;
         tx.open_table(crate::portal::PORTAL)?;
         tx.open_table(crate::webhooks::WEBHOOKS)?;
+        tx.open_table(crate::webhooks::DELIVERIES)?;
+        tx.open_table(crate::webhooks::DUE)?;
     }
     tx.commit()?;
     Ok(())
@@ -75,13 +77,33 @@ pub(crate) fn write(db: &Database) -> Result<WriteTransaction> {
 
 /// Takes the next value of the global audit sequence.
 pub(crate) fn next_audit_seq(tx: &WriteTransaction) -> Result<u64> {
-    let mut meta = tx.open_table(META)?;
-    let current = meta
-        .get(AUDIT_SEQ_KEY)?
-        .and_then(|v| read_u64(v.value()))
-        .unwrap_or(0);
-    let next = current + 1;
-    meta.insert(AUDIT_SEQ_KEY, next.to_be_bytes().as_slice())?;
+    next_counter(tx, AUDIT_SEQ_KEY)
+}
+
+/// A database-wide number kept in [`META`] (a counter or a cursor); 0 until first written.
+pub(crate) fn meta_u64(tx: &WriteTransaction, name: &str) -> Result<u64> {
+    let meta = tx.open_table(META)?;
+    let value = meta.get(name)?.and_then(|v| read_u64(v.value()));
+    Ok(value.unwrap_or(0))
+}
+
+/// [`meta_u64`] in a read transaction.
+pub(crate) fn read_meta_u64(tx: &redb::ReadTransaction, name: &str) -> Result<u64> {
+    let meta = tx.open_table(META)?;
+    let value = meta.get(name)?.and_then(|v| read_u64(v.value()));
+    Ok(value.unwrap_or(0))
+}
+
+pub(crate) fn set_meta_u64(tx: &WriteTransaction, name: &str, value: u64) -> Result<()> {
+    tx.open_table(META)?
+        .insert(name, value.to_be_bytes().as_slice())?;
+    Ok(())
+}
+
+/// Increments the counter `name` and returns its new value (the first is 1).
+pub(crate) fn next_counter(tx: &WriteTransaction, name: &str) -> Result<u64> {
+    let next = meta_u64(tx, name)? + 1;
+    set_meta_u64(tx, name, next)?;
     Ok(next)
 }
 

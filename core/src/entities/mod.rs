@@ -41,8 +41,8 @@ use crate::storage;
 use crate::stores::Store;
 use crate::verify::Decision;
 
-pub(crate) use outbox::OUTBOX;
 pub use outbox::OutboxEvent;
+pub(crate) use outbox::{OUTBOX, outbox_position, write_outbox};
 
 /// (store, environment, kind tag, id) → the record.
 pub(crate) const ENTITIES: TableDefinition<(&str, &str, u8, &str), &[u8]> =
@@ -651,8 +651,12 @@ impl Engine {
         };
         let result = op(&mut ctx)?;
         let events = std::mem::take(&mut ctx.events);
+        let wake = !events.is_empty();
         outbox::write_outbox(&tx, scope, now, events)?;
         tx.commit()?;
+        if wake {
+            inner.webhooks.wake();
+        }
         Ok(result)
     }
 }

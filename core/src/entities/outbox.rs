@@ -1,6 +1,6 @@
 //! The outbox: events written in the same commit as the change they report.
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -32,7 +32,12 @@ pub struct OutboxEvent {
     pub data: Value,
 }
 
-pub(super) fn write_outbox(
+/// The sequence of the last event written (0 before any).
+pub(crate) fn outbox_position(tx: &WriteTransaction) -> Result<u64> {
+    storage::meta_u64(tx, OUTBOX_SEQ_KEY)
+}
+
+pub(crate) fn write_outbox(
     tx: &WriteTransaction,
     scope: &Scope,
     now: OffsetDateTime,
@@ -41,11 +46,7 @@ pub(super) fn write_outbox(
     if events.is_empty() {
         return Ok(());
     }
-    let mut meta = tx.open_table(storage::META)?;
-    let mut seq = meta
-        .get(OUTBOX_SEQ_KEY)?
-        .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0);
+    let mut seq = storage::meta_u64(tx, OUTBOX_SEQ_KEY)?;
     let mut outbox = tx.open_table(OUTBOX)?;
     for (event_type, data) in events {
         seq += 1;
@@ -61,8 +62,8 @@ pub(super) fn write_outbox(
         };
         outbox.insert(seq, storage::encode(&event)?.as_slice())?;
     }
-    meta.insert(OUTBOX_SEQ_KEY, seq.to_be_bytes().as_slice())?;
-    Ok(())
+    drop(outbox);
+    storage::set_meta_u64(tx, OUTBOX_SEQ_KEY, seq)
 }
 
 impl Engine {

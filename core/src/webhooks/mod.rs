@@ -1,0 +1,487 @@
+//! Webhooks (SPEC §8): endpoints per store, and the delivery of outbox events to them.
+//!
+//! The signing secret (`whsec_…`, Standard Webhooks) is returned by the create call only. It is
+//! stored as is, because signing each delivery needs it; no read, list, error or `Debug`
+//! output shows it.
+//!
+//! - [`guard`]: which targets may be contacted (the SSRF guard), at registration and dispatch.
+//! - [`sign`]: the Standard Webhooks signature.
+//! - [`delivery`]: outbox → deliveries → signed POSTs, retries, the worker.
+
+mod delivery;
+mod guard;
+mod sign;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use url::Host;
+
+pub(crate) use delivery::{DELIVERIES, DUE, Runtime};
+pub use delivery::{
+    DELIVERY_RETENTION, DeliveryPass, MAX_ATTEMPTS, RESPONSE_KEEP, RETRY_JITTER, TEST_EVENT,
+    retry_delay,
+};
+pub use guard::refused_address;
+
+use crate::engine::{Engine, Inner, ReadStores};
+use crate::error::{Error, Result};
+use crate::ids::StoreId;
+use crate::input::{Fields, boolean, string, string_list};
+use crate::secret::{Secret, fill_random};
+use crate::storage;
+
+/// (store, webhook id) → endpoint.
+pub(crate) const WEBHOOKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("webhooks");
+
+/// The events an endpoint can subscribe to.
+pub const EVENTS: [&str; 5] = [
+    "order.created",
+    "subscription.created",
+    "api_key.created",
+    "api_key.regenerated",
+    "api_key.revoked",
+];
+
+/// Endpoints a store may register.
+pub const MAX_WEBHOOKS: usize = 20;
+/// How long registration waits for a name lookup before accepting the name (it is checked
+/// again at every dispatch).
+const REGISTRATION_LOOKUP: Duration = Duration::from_secs(2);
+/// Deliveries listed by default, and at most.
+pub const DEFAULT_DELIVERIES: usize = 50;
+pub const MAX_DELIVERIES: usize = 500;
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone)]
+pub struct WebhookOptions {
+    /// Allow targets on loopback, private, link-local and other internal addresses
+    /// (`latchkey serve --allow-private-webhooks`). Off by default: see [`refused_address`].
+    pub allow_private: bool,
+    /// The limit on one attempt, from name lookup to the last byte of the response.
+    pub timeout: Duration,
+    /// How often a running worker looks for due deliveries when no commit wakes it.
+    pub poll_interval: Duration,
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl WebhookOptions {
+    pub(crate) fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.timeout.is_zero() {
+            problems.push("timeout: must be more than zero".to_owned());
+        }
+        if self.poll_interval.is_zero() {
+            problems.push("poll_interval: must be more than zero".to_owned());
+        }
+        problems
+    }
+}
+
+/// The signing secret as stored. Written to the record (signing needs it in clear) but
+/// redacted from `Debug`, and never part of [`Endpoint::output`].
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+struct SigningSecret(String);
+
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningSecret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Endpoint {
+    v: u32,
+    id: String,
+    store_id: StoreId,
+    url: String,
+    events: Vec<String>,
+    active: bool,
+    /// Why the engine disabled the endpoint (a `410 Gone`); cleared when it is enabled again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    disabled_reason: Option<String>,
+    secret: SigningSecret,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    /// The outbox position when the endpoint was created: it receives only later events.
+    #[serde(default)]
+    since_seq: u64,
+}
+
+impl Endpoint {
+    const VERSION: u32 = 1;
+
+    fn output(&self) -> Value {
+        json!({
+            "id": self.id,
+            "url": self.url,
+            "events": self.events,
+            "active": self.active,
+            "disabled_reason": self.disabled_reason,
+            "created_at": self.created_at.format(&Rfc3339).ok(),
+        })
+    }
+}
+
+/// A store's endpoints, in id order.
+fn load_endpoints(tx: &WriteTransaction, store_id: &str) -> Result<Vec<Endpoint>> {
+    let table = tx.open_table(WEBHOOKS)?;
+    let mut endpoints = Vec::new();
+    for item in table.range((store_id, "")..(store_id, "~"))? {
+        let (_, value) = item?;
+        endpoints.push(storage::decode(
+            value.value(),
+            Endpoint::VERSION,
+            "webhook",
+        )?);
+    }
+    Ok(endpoints)
+}
+
+fn load_endpoint<T>(table: &T, store_id: &str, webhook_id: &str) -> Result<Endpoint>
+where
+    T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+{
+    let bytes = table
+        .get((store_id, webhook_id))?
+        .ok_or_else(|| Error::not_found("webhook", webhook_id))?;
+    storage::decode(bytes.value(), Endpoint::VERSION, "webhook")
+}
+
+/// An `http`/`https` URL with a host, no credentials, no fragment; normalised.
+fn url(value: &Value) -> Result<url::Url, String> {
+    guard::parse_url(&string(value)?)
+}
+
+fn events(value: &Value) -> Result<Vec<String>, String> {
+    let list = string_list(value)?;
+    if list.is_empty() {
+        return Err(format!("must list at least one of {}", EVENTS.join(", ")));
+    }
+    let unknown: Vec<&String> = list
+        .iter()
+        .filter(|e| !EVENTS.contains(&e.as_str()))
+        .collect();
+    if !unknown.is_empty() {
+        let names: Vec<&str> = unknown.iter().map(|e| e.as_str()).collect();
+        return Err(format!(
+            "unknown {} (expected {})",
+            names.join(", "),
+            EVENTS.join(", ")
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for event in list {
+        if !out.contains(&event) {
+            out.push(event);
+        }
+    }
+    Ok(out)
+}
+
+fn new_secret() -> Result<Secret> {
+    let mut bytes = [0u8; 32];
+    fill_random(&mut bytes)?;
+    Ok(Secret::new(format!(
+        "{}{}",
+        sign::SECRET_PREFIX,
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )))
+}
+
+impl Inner {
+    /// Whether a registration may use this URL: its host as written, and every address it
+    /// resolves to now. A name that does not resolve yet is accepted (dispatch checks again).
+    fn check_target(&self, url: &url::Url) -> Result<(), String> {
+        if self.webhooks.options.allow_private {
+            return Ok(());
+        }
+        let advice = "(internal targets need the server started with --allow-private-webhooks)";
+        if let Some(why) = guard::refused_host(url) {
+            return Err(format!("refused: {why} {advice}"));
+        }
+        if let Some(Host::Domain(_)) = url.host() {
+            match guard::resolve(url, false, REGISTRATION_LOOKUP) {
+                Err(guard::Blocked::Refused(why)) => {
+                    return Err(format!("refused: {why} {advice}"));
+                }
+                Err(guard::Blocked::Unresolved(_)) | Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Registers an endpoint `{url, events, active?}`; the result carries `secret`, once.
+    ///
+    /// Unless the engine allows private targets, a URL whose host is, or now resolves to, an
+    /// internal address is refused (see [`refused_address`]). This may wait briefly for a name
+    /// lookup, so call it off any event loop.
+    pub fn create_webhook(&self, store_id: &str, input: &Value) -> Result<Value> {
+        let inner = self.inner();
+        let mut f = Fields::new(input, "webhook")?;
+        let url = f.required("url", url);
+        let events = f.required("events", events);
+        let active = f.optional("active", boolean);
+        let mut problems = f.finish();
+        if let Some(url) = &url
+            && let Err(why) = inner.check_target(url)
+        {
+            problems.push(format!("url: {why}"));
+        }
+        problems.finish()?;
+        let (Some(url), Some(events)) = (url, events) else {
+            return Err(Error::invalid(vec!["url and events are required".into()]));
+        };
+        let _writer = inner.writer.lock();
+        let tx = storage::write(&inner.db)?;
+        let store = tx.store(store_id)?;
+        let sid = store.id.as_str();
+        if load_endpoints(&tx, sid)?.len() >= MAX_WEBHOOKS {
+            return Err(Error::Conflict(format!(
+                "a store has at most {MAX_WEBHOOKS} webhook endpoints; delete one first"
+            )));
+        }
+        let secret = new_secret()?;
+        let endpoint = Endpoint {
+            v: Endpoint::VERSION,
+            id: format!(
+                "wh_{}",
+                crate::secret::random_chars(b"0123456789abcdefghijklmnopqrstuvwxyz", 16)?
+            ),
+            store_id: store.id,
+            url: url.to_string(),
+            events,
+            active: active.unwrap_or(true),
+            disabled_reason: None,
+            secret: SigningSecret(secret.expose().to_owned()),
+            created_at: inner.clock.now(),
+            since_seq: crate::entities::outbox_position(&tx)?,
+        };
+        tx.open_table(WEBHOOKS)?.insert(
+            (sid, endpoint.id.as_str()),
+            storage::encode(&endpoint)?.as_slice(),
+        )?;
+        tx.commit()?;
+        let mut out = endpoint.output();
+        out["secret"] = Value::String(secret.expose().to_owned());
+        Ok(out)
+    }
+
+    /// The store's endpoints (without secrets), oldest first.
+    pub fn list_webhooks(&self, store_id: &str) -> Result<Vec<Value>> {
+        let tx = storage::read(&self.inner().db)?;
+        let store = tx.store(store_id)?;
+        let sid = store.id.as_str();
+        let table = tx.open_table(WEBHOOKS)?;
+        let mut endpoints = Vec::new();
+        for item in table.range((sid, "")..(sid, "~"))? {
+            let (_, value) = item?;
+            endpoints.push(storage::decode::<Endpoint>(
+                value.value(),
+                Endpoint::VERSION,
+                "webhook",
+            )?);
+        }
+        endpoints.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(endpoints.iter().map(Endpoint::output).collect())
+    }
+
+    /// One endpoint (without its secret).
+    pub fn get_webhook(&self, store_id: &str, webhook_id: &str) -> Result<Value> {
+        let tx = storage::read(&self.inner().db)?;
+        let store = tx.store(store_id)?;
+        let table = tx.open_table(WEBHOOKS)?;
+        Ok(load_endpoint(&table, store.id.as_str(), webhook_id)?.output())
+    }
+
+    /// Changes an endpoint's `url`, `events` or `active`. Enabling clears `disabled_reason`.
+    pub fn update_webhook(&self, store_id: &str, webhook_id: &str, input: &Value) -> Result<Value> {
+        let inner = self.inner();
+        let mut f = Fields::new(input, "webhook")?;
+        let url = f.optional("url", url);
+        let events = f.optional("events", events);
+        let active = f.optional("active", boolean);
+        let mut problems = f.finish();
+        if let Some(url) = &url
+            && let Err(why) = inner.check_target(url)
+        {
+            problems.push(format!("url: {why}"));
+        }
+        problems.finish()?;
+        let _writer = inner.writer.lock();
+        let tx = storage::write(&inner.db)?;
+        let store = tx.store(store_id)?;
+        let key = (store.id.as_str(), webhook_id);
+        let mut endpoint = load_endpoint(&tx.open_table(WEBHOOKS)?, key.0, webhook_id)?;
+        if let Some(url) = url {
+            endpoint.url = url.to_string();
+        }
+        if let Some(events) = events {
+            endpoint.events = events;
+        }
+        if let Some(active) = active {
+            endpoint.active = active;
+            if active {
+                endpoint.disabled_reason = None;
+            }
+        }
+        tx.open_table(WEBHOOKS)?
+            .insert(key, storage::encode(&endpoint)?.as_slice())?;
+        tx.commit()?;
+        Ok(endpoint.output())
+    }
+
+    /// Deletes an endpoint with its deliveries (pending ones are not sent).
+    pub fn delete_webhook(&self, store_id: &str, webhook_id: &str) -> Result<()> {
+        let inner = self.inner();
+        let _writer = inner.writer.lock();
+        let tx = storage::write(&inner.db)?;
+        let store = tx.store(store_id)?;
+        let removed = tx
+            .open_table(WEBHOOKS)?
+            .remove((store.id.as_str(), webhook_id))?
+            .is_some();
+        if !removed {
+            return Err(Error::not_found("webhook", webhook_id));
+        }
+        Inner::forget_deliveries(&tx, store.id.as_str(), webhook_id)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// An endpoint's deliveries with every attempt, newest first: `limit` of them (default
+    /// [`DEFAULT_DELIVERIES`], at most [`MAX_DELIVERIES`]).
+    pub fn list_webhook_deliveries(
+        &self,
+        store_id: &str,
+        webhook_id: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<Value>> {
+        let limit = limit.unwrap_or(DEFAULT_DELIVERIES);
+        if !(1..=MAX_DELIVERIES).contains(&limit) {
+            return Err(Error::invalid(vec![format!(
+                "limit: must be 1 to {MAX_DELIVERIES}"
+            )]));
+        }
+        let sid = self.get_store(store_id)?.id;
+        self.get_webhook(sid.as_str(), webhook_id)?;
+        self.inner()
+            .list_deliveries(sid.as_str(), webhook_id, limit)
+    }
+
+    /// Sends a sample `webhook.test` event to the endpoint now, through the same guard and
+    /// signature as real deliveries, and records it with its deliveries. Returns
+    /// `{status_code, body, error, duration_ms, delivery_id}`; an unreachable endpoint is an
+    /// `error` in the result, not an `Err`. Blocks for up to the webhook timeout.
+    pub fn test_webhook(&self, store_id: &str, webhook_id: &str) -> Result<Value> {
+        let endpoint = {
+            let tx = storage::read(&self.inner().db)?;
+            let store = tx.store(store_id)?;
+            load_endpoint(&tx.open_table(WEBHOOKS)?, store.id.as_str(), webhook_id)?
+        };
+        self.inner().send_test(&endpoint)
+    }
+
+    /// Runs one delivery pass now on the calling thread: queues deliveries for new outbox
+    /// events, sends every due one, records the outcomes. For embedders that schedule their
+    /// own work, and for tests with a fake clock; [`Engine::start_webhook_worker`] runs passes
+    /// in the background.
+    pub fn deliver_webhooks(&self) -> Result<DeliveryPass> {
+        self.inner().deliver_webhooks()
+    }
+
+    /// Starts the background delivery worker (once; later calls do nothing). It runs a pass
+    /// when a commit writes outbox events, when a retry falls due, and at least every
+    /// `poll_interval`; dropping the engine stops it after its current pass.
+    pub fn start_webhook_worker(&self) -> Result<()> {
+        self.inner_arc().start_webhook_worker()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Actor;
+    use crate::stores::NewStore;
+
+    #[test]
+    fn endpoints_validate_and_never_show_their_secret_again() {
+        let engine = Engine::memory().unwrap();
+        let (store, _) = engine
+            .create_store(&Actor::admin("t"), NewStore::named("Hooks"))
+            .unwrap();
+        let sid = store.id.as_str();
+        let err = engine
+            .create_webhook(
+                sid,
+                &json!({"url": "ftp://x", "events": ["order.paid", "order.created"], "x": 1}),
+            )
+            .unwrap_err();
+        let problems = err.problems().join("\n");
+        for needle in [
+            "url: must be an http",
+            "events: unknown order.paid",
+            "x: unknown field",
+        ] {
+            assert!(problems.contains(needle), "{needle}: {problems}");
+        }
+        for bad in [
+            "https://",
+            "https://user:pw@example.com/x",
+            "https://example.com/a b",
+            "http://:80/",
+        ] {
+            assert!(
+                engine
+                    .create_webhook(sid, &json!({"url": bad, "events": ["order.created"]}))
+                    .is_err(),
+                "{bad}"
+            );
+        }
+        let created = engine
+            .create_webhook(sid, &json!({"url": "https://example.com/hooks", "events": ["order.created", "order.created"]}))
+            .unwrap();
+        let secret = created["secret"].as_str().unwrap().to_owned();
+        assert!(secret.starts_with("whsec_"));
+        assert_eq!(created["events"], json!(["order.created"]));
+        let id = created["id"].as_str().unwrap();
+        let listed = engine.list_webhooks(sid).unwrap();
+        let updated = engine
+            .update_webhook(sid, id, &json!({"active": false}))
+            .unwrap();
+        assert_eq!(updated["active"], false);
+        for text in [
+            json!(listed).to_string(),
+            updated.to_string(),
+            format!("{engine:?}"),
+        ] {
+            assert!(
+                !text.contains(&secret) && !text.contains("whsec_"),
+                "{text}"
+            );
+        }
+        engine.delete_webhook(sid, id).unwrap();
+        assert_eq!(
+            engine.delete_webhook(sid, id).unwrap_err().code(),
+            "NOT_FOUND"
+        );
+        assert!(engine.list_webhooks(sid).unwrap().is_empty());
+    }
+}
