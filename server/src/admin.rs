@@ -41,7 +41,17 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
         .route(
             "/api/stores/{store_id}/webhooks/{webhook_id}",
-            axum::routing::patch(update_webhook).delete(delete_webhook),
+            get(get_webhook)
+                .patch(update_webhook)
+                .delete(delete_webhook),
+        )
+        .route(
+            "/api/stores/{store_id}/webhooks/{webhook_id}/deliveries",
+            get(webhook_deliveries),
+        )
+        .route(
+            "/api/stores/{store_id}/webhooks/{webhook_id}/test",
+            post(test_webhook),
         )
         .route_layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
@@ -122,6 +132,23 @@ macro_rules! guard {
             Err(response) => return response,
         }
     };
+}
+
+/// Runs engine work that may wait on the network (a webhook target's name lookup, a test
+/// dispatch) on the blocking pool, off the async workers.
+async fn blocking(
+    status: StatusCode,
+    work: impl FnOnce() -> latchkey::Result<Value> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => result(status, value),
+        Err(_) => respond::fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "The request could not be completed",
+            Vec::new(),
+        ),
+    }
 }
 
 async fn create_store(
@@ -392,10 +419,64 @@ async fn create_webhook(
 ) -> Response {
     guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
     let body = guard!(json_object(&state, &headers, body, false).await);
+    let engine = state.engine.clone();
+    blocking(StatusCode::CREATED, move || {
+        engine.create_webhook(&store_id, &body)
+    })
+    .await
+}
+
+async fn get_webhook(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path((store_id, webhook_id)): Path<(String, String)>,
+) -> Response {
+    guard!(allow(&claims, "Stores:View", Some(&store_id)));
     result(
-        StatusCode::CREATED,
-        state.engine.create_webhook(&store_id, &body),
+        StatusCode::OK,
+        state.engine.get_webhook(&store_id, &webhook_id),
     )
+}
+
+async fn webhook_deliveries(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path((store_id, webhook_id)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    guard!(allow(&claims, "Stores:View", Some(&store_id)));
+    let params = net::query(request.uri().query());
+    let limit = match limit_param(&params) {
+        Ok(limit) => limit,
+        Err(problem) => {
+            return respond::fail(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION",
+                "Validation failed",
+                vec![problem],
+            );
+        }
+    };
+    result(
+        StatusCode::OK,
+        state
+            .engine
+            .list_webhook_deliveries(&store_id, &webhook_id, limit)
+            .map(|d| json!(d)),
+    )
+}
+
+async fn test_webhook(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path((store_id, webhook_id)): Path<(String, String)>,
+) -> Response {
+    guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
+    let engine = state.engine.clone();
+    blocking(StatusCode::OK, move || {
+        engine.test_webhook(&store_id, &webhook_id)
+    })
+    .await
 }
 
 async fn update_webhook(
@@ -407,10 +488,11 @@ async fn update_webhook(
 ) -> Response {
     guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
     let body = guard!(json_object(&state, &headers, body, false).await);
-    result(
-        StatusCode::OK,
-        state.engine.update_webhook(&store_id, &webhook_id, &body),
-    )
+    let engine = state.engine.clone();
+    blocking(StatusCode::OK, move || {
+        engine.update_webhook(&store_id, &webhook_id, &body)
+    })
+    .await
 }
 
 async fn delete_webhook(

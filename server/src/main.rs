@@ -79,6 +79,13 @@ struct Serve {
     /// No per-client-IP route limits at all.
     #[arg(long, conflicts_with = "ip_scope")]
     no_ip_scopes: bool,
+    /// Let webhooks target loopback, private, link-local and other internal addresses (refused
+    /// by default, at registration and at every dispatch).
+    #[arg(long, env = "LATCHKEY_ALLOW_PRIVATE_WEBHOOKS")]
+    allow_private_webhooks: bool,
+    /// Seconds one webhook delivery attempt may take, name lookup included.
+    #[arg(long, env = "LATCHKEY_WEBHOOK_TIMEOUT", default_value_t = 10)]
+    webhook_timeout: u64,
 }
 
 /// Reads `PREFIX=LIMIT/SECONDS`.
@@ -250,11 +257,16 @@ fn serve(args: Serve) -> Result<(), String> {
     if args.request_timeout == 0 {
         problems.push("--request-timeout: must be more than 0".into());
     }
+    if args.webhook_timeout == 0 {
+        problems.push("--webhook-timeout: must be more than 0".into());
+    }
     if args.db.is_none() && !args.dev {
         problems
             .push("--db (or LATCHKEY_DB) is required; use --dev for an in-memory database".into());
     }
     let mut options = EngineOptions::from_env().map_err(|e| e.to_string())?;
+    options.webhooks.allow_private = args.allow_private_webhooks;
+    options.webhooks.timeout = Duration::from_secs(args.webhook_timeout);
     if args.no_ip_scopes {
         options.rates.ip_scopes.clear();
     } else if !args.ip_scope.is_empty() {
@@ -281,6 +293,7 @@ fn serve(args: Serve) -> Result<(), String> {
         None => Engine::memory_with(options).map_err(|e| e.to_string())?,
     };
     let engine = Arc::new(engine);
+    engine.start_webhook_worker().map_err(|e| e.to_string())?;
     if args.dev {
         dev_banner(&engine, &secret, args.listen)?;
     }

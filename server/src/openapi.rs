@@ -345,13 +345,40 @@ pub fn operations() -> Vec<Operation> {
             "Change an endpoint"
         ),
         op!(
+            "get",
+            "/api/stores/{store_id}/webhooks/{webhook_id}",
+            Admin,
+            200,
+            None,
+            NONE,
+            "One endpoint (without its secret)"
+        ),
+        op!(
             "delete",
             "/api/stores/{store_id}/webhooks/{webhook_id}",
             Admin,
             200,
             None,
             NONE,
-            "Delete an endpoint"
+            "Delete an endpoint and its deliveries"
+        ),
+        op!(
+            "get",
+            "/api/stores/{store_id}/webhooks/{webhook_id}/deliveries",
+            Admin,
+            200,
+            None,
+            &[("limit", "integer")],
+            "Deliveries with every attempt, newest first"
+        ),
+        op!(
+            "post",
+            "/api/stores/{store_id}/webhooks/{webhook_id}/test",
+            Admin,
+            200,
+            None,
+            NONE,
+            "Send a signed webhook.test event now: {status_code, body, error, duration_ms}"
         ),
     ];
     for group in [

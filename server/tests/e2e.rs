@@ -17,9 +17,14 @@ struct Server {
 
 impl Server {
     fn start(db: &Path) -> Server {
+        Self::start_with(db, &[])
+    }
+
+    fn start_with(db: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
+            .args(extra)
             .env("LATCHKEY_JWT_SECRET", SECRET)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -415,4 +420,95 @@ fn scan_finds_tokens_and_revokes_live_ones() {
         1,
         "only the default key is left"
     );
+}
+
+/// A delivery in flight when the server is killed is delivered after the restart, with the
+/// same `webhook-id`: the outcome was never recorded, so the delivery is still due.
+#[test]
+fn a_webhook_in_flight_at_kill_9_is_delivered_after_restart() {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let receiver = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let port = receiver.server_addr().to_ip().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        // The first request is held unanswered (the server dies waiting); later ones get 200.
+        let mut held = Vec::new();
+        for request in receiver.incoming_requests() {
+            let id = request
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv("webhook-id"))
+                .map(|h| h.value.to_string())
+                .unwrap_or_default();
+            let first = {
+                let mut log = log.lock().unwrap();
+                log.push(id);
+                log.len() == 1
+            };
+            if first {
+                held.push(request);
+            } else {
+                let _ = request.respond(tiny_http::Response::empty(200));
+            }
+        }
+    });
+    let wait_for = |count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen.lock().unwrap().len() < count {
+            assert!(Instant::now() < deadline, "no delivery {count}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hooks.redb");
+    let private = ["--allow-private-webhooks"];
+    let server = Server::start_with(&db, &private);
+    let client = Client::new(&server);
+    let store = client.admin("POST", "/api/stores", Some(json!({"name": "Hooks"})));
+    let sid = store.body["data"]["store"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hook = client.admin(
+        "POST",
+        &format!("/api/stores/{sid}/webhooks"),
+        Some(json!({"url": format!("http://127.0.0.1:{port}/in"), "events": ["api_key.created"]})),
+    );
+    assert_eq!(hook.status, 201, "{}", hook.body);
+    let hid = hook.body["data"]["id"].as_str().unwrap().to_owned();
+    let key = client.admin(
+        "POST",
+        &format!("/api/stores/{sid}/api-keys"),
+        Some(json!({"name": "ERP", "permissions": {"Orders": ["View"]}})),
+    );
+    assert_eq!(key.status, 201, "{}", key.body);
+    wait_for(1);
+    server.kill_9();
+
+    let server = Server::start_with(&db, &private);
+    wait_for(2);
+    let ids = seen.lock().unwrap().clone();
+    assert_eq!(ids[0], ids[1], "the same event keeps its webhook-id");
+    assert!(ids[0].starts_with("evt_"));
+    let client = Client::new(&server);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = client.admin(
+            "GET",
+            &format!("/api/stores/{sid}/webhooks/{hid}/deliveries"),
+            None,
+        );
+        let delivery = &listed.body["data"][0];
+        if delivery["state"] == "succeeded" {
+            assert_eq!(delivery["event_id"], ids[0].as_str());
+            assert_eq!(delivery["attempts"][0]["status_code"], 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", listed.body);
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -438,6 +438,61 @@ async fn management_api_with_a_token() {
         )
         .await;
     assert_eq!(off.body["data"]["active"], false);
+    let one = h
+        .admin("GET", &format!("/api/stores/{sid}/webhooks/{hid}"), None)
+        .await;
+    assert_eq!(one.body["data"]["id"], hid.as_str());
+    assert!(!one.body.to_string().contains(&secret));
+    // The SSRF guard: an internal target is a 400 naming the field, and nothing changes.
+    let internal = h
+        .admin(
+            "PATCH",
+            &format!("/api/stores/{sid}/webhooks/{hid}"),
+            Some(json!({"url": "http://[::ffff:127.0.0.1]:8080/"})),
+        )
+        .await;
+    assert_eq!(internal.status, StatusCode::BAD_REQUEST);
+    assert!(
+        internal.body["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("url: refused"),
+        "{}",
+        internal.body
+    );
+    let deliveries = format!("/api/stores/{sid}/webhooks/{hid}/deliveries");
+    let none = h.admin("GET", &deliveries, None).await;
+    assert_eq!(none.body["data"], json!([]));
+    let bad_limit = h.admin("GET", &format!("{deliveries}?limit=0"), None).await;
+    assert_eq!(bad_limit.status, StatusCode::BAD_REQUEST);
+    // A test dispatch to a name that can never resolve (RFC 2606): the error is in the result.
+    h.admin(
+        "PATCH",
+        &format!("/api/stores/{sid}/webhooks/{hid}"),
+        Some(json!({"url": "https://hooks.invalid/h"})),
+    )
+    .await;
+    let test = h
+        .admin(
+            "POST",
+            &format!("/api/stores/{sid}/webhooks/{hid}/test"),
+            None,
+        )
+        .await;
+    assert_eq!(test.status, StatusCode::OK, "{}", test.body);
+    assert_eq!(test.body["data"]["status_code"], Value::Null);
+    assert!(
+        test.body["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("hooks.invalid")
+    );
+    let listed = h.admin("GET", &deliveries, None).await;
+    assert_eq!(listed.body["data"][0]["event_type"], "webhook.test");
+    assert_eq!(
+        listed.body["data"][0]["id"],
+        test.body["data"]["delivery_id"]
+    );
     let gone = h
         .admin("DELETE", &format!("/api/stores/{sid}/webhooks/{hid}"), None)
         .await;
