@@ -23,9 +23,9 @@ unit:
 
 python:
 	@test -x $(PYVENV)/bin/python || python3 -m venv $(PYVENV)
-	$(PYVENV)/bin/pip install -q --disable-pip-version-check "maturin>=1.9,<2" "pytest>=8" "fastapi>=0.110" "httpx>=0.27"
+	$(PYVENV)/bin/pip install -q --disable-pip-version-check "maturin>=1.9,<2" "pytest>=8" "fastapi>=0.110" "httpx>=0.27" "standardwebhooks>=1.0"
 	cd bindings/python && VIRTUAL_ENV=$(PYVENV) PATH=$(PYVENV)/bin:$$PATH maturin develop -q
-	$(PYVENV)/bin/python -m pytest -q bindings/python/tests
+	$(PYVENV)/bin/python -m pytest -q bindings/python/tests sdk-tests/python
 
 # The Node addon is built by napi-rs; the committed native.js / native.d.ts must be what the
 # build generates, so they are compared with a fresh build. Then the package's declarations

@@ -143,6 +143,12 @@ impl Decision {
     }
 }
 
+fn options(py: Python<'_>, allow_private_webhooks: bool) -> PyResult<latchkey::EngineOptions> {
+    let mut options = latchkey::EngineOptions::from_env().map_err(|e| raise(py, &e))?;
+    options.webhooks.allow_private = allow_private_webhooks;
+    Ok(options)
+}
+
 #[pyclass(frozen, module = "latchkey._native")]
 struct Engine {
     engine: Arc<latchkey::Engine>,
@@ -162,9 +168,16 @@ impl Engine {
 
 #[pymethods]
 impl Engine {
+    /// `allow_private_webhooks` lets webhooks target internal addresses (the server's
+    /// `--allow-private-webhooks`); off, they are refused at registration and dispatch.
     #[staticmethod]
-    fn open(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Engine> {
-        let options = latchkey::EngineOptions::from_env().map_err(|e| raise(py, &e))?;
+    #[pyo3(signature = (path, allow_private_webhooks=false))]
+    fn open(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        allow_private_webhooks: bool,
+    ) -> PyResult<Engine> {
+        let options = options(py, allow_private_webhooks)?;
         let engine = py
             .detach(|| latchkey::Engine::open_with(&path, options))
             .map_err(|e| raise(py, &e))?;
@@ -174,8 +187,9 @@ impl Engine {
     }
 
     #[staticmethod]
-    fn memory(py: Python<'_>) -> PyResult<Engine> {
-        let options = latchkey::EngineOptions::from_env().map_err(|e| raise(py, &e))?;
+    #[pyo3(signature = (allow_private_webhooks=false))]
+    fn memory(py: Python<'_>, allow_private_webhooks: bool) -> PyResult<Engine> {
+        let options = options(py, allow_private_webhooks)?;
         let engine = latchkey::Engine::memory_with(options).map_err(|e| raise(py, &e))?;
         Ok(Engine {
             engine: Arc::new(engine),
@@ -421,6 +435,74 @@ impl Engine {
     /// Writes buffered last-use times and log entries now.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         self.call(py, |e| e.flush())
+    }
+
+    // ---- webhooks (SPEC §8) ---------------------------------------------------------------
+
+    /// The endpoint with its `secret`, this once.
+    fn create_webhook(&self, py: Python<'_>, store_id: &str, input: &str) -> PyResult<String> {
+        let input = parse_json(py, input)?;
+        self.call(py, move |e| {
+            Ok(to_text(&e.create_webhook(store_id, &input)?))
+        })
+    }
+
+    fn list_webhooks(&self, py: Python<'_>, store_id: &str) -> PyResult<String> {
+        self.call(py, |e| Ok(to_text(&json!(e.list_webhooks(store_id)?))))
+    }
+
+    fn get_webhook(&self, py: Python<'_>, store_id: &str, webhook_id: &str) -> PyResult<String> {
+        self.call(py, |e| Ok(to_text(&e.get_webhook(store_id, webhook_id)?)))
+    }
+
+    fn update_webhook(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        webhook_id: &str,
+        patch: &str,
+    ) -> PyResult<String> {
+        let patch = parse_json(py, patch)?;
+        self.call(py, move |e| {
+            Ok(to_text(&e.update_webhook(store_id, webhook_id, &patch)?))
+        })
+    }
+
+    fn delete_webhook(&self, py: Python<'_>, store_id: &str, webhook_id: &str) -> PyResult<()> {
+        self.call(py, |e| e.delete_webhook(store_id, webhook_id))
+    }
+
+    #[pyo3(signature = (store_id, webhook_id, limit=None))]
+    fn list_webhook_deliveries(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        webhook_id: &str,
+        limit: Option<usize>,
+    ) -> PyResult<String> {
+        self.call(py, |e| {
+            Ok(to_text(&json!(
+                e.list_webhook_deliveries(store_id, webhook_id, limit)?
+            )))
+        })
+    }
+
+    /// `{status_code, body, error, duration_ms, delivery_id}` of a signed `webhook.test` POST.
+    fn test_webhook(&self, py: Python<'_>, store_id: &str, webhook_id: &str) -> PyResult<String> {
+        self.call(py, |e| Ok(to_text(&e.test_webhook(store_id, webhook_id)?)))
+    }
+
+    /// One delivery pass on this thread (without the GIL): `(queued, attempted, next_due_ms)`.
+    fn deliver_webhooks(&self, py: Python<'_>) -> PyResult<(usize, usize, Option<i64>)> {
+        self.call(py, |e| {
+            let pass = e.deliver_webhooks()?;
+            Ok((pass.queued, pass.attempted, pass.next_due_ms))
+        })
+    }
+
+    /// Starts the background delivery thread (once); it stops when the engine is dropped.
+    fn start_webhook_worker(&self, py: Python<'_>) -> PyResult<()> {
+        self.call(py, |e| e.start_webhook_worker())
     }
 }
 

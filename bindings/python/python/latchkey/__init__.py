@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from os import PathLike
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _native
 from ._native import Decision
@@ -141,12 +141,20 @@ class Engine:
         self.actor = actor
 
     @classmethod
-    def open(cls, path: Union[str, "PathLike[str]"], actor: str = "python") -> "Engine":
-        return cls(_native.Engine.open(str(path)), actor)
+    def open(
+        cls,
+        path: Union[str, "PathLike[str]"],
+        actor: str = "python",
+        *,
+        allow_private_webhooks: bool = False,
+    ) -> "Engine":
+        """`allow_private_webhooks` lets webhooks target loopback, private and link-local
+        addresses (refused by default, at registration and at every dispatch)."""
+        return cls(_native.Engine.open(str(path), allow_private_webhooks), actor)
 
     @classmethod
-    def memory(cls, actor: str = "python") -> "Engine":
-        return cls(_native.Engine.memory(), actor)
+    def memory(cls, actor: str = "python", *, allow_private_webhooks: bool = False) -> "Engine":
+        return cls(_native.Engine.memory(allow_private_webhooks), actor)
 
     # ---- stores ---------------------------------------------------------------------------
 
@@ -285,3 +293,42 @@ class Engine:
 
     def delete(self, store_id: str, area: str, id: str, *, environment: str = "live") -> None:
         self._native.delete_entity(store_id, environment, area, id)
+
+    # ---- webhooks (SPEC §8) ----------------------------------------------------------------
+
+    def create_webhook(
+        self, store_id: str, *, url: str, events: Sequence[str], active: Any = _UNSET
+    ) -> Record:
+        """Registers an endpoint; the result's `secret` (`whsec_…`) is shown this once."""
+        fields = dict(url=url, events=events, active=active)
+        return Record(json.loads(self._native.create_webhook(store_id, _dump(fields))))
+
+    def list_webhooks(self, store_id: str) -> List[Record]:
+        return [Record(w) for w in json.loads(self._native.list_webhooks(store_id))]
+
+    def get_webhook(self, store_id: str, webhook_id: str) -> Record:
+        return Record(json.loads(self._native.get_webhook(store_id, webhook_id)))
+
+    def update_webhook(self, store_id: str, webhook_id: str, **changes: Any) -> Record:
+        """Changes `url`, `events` or `active`."""
+        return Record(json.loads(self._native.update_webhook(store_id, webhook_id, _dump(changes))))
+
+    def delete_webhook(self, store_id: str, webhook_id: str) -> None:
+        self._native.delete_webhook(store_id, webhook_id)
+
+    def webhook_deliveries(self, store_id: str, webhook_id: str, *, limit: Optional[int] = None) -> List[Record]:
+        """The endpoint's deliveries with every attempt, newest first (default 50, at most 500)."""
+        return [Record(d) for d in json.loads(self._native.list_webhook_deliveries(store_id, webhook_id, limit))]
+
+    def test_webhook(self, store_id: str, webhook_id: str) -> Record:
+        """Sends a signed `webhook.test` event now: `status_code`, `body`, `error`, `duration_ms`."""
+        return Record(json.loads(self._native.test_webhook(store_id, webhook_id)))
+
+    def deliver_webhooks(self) -> Record:
+        """One delivery pass on this thread: `queued`, `attempted`, `next_due_ms`."""
+        queued, attempted, next_due_ms = self._native.deliver_webhooks()
+        return Record({"queued": queued, "attempted": attempted, "next_due_ms": next_due_ms})
+
+    def start_webhook_worker(self) -> None:
+        """Delivers in a background thread from now on (once per engine)."""
+        self._native.start_webhook_worker()

@@ -1,0 +1,182 @@
+"""Webhooks delivered by the engine, checked by an independent receiver: the Standard Webhooks
+reference library from PyPI (`standardwebhooks`) verifies every signature we send."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Dict, Iterator, List, Tuple
+
+import pytest
+import standardwebhooks.webhooks as standard
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+import latchkey
+from latchkey import ValidationError
+
+
+class Receiver:
+    """A real HTTP server on loopback that records each request and answers `status`."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.requests: List[Tuple[Dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the standard library's name)
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(receiver.status)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def shifted_clock(monkeypatch: pytest.MonkeyPatch, by: timedelta) -> None:
+    """Moves the verifying library's idea of now, as if the message were checked `by` later."""
+
+    class Shifted(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[override]
+            return datetime.now(tz) + by
+
+    monkeypatch.setattr(standard, "datetime", Shifted)
+
+
+def test_deliveries_verify_with_the_standard_webhooks_library(receiver: Receiver) -> None:
+    eng = latchkey.Engine.memory(allow_private_webhooks=True)
+    store, _ = eng.create_store("Hooks")
+    hook = eng.create_webhook(
+        store.id, url=receiver.url, events=["api_key.created", "api_key.regenerated", "api_key.revoked"]
+    )
+    secret = hook.secret
+    assert secret.startswith("whsec_")
+    key = eng.create_key(store.id, name="ERP", permissions={"Orders": ["View"]})
+    again = eng.regenerate_key(store.id, key.id)
+    eng.revoke_key(store.id, key.id)
+    done = eng.deliver_webhooks()
+    assert (done.queued, done.attempted, done.next_due_ms) == (3, 3, None)
+
+    assert len(receiver.requests) == 3
+    verifier = Webhook(secret)
+    types = []
+    for headers, body in receiver.requests:
+        payload = verifier.verify(body, headers)
+        assert payload["id"] == headers["webhook-id"]
+        assert payload["data"]["id"] == key.id
+        assert set(payload) == {"id", "type", "created_at", "data"}
+        for secret_text in (key.key, again.key):
+            assert secret_text not in body.decode()
+        types.append(payload["type"])
+    assert sorted(types) == ["api_key.created", "api_key.regenerated", "api_key.revoked"]
+
+    deliveries = eng.webhook_deliveries(store.id, hook.id)
+    assert [d.state for d in deliveries] == ["succeeded"] * 3
+    assert all(d.attempts[0]["status_code"] == 200 for d in deliveries)
+    # The secret is in the create response only.
+    assert "whsec_" not in json.dumps([w.to_dict() for w in eng.list_webhooks(store.id)])
+    assert "whsec_" not in json.dumps(eng.get_webhook(store.id, hook.id).to_dict())
+
+
+def test_a_tampered_body_or_a_foreign_secret_fails_verification(receiver: Receiver) -> None:
+    eng = latchkey.Engine.memory(allow_private_webhooks=True)
+    store, _ = eng.create_store("Hooks")
+    hook = eng.create_webhook(store.id, url=receiver.url, events=["api_key.created"])
+    eng.create_key(store.id, name="ERP", permissions={"Orders": ["View"]})
+    eng.deliver_webhooks()
+    headers, body = receiver.requests[0]
+    verifier = Webhook(hook.secret)
+    verifier.verify(body, headers)
+    tampered = body.replace(b'"api_key.created"', b'"api_key.revoked"')
+    assert tampered != body
+    with pytest.raises(WebhookVerificationError):
+        verifier.verify(tampered, headers)
+    with pytest.raises(WebhookVerificationError):
+        verifier.verify(body + b" ", headers)
+    other = eng.create_webhook(store.id, url=receiver.url, events=["order.created"])
+    with pytest.raises(WebhookVerificationError):
+        Webhook(other.secret).verify(body, headers)
+
+
+@pytest.mark.parametrize("minutes", [6, -6])
+def test_a_timestamp_six_minutes_off_fails_verification(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, minutes: int
+) -> None:
+    eng = latchkey.Engine.memory(allow_private_webhooks=True)
+    store, _ = eng.create_store("Hooks")
+    hook = eng.create_webhook(store.id, url=receiver.url, events=["api_key.created"])
+    eng.create_key(store.id, name="ERP", permissions={"Orders": ["View"]})
+    eng.deliver_webhooks()
+    headers, body = receiver.requests[0]
+    sent_at = datetime.fromtimestamp(int(headers["webhook-timestamp"]), tz=timezone.utc)
+    assert abs(datetime.now(timezone.utc) - sent_at) < timedelta(minutes=1)
+    verifier = Webhook(hook.secret)
+    # Within the five-minute tolerance the same message still verifies; beyond it, never.
+    shifted_clock(monkeypatch, timedelta(minutes=4 if minutes > 0 else -4))
+    verifier.verify(body, headers)
+    shifted_clock(monkeypatch, timedelta(minutes=minutes))
+    with pytest.raises(WebhookVerificationError, match="too old" if minutes > 0 else "too new"):
+        verifier.verify(body, headers)
+
+
+def test_test_dispatch_returns_what_the_endpoint_answered() -> None:
+    receiver = Receiver(status=418)
+    try:
+        eng = latchkey.Engine.memory(allow_private_webhooks=True)
+        store, _ = eng.create_store("Hooks")
+        hook = eng.create_webhook(store.id, url=receiver.url, events=["order.created"])
+        result = eng.test_webhook(store.id, hook.id)
+        assert (result.status_code, result.body, result.error) == (418, "ok", None)
+        assert result.duration_ms >= 0
+        headers, body = receiver.requests[0]
+        assert Webhook(hook.secret).verify(body, headers)["type"] == "webhook.test"
+    finally:
+        receiver.close()
+
+
+def test_internal_targets_are_refused_unless_allowed(receiver: Receiver) -> None:
+    eng = latchkey.Engine.memory()
+    store, _ = eng.create_store("Hooks")
+    for url in [receiver.url, "http://2130706433/", "http://[::ffff:169.254.169.254]/"]:
+        with pytest.raises(ValidationError) as caught:
+            eng.create_webhook(store.id, url=url, events=["order.created"])
+        assert caught.value.code == "VALIDATION"
+        assert any(p.startswith("url: refused") for p in caught.value.problems), caught.value.problems
+    assert eng.list_webhooks(store.id) == []
+    with pytest.raises(ValidationError) as caught:
+        eng.create_webhook(store.id, url="ftp://x", events=["order.paid"])
+    assert len(caught.value.problems) == 2
+
+
+def test_the_background_worker_delivers(receiver: Receiver) -> None:
+    eng = latchkey.Engine.memory(allow_private_webhooks=True)
+    eng.start_webhook_worker()
+    store, _ = eng.create_store("Hooks")
+    eng.create_webhook(store.id, url=receiver.url, events=["api_key.created"])
+    eng.create_key(store.id, name="ERP", permissions={"Orders": ["View"]})
+    deadline = datetime.now() + timedelta(seconds=10)
+    while not receiver.requests and datetime.now() < deadline:
+        threading.Event().wait(0.01)
+    assert len(receiver.requests) == 1
