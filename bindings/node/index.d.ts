@@ -210,10 +210,68 @@ export interface Page {
   nextCursor: string | null
 }
 
+export interface EngineOpenOptions {
+  /** Who made changes, in the audit trail (default `node`). */
+  actor?: string
+  /** Let webhooks target loopback, private and link-local addresses (refused by default). */
+  allowPrivateWebhooks?: boolean
+}
+
+export type WebhookEvent =
+  | 'order.created'
+  | 'subscription.created'
+  | 'api_key.created'
+  | 'api_key.regenerated'
+  | 'api_key.revoked'
+
+export interface WebhookEndpoint {
+  id: string
+  url: string
+  events: WebhookEvent[]
+  active: boolean
+  /** Why the engine disabled the endpoint (a `410 Gone`), or null. */
+  disabledReason: string | null
+  createdAt: string
+}
+
+/** The create answer: the endpoint and its signing secret (`whsec_…`), this once. */
+export interface CreatedWebhook extends WebhookEndpoint {
+  secret: string
+}
+
+export interface WebhookAttempt {
+  at: string
+  statusCode: number | null
+  /** The first 1,024 bytes of the response body. */
+  body: string
+  error: string | null
+  durationMs: number
+}
+
+export interface WebhookDelivery {
+  id: string
+  webhookId: string
+  eventId: string
+  eventType: string
+  state: 'pending' | 'succeeded' | 'failed'
+  attempts: WebhookAttempt[]
+  nextAttemptAt: string | null
+  createdAt: string
+  payload: Record<string, any>
+}
+
+export interface WebhookTestResult {
+  statusCode: number | null
+  body: string
+  error: string | null
+  durationMs: number
+  deliveryId: string
+}
+
 export declare class Engine {
   /** Opens (or creates) a database file; `actor` names who made changes in the audit trail. */
-  static open(path: string, options?: { actor?: string }): Engine
-  static memory(options?: { actor?: string }): Engine
+  static open(path: string, options?: EngineOpenOptions): Engine
+  static memory(options?: EngineOpenOptions): Engine
 
   createStore(name: string, settings?: StoreSettings): { store: Store; defaultKey: CreatedKey }
   createStoreAsync(name: string, settings?: StoreSettings): Promise<{ store: Store; defaultKey: CreatedKey }>
@@ -244,6 +302,33 @@ export declare class Engine {
   /** Writes what is buffered and releases the database file; later calls throw `CLOSED`. */
   close(): void
   flushAsync(): Promise<void>
+
+  createWebhook(storeId: string, endpoint: { url: string; events: WebhookEvent[]; active?: boolean }): CreatedWebhook
+  createWebhookAsync(
+    storeId: string,
+    endpoint: { url: string; events: WebhookEvent[]; active?: boolean },
+  ): Promise<CreatedWebhook>
+  listWebhooks(storeId: string): WebhookEndpoint[]
+  getWebhook(storeId: string, webhookId: string): WebhookEndpoint
+  updateWebhook(
+    storeId: string,
+    webhookId: string,
+    changes: { url?: string; events?: WebhookEvent[]; active?: boolean },
+  ): WebhookEndpoint
+  updateWebhookAsync(
+    storeId: string,
+    webhookId: string,
+    changes: { url?: string; events?: WebhookEvent[]; active?: boolean },
+  ): Promise<WebhookEndpoint>
+  deleteWebhook(storeId: string, webhookId: string): void
+  deleteWebhookAsync(storeId: string, webhookId: string): Promise<void>
+  webhookDeliveries(storeId: string, webhookId: string, options?: { limit?: number }): WebhookDelivery[]
+  /** Sends a signed `webhook.test` event now, off the event loop. */
+  testWebhookAsync(storeId: string, webhookId: string): Promise<WebhookTestResult>
+  /** One delivery pass off the event loop. */
+  deliverWebhooksAsync(): Promise<{ queued: number; attempted: number; nextDueMs: number | null }>
+  /** Delivers in a background thread from now on (once per engine). */
+  startWebhookWorker(): void
 
   create(storeId: string, area: Area | string, data: Entity, options?: EntityOptions): Entity
   createAsync(storeId: string, area: Area | string, data: Entity, options?: EntityOptions): Promise<Entity>

@@ -24,8 +24,9 @@ const { Decision, permissionNumber, OUT_LEN, HAS_KEY } = require('./decision.js'
 
 // ---- field names: camelCase outside, snake_case inside -------------------------------------
 
-// Free-form maps whose keys are the user's own (or area names): never renamed.
-const OPAQUE = new Set(['meta', 'permissions'])
+// Free-form maps whose keys are the user's own (or area names), and a webhook's payload as it
+// was sent: never renamed.
+const OPAQUE = new Set(['meta', 'permissions', 'payload'])
 
 const toSnake = (name) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
 const toCamel = (name) => name.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase())
@@ -62,6 +63,17 @@ function storeAndKey(answer) {
   return { store: output(answer.store), defaultKey: createdKey(answer.defaultKey) }
 }
 
+function engineOptions(options) {
+  const { actor, allowPrivateWebhooks, ...unknown } = options ?? {}
+  const problems = Object.keys(unknown).map((name) => `${name}: unknown option`)
+  if (actor != null && typeof actor !== 'string') problems.push('actor: expected a string')
+  if (allowPrivateWebhooks != null && typeof allowPrivateWebhooks !== 'boolean') {
+    problems.push('allowPrivateWebhooks: expected a boolean')
+  }
+  if (problems.length) throw invalid(problems)
+  return { actor, allowPrivateWebhooks: allowPrivateWebhooks ?? false }
+}
+
 function entityArgs(storeId, area, environment) {
   return { storeId, area, environment: environment ?? 'live' }
 }
@@ -88,14 +100,19 @@ class Engine {
     this.#verify = nativeEngine.bindVerify(this.#out)
   }
 
-  /** Opens (or creates) a database file; `actor` names who made changes in the audit trail. */
-  static open(path, { actor } = {}) {
+  /**
+   * Opens (or creates) a database file; `actor` names who made changes in the audit trail;
+   * `allowPrivateWebhooks` lets webhooks target internal addresses (refused by default).
+   */
+  static open(path, options = {}) {
     if (typeof path !== 'string' || path === '') throw invalid(['path: expected a file path'])
-    return new Engine(call(() => native.Engine.open(path)), actor)
+    const { actor, allowPrivateWebhooks } = engineOptions(options)
+    return new Engine(call(() => native.Engine.open(path, allowPrivateWebhooks)), actor)
   }
 
-  static memory({ actor } = {}) {
-    return new Engine(call(() => native.Engine.memory()), actor)
+  static memory(options = {}) {
+    const { actor, allowPrivateWebhooks } = engineOptions(options)
+    return new Engine(call(() => native.Engine.memory(allowPrivateWebhooks)), actor)
   }
 
   #call(op, args) {
@@ -236,6 +253,50 @@ class Engine {
   }
   async flushAsync() {
     await this.#callAsync('flush', {})
+  }
+
+  // ---- webhooks (SPEC §8) ------------------------------------------------------------------
+
+  /** Registers an endpoint `{url, events, active?}`; the result's `secret` is shown this once. */
+  createWebhook(storeId, endpoint) {
+    return output(this.#call('createWebhook', { storeId, input: input(endpoint) }))
+  }
+  async createWebhookAsync(storeId, endpoint) {
+    return output(await this.#callAsync('createWebhook', { storeId, input: input(endpoint) }))
+  }
+  listWebhooks(storeId) {
+    return output(this.#call('listWebhooks', { storeId }))
+  }
+  getWebhook(storeId, webhookId) {
+    return output(this.#call('getWebhook', { storeId, webhookId }))
+  }
+  updateWebhook(storeId, webhookId, changes) {
+    return output(this.#call('updateWebhook', { storeId, webhookId, patch: input(changes) }))
+  }
+  async updateWebhookAsync(storeId, webhookId, changes) {
+    return output(await this.#callAsync('updateWebhook', { storeId, webhookId, patch: input(changes) }))
+  }
+  deleteWebhook(storeId, webhookId) {
+    this.#call('deleteWebhook', { storeId, webhookId })
+  }
+  async deleteWebhookAsync(storeId, webhookId) {
+    await this.#callAsync('deleteWebhook', { storeId, webhookId })
+  }
+  /** Deliveries with every attempt, newest first (default 50, at most 500). */
+  webhookDeliveries(storeId, webhookId, { limit } = {}) {
+    return output(this.#call('webhookDeliveries', { storeId, webhookId, limit }))
+  }
+  /** Sends a signed `webhook.test` event now (off the event loop): `{statusCode, body, error, durationMs}`. */
+  async testWebhookAsync(storeId, webhookId) {
+    return output(await this.#callAsync('testWebhook', { storeId, webhookId }))
+  }
+  /** One delivery pass off the event loop: `{queued, attempted, nextDueMs}`. */
+  deliverWebhooksAsync() {
+    return this.#callAsync('deliverWebhooks', {})
+  }
+  /** Delivers in a background thread from now on (once per engine). */
+  startWebhookWorker() {
+    this.#call('startWebhookWorker', {})
   }
 
   // ---- store entities (SPEC §7): the HTTP API's JSON, as is ---------------------------------

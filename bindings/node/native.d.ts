@@ -12,11 +12,12 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class Engine {
   /**
    * Opens (or creates) a database file. Options come from the environment
-   * (`API_DEFAULT_RATE_LIMIT_PER_MINUTE`).
+   * (`API_DEFAULT_RATE_LIMIT_PER_MINUTE`); `allowPrivateWebhooks` lets webhooks target
+   * internal addresses (refused by default).
    */
-  static open(path: string): Engine
+  static open(path: string, allowPrivateWebhooks?: boolean | undefined | null): Engine
   /** An engine on an in-memory database (tests, embedding). */
-  static memory(): Engine
+  static memory(allowPrivateWebhooks?: boolean | undefined | null): Engine
   /** Runs the named operation (`createStore`, `listKeys`, …) on this thread. */
   call(op: string, args: any): any
   /**

@@ -38,9 +38,18 @@ pub enum Op {
     DeleteEntity,
     Logs,
     Flush,
+    CreateWebhook,
+    ListWebhooks,
+    GetWebhook,
+    UpdateWebhook,
+    DeleteWebhook,
+    WebhookDeliveries,
+    TestWebhook,
+    DeliverWebhooks,
+    StartWebhookWorker,
 }
 
-const ALL: [Op; 18] = [
+const ALL: [Op; 27] = [
     Op::CreateStore,
     Op::GetStore,
     Op::ListStores,
@@ -59,6 +68,15 @@ const ALL: [Op; 18] = [
     Op::DeleteEntity,
     Op::Logs,
     Op::Flush,
+    Op::CreateWebhook,
+    Op::ListWebhooks,
+    Op::GetWebhook,
+    Op::UpdateWebhook,
+    Op::DeleteWebhook,
+    Op::WebhookDeliveries,
+    Op::TestWebhook,
+    Op::DeliverWebhooks,
+    Op::StartWebhookWorker,
 ];
 
 impl Op {
@@ -83,6 +101,15 @@ impl Op {
             Op::DeleteEntity => "deleteEntity",
             Op::Logs => "logs",
             Op::Flush => "flush",
+            Op::CreateWebhook => "createWebhook",
+            Op::ListWebhooks => "listWebhooks",
+            Op::GetWebhook => "getWebhook",
+            Op::UpdateWebhook => "updateWebhook",
+            Op::DeleteWebhook => "deleteWebhook",
+            Op::WebhookDeliveries => "webhookDeliveries",
+            Op::TestWebhook => "testWebhook",
+            Op::DeliverWebhooks => "deliverWebhooks",
+            Op::StartWebhookWorker => "startWebhookWorker",
         }
     }
 
@@ -94,8 +121,8 @@ impl Op {
     pub fn arguments(self) -> &'static [&'static str] {
         match self {
             Op::CreateStore => &["actor", "input"],
-            Op::GetStore | Op::ListKeys => &["storeId"],
-            Op::ListStores | Op::Flush => &[],
+            Op::GetStore | Op::ListKeys | Op::ListWebhooks => &["storeId"],
+            Op::ListStores | Op::Flush | Op::DeliverWebhooks | Op::StartWebhookWorker => &[],
             Op::UpdateStore => &["storeId", "patch"],
             Op::CreateKey => &["storeId", "actor", "input"],
             Op::GetKey => &["storeId", "keyId"],
@@ -107,6 +134,10 @@ impl Op {
             Op::ListEntities => &["storeId", "environment", "area", "limit", "cursor"],
             Op::UpdateEntity => &["storeId", "environment", "area", "id", "input"],
             Op::Logs => &["storeId", "query"],
+            Op::CreateWebhook => &["storeId", "input"],
+            Op::GetWebhook | Op::DeleteWebhook | Op::TestWebhook => &["storeId", "webhookId"],
+            Op::UpdateWebhook => &["storeId", "webhookId", "patch"],
+            Op::WebhookDeliveries => &["storeId", "webhookId", "limit"],
         }
     }
 
@@ -122,6 +153,10 @@ impl Op {
                 | Op::Audit
                 | Op::GetEntity
                 | Op::ListEntities
+                | Op::ListWebhooks
+                | Op::GetWebhook
+                | Op::WebhookDeliveries
+                | Op::StartWebhookWorker
         )
     }
 }
@@ -347,6 +382,60 @@ pub fn call(engine: &Engine, op: Op, args: &Value) -> Result<Value> {
         Op::Flush => {
             a.finish()?;
             engine.flush()?;
+            Ok(Value::Null)
+        }
+        Op::CreateWebhook => {
+            let (store, input) = (a.text("storeId"), a.object("input"));
+            a.finish()?;
+            engine.create_webhook(store, input)
+        }
+        Op::ListWebhooks => {
+            let store = a.text("storeId");
+            a.finish()?;
+            Ok(json!(engine.list_webhooks(store)?))
+        }
+        Op::GetWebhook => {
+            let (store, webhook) = (a.text("storeId"), a.text("webhookId"));
+            a.finish()?;
+            engine.get_webhook(store, webhook)
+        }
+        Op::UpdateWebhook => {
+            let (store, webhook) = (a.text("storeId"), a.text("webhookId"));
+            let patch = a.object("patch");
+            a.finish()?;
+            engine.update_webhook(store, webhook, patch)
+        }
+        Op::DeleteWebhook => {
+            let (store, webhook) = (a.text("storeId"), a.text("webhookId"));
+            a.finish()?;
+            engine.delete_webhook(store, webhook)?;
+            Ok(Value::Null)
+        }
+        Op::WebhookDeliveries => {
+            let (store, webhook) = (a.text("storeId"), a.text("webhookId"));
+            let limit = a.count("limit");
+            a.finish()?;
+            Ok(json!(
+                engine.list_webhook_deliveries(store, webhook, limit)?
+            ))
+        }
+        Op::TestWebhook => {
+            let (store, webhook) = (a.text("storeId"), a.text("webhookId"));
+            a.finish()?;
+            engine.test_webhook(store, webhook)
+        }
+        Op::DeliverWebhooks => {
+            a.finish()?;
+            let pass = engine.deliver_webhooks()?;
+            Ok(json!({
+                "queued": pass.queued,
+                "attempted": pass.attempted,
+                "nextDueMs": pass.next_due_ms,
+            }))
+        }
+        Op::StartWebhookWorker => {
+            a.finish()?;
+            engine.start_webhook_worker()?;
             Ok(Value::Null)
         }
     }

@@ -39,7 +39,15 @@ async function usage(): Promise<void> {
   eng.createKey(store.id, { permissions: ['Orders:View'] })
   // @ts-expect-error the algorithm is one of three
   eng.updateStore(store.id, { defaultRateLimit: { limit: 1, algorithm: 'leaky' } })
-  void [allowed, headers, keys, log, page, middleware, latchkey.version]
+  const hook: latchkey.CreatedWebhook = eng.createWebhook(store.id, { url: 'https://hooks.example.com/x', events: ['order.created'] })
+  const secret: string = hook.secret
+  const sent: latchkey.WebhookTestResult = await eng.testWebhookAsync(store.id, hook.id)
+  const attempts: number = eng.webhookDeliveries(store.id, hook.id, { limit: 5 })[0].attempts.length
+  // @ts-expect-error events are the five SPEC §8 names
+  eng.createWebhook(store.id, { url: 'https://hooks.example.com/x', events: ['order.paid'] })
+  // @ts-expect-error listed endpoints carry no secret
+  void eng.listWebhooks(store.id)[0].secret
+  void [allowed, headers, keys, log, page, middleware, latchkey.version, secret, sent, attempts]
   eng.close()
 }
 

@@ -106,21 +106,28 @@ impl Engine {
     }
 }
 
+fn options(allow_private_webhooks: Option<bool>) -> Result<latchkey::EngineOptions> {
+    let mut options = latchkey::EngineOptions::from_env().map_err(|e| thrown(&e))?;
+    options.webhooks.allow_private = allow_private_webhooks.unwrap_or(false);
+    Ok(options)
+}
+
 #[napi]
 impl Engine {
     /// Opens (or creates) a database file. Options come from the environment
-    /// (`API_DEFAULT_RATE_LIMIT_PER_MINUTE`).
+    /// (`API_DEFAULT_RATE_LIMIT_PER_MINUTE`); `allowPrivateWebhooks` lets webhooks target
+    /// internal addresses (refused by default).
     #[napi(factory)]
-    pub fn open(path: String) -> Result<Engine> {
-        let options = latchkey::EngineOptions::from_env().map_err(|e| thrown(&e))?;
+    pub fn open(path: String, allow_private_webhooks: Option<bool>) -> Result<Engine> {
+        let options = options(allow_private_webhooks)?;
         let engine = latchkey::Engine::open_with(&path, options).map_err(|e| thrown(&e))?;
         Ok(Engine::new(engine))
     }
 
     /// An engine on an in-memory database (tests, embedding).
     #[napi(factory)]
-    pub fn memory() -> Result<Engine> {
-        let options = latchkey::EngineOptions::from_env().map_err(|e| thrown(&e))?;
+    pub fn memory(allow_private_webhooks: Option<bool>) -> Result<Engine> {
+        let options = options(allow_private_webhooks)?;
         let engine = latchkey::Engine::memory_with(options).map_err(|e| thrown(&e))?;
         Ok(Engine::new(engine))
     }

@@ -1,0 +1,103 @@
+'use strict'
+// Webhooks from Node: deliveries to a real receiver on loopback, their Standard Webhooks
+// signature checked here with node:crypto, test dispatch, and the SSRF guard.
+const { test } = require('node:test')
+const assert = require('node:assert/strict')
+const crypto = require('node:crypto')
+const http = require('node:http')
+const latchkey = require('latchkey')
+
+async function receiver(status = 200) {
+  const requests = []
+  const server = http.createServer((req, res) => {
+    const chunks = []
+    req.on('data', (c) => chunks.push(c))
+    req.on('end', () => {
+      requests.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') })
+      res.writeHead(status, { 'content-type': 'text/plain' }).end('ok')
+    })
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const url = `http://127.0.0.1:${server.address().port}/hooks`
+  return { url, requests, close: () => new Promise((resolve) => server.close(resolve)) }
+}
+
+/** The receiver's check, per the Standard Webhooks specification. */
+function verified(secret, { headers, body }) {
+  const key = Buffer.from(secret.slice('whsec_'.length), 'base64')
+  const signed = `${headers['webhook-id']}.${headers['webhook-timestamp']}.${body}`
+  const expected = crypto.createHmac('sha256', key).update(signed).digest('base64')
+  return headers['webhook-signature'].split(' ').includes(`v1,${expected}`)
+}
+
+test('key events are delivered signed, once, without the key secret', async () => {
+  const r = await receiver()
+  try {
+    const eng = latchkey.Engine.memory({ allowPrivateWebhooks: true })
+    const { store } = eng.createStore('Hooks')
+    const hook = eng.createWebhook(store.id, { url: r.url, events: ['api_key.created', 'api_key.revoked'] })
+    assert.match(hook.secret, /^whsec_/)
+    const key = eng.createKey(store.id, { name: 'ERP', permissions: { Orders: ['View'] } })
+    eng.revokeKey(store.id, key.id)
+    const pass = await eng.deliverWebhooksAsync()
+    assert.deepEqual(pass, { queued: 2, attempted: 2, nextDueMs: null })
+    assert.equal(r.requests.length, 2)
+    for (const request of r.requests) {
+      assert.ok(verified(hook.secret, request))
+      assert.ok(!verified(hook.secret, { ...request, body: request.body.replace('api_key', 'api_kex') }))
+      const payload = JSON.parse(request.body)
+      assert.equal(payload.id, request.headers['webhook-id'])
+      assert.equal(payload.data.id, key.id)
+      assert.ok(!request.body.includes(key.key))
+    }
+    const deliveries = eng.webhookDeliveries(store.id, hook.id)
+    assert.deepEqual(
+      deliveries.map((d) => [d.state, d.attempts[0].statusCode]),
+      [
+        ['succeeded', 200],
+        ['succeeded', 200],
+      ],
+    )
+    // The payload is the JSON that was sent, not renamed.
+    assert.ok('created_at' in deliveries[0].payload)
+    assert.ok(!JSON.stringify(eng.listWebhooks(store.id)).includes('whsec_'))
+  } finally {
+    await r.close()
+  }
+})
+
+test('a test dispatch reports what the endpoint answered', async () => {
+  const r = await receiver(418)
+  try {
+    const eng = latchkey.Engine.memory({ allowPrivateWebhooks: true })
+    const { store } = eng.createStore('Hooks')
+    const hook = await eng.createWebhookAsync(store.id, { url: r.url, events: ['order.created'] })
+    const result = await eng.testWebhookAsync(store.id, hook.id)
+    assert.equal(result.statusCode, 418)
+    assert.equal(result.body, 'ok')
+    assert.equal(result.error, null)
+    assert.match(result.deliveryId, /^whd_/)
+    assert.equal(JSON.parse(r.requests[0].body).type, 'webhook.test')
+    const off = eng.updateWebhook(store.id, hook.id, { active: false })
+    assert.equal(off.active, false)
+    eng.deleteWebhook(store.id, hook.id)
+    assert.throws(() => eng.getWebhook(store.id, hook.id), { code: 'NOT_FOUND' })
+  } finally {
+    await r.close()
+  }
+})
+
+test('internal targets are refused unless the engine allows them', () => {
+  const eng = latchkey.Engine.memory()
+  const { store } = eng.createStore('Hooks')
+  for (const url of ['http://127.0.0.1:9/', 'http://0x7f000001/', 'http://[::ffff:10.0.0.1]/', 'http://localhost/']) {
+    assert.throws(
+      () => eng.createWebhook(store.id, { url, events: ['order.created'] }),
+      (err) => err instanceof latchkey.ValidationError && err.problems.some((p) => p.startsWith('url: refused')),
+      url,
+    )
+  }
+  assert.deepEqual(eng.listWebhooks(store.id), [])
+  assert.throws(() => latchkey.Engine.memory({ allowPrivateWebhooks: 'yes' }), { code: 'VALIDATION' })
+  assert.throws(() => latchkey.Engine.memory({ colour: 'red' }), { code: 'VALIDATION' })
+})
