@@ -152,7 +152,7 @@ impl Delivery {
             })
             .and_then(|at| at.format(&Rfc3339).ok());
         json!({
-            "id": format!("whd_{:016}", self.seq),
+            "id": delivery_id(self.seq),
             "webhook_id": self.webhook_id,
             "event_id": self.event_id,
             "event_type": self.event_type,
@@ -203,6 +203,10 @@ impl Runtime {
             worker.unpark();
         }
     }
+}
+
+fn delivery_id(seq: u64) -> String {
+    format!("whd_{seq:016}")
 }
 
 fn now_ms(inner: &Inner) -> i64 {
@@ -492,15 +496,16 @@ impl Inner {
             &payload,
             now,
         );
+        let _writer = self.writer.lock();
+        let tx = storage::write(&self.db)?;
+        let seq = storage::next_counter(&tx, DELIVERY_SEQ_KEY)?;
         let result = json!({
             "status_code": attempt.status_code,
             "body": attempt.body,
             "error": attempt.error,
             "duration_ms": attempt.duration_ms,
+            "delivery_id": delivery_id(seq),
         });
-        let _writer = self.writer.lock();
-        let tx = storage::write(&self.db)?;
-        let seq = storage::next_counter(&tx, DELIVERY_SEQ_KEY)?;
         let delivery = Delivery {
             v: Delivery::VERSION,
             seq,
@@ -528,8 +533,6 @@ impl Inner {
                 .insert(delivery.key(), storage::encode(&delivery)?.as_slice())?;
             tx.commit()?;
         }
-        let mut result = result;
-        result["delivery_id"] = json!(format!("whd_{seq:016}"));
         Ok(result)
     }
 
