@@ -1,8 +1,8 @@
 # The one test command (README, .ci/run): installs what it needs, then checks and tests
 # everything in the repository.
-.PHONY: test deps lint unit python node bench
+.PHONY: test deps lint unit python node browser screenshots bench
 
-test: deps lint unit python node
+test: deps lint unit python node browser
 
 # The Python binding is built with maturin into a virtual environment under target/.
 PYVENV := $(abspath target/pyvenv)
@@ -43,6 +43,18 @@ node:
 	  || { echo "bindings/node/native.d.ts or native.js is stale: the build regenerated it; commit the new files"; exit 1; }
 	cd sdk-tests/node && npx tsc -p .
 	cd sdk-tests/node && node --test
+
+# The /dashboard console in headless Chromium: Debian's package (installed with apt-get when
+# missing) driven by playwright-core, against the binary `cargo test` built.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+	cargo build -q -p latchkey-server
+	cd sdk-tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	cd sdk-tests/browser && node --test
+
+# Rewrites the README's screenshots (docs/screenshots/) from a browser test run.
+screenshots:
+	cd sdk-tests/browser && SCREENSHOTS_DIR=docs/screenshots node --test
 
 # Benchmarks are not part of `make test`; figures are recorded in BENCHMARKS.md.
 bench:

@@ -19,6 +19,7 @@ use crate::{AppState, respond};
 
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
+        .route("/api/meta", get(meta))
         .route("/api/stores", get(list_stores).post(create_store))
         .route("/api/stores/{store_id}", get(get_store).patch(update_store))
         .route(
@@ -149,6 +150,27 @@ async fn blocking(
             Vec::new(),
         ),
     }
+}
+
+/// What a client needs to build forms: the areas with the actions each offers, key formats,
+/// limit algorithms, webhook events.
+async fn meta() -> Response {
+    let areas: Vec<Value> = latchkey::Area::ALL
+        .iter()
+        .map(|area| {
+            let actions: Vec<&str> = area.actions().iter().map(|a| a.as_str()).collect();
+            json!({"name": area.as_str(), "actions": actions})
+        })
+        .collect();
+    respond::ok(
+        StatusCode::OK,
+        json!({
+            "areas": areas,
+            "formats": ["token", "hex", "pair"],
+            "algorithms": ["fixed_window", "sliding_window", "token_bucket"],
+            "webhook_events": latchkey::WEBHOOK_EVENTS,
+        }),
+    )
 }
 
 async fn create_store(

@@ -10,6 +10,7 @@
 
 mod admin;
 mod api;
+mod dashboard;
 pub mod jwt;
 mod net;
 pub mod openapi;
@@ -118,6 +119,7 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(openapi_json))
         .merge(api::routes(state.clone()))
         .merge(admin::routes(state.clone()))
+        .merge(dashboard::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

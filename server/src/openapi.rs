@@ -106,6 +106,15 @@ pub fn operations() -> Vec<Operation> {
         op!("get", "/healthz", Public, 200, None, NONE, "Liveness"),
         op!(
             "get",
+            "/api/meta",
+            Admin,
+            200,
+            None,
+            NONE,
+            "Areas and the actions each offers, key formats, limit algorithms, webhook events"
+        ),
+        op!(
+            "get",
             "/metrics",
             Public,
             200,

@@ -818,3 +818,44 @@ async fn every_documented_route_is_served() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary_with_a_strict_policy() {
+    let h = harness();
+    let moved = h.call("GET", "/dashboard", &[], None).await;
+    assert_eq!(moved.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(moved.headers["location"], "/dashboard/");
+    for (path, kind) in [
+        ("/dashboard/", "text/html"),
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/app.css", "text/css"),
+    ] {
+        let reply = h.call("GET", path, &[], None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        let content_type = reply.headers["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        let policy = reply.headers["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"));
+        assert_eq!(reply.headers["x-content-type-options"], "nosniff");
+    }
+    // No CDN: the page loads only its own files.
+    let page = h.call("GET", "/dashboard/", &[], None).await;
+    assert_eq!(page.body, Value::Null, "HTML, not JSON");
+
+    // What the console builds its forms from: each area with only the actions it offers.
+    assert_eq!(
+        h.call("GET", "/api/meta", &[], None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let meta = h.admin("GET", "/api/meta", None).await;
+    let areas = meta.body["data"]["areas"].as_array().unwrap();
+    let orders = areas.iter().find(|a| a["name"] == "Orders").unwrap();
+    assert_eq!(orders["actions"], json!(["View", "Edit"]));
+    assert_eq!(
+        meta.body["data"]["webhook_events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+}

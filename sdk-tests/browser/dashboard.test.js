@@ -1,0 +1,248 @@
+'use strict'
+// The /dashboard console in headless Chromium (Debian's package, driven by playwright-core)
+// against the real `latchkey` binary: sign in with the token `serve --dev` prints, create a
+// key, use it, find the request in the log, deactivate it and see the request fail, delete it;
+// webhooks with "Send test"; the audit trail and settings. Screenshots of the main pages go
+// to target/screenshots/ (`make screenshots` writes the README's, in docs/screenshots/).
+const { test, before, after } = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const http = require('node:http')
+const path = require('node:path')
+const readline = require('node:readline')
+const { spawn } = require('node:child_process')
+const { chromium } = require('playwright-core')
+
+const ROOT = path.resolve(__dirname, '../..')
+const BIN = process.env.LATCHKEY_BIN || path.join(ROOT, 'target/debug/latchkey')
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium'
+const SHOTS = path.resolve(ROOT, process.env.SCREENSHOTS_DIR || 'target/screenshots')
+
+let server
+let base
+let banner = {}
+let browser
+let receiver
+let received = []
+
+/** Starts `latchkey serve --dev` on a free port; resolves with the banner's values. */
+function startServer() {
+  return new Promise((resolve, reject) => {
+    server = spawn(BIN, ['serve', '--dev', '--listen', '127.0.0.1:0', '--allow-private-webhooks'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    server.on('error', reject)
+    server.on('exit', (code) => reject(new Error(`the server exited (${code}) before listening`)))
+    readline.createInterface({ input: server.stdout }).on('line', (line) => {
+      const match = line.match(/^\s+(store|API key|admin token):\s+(\S+)/)
+      if (match) banner[match[1]] = match[2]
+    })
+    readline.createInterface({ input: server.stderr }).on('line', (line) => {
+      const match = line.match(/listening on (http:\/\/\S+)/)
+      if (match) resolve(match[1])
+    })
+  })
+}
+
+before(async () => {
+  base = await startServer()
+  assert.ok(banner['admin token'] && banner.store, 'the --dev banner names the store and a token')
+  receiver = http.createServer((req, res) => {
+    let body = ''
+    req.on('data', (c) => (body += c))
+    req.on('end', () => {
+      received.push({ headers: req.headers, body })
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('received')
+    })
+  })
+  await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve))
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })
+  fs.mkdirSync(SHOTS, { recursive: true })
+})
+
+after(async () => {
+  await browser?.close()
+  receiver?.close()
+  server?.removeAllListeners('exit')
+  server?.kill('SIGTERM')
+})
+
+/** Every form control on the page has a label (or an aria-label). */
+async function assertLabelled(page) {
+  const unlabelled = await page.$$eval('input, select, textarea', (els) =>
+    els.filter((el) => el.type !== 'hidden' && !el.labels?.length && !el.getAttribute('aria-label')).map((el) => el.outerHTML))
+  assert.deepEqual(unlabelled, [])
+}
+
+const shot = (page, name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true })
+
+async function call(pathname, key) {
+  const response = await fetch(`${base}${pathname}`, { headers: { 'X-Api-Key': key } })
+  return { status: response.status, body: await response.json() }
+}
+
+test('the console walks a key from creation to deletion', async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } })
+  // Script errors on the page (refused requests are expected here, and shown in the page).
+  const errors = []
+  page.on('pageerror', (err) => errors.push(err.message))
+
+  // Sign in: a wrong token is refused with the server's message, the printed one works.
+  await page.goto(`${base}/dashboard/`)
+  await page.getByLabel('Management token').fill('not-a-token')
+  await page.getByRole('button', { name: 'Sign in' }).click()
+  await page.getByRole('alert').waitFor()
+  assert.match(await page.getByRole('alert').textContent(), /token/i)
+  await page.getByLabel('Management token').fill(banner['admin token'])
+  await shot(page, 'sign-in')
+  await page.getByRole('button', { name: 'Sign in' }).click()
+  await page.getByRole('heading', { name: 'Stores' }).waitFor()
+  await assertLabelled(page)
+  await shot(page, 'stores')
+
+  // The store's keys: only the default key so far.
+  await page.getByRole('link', { name: 'Dev Store' }).click()
+  await page.getByRole('heading', { name: 'API keys' }).waitFor()
+  assert.equal(await page.locator('tbody tr').count(), 1)
+
+  // Create a key: the matrix offers only what each area offers.
+  await page.getByRole('button', { name: 'Create API key' }).click()
+  const dialog = page.getByRole('dialog')
+  await dialog.getByLabel('Name', { exact: true }).fill('ERP')
+  await dialog.getByLabel('Description').fill('Nightly order export')
+  await dialog.getByLabel('Packages: View').check()
+  await dialog.getByLabel('Orders: View').check()
+  assert.equal(await dialog.getByLabel('Orders: Delete').count(), 0, 'orders cannot be deleted')
+  assert.equal(await dialog.getByLabel('Subscriptions: Edit').count(), 0)
+  assert.match(await dialog.getByLabel('Expires').inputValue(), /default/)
+  await assertLabelled(page)
+  await shot(page, 'create-key')
+  // A bad entry is refused with the server's problem, and nothing is created.
+  await dialog.getByLabel('IP allowlist (one address or CIDR per line; empty: any)').fill('10.0.0.0/33')
+  await dialog.getByRole('button', { name: 'Create key' }).click()
+  await dialog.getByRole('alert').waitFor()
+  assert.match(await dialog.getByRole('alert').textContent(), /ip_allowlist/)
+  await dialog.getByLabel('IP allowlist (one address or CIDR per line; empty: any)').fill('')
+  await dialog.getByRole('button', { name: 'Create key' }).click()
+
+  // The secret, once, with a copy button; gone from the page when the dialog closes.
+  const secretDialog = page.getByRole('dialog', { name: 'API key created' })
+  await secretDialog.waitFor()
+  const key = (await secretDialog.locator('#secret-value').textContent()).trim()
+  assert.match(key, /^lk_/)
+  assert.ok(await secretDialog.getByRole('button', { name: 'Copy' }).isVisible())
+  assert.match(await secretDialog.textContent(), /only time/)
+  await shot(page, 'key-created')
+  await secretDialog.getByRole('button', { name: "I've saved it" }).click()
+  await secretDialog.waitFor({ state: 'detached' })
+  await page.getByRole('cell', { name: 'ERP Nightly order export' }).waitFor()
+  assert.ok(!(await page.content()).includes(key), 'the secret left the page')
+  await shot(page, 'keys')
+
+  // Use it with a real request, and find that request in the log.
+  assert.equal((await call('/api/v1/packages', key)).status, 200)
+  assert.equal((await call('/api/v1/coupons', key)).status, 403)
+  await page.getByRole('link', { name: 'Request log' }).click()
+  await page.getByRole('heading', { name: 'Request log' }).waitFor()
+  await page.getByLabel('Key').selectOption({ label: 'ERP' })
+  await page.getByRole('button', { name: 'Apply filters' }).click()
+  await page.getByRole('cell', { name: 'GET /api/v1/packages' }).waitFor()
+  await page.getByRole('cell', { name: 'FORBIDDEN' }).waitFor()
+  await assertLabelled(page)
+  await shot(page, 'logs')
+
+  // Deactivate it: the next request is refused.
+  await page.getByRole('link', { name: 'API keys' }).click()
+  await page.getByRole('button', { name: 'Edit ERP' }).click()
+  const edit = page.getByRole('dialog')
+  await edit.getByLabel(/Activated/).uncheck()
+  await edit.getByRole('button', { name: 'Save' }).click()
+  await page.getByText('Deactivated').waitFor()
+  const refused = await call('/api/v1/packages', key)
+  assert.equal(refused.status, 403)
+  assert.equal(refused.body.code, 'INACTIVE')
+
+  // Delete it, after a confirmation: it is gone and the key no longer authenticates.
+  await page.getByRole('button', { name: 'Delete ERP' }).click()
+  await page.getByRole('dialog', { name: 'Delete key?' }).getByRole('button', { name: 'Delete key' }).click()
+  await page.getByText('Deleted "ERP".').waitFor()
+  assert.equal(await page.locator('tr[data-key-id]').count(), 1)
+  assert.equal((await call('/api/v1/packages', key)).status, 401)
+
+  // The audit trail tells the story.
+  await page.getByRole('link', { name: 'Audit trail' }).click()
+  await page.getByRole('heading', { name: 'Audit trail' }).waitFor()
+  const audit = await page.locator('tbody').textContent()
+  for (const change of ['key created', 'key updated', 'key revoked']) assert.ok(audit.includes(change), change)
+  await shot(page, 'audit')
+  assert.deepEqual(errors, [])
+  await page.close()
+})
+
+test('webhooks: create, send a test and see the answer, deliveries, delete', async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } })
+  await page.goto(`${base}/dashboard/`)
+  await page.getByLabel('Management token').fill(banner['admin token'])
+  await page.getByRole('button', { name: 'Sign in' }).click()
+  await page.getByRole('heading', { name: 'Stores' }).waitFor()
+  await page.goto(`${base}/dashboard/#/stores/${banner.store}/webhooks`)
+  await page.getByRole('heading', { name: 'Webhooks' }).waitFor()
+  await page.getByText('No webhooks yet').waitFor()
+
+  const url = `http://127.0.0.1:${receiver.address().port}/hooks`
+  await page.getByLabel('Webhook URL').fill(url)
+  await page.getByLabel('api_key.created').check()
+  await page.getByRole('button', { name: 'Save webhook' }).click()
+  const secretDialog = page.getByRole('dialog', { name: 'Webhook created' })
+  const secret = (await secretDialog.locator('#secret-value').textContent()).trim()
+  assert.match(secret, /^whsec_/)
+  await secretDialog.getByRole('button', { name: "I've saved it" }).click()
+  await secretDialog.waitFor({ state: 'detached' })
+  assert.ok(!(await page.content()).includes(secret), 'the secret left the page')
+
+  await page.getByRole('button', { name: `Send test to ${url}` }).click()
+  const output = page.getByLabel('Webhook test output')
+  await page.waitForFunction(() => /status: 200/.test(document.getElementById('webhook-output').textContent))
+  assert.match(await output.textContent(), /received/)
+  assert.equal(JSON.parse(received.at(-1).body).type, 'webhook.test')
+  await page.getByRole('button', { name: 'Deliveries' }).click()
+  await page.getByRole('cell', { name: /webhook\.test/ }).waitFor()
+  await assertLabelled(page)
+  await shot(page, 'webhooks')
+
+  // An unreachable endpoint shows its error like a terminal would.
+  await page.getByRole('button', { name: `Delete webhook ${url}` }).click()
+  await page.getByRole('dialog', { name: 'Delete webhook?' }).getByRole('button', { name: 'Delete webhook' }).click()
+  await page.getByText('No webhooks yet').waitFor()
+
+  // The SSRF guard's refusal reaches the form without allow-private (here it is allowed, so
+  // show a plain validation error instead: a non-HTTP URL).
+  await page.getByLabel('Webhook URL').fill('ftp://example.com/x')
+  await page.getByRole('button', { name: 'Save webhook' }).click()
+  await page.getByRole('alert').waitFor()
+  assert.match(await page.getByRole('alert').textContent(), /url/)
+  await page.close()
+})
+
+test('settings save through the API and keyboard users can close dialogs', async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } })
+  await page.goto(`${base}/dashboard/`)
+  await page.getByLabel('Management token').fill(banner['admin token'])
+  await page.keyboard.press('Tab')
+  await page.keyboard.press('Enter')
+  await page.getByRole('heading', { name: 'Stores' }).waitFor()
+  await page.goto(`${base}/dashboard/#/stores/${banner.store}/settings`)
+  await page.getByRole('heading', { name: 'Settings' }).waitFor()
+  await page.getByLabel(/Permissions editable/).check()
+  await page.getByRole('button', { name: 'Save settings' }).click()
+  await page.getByText('Settings saved.').waitFor()
+  await assertLabelled(page)
+  await shot(page, 'settings')
+
+  await page.getByRole('link', { name: 'API keys' }).click()
+  await page.getByRole('button', { name: 'Create API key' }).click()
+  await page.getByRole('dialog').waitFor()
+  await page.keyboard.press('Escape')
+  assert.equal(await page.getByRole('dialog').count(), 0)
+  await page.close()
+})

@@ -1,0 +1,674 @@
+'use strict'
+// The Latchkey console: a client of the management API (`/api/…`) signed in with a management
+// token. Every rule lives in the server; this page only shows what it answers, including each
+// validation problem. Text from the server is always set as text (never as HTML), and a secret
+// is shown in one dialog and removed from the page when that dialog closes.
+
+const TOKEN = 'latchkey.token'
+const state = { token: sessionStorage.getItem(TOKEN), meta: null }
+
+// ---- small DOM helpers --------------------------------------------------------------------
+
+/** Builds an element: `h('button', {class: 'primary', onclick}, 'Save')`. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag)
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === false || value == null) continue
+    if (name.startsWith('on')) el.addEventListener(name.slice(2), value)
+    else if (name === 'class') el.className = value
+    else if (name in el && typeof value !== 'string') el[name] = value
+    else el.setAttribute(name, value === true ? '' : value)
+  }
+  for (const child of children.flat()) {
+    if (child == null || child === false) continue
+    el.append(child instanceof Node ? child : String(child))
+  }
+  return el
+}
+
+const $ = (id) => document.getElementById(id)
+let fieldCount = 0
+const fieldId = (name) => `f-${name}-${++fieldCount}`
+
+/** A labelled input: returns [label, control]. */
+function field(labelText, control) {
+  control.id ||= fieldId(control.name || 'x')
+  return [h('label', { for: control.id }, labelText), control]
+}
+
+function notice(text) {
+  $('notice').textContent = text
+  clearTimeout(notice.timer)
+  notice.timer = setTimeout(() => ($('notice').textContent = ''), 6000)
+}
+
+/** Shows an API error (message and every problem) in `box`. */
+function showError(box, err) {
+  box.replaceChildren(h('strong', {}, err.message), err.problems?.length ? h('ul', {}, err.problems.map((p) => h('li', {}, p))) : null)
+  box.setAttribute('role', 'alert')
+}
+
+const when = (iso) => (iso ? new Date(iso).toLocaleString() : '—')
+
+// ---- the API --------------------------------------------------------------------------------
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${state.token}` }
+  if (body !== undefined) headers['Content-Type'] = 'application/json'
+  let response
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
+  } catch {
+    throw Object.assign(new Error('The server cannot be reached'), { problems: [] })
+  }
+  const payload = await response.json().catch(() => null)
+  if (!response.ok || !payload?.success) {
+    const err = Object.assign(new Error(payload?.message || `HTTP ${response.status}`), {
+      status: response.status,
+      code: payload?.code,
+      problems: (payload?.errors || []).filter((p) => p !== payload?.message),
+    })
+    // A token that worked before and is refused now (expired, revoked secret): sign out.
+    if (response.status === 401 && state.meta) signOut(`Signed out: ${err.message}`)
+    throw err
+  }
+  return payload.data
+}
+
+// ---- dialogs --------------------------------------------------------------------------------
+
+function openDialog(title, ...content) {
+  const dialog = h('dialog', { 'aria-labelledby': 'dialog-title' }, h('h2', { id: 'dialog-title' }, title), ...content)
+  dialog.addEventListener('close', () => dialog.remove())
+  document.body.append(dialog)
+  dialog.showModal()
+  return dialog
+}
+
+/** Asks before something that cannot be undone; resolves true on confirm. */
+function confirmDialog(title, text, label) {
+  return new Promise((resolve) => {
+    let answer = false
+    const dialog = openDialog(
+      title,
+      h('p', {}, text),
+      h('div', { class: 'actions' },
+        h('button', { type: 'button', class: 'danger', onclick: () => { answer = true; dialog.close() } }, label),
+        h('button', { type: 'button', onclick: () => dialog.close() }, 'Cancel')),
+    )
+    dialog.addEventListener('close', () => resolve(answer))
+  })
+}
+
+/**
+ * Shows a secret once. Closing the dialog removes the secret from the page; there is no way to
+ * show it again (the server keeps only its hash, or, for webhook secrets, never returns it).
+ */
+function showSecret(title, label, secret, extra = []) {
+  const value = h('output', { class: 'secret', id: 'secret-value', 'aria-label': label }, secret)
+  const copied = h('span', { role: 'status' })
+  const dialog = openDialog(
+    title,
+    h('p', { class: 'warning' }, 'This is the only time it is shown. Copy it now and keep it somewhere safe: Latchkey cannot show it again.'),
+    h('p', {}, h('strong', {}, label)),
+    value,
+    ...extra,
+    h('div', { class: 'actions' },
+      h('button', {
+        type: 'button',
+        class: 'primary',
+        onclick: async () => {
+          try {
+            await navigator.clipboard.writeText(secret)
+            copied.textContent = 'Copied.'
+          } catch {
+            getSelection().selectAllChildren(value)
+            copied.textContent = 'Selected: press Ctrl+C to copy.'
+          }
+        },
+      }, 'Copy'),
+      h('button', { type: 'button', onclick: () => dialog.close() }, "I've saved it"),
+      copied),
+  )
+  dialog.addEventListener('close', () => {
+    value.textContent = ''
+    secret = ''
+  })
+}
+
+// ---- routing --------------------------------------------------------------------------------
+
+const TABS = [
+  ['keys', 'API keys'],
+  ['webhooks', 'Webhooks'],
+  ['logs', 'Request log'],
+  ['audit', 'Audit trail'],
+  ['settings', 'Settings'],
+]
+
+function signOut(message) {
+  state.token = null
+  state.meta = null
+  sessionStorage.removeItem(TOKEN)
+  location.hash = ''
+  render().then(() => message && showError($('signin-error'), { message, problems: [] }))
+}
+
+async function render() {
+  const main = $('main')
+  $('sign-out').hidden = !state.token
+  if (!state.token) {
+    $('nav').replaceChildren()
+    return signIn(main)
+  }
+  if (!state.meta) {
+    try {
+      state.meta = await api('GET', '/api/meta')
+    } catch (err) {
+      return
+    }
+  }
+  const [, section, storeId, tab] = location.hash.match(/^#\/(stores)?\/?([^/]*)\/?([^/]*)/) || []
+  $('nav').replaceChildren(h('a', { href: '#/stores', 'aria-current': storeId ? false : 'page' }, 'Stores'))
+  main.replaceChildren(h('p', { class: 'sub' }, 'Loading…'))
+  try {
+    if (section && storeId) await storePage(main, decodeURIComponent(storeId), tab || 'keys')
+    else await storesPage(main)
+  } catch (err) {
+    if (!state.token) return
+    const box = h('div', { class: 'error' })
+    showError(box, err)
+    main.replaceChildren(h('h1', {}, 'Something went wrong'), box, h('p', {}, h('a', { href: '#/stores' }, 'Back to stores')))
+  }
+}
+
+window.addEventListener('hashchange', () => render().then(() => $('main').focus()))
+document.addEventListener('DOMContentLoaded', () => {
+  $('sign-out').addEventListener('click', () => signOut())
+  render()
+})
+
+// ---- sign in --------------------------------------------------------------------------------
+
+function signIn(main) {
+  const token = h('textarea', { name: 'token', required: true, autocomplete: 'off', spellcheck: 'false', rows: 4 })
+  const error = h('div', { class: 'error', id: 'signin-error' })
+  const form = h('form', { class: 'card', 'aria-labelledby': 'signin-title' },
+    h('h1', { id: 'signin-title' }, 'Sign in'),
+    h('p', { class: 'sub' }, 'Paste a management token: the one `latchkey serve --dev` prints, or one from `latchkey admin-token`. It is kept for this browser tab only.'),
+    ...field('Management token', token),
+    error,
+    h('p', {}, h('button', { class: 'primary', type: 'submit' }, 'Sign in')))
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault()
+    state.token = token.value.trim()
+    try {
+      state.meta = await api('GET', '/api/meta')
+      sessionStorage.setItem(TOKEN, state.token)
+      token.value = ''
+      location.hash = '#/stores'
+      await render()
+    } catch (err) {
+      state.token = null
+      showError(error, err)
+    }
+  })
+  main.replaceChildren(form)
+  token.focus()
+}
+
+// ---- stores ---------------------------------------------------------------------------------
+
+async function storesPage(main) {
+  const stores = await api('GET', '/api/stores')
+  const name = h('input', { type: 'text', name: 'name', required: true, maxlength: 100 })
+  const error = h('div', { class: 'error' })
+  const form = h('form', { class: 'card' }, h('h2', {}, 'Create a store'), h('div', { class: 'row' }, h('div', {}, ...field('Store name', name)), h('button', { class: 'primary', type: 'submit' }, 'Create store')), error)
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault()
+    try {
+      const created = await api('POST', '/api/stores', { name: name.value })
+      showSecret('Store created', 'Default key (full access)', created.default_key.key ?? created.default_key.consumer_secret)
+      await storesPage(main)
+    } catch (err) {
+      showError(error, err)
+    }
+  })
+  const list = stores.length
+    ? h('table', {},
+      h('thead', {}, h('tr', {}, ['Name', 'Store ID', 'Plan', 'REST API', 'Created'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, stores.map((s) => h('tr', {},
+        h('td', {}, h('a', { href: `#/stores/${encodeURIComponent(s.id)}/keys` }, s.name)),
+        h('td', {}, h('code', {}, s.id)),
+        h('td', {}, s.plan.tier),
+        h('td', {}, h('span', { class: `badge ${s.api_enabled ? 'on' : 'off'}` }, s.api_enabled ? 'Enabled' : 'Disabled')),
+        h('td', {}, when(s.created_at))))))
+    : h('p', { class: 'empty' }, 'No stores yet. Create the first one below.')
+  main.replaceChildren(h('h1', {}, 'Stores'), h('p', { class: 'sub' }, 'Every store has its own keys, webhooks, request log and settings.'), list, form)
+}
+
+async function storePage(main, storeId, tab) {
+  const store = await api('GET', `/api/stores/${encodeURIComponent(storeId)}`)
+  const base = `#/stores/${encodeURIComponent(store.id)}`
+  const tabs = h('nav', { class: 'tabs', 'aria-label': 'Store' },
+    TABS.map(([slug, label]) => h('a', { href: `${base}/${slug}`, 'aria-current': slug === tab ? 'page' : false }, label)))
+  const body = h('section', { 'aria-labelledby': 'tab-title' })
+  main.replaceChildren(h('h1', {}, store.name), h('p', { class: 'sub' }, 'Store ', h('code', {}, store.id)), tabs, body)
+  const pages = { keys: keysTab, webhooks: webhooksTab, logs: logsTab, audit: auditTab, settings: settingsTab }
+  await (pages[tab] || keysTab)(body, store)
+}
+
+// ---- permissions matrix ---------------------------------------------------------------------
+
+/** Areas × View/Edit/Delete, a checkbox only where the area offers the action. */
+function matrix(selected = {}, disabled = false) {
+  const actions = ['View', 'Edit', 'Delete']
+  const table = h('table', { class: 'matrix' },
+    h('caption', { class: 'sr-only' }, 'Permissions'),
+    h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Area'), actions.map((a) => h('th', { scope: 'col' }, a)))),
+    h('tbody', {}, state.meta.areas.map((area) => h('tr', {},
+      h('th', { scope: 'row' }, area.name),
+      actions.map((action) => h('td', {}, area.actions.includes(action)
+        ? h('input', {
+          type: 'checkbox',
+          'data-area': area.name,
+          'data-action': action,
+          'aria-label': `${area.name}: ${action}`,
+          checked: (selected[area.name] || []).includes(action),
+          disabled,
+        })
+        : h('span', { class: 'na' }, h('span', { 'aria-hidden': 'true' }, '—'), h('span', { class: 'sr-only' }, `${area.name} has no ${action}`))))))))
+  table.value = () => {
+    const out = {}
+    for (const box of table.querySelectorAll('input:checked')) (out[box.dataset.area] ||= []).push(box.dataset.action)
+    return out
+  }
+  return table
+}
+
+const permissionSummary = (perms) =>
+  Object.entries(perms).map(([area, actions]) => `${area}: ${actions.join(', ')}`).join(' · ') || 'none'
+
+// ---- keys -----------------------------------------------------------------------------------
+
+async function keysTab(body, store) {
+  const keys = await api('GET', `/api/stores/${store.id}/api-keys`)
+  const refresh = () => keysTab(body, store)
+  const create = h('button', { class: 'primary', type: 'button', onclick: () => createKeyDialog(store, refresh) }, 'Create API key')
+  const rows = keys.map((key) => {
+    const reveal = key.consumer_key
+      ? h('button', {
+        type: 'button',
+        class: 'link',
+        'aria-expanded': 'false',
+        onclick: (event) => {
+          const shown = event.target.getAttribute('aria-expanded') === 'true'
+          event.target.setAttribute('aria-expanded', String(!shown))
+          event.target.textContent = shown ? 'Show consumer key' : 'Hide consumer key'
+          consumer.hidden = shown
+        },
+      }, 'Show consumer key')
+      : null
+    const consumer = h('code', { hidden: true }, key.consumer_key || '')
+    return h('tr', { 'data-key-id': key.id },
+      h('td', {}, h('strong', {}, key.name), key.description ? h('small', {}, key.description) : null),
+      h('td', {}, h('code', {}, key.masked), reveal ? h('small', {}, reveal, ' ', consumer) : null),
+      h('td', {}, key.environment, h('small', {}, key.format)),
+      h('td', {}, permissionSummary(key.permissions)),
+      h('td', {}, h('span', { class: `badge ${key.active ? 'on' : 'off'}` }, key.active ? 'Activated' : 'Deactivated'), key.kind === 'default' ? h('small', {}, 'default key') : null),
+      h('td', {}, key.expires_at ? when(key.expires_at) : 'Never'),
+      h('td', {}, when(key.last_used_at), key.last_used_ip ? h('small', {}, key.last_used_ip) : null),
+      h('td', {}, h('div', { class: 'actions' },
+        h('button', { type: 'button', onclick: () => editKeyDialog(store, key, refresh), 'aria-label': `Edit ${key.name}` }, 'Edit'),
+        h('button', {
+          type: 'button',
+          'aria-label': `Regenerate ${key.name}`,
+          onclick: async () => {
+            if (!(await confirmDialog('Regenerate key?', `"${key.name}" gets a new secret; the current one stops working at once.`, 'Regenerate'))) return
+            try {
+              const created = await api('POST', `/api/stores/${store.id}/api-keys/${key.id}/regenerate`)
+              showSecret('Key regenerated', created.consumer_secret ? 'Consumer secret' : 'API key', created.key ?? created.consumer_secret)
+              await refresh()
+            } catch (err) {
+              notice(`Not regenerated: ${err.message}`)
+            }
+          },
+        }, 'Regenerate'),
+        key.kind === 'default' ? null : h('button', {
+          type: 'button',
+          class: 'danger',
+          'aria-label': `Delete ${key.name}`,
+          onclick: async () => {
+            if (!(await confirmDialog('Delete key?', `"${key.name}" stops working at once. This cannot be undone.`, 'Delete key'))) return
+            try {
+              await api('DELETE', `/api/stores/${store.id}/api-keys/${key.id}`)
+              notice(`Deleted "${key.name}".`)
+              await refresh()
+            } catch (err) {
+              notice(`Not deleted: ${err.message}`)
+            }
+          },
+        }, 'Delete'))))
+  })
+  body.replaceChildren(
+    h('div', { class: 'row' }, h('h2', { id: 'tab-title' }, 'API keys'), create),
+    h('p', { class: 'sub' }, `${keys.length - 1} of ${store.max_scoped_keys} scoped keys used.`),
+    h('table', {},
+      h('thead', {}, h('tr', {}, ['Name', 'Key', 'Environment', 'Permissions', 'Status', 'Expires', 'Last used', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, rows)))
+}
+
+function createKeyDialog(store, refresh) {
+  const name = h('input', { type: 'text', name: 'name', required: true, maxlength: 100 })
+  const description = h('input', { type: 'text', name: 'description', maxlength: 500 })
+  const format = h('select', { name: 'format' }, state.meta.formats.map((f) => h('option', { value: f }, f)))
+  const environment = h('select', { name: 'environment' }, store.environments.map((e) => h('option', { value: e }, e)))
+  const perms = matrix()
+  const ttl = store.default_key_ttl_days
+  const expiry = h('select', { name: 'expiry' },
+    h('option', { value: 'default' }, ttl ? `Store default (${ttl} days)` : 'Store default (never)'),
+    h('option', { value: 'never' }, 'Never'),
+    h('option', { value: 'date' }, 'On a date'))
+  const expiresOn = h('input', { type: 'date', name: 'expires_on', disabled: true })
+  expiry.addEventListener('change', () => (expiresOn.disabled = expiry.value !== 'date'))
+  const limit = h('input', { type: 'number', name: 'limit', min: 1, max: 10000, placeholder: 'store default' })
+  const windowSeconds = h('input', { type: 'number', name: 'window', min: 1, value: 60 })
+  const algorithm = h('select', { name: 'algorithm' }, state.meta.algorithms.map((a) => h('option', { value: a }, a)))
+  const ips = h('textarea', { name: 'ip_allowlist', rows: 3, placeholder: '203.0.113.0/24\n2001:db8::/32' })
+  const error = h('div', { class: 'error' })
+  const form = h('form', { method: 'dialog' },
+    ...field('Name', name),
+    ...field('Description', description),
+    h('div', { class: 'row' }, h('div', {}, ...field('Format', format)), h('div', {}, ...field('Environment', environment))),
+    h('fieldset', {}, h('legend', {}, 'Permissions'), perms),
+    h('div', { class: 'row' }, h('div', {}, ...field('Expires', expiry)), h('div', {}, ...field('Expiry date', expiresOn))),
+    h('fieldset', {}, h('legend', {}, 'Rate limit (empty: the store default)'),
+      h('div', { class: 'row' }, h('div', {}, ...field('Requests', limit)), h('div', {}, ...field('Per seconds', windowSeconds)), h('div', {}, ...field('Algorithm', algorithm)))),
+    ...field('IP allowlist (one address or CIDR per line; empty: any)', ips),
+    error,
+    h('div', { class: 'actions' }, h('button', { class: 'primary', type: 'submit' }, 'Create key'), h('button', { type: 'button', onclick: () => dialog.close() }, 'Cancel')))
+  const dialog = openDialog('Create API key', form)
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault()
+    const input = {
+      name: name.value,
+      description: description.value || null,
+      format: format.value,
+      environment: environment.value,
+      permissions: perms.value(),
+      ip_allowlist: ips.value.split('\n').map((l) => l.trim()).filter(Boolean),
+    }
+    if (expiry.value === 'never') input.expires_at = null
+    if (expiry.value === 'date') input.expires_at = expiresOn.value ? new Date(`${expiresOn.value}T23:59:59Z`).toISOString() : 'missing date'
+    if (limit.value) input.rate_limit = { limit: Number(limit.value), window_seconds: Number(windowSeconds.value), algorithm: algorithm.value }
+    try {
+      const created = await api('POST', `/api/stores/${store.id}/api-keys`, input)
+      dialog.close()
+      const pair = Boolean(created.consumer_secret)
+      showSecret('API key created', pair ? 'Consumer secret' : 'API key', created.key ?? created.consumer_secret,
+        pair ? [h('p', {}, 'Consumer key: ', h('code', {}, created.consumer_key))] : [])
+      await refresh()
+    } catch (err) {
+      showError(error, err)
+    }
+  })
+  name.focus()
+}
+
+function editKeyDialog(store, key, refresh) {
+  const description = h('input', { type: 'text', name: 'description', value: key.description || '' })
+  const active = h('input', { type: 'checkbox', name: 'active', checked: key.active })
+  const editable = store.permissions_editable && key.kind !== 'default'
+  const perms = matrix(key.permissions, !editable)
+  const error = h('div', { class: 'error' })
+  const form = h('form', { method: 'dialog' },
+    ...field('Description', description),
+    h('label', { class: 'inline' }, active, 'Activated (a deactivated key is refused with 403)'),
+    h('fieldset', {}, h('legend', {}, 'Permissions'), perms,
+      editable ? null : h('p', { class: 'sub' }, key.kind === 'default' ? 'The default key always has full access.' : "This store's permissions are fixed once a key is created (Settings → Permissions editable).")),
+    error,
+    h('div', { class: 'actions' }, h('button', { class: 'primary', type: 'submit' }, 'Save'), h('button', { type: 'button', onclick: () => dialog.close() }, 'Cancel')))
+  const dialog = openDialog(`Edit "${key.name}"`, form)
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault()
+    const patch = { description: description.value || null, active: active.checked }
+    if (editable) patch.permissions = perms.value()
+    try {
+      await api('PATCH', `/api/stores/${store.id}/api-keys/${key.id}`, patch)
+      dialog.close()
+      notice(`Saved "${key.name}".`)
+      await refresh()
+    } catch (err) {
+      showError(error, err)
+    }
+  })
+  description.focus()
+}
+
+// ---- webhooks -------------------------------------------------------------------------------
+
+async function webhooksTab(body, store) {
+  const hooks = await api('GET', `/api/stores/${store.id}/webhooks`)
+  const refresh = () => webhooksTab(body, store)
+  const output = h('pre', { class: 'terminal', id: 'webhook-output', 'aria-live': 'polite', 'aria-label': 'Webhook test output' }, 'Send a test to see the response here.')
+  const deliveries = h('div', { id: 'deliveries' })
+  const url = h('input', { type: 'url', name: 'url', required: true, placeholder: 'https://your-server.com/webhook', size: 50 })
+  const events = h('fieldset', {}, h('legend', {}, 'Events'),
+    state.meta.webhook_events.map((e) => h('label', { class: 'inline' }, h('input', { type: 'checkbox', value: e }), e)))
+  const error = h('div', { class: 'error' })
+  const form = h('form', { class: 'card' }, h('h2', {}, 'Add webhook'), ...field('Webhook URL', url), events, error, h('button', { class: 'primary', type: 'submit' }, 'Save webhook'))
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault()
+    const chosen = [...events.querySelectorAll('input:checked')].map((b) => b.value)
+    try {
+      const created = await api('POST', `/api/stores/${store.id}/webhooks`, { url: url.value, events: chosen })
+      showSecret('Webhook created', 'Signing secret', created.secret, [h('p', {}, 'Verify each delivery\'s webhook-signature header with it (Standard Webhooks).')])
+      await refresh()
+    } catch (err) {
+      showError(error, err)
+    }
+  })
+  const rows = hooks.map((hook) => h('tr', {},
+    h('td', {}, h('code', {}, hook.url), h('small', {}, hook.id)),
+    h('td', {}, hook.events.join(', ')),
+    h('td', {}, h('span', { class: `badge ${hook.active ? 'on' : 'off'}` }, hook.active ? 'Active' : 'Disabled'), hook.disabled_reason ? h('small', {}, hook.disabled_reason) : null),
+    h('td', {}, h('div', { class: 'actions' },
+      h('button', {
+        type: 'button',
+        'aria-label': `Send test to ${hook.url}`,
+        onclick: async (event) => {
+          event.target.disabled = true
+          output.replaceChildren(`$ POST ${hook.url}\n…`)
+          try {
+            const r = await api('POST', `/api/stores/${store.id}/webhooks/${hook.id}/test`)
+            output.replaceChildren(
+              `$ POST ${hook.url}\n`,
+              `status: ${r.status_code ?? '—'}\n`,
+              `duration: ${r.duration_ms} ms\n`,
+              r.error ? h('span', { class: 'err' }, `error: ${r.error}\n`) : '',
+              r.body ? `\n${r.body}` : '')
+          } catch (err) {
+            output.replaceChildren(h('span', { class: 'err' }, `error: ${err.message}`))
+          } finally {
+            event.target.disabled = false
+          }
+        },
+      }, 'Send test'),
+      h('button', { type: 'button', onclick: () => showDeliveries(deliveries, store, hook) }, 'Deliveries'),
+      h('button', {
+        type: 'button',
+        onclick: async () => {
+          try {
+            await api('PATCH', `/api/stores/${store.id}/webhooks/${hook.id}`, { active: !hook.active })
+            await refresh()
+          } catch (err) {
+            notice(err.message)
+          }
+        },
+      }, hook.active ? 'Disable' : 'Enable'),
+      h('button', {
+        type: 'button',
+        class: 'danger',
+        'aria-label': `Delete webhook ${hook.url}`,
+        onclick: async () => {
+          if (!(await confirmDialog('Delete webhook?', `${hook.url} stops receiving events; its delivery history is deleted.`, 'Delete webhook'))) return
+          try {
+            await api('DELETE', `/api/stores/${store.id}/webhooks/${hook.id}`)
+            notice('Webhook deleted.')
+            await refresh()
+          } catch (err) {
+            notice(err.message)
+          }
+        },
+      }, 'Delete')))))
+  body.replaceChildren(
+    h('h2', { id: 'tab-title' }, 'Webhooks'),
+    hooks.length
+      ? h('table', {}, h('thead', {}, h('tr', {}, ['URL', 'Events', 'Status', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))), h('tbody', {}, rows))
+      : h('p', { class: 'empty' }, 'No webhooks yet. Add one below to be told about orders and key changes.'),
+    h('h2', {}, 'Test output'),
+    output,
+    deliveries,
+    form)
+}
+
+async function showDeliveries(box, store, hook) {
+  const list = await api('GET', `/api/stores/${store.id}/webhooks/${hook.id}/deliveries?limit=20`)
+  box.replaceChildren(
+    h('h2', {}, `Deliveries to ${hook.url}`),
+    list.length
+      ? h('table', {},
+        h('thead', {}, h('tr', {}, ['Event', 'State', 'Attempts', 'Last answer', 'Next attempt'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, list.map((d) => {
+          const last = d.attempts[d.attempts.length - 1]
+          return h('tr', {},
+            h('td', {}, d.event_type, h('small', {}, d.event_id)),
+            h('td', {}, d.state),
+            h('td', {}, d.attempts.length),
+            h('td', {}, last ? (last.status_code ?? last.error) : '—'),
+            h('td', {}, when(d.next_attempt_at)))
+        })))
+      : h('p', { class: 'empty' }, 'Nothing delivered yet.'))
+}
+
+// ---- request log ----------------------------------------------------------------------------
+
+async function logsTab(body, store, query = {}) {
+  const keys = await api('GET', `/api/stores/${store.id}/api-keys`)
+  const params = new URLSearchParams(Object.entries(query).filter(([, v]) => v))
+  const entries = await api('GET', `/api/stores/${store.id}/logs?${params}`)
+  const names = Object.fromEntries(keys.map((k) => [k.id, k.name]))
+  const key = h('select', { name: 'key_id' }, h('option', { value: '' }, 'All keys'), keys.map((k) => h('option', { value: k.id, selected: query.key_id === k.id }, k.name)))
+  const status = h('input', { type: 'number', name: 'status', min: 100, max: 599, value: query.status || '' })
+  const since = h('input', { type: 'datetime-local', name: 'since' })
+  const error = h('div', { class: 'error' })
+  const form = h('form', { class: 'card', 'aria-label': 'Filters' },
+    h('div', { class: 'row' },
+      h('div', {}, ...field('Key', key)),
+      h('div', {}, ...field('Status', status)),
+      h('div', {}, ...field('Since', since)),
+      h('button', { type: 'submit', class: 'primary' }, 'Apply filters')),
+    error)
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault()
+    try {
+      await logsTab(body, store, {
+        key_id: key.value,
+        status: status.value,
+        since: since.value ? new Date(since.value).toISOString() : '',
+      })
+    } catch (err) {
+      showError(error, err)
+    }
+  })
+  body.replaceChildren(
+    h('h2', { id: 'tab-title' }, 'Request log'),
+    form,
+    entries.length
+      ? h('table', {},
+        h('thead', {}, h('tr', {}, ['Time', 'Key', 'Request', 'Status', 'Decision', 'IP', 'Latency'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, entries.map((e) => h('tr', {},
+          h('td', {}, when(e.at)),
+          h('td', {}, names[e.key_id] || e.key_id || '—'),
+          h('td', {}, h('code', {}, `${e.method} ${e.path}`)),
+          h('td', {}, e.status),
+          h('td', {}, e.code),
+          h('td', {}, e.ip || '—'),
+          h('td', {}, `${(e.latency_us / 1000).toFixed(1)} ms`)))))
+      : h('p', { class: 'empty' }, 'No requests match. Requests made with this store\'s keys appear here within a few seconds.'))
+}
+
+// ---- audit trail ----------------------------------------------------------------------------
+
+async function auditTab(body, store) {
+  const [events, keys] = await Promise.all([api('GET', `/api/stores/${store.id}/audit?limit=200`), api('GET', `/api/stores/${store.id}/api-keys`)])
+  const names = Object.fromEntries(keys.map((k) => [k.id, k.name]))
+  body.replaceChildren(
+    h('h2', { id: 'tab-title' }, 'Audit trail'),
+    events.length
+      ? h('table', {},
+        h('thead', {}, h('tr', {}, ['Time', 'Change', 'Key', 'By', 'Details'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, events.map((e) => h('tr', {},
+          h('td', {}, when(e.at)),
+          h('td', {}, e.action.replace('key_', 'key ')),
+          h('td', {}, names[e.key_id] || h('code', {}, e.key_id)),
+          h('td', {}, `${e.actor.type} ${e.actor.id}`),
+          h('td', {}, e.changes.join(', ') || '—')))))
+      : h('p', { class: 'empty' }, 'No changes yet.'))
+}
+
+// ---- settings -------------------------------------------------------------------------------
+
+async function settingsTab(body, store) {
+  const name = h('input', { type: 'text', name: 'name', value: store.name, required: true })
+  const apiEnabled = h('input', { type: 'checkbox', name: 'api_enabled', checked: store.api_enabled })
+  const tier = h('select', { name: 'tier' }, ['free', 'pro'].map((t) => h('option', { value: t, selected: store.plan.tier === t }, t)))
+  const requirePro = h('input', { type: 'checkbox', name: 'require_pro', checked: store.require_pro })
+  const rl = store.default_rate_limit
+  const limit = h('input', { type: 'number', name: 'limit', min: 1, max: 10000, value: rl?.limit ?? '', placeholder: 'server default' })
+  const windowSeconds = h('input', { type: 'number', name: 'window', min: 1, value: rl?.window_seconds ?? 60 })
+  const algorithm = h('select', { name: 'algorithm' }, state.meta.algorithms.map((a) => h('option', { value: a, selected: rl?.algorithm === a }, a)))
+  const maxKeys = h('input', { type: 'number', name: 'max_scoped_keys', min: 0, value: store.max_scoped_keys })
+  const ttl = h('input', { type: 'number', name: 'ttl', min: 1, value: store.default_key_ttl_days ?? '', placeholder: 'never' })
+  const editable = h('input', { type: 'checkbox', name: 'permissions_editable', checked: store.permissions_editable })
+  const environments = h('input', { type: 'text', name: 'environments', value: store.environments.join(', ') })
+  const retention = h('input', { type: 'number', name: 'log_retention_days', min: 1, value: store.log_retention_days })
+  const error = h('div', { class: 'error' })
+  const form = h('form', { class: 'card' },
+    ...field('Store name', name),
+    h('label', { class: 'inline' }, apiEnabled, 'REST API enabled (off: every key of this store is refused with 403)'),
+    h('div', { class: 'row' }, h('div', {}, ...field('Plan', tier)), h('label', { class: 'inline' }, requirePro, 'The API requires an active Pro plan')),
+    h('fieldset', {}, h('legend', {}, 'Default rate limit for keys without their own (empty: the server default)'),
+      h('div', { class: 'row' }, h('div', {}, ...field('Requests', limit)), h('div', {}, ...field('Per seconds', windowSeconds)), h('div', {}, ...field('Algorithm', algorithm)))),
+    h('div', { class: 'row' },
+      h('div', {}, ...field('Scoped keys allowed', maxKeys)),
+      h('div', {}, ...field('New keys expire after (days; empty: never)', ttl)),
+      h('div', {}, ...field('Keep request log (days)', retention))),
+    h('label', { class: 'inline' }, editable, 'Permissions editable after a key is created'),
+    ...field('Environments (comma-separated)', environments),
+    error,
+    h('button', { class: 'primary', type: 'submit' }, 'Save settings'))
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault()
+    const patch = {
+      name: name.value,
+      api_enabled: apiEnabled.checked,
+      plan: { tier: tier.value },
+      require_pro: requirePro.checked,
+      default_rate_limit: limit.value ? { limit: Number(limit.value), window_seconds: Number(windowSeconds.value), algorithm: algorithm.value } : null,
+      max_scoped_keys: Number(maxKeys.value),
+      default_key_ttl_days: ttl.value ? Number(ttl.value) : null,
+      permissions_editable: editable.checked,
+      environments: environments.value.split(',').map((e) => e.trim()).filter(Boolean),
+      log_retention_days: Number(retention.value),
+    }
+    try {
+      await api('PATCH', `/api/stores/${store.id}`, patch)
+      notice('Settings saved.')
+      await render()
+    } catch (err) {
+      showError(error, err)
+    }
+  })
+  body.replaceChildren(h('h2', { id: 'tab-title' }, 'Settings'), form)
+}
