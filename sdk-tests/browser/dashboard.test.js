@@ -67,10 +67,12 @@ after(async () => {
   server?.kill('SIGTERM')
 })
 
-/** Every form control on the page has a label (or an aria-label). */
+/** Every form control on the page has a label (or an aria-label), read in one evaluation. */
 async function assertLabelled(page) {
-  const unlabelled = await page.$$eval('input, select, textarea', (els) =>
-    els.filter((el) => el.type !== 'hidden' && !el.labels?.length && !el.getAttribute('aria-label')).map((el) => el.outerHTML))
+  const unlabelled = await page.evaluate(() =>
+    [...document.querySelectorAll('input, select, textarea')]
+      .filter((el) => el.type !== 'hidden' && !el.labels?.length && !el.getAttribute('aria-label'))
+      .map((el) => el.outerHTML))
   assert.deepEqual(unlabelled, [])
 }
 
@@ -166,8 +168,40 @@ test('the console walks a key from creation to deletion', async () => {
   await page.getByRole('button', { name: 'Delete ERP' }).click()
   await page.getByRole('dialog', { name: 'Delete key?' }).getByRole('button', { name: 'Delete key' }).click()
   await page.getByText('Deleted "ERP".').waitFor()
-  assert.equal(await page.locator('tr[data-key-id]').count(), 1)
+  assert.equal(await page.locator('tr[data-key-id]').count(), 1, 'only the default key is left')
   assert.equal((await call('/api/v1/packages', key)).status, 401)
+
+  // A pair key: its consumer key (an identifier, not a secret) can be revealed in the list;
+  // regenerating shows the new consumer secret once.
+  await page.getByRole('button', { name: 'Create API key' }).click()
+  const pairDialog = page.getByRole('dialog')
+  await pairDialog.getByLabel('Name', { exact: true }).fill('POS')
+  await pairDialog.getByLabel('Format').selectOption('pair')
+  await pairDialog.getByLabel('Orders: View').check()
+  await pairDialog.getByRole('button', { name: 'Create key' }).click()
+  const pairSecret = page.getByRole('dialog', { name: 'API key created' })
+  const consumerSecret = (await pairSecret.locator('#secret-value').textContent()).trim()
+  assert.match(consumerSecret, /^cs_/)
+  const consumerKey = (await pairSecret.locator('code').textContent()).trim()
+  assert.match(consumerKey, /^ck_/)
+  await pairSecret.getByRole('button', { name: "I've saved it" }).click()
+  await pairSecret.waitFor({ state: 'detached' })
+  const reveal = page.getByRole('button', { name: 'Show consumer key' })
+  await reveal.click()
+  await page.getByText(consumerKey).waitFor()
+  assert.equal(await page.getByRole('button', { name: 'Hide consumer key' }).getAttribute('aria-expanded'), 'true')
+  assert.ok(!(await page.content()).includes(consumerSecret))
+  await page.getByRole('button', { name: 'Regenerate POS' }).click()
+  await page.getByRole('dialog', { name: 'Regenerate key?' }).getByRole('button', { name: 'Regenerate' }).click()
+  const regenerated = page.getByRole('dialog', { name: 'Key regenerated' })
+  const newSecret = (await regenerated.locator('#secret-value').textContent()).trim()
+  assert.match(newSecret, /^cs_/)
+  assert.notEqual(newSecret, consumerSecret)
+  await regenerated.getByRole('button', { name: "I've saved it" }).click()
+  await regenerated.waitFor({ state: 'detached' })
+  const basic = Buffer.from(`${consumerKey}:${newSecret}`).toString('base64')
+  const orders = await fetch(`${base}/api/v1/orders`, { headers: { Authorization: `Basic ${basic}` } })
+  assert.equal(orders.status, 200)
 
   // The audit trail tells the story.
   await page.getByRole('link', { name: 'Audit trail' }).click()
@@ -211,6 +245,21 @@ test('webhooks: create, send a test and see the answer, deliveries, delete', asy
   await shot(page, 'webhooks')
 
   // An unreachable endpoint shows its error like a terminal would.
+  const closed = http.createServer()
+  await new Promise((resolve) => closed.listen(0, '127.0.0.1', resolve))
+  const deadUrl = `http://127.0.0.1:${closed.address().port}/gone`
+  await new Promise((resolve) => closed.close(resolve))
+  await page.getByLabel('Webhook URL').fill(deadUrl)
+  await page.getByLabel('order.created').check()
+  await page.getByRole('button', { name: 'Save webhook' }).click()
+  await page.getByRole('dialog', { name: 'Webhook created' }).getByRole('button', { name: "I've saved it" }).click()
+  await page.getByRole('button', { name: `Send test to ${deadUrl}` }).click()
+  await page.waitForFunction(() => /error: /.test(document.getElementById('webhook-output').textContent))
+  assert.match(await output.textContent(), /status: —/)
+  await page.getByRole('button', { name: `Delete webhook ${deadUrl}` }).click()
+  await page.getByRole('dialog', { name: 'Delete webhook?' }).getByRole('button', { name: 'Delete webhook' }).click()
+  await page.getByRole('button', { name: `Send test to ${deadUrl}` }).waitFor({ state: 'detached' })
+
   await page.getByRole('button', { name: `Delete webhook ${url}` }).click()
   await page.getByRole('dialog', { name: 'Delete webhook?' }).getByRole('button', { name: 'Delete webhook' }).click()
   await page.getByText('No webhooks yet').waitFor()

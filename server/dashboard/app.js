@@ -127,13 +127,18 @@ function showSecret(title, label, secret, extra = []) {
           }
         },
       }, 'Copy'),
-      h('button', { type: 'button', onclick: () => dialog.close() }, "I've saved it"),
+      h('button', { type: 'button', onclick: () => forget() }, "I've saved it"),
       copied),
   )
-  dialog.addEventListener('close', () => {
+  // Cleared before the dialog closes, and on any other way out (Escape): the 'close' event
+  // comes a moment after close() returns.
+  function forget() {
     value.textContent = ''
     secret = ''
-  })
+    dialog.close()
+    dialog.remove()
+  }
+  dialog.addEventListener('close', forget)
 }
 
 // ---- routing --------------------------------------------------------------------------------
@@ -342,8 +347,8 @@ async function keysTab(body, store) {
             if (!(await confirmDialog('Delete key?', `"${key.name}" stops working at once. This cannot be undone.`, 'Delete key'))) return
             try {
               await api('DELETE', `/api/stores/${store.id}/api-keys/${key.id}`)
-              notice(`Deleted "${key.name}".`)
               await refresh()
+              notice(`Deleted "${key.name}".`)
             } catch (err) {
               notice(`Not deleted: ${err.message}`)
             }
@@ -436,8 +441,8 @@ function editKeyDialog(store, key, refresh) {
     try {
       await api('PATCH', `/api/stores/${store.id}/api-keys/${key.id}`, patch)
       dialog.close()
-      notice(`Saved "${key.name}".`)
       await refresh()
+      notice(`Saved "${key.name}".`)
     } catch (err) {
       showError(error, err)
     }
@@ -514,8 +519,8 @@ async function webhooksTab(body, store) {
           if (!(await confirmDialog('Delete webhook?', `${hook.url} stops receiving events; its delivery history is deleted.`, 'Delete webhook'))) return
           try {
             await api('DELETE', `/api/stores/${store.id}/webhooks/${hook.id}`)
-            notice('Webhook deleted.')
             await refresh()
+            notice('Webhook deleted.')
           } catch (err) {
             notice(err.message)
           }
