@@ -47,7 +47,7 @@ node:
 # The /dashboard console in headless Chromium: Debian's package (installed with apt-get when
 # missing) driven by playwright-core, against the binary `cargo test` built.
 browser:
-	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
 	cargo build -q -p latchkey-server
 	cd sdk-tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	cd sdk-tests/browser && node --test
