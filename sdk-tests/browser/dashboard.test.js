@@ -157,6 +157,7 @@ test('the console walks a key from creation to deletion', async () => {
   await page.getByRole('link', { name: 'API keys' }).click()
   await page.getByRole('button', { name: 'Edit ERP' }).click()
   const edit = page.getByRole('dialog')
+  assert.ok(await edit.getByLabel('Orders: View').isDisabled(), 'permissions are fixed in this store')
   await edit.getByLabel(/Activated/).uncheck()
   await edit.getByRole('button', { name: 'Save' }).click()
   await page.getByText('Deactivated').waitFor()
@@ -273,7 +274,7 @@ test('webhooks: create, send a test and see the answer, deliveries, delete', asy
   await page.close()
 })
 
-test('settings save through the API and keyboard users can close dialogs', async () => {
+test('settings save, permissions become editable, and keyboard users can close dialogs', async () => {
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 } })
   await page.goto(`${base}/dashboard/`)
   await page.getByLabel('Management token').fill(banner['admin token'])
@@ -288,7 +289,15 @@ test('settings save through the API and keyboard users can close dialogs', async
   await assertLabelled(page)
   await shot(page, 'settings')
 
+  // Now a key's permissions can be changed in its edit dialog.
   await page.getByRole('link', { name: 'API keys' }).click()
+  await page.getByRole('button', { name: 'Edit POS' }).click()
+  const edit = page.getByRole('dialog')
+  assert.equal(await edit.getByLabel('Packages: View').isEnabled(), true)
+  await edit.getByLabel('Packages: View').check()
+  await edit.getByRole('button', { name: 'Save' }).click()
+  await page.getByRole('cell', { name: 'Orders: View · Packages: View' }).waitFor()
+
   await page.getByRole('button', { name: 'Create API key' }).click()
   await page.getByRole('dialog').waitFor()
   await page.keyboard.press('Escape')

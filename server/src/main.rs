@@ -370,6 +370,7 @@ fn dev_banner(engine: &Engine, secret: &[u8], listen: SocketAddr) -> Result<(), 
     println!("  store:        {}", store.id);
     println!("  API key:      {key}");
     println!("  admin token:  {token}");
+    println!("  console:      http://{listen}/dashboard/ (sign in with the admin token)");
     println!();
     println!("  curl -H 'X-Api-Key: {key}' http://{listen}/api/v1/packages");
     println!(
