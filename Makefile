@@ -1,8 +1,8 @@
 # The one test command (README, .ci/run): installs what it needs, then checks and tests
 # everything in the repository.
-.PHONY: test deps lint unit python node browser screenshots bench
+.PHONY: test deps lint unit crash python node browser screenshots bench
 
-test: deps lint unit python node browser
+test: deps lint unit crash python node browser
 
 # The Python binding is built with maturin into a virtual environment under target/.
 PYVENV := $(abspath target/pyvenv)
@@ -20,6 +20,12 @@ lint:
 # The default members (core, server); the Python extension is tested through pytest below.
 unit:
 	cargo test
+
+# kill -9 under concurrent key creations and revocations, 5 cycles (the long form is
+# `python3 tests/crash/crash.py --cycles 100`; figures in RELIABILITY.md).
+crash:
+	cargo build -q -p latchkey-server
+	python3 tests/crash/crash.py --cycles 5
 
 python:
 	@test -x $(PYVENV)/bin/python || python3 -m venv $(PYVENV)

@@ -291,29 +291,12 @@ impl KeyEntry {
     }
 }
 
-/// Where an entry is found: `pair` keys by consumer key, the others by secret digest.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum LookupKey {
-    Digest([u8; 32]),
-    Consumer([u8; 16]),
-}
-
-impl KeyEntry {
-    fn lookup_key(&self) -> LookupKey {
-        match self.consumer_key {
-            Some(ck) => LookupKey::Consumer(ck),
-            None => LookupKey::Digest(self.digest.0),
-        }
-    }
-}
-
-/// The digest used for an unknown consumer key, so a miss costs the same as a wrong secret.
-static DECOY: Digest = Digest([0x5a; 32]);
-
 /// Lookup structures for every unrevoked key.
 pub(crate) struct KeyIndex {
+    /// Every key by the SHA-256 of its secret (a pair's consumer secret). One map for all
+    /// formats, so an unknown key, an unknown consumer key and a known one with a wrong secret
+    /// all end in the same miss: nothing in the timing tells them apart (tests/timing.rs).
     by_digest: ConcurrentMap<[u8; 32], Arc<KeyEntry>>,
-    by_consumer: ConcurrentMap<[u8; 16], Arc<KeyEntry>>,
     /// For management paths only (never verify): key id → entry.
     by_id: RwLock<HashMap<String, Arc<KeyEntry>>>,
 }
@@ -330,7 +313,6 @@ impl KeyIndex {
     pub(crate) fn new() -> Self {
         Self {
             by_digest: ConcurrentMap::new(),
-            by_consumer: ConcurrentMap::new(),
             by_id: RwLock::new(HashMap::new()),
         }
     }
@@ -374,12 +356,18 @@ impl KeyIndex {
                 secret,
             } => {
                 let digest = Digest::of(secret.as_bytes());
-                self.by_consumer.with(&consumer_key, |entry| match entry {
-                    Some(entry) => entry.digest.ct_eq(&digest).then(|| f(entry)),
-                    None => {
-                        let _ = std::hint::black_box(DECOY.ct_eq(&digest));
-                        None
-                    }
+                self.by_digest.with(&digest.0, |entry| {
+                    let entry = entry?;
+                    let same_consumer = entry.consumer_key.is_some_and(|ck| {
+                        ck.iter()
+                            .zip(consumer_key.iter())
+                            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                            == 0
+                    });
+                    (entry.digest.ct_eq(&digest)
+                        & (entry.format == KeyFormat::Pair)
+                        & same_consumer)
+                        .then(|| f(entry))
                 })
             }
         }
@@ -388,30 +376,19 @@ impl KeyIndex {
     /// Adds or replaces the entry for a key. The new lookup goes in before the old one (if its
     /// secret changed) comes out, so a concurrent verify never misses an unchanged key.
     pub(crate) fn upsert(&self, entry: Arc<KeyEntry>) {
-        match entry.lookup_key() {
-            LookupKey::Consumer(ck) => self.by_consumer.insert(ck, entry.clone()),
-            LookupKey::Digest(digest) => self.by_digest.insert(digest, entry.clone()),
-        }
+        self.by_digest.insert(entry.digest.0, entry.clone());
         let previous = self.by_id.write().insert(entry.id.clone(), entry.clone());
-        // A pair keeps its consumer key across regeneration: its lookup was just replaced and
-        // must not be removed.
+        // An update that kept the secret just replaced its lookup, which must stay.
         if let Some(old) = previous
-            && old.lookup_key() != entry.lookup_key()
+            && old.digest != entry.digest
         {
-            self.remove_lookup(old.lookup_key());
+            self.by_digest.remove(&old.digest.0);
         }
     }
 
     pub(crate) fn remove(&self, key_id: &str) {
         if let Some(old) = self.by_id.write().remove(key_id) {
-            self.remove_lookup(old.lookup_key());
-        }
-    }
-
-    fn remove_lookup(&self, key: LookupKey) {
-        match key {
-            LookupKey::Consumer(ck) => self.by_consumer.remove(&ck),
-            LookupKey::Digest(digest) => self.by_digest.remove(&digest),
+            self.by_digest.remove(&old.digest.0);
         }
     }
 

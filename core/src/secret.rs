@@ -151,24 +151,30 @@ pub(crate) fn hex_lower(bytes: &[u8]) -> String {
 /// Decodes lowercase hex into `out`; false if the text is not exactly `2 * out.len()` lowercase
 /// hex digits.
 pub(crate) fn decode_hex(text: &str, out: &mut [u8]) -> bool {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
+    /// The value of a lowercase hex digit, and whether it was one, without a branch on the
+    /// character: parsing a consumer key must take the same time whatever its digits are
+    /// (tests/timing.rs).
+    fn nibble(c: u8) -> (u8, bool) {
+        let digit = c.wrapping_sub(b'0');
+        let letter = c.wrapping_sub(b'a');
+        let is_digit = digit < 10;
+        let is_letter = letter < 6;
+        let value = (digit & 0u8.wrapping_sub(u8::from(is_digit)))
+            | (letter.wrapping_add(10) & 0u8.wrapping_sub(u8::from(is_letter)));
+        (value, is_digit | is_letter)
     }
     let bytes = text.as_bytes();
     if bytes.len() != out.len() * 2 {
         return false;
     }
+    let mut valid = true;
     for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        match (nibble(pair[0]), nibble(pair[1])) {
-            (Some(hi), Some(lo)) => *slot = hi << 4 | lo,
-            _ => return false,
-        }
+        let (hi, hi_ok) = nibble(pair[0]);
+        let (lo, lo_ok) = nibble(pair[1]);
+        *slot = hi << 4 | lo;
+        valid &= hi_ok & lo_ok;
     }
-    true
+    valid
 }
 
 #[cfg(test)]
