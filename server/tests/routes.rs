@@ -859,3 +859,38 @@ async fn the_dashboard_is_served_from_the_binary_with_a_strict_policy() {
         5
     );
 }
+
+/// A client behind an untrusted peer cannot pick its address with `X-Forwarded-For`: a fresh
+/// forwarded address on every failed attempt still counts against the peer, so the brute-force
+/// limit (100 failures per 15 minutes) stops it.
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_does_not_escape_the_limits() {
+    let h = harness();
+    for i in 0..100 {
+        let spoofed = format!("198.51.100.{}", i % 250 + 1);
+        let reply = h
+            .call(
+                "GET",
+                "/api/v1/packages",
+                &[("X-Api-Key", "lk_nope"), ("X-Forwarded-For", &spoofed)],
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let blocked = h
+        .call(
+            "GET",
+            "/api/v1/packages",
+            &[("X-Api-Key", &h.key), ("X-Forwarded-For", "192.0.2.77")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        blocked.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        blocked.body
+    );
+    assert!(blocked.headers.contains_key("retry-after"));
+}
