@@ -1,8 +1,8 @@
 # The one test command (README, .ci/run): installs what it needs, then checks and tests
 # everything in the repository.
-.PHONY: test deps lint unit crash python node browser screenshots bench
+.PHONY: test deps lint unit crash python schema node browser screenshots bench
 
-test: deps lint unit crash python node browser
+test: deps lint unit crash python schema node browser
 
 # The Python binding is built with maturin into a virtual environment under target/.
 PYVENV := $(abspath target/pyvenv)
@@ -29,9 +29,15 @@ crash:
 
 python:
 	@test -x $(PYVENV)/bin/python || python3 -m venv $(PYVENV)
-	$(PYVENV)/bin/pip install -q --disable-pip-version-check "maturin>=1.9,<2" "pytest>=8" "fastapi>=0.110" "httpx>=0.27" "standardwebhooks>=1.0"
+	$(PYVENV)/bin/pip install -q --disable-pip-version-check "maturin>=1.9,<2" "pytest>=8" "fastapi>=0.110" "httpx>=0.27" "standardwebhooks>=1.0" "schemathesis>=4,<5"
 	cd bindings/python && VIRTUAL_ENV=$(PYVENV) PATH=$(PYVENV)/bin:$$PATH maturin develop -q
 	$(PYVENV)/bin/python -m pytest -q bindings/python/tests sdk-tests/python
+
+# schemathesis against a live server's /openapi.json, with and without credentials: no 5xx,
+# every answer matches the document, input outside it is refused.
+schema: python
+	cargo build -q -p latchkey-server
+	$(PYVENV)/bin/python tests/schema/schema.py --st $(PYVENV)/bin/st
 
 # The Node addon is built by napi-rs; the committed native.js / native.d.ts must be what the
 # build generates, so they are compared with a fresh build. Then the package's declarations

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Schema conformance (issue #10): schemathesis against a live server's /openapi.json.
+
+Starts `latchkey serve --dev` on a free loopback port, then runs schemathesis twice: with
+credentials (the printed management token and API key) and without any. The checks are
+`not_a_server_error` (no 5xx for any input), `response_schema_conformance` (every answer
+matches the document) and `negative_data_rejection` (input outside the schema is refused).
+Exit status: schemathesis's, the first non-zero one.
+
+    python3 tests/schema/schema.py [--st PATH] [--binary PATH] [--max-examples N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKS = "not_a_server_error,response_schema_conformance,negative_data_rejection"
+
+
+def start(binary: Path) -> tuple[subprocess.Popen, str, dict]:
+    # No per-IP route limits: thousands of requests from one address would otherwise be 429s,
+    # which are correct answers but test nothing.
+    proc = subprocess.Popen([str(binary), "serve", "--dev", "--no-ip-scopes", "--listen", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    banner = {}
+    assert proc.stdout and proc.stderr
+    for line in proc.stdout:
+        match = re.match(r"\s+(store|API key|admin token):\s+(\S+)", line)
+        if match:
+            banner[match[1]] = match[2]
+        if len(banner) == 3:
+            break
+    for line in proc.stderr:
+        if "listening on http://" in line:
+            base = line.rsplit(" ", 1)[1].strip()
+            break
+    else:
+        raise RuntimeError("the server did not start")
+    for stream in (proc.stdout, proc.stderr):
+        threading.Thread(target=lambda s=stream: [None for _ in s], daemon=True).start()
+    return proc, base, banner
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--st", default=str(ROOT / "target" / "pyvenv" / "bin" / "st"))
+    parser.add_argument("--binary", type=Path, default=ROOT / "target" / "debug" / "latchkey")
+    parser.add_argument("--max-examples", type=int, default=20)
+    args = parser.parse_args()
+    proc, base, banner = start(args.binary)
+    try:
+        # The default key's store gets room for the run (60 requests a minute by default).
+        patch = urllib.request.Request(
+            f"{base}/api/stores/{banner['store']}", method="PATCH",
+            data=json.dumps({"default_rate_limit": {"limit": 10000, "window_seconds": 60,
+                                                    "algorithm": "fixed_window"}}).encode(),
+            headers={"Authorization": f"Bearer {banner['admin token']}", "Content-Type": "application/json"})
+        urllib.request.urlopen(patch).read()
+        runs = {
+            "with credentials": ["-H", f"Authorization: Bearer {banner['admin token']}",
+                                 "-H", f"X-Api-Key: {banner['API key']}"],
+            "without credentials": [],
+        }
+        status = 0
+        for name, headers in runs.items():
+            print(f"== schemathesis {name}", flush=True)
+            code = subprocess.call([args.st, "run", f"{base}/openapi.json", "--checks", CHECKS,
+                                    "--max-examples", str(args.max_examples), "--seed", "1", *headers])
+            status = status or code
+        return status
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
