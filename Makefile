@@ -1,8 +1,8 @@
 # The one test command (README, .ci/run): installs what it needs, then checks and tests
 # everything in the repository.
-.PHONY: test deps lint unit crash python schema node browser screenshots bench
+.PHONY: test deps lint unit crash python schema node browser fuzz screenshots bench
 
-test: deps lint unit crash python schema node browser
+test: deps lint unit crash python schema node browser fuzz
 
 # The Python binding is built with maturin into a virtual environment under target/.
 PYVENV := $(abspath target/pyvenv)
@@ -15,6 +15,7 @@ deps:
 
 lint:
 	cargo fmt --all --check
+	cd fuzz && cargo fmt --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # The default members (core, server); the Python extension is tested through pytest below.
@@ -63,6 +64,11 @@ browser:
 	cargo build -q -p latchkey-server
 	cd sdk-tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	cd sdk-tests/browser && node --test
+
+# AFL++ on every fuzz harness (fuzz/src/lib.rs), 60 s each: cargo-afl is installed if missing
+# and builds the instrumented targets on the stable toolchain. FUZZ_SECONDS=600 for a long run.
+fuzz:
+	fuzz/run.sh
 
 # Rewrites the README's screenshots (docs/screenshots/) from a browser test run.
 screenshots:
