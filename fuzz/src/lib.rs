@@ -131,7 +131,7 @@ pub fn bodies(data: &[u8]) {
         return;
     };
     let problems = |err: latchkey::Error| assert!(!err.problems().is_empty(), "{err:?}");
-    match which % 8 {
+    match which % 10 {
         0 => NewStore::from_json(&value)
             .map(drop)
             .unwrap_or_else(problems),
@@ -165,16 +165,40 @@ pub fn bodies(data: &[u8]) {
     }
 }
 
-/// The bodies read by engine calls (entities of every area, webhooks, store settings).
+/// The bodies read by engine calls: entities of every area (create and update), webhooks,
+/// store settings, portal sessions.
 fn engine_body(engine: &Engine, which: u8, value: &Value) -> latchkey::Result<()> {
     let store = engine.list_stores()?.remove(0);
     let scope = Scope::new(store.id, "live");
-    let area = Area::ALL[usize::from(which / 8) % Area::ALL.len()];
-    match which % 8 {
+    let area = Area::ALL[usize::from(which / 10) % Area::ALL.len()];
+    match which % 10 {
         5 => engine.create_entity(&scope, area, value).map(drop),
         6 => engine.create_webhook(store.id.as_str(), value).map(drop),
-        _ => engine
+        7 => engine
             .update_store(store.id.as_str(), StorePatch::from_json(value)?)
             .map(drop),
+        // An update of the area's first entity (once the fuzzer has created one).
+        8 => match engine
+            .list_entities(&scope, area, Some(1), None)?
+            .items
+            .first()
+        {
+            Some(entity) => {
+                let id = entity["id"].as_str().unwrap_or_default().to_owned();
+                engine.update_entity(&scope, area, &id, value).map(drop)
+            }
+            None => Ok(()),
+        },
+        // A portal session for the customer the body names.
+        _ => {
+            let customer = value
+                .get("customer_id")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let ttl = value.get("ttl_seconds").and_then(Value::as_i64);
+            engine
+                .create_portal_session(&scope, customer, ttl)
+                .map(drop)
+        }
     }
 }
