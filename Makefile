@@ -17,6 +17,7 @@ lint:
 	cargo fmt --all --check
 	cd fuzz && cargo fmt --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cd fuzz && cargo clippy --quiet --all-targets -- -D warnings
 
 # The default members (core, server); the Python extension is tested through pytest below.
 unit:
@@ -65,9 +66,11 @@ browser:
 	cd sdk-tests/browser && npm ci --no-audit --no-fund --loglevel=error
 	cd sdk-tests/browser && node --test
 
-# AFL++ on every fuzz harness (fuzz/src/lib.rs), 60 s each: cargo-afl is installed if missing
-# and builds the instrumented targets on the stable toolchain. FUZZ_SECONDS=600 for a long run.
+# Every fuzz harness (fuzz/src/lib.rs) over its seeds and their mutations, then AFL++ on each
+# for 60 s: cargo-afl is installed if missing and builds the instrumented targets on the stable
+# toolchain. FUZZ_SECONDS=600 for a long run (figures in RELIABILITY.md).
 fuzz:
+	cd fuzz && cargo test --quiet
 	fuzz/run.sh
 
 # Rewrites the README's screenshots (docs/screenshots/) from a browser test run.
