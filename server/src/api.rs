@@ -166,7 +166,7 @@ async fn list(
         limit,
         params.get("cursor").map(String::as_str),
     );
-    result(StatusCode::OK, page.map(|p| json!(p)))
+    result(StatusCode::OK, page.map(Value::from))
 }
 
 async fn create(
@@ -349,7 +349,7 @@ async fn storefront(state: AppState, store_id: String, request: Request, area: A
                 limit,
                 params.get("cursor").map(String::as_str),
             );
-            result(StatusCode::OK, page.map(|p| json!(p)))
+            result(StatusCode::OK, page.map(Value::from))
         }
     };
     respond::with_headers(response, &headers)
@@ -467,7 +467,7 @@ async fn portal(state: AppState, request: Request, area: Area) -> Response {
                 Ok(limit) => {
                     let cursor = params.get("cursor").map(String::as_str);
                     let page = state.engine.portal_list(&customer, area, limit, cursor);
-                    result(StatusCode::OK, page.map(|p| json!(p)))
+                    result(StatusCode::OK, page.map(Value::from))
                 }
             }
         }

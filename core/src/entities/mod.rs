@@ -84,6 +84,20 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+impl From<Page> for Value {
+    /// The page as JSON (`items`, `next_cursor`), moving the items rather than copying them
+    /// as `serde_json::to_value` (and `json!`) would.
+    fn from(page: Page) -> Value {
+        let mut object = serde_json::Map::new();
+        object.insert("items".into(), Value::Array(page.items));
+        object.insert(
+            "next_cursor".into(),
+            page.next_cursor.map_or(Value::Null, Value::String),
+        );
+        Value::Object(object)
+    }
+}
+
 /// Default and largest page sizes.
 pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 100;
