@@ -358,7 +358,9 @@ pub fn call(engine: &Engine, op: Op, args: &Value) -> Result<Value> {
             let (limit, cursor) = (a.count("limit"), a.optional_text("cursor"));
             a.finish()?;
             let (scope, area) = target(scope, area)?;
-            Ok(json!(engine.list_entities(&scope, area, limit, cursor)?))
+            Ok(Value::from(
+                engine.list_entities(&scope, area, limit, cursor)?,
+            ))
         }
         Op::UpdateEntity => {
             let (scope, area, id) = (a.scope()?, a.area(), a.text("id"));

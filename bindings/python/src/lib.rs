@@ -339,8 +339,8 @@ impl Engine {
         let scope = Scope::new(self::store_id(py, store_id)?, environment);
         let area = area(py, area_name)?;
         self.call(py, move |e| {
-            Ok(to_text(&json!(
-                e.list_entities(&scope, area, limit, cursor)?
+            Ok(to_text(&Value::from(
+                e.list_entities(&scope, area, limit, cursor)?,
             )))
         })
     }

@@ -674,3 +674,20 @@ impl Engine {
         Ok(result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_moved_into_json_has_its_serialized_shape() {
+        for next_cursor in [None, Some("cursor".to_owned())] {
+            let page = Page {
+                items: vec![serde_json::json!({"id": "pkg_1", "price": {"amount": 100}})],
+                next_cursor,
+            };
+            let serialized = serde_json::to_value(&page).expect("a page serializes");
+            assert_eq!(Value::from(page), serialized);
+        }
+    }
+}
