@@ -296,7 +296,7 @@ impl Engine {
             if !charged.allowed {
                 return Decision::refuse((DenyCode::RateLimited, None), grant, charged.state);
             }
-            if entry.usage.touch(now.div_euclid(1_000_000_000), request.ip) {
+            if entry.touch(now.div_euclid(1_000_000_000), request.ip) {
                 inner.usage_queue.push(entry.usage.clone());
             }
             Decision::allow(grant, charged.state)
@@ -908,7 +908,7 @@ impl Inner {
         &self,
         record: &KeyRecord,
         store: Arc<StoreLive>,
-        previous: Option<Arc<KeyEntry>>,
+        previous: Option<KeyEntry>,
         last: Option<(i64, Option<std::net::IpAddr>)>,
     ) -> Result<()> {
         let (usage, rate_id) = match previous {
@@ -920,7 +920,7 @@ impl Inner {
         };
         let entry = KeyEntry::from_record(record, store, usage, rate_id)
             .ok_or_else(|| Error::Corrupt(format!("key {} has an unreadable digest", record.id)))?;
-        self.index.upsert(Arc::new(entry));
+        self.index.upsert(entry);
         Ok(())
     }
 
@@ -939,7 +939,7 @@ impl Inner {
         store: StoreId,
         actor: &Actor,
         action: Action,
-    ) -> Result<Option<Arc<KeyEntry>>> {
+    ) -> Result<Option<KeyEntry>> {
         let Actor::Key(key_id) = actor else {
             return Ok(None);
         };
@@ -1004,7 +1004,7 @@ impl Inner {
                 let Some(secs) = usage.last_used_secs() else {
                     continue;
                 };
-                if self.index.by_id(&usage.key_id).is_none() {
+                if !self.index.contains(&usage.key_id) {
                     continue;
                 }
                 let row = storage::encode_usage(secs, *usage.ip.lock());

@@ -2,19 +2,22 @@
 //!
 //! Invariant: the index mirrors redb exactly for every unrevoked key. Only the engine writes
 //! (under its writer lock, after a durable commit), so it updates the index in commit order;
-//! verify reads lock-free maps and never opens a transaction or takes a lock of any kind
-//! (except a key's own last-use mutex, once a minute).
+//! verify never opens a transaction or takes a global lock: it holds the read lock of one of
+//! 256 shards while it decides (plus a key's own last-use mutex, once a minute).
 //!
-//! Entries are immutable: a change replaces the `Arc<KeyEntry>` in the maps, so the very next
-//! lookup on any thread sees the new state. Per-store settings live in atomics shared by every
-//! key of the store, so a store change is seen by all its keys at once.
+//! Entries sit inline in the shards' tables, so with a million keys a lookup costs one cache
+//! miss rather than a chain of pointer chases. A change replaces the entry under the shard's
+//! write lock, so the very next lookup on any thread sees the new state. Per-store settings
+//! live in atomics shared by every key of the store, so a store change is seen by all its keys
+//! at once.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
+use crossbeam_utils::CachePadded;
+use hashbrown::HashTable;
 use ipnet::IpNet;
 use parking_lot::{Mutex, RwLock};
 
@@ -27,50 +30,23 @@ use crate::secret::Digest;
 use crate::stores::StoreSettings;
 use crate::verify::{Grant, Inline};
 
-/// A hasher for keys that are already uniformly random (SHA-256 digests, random consumer keys):
-/// it takes the first 8 bytes as the hash. Safe against flooding because only the engine
-/// inserts, and what it inserts is random.
-#[derive(Default)]
-pub(crate) struct RandomBytesHasher(u64);
+/// Number of index shards (a power of two, at most 256: a digest byte picks one). Enough that
+/// a writer (one key change at a time) or one shard's growth rarely meets a reader; few
+/// enough that every shard's lock stays in cache (32 KiB with padding).
+const SHARDS: usize = 256;
 
-impl Hasher for RandomBytesHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut head = [0u8; 8];
-        let n = bytes.len().min(8);
-        head[..n].copy_from_slice(&bytes[..n]);
-        self.0 ^= u64::from_le_bytes(head);
-    }
-
-    fn write_usize(&mut self, _length_prefix: usize) {}
+/// The hash of a digest: its first 8 bytes. SHA-256 output is uniformly random and only the
+/// engine inserts, so this is as good as any keyed hash and costs nothing. The shard is picked
+/// by the next byte, which the table's own hash does not use.
+#[inline]
+fn digest_hash(digest: &[u8; 32]) -> u64 {
+    let [a, b, c, d, e, f, g, h, ..] = *digest;
+    u64::from_le_bytes([a, b, c, d, e, f, g, h])
 }
 
-/// A concurrent map with lock-free reads (papaya: readers take no lock and execute no locked
-/// instruction; reclamation is epoch-based). Keys must be random bytes.
-struct ConcurrentMap<K, V>(papaya::HashMap<K, V, BuildHasherDefault<RandomBytesHasher>>);
-
-impl<const N: usize, V: Send + Sync> ConcurrentMap<[u8; N], V> {
-    fn new() -> Self {
-        Self(papaya::HashMap::with_hasher(BuildHasherDefault::default()))
-    }
-
-    /// Runs `f` on the value while the map's read guard is held.
-    #[inline]
-    fn with<R>(&self, key: &[u8; N], f: impl FnOnce(Option<&V>) -> R) -> R {
-        let map = self.0.pin();
-        f(map.get(key))
-    }
-
-    fn insert(&self, key: [u8; N], value: V) {
-        self.0.pin().insert(key, value);
-    }
-
-    fn remove(&self, key: &[u8; N]) {
-        self.0.pin().remove(key);
-    }
+#[inline]
+fn shard_of(digest: &[u8; 32]) -> usize {
+    usize::from(digest[8]) & (SHARDS - 1)
 }
 
 /// What verify needs of a store, shared by all of its keys' entries. Atomics, so a store
@@ -204,7 +180,8 @@ impl Usage {
     }
 }
 
-/// Everything verify needs about one key. Immutable; replaced on change.
+/// Everything verify needs about one key, stored inline in the index. Replaced on change
+/// (never edited in place), except for `used_minute`.
 #[derive(Debug)]
 pub(crate) struct KeyEntry {
     pub id: String,
@@ -226,8 +203,36 @@ pub(crate) struct KeyEntry {
     /// neither resets its budget.
     pub rate_id: u64,
     pub usage: Arc<Usage>,
+    /// The minute this entry last passed a use on to `usage`: a copy kept beside the rest
+    /// of the entry, so a key used again within the minute does not read the separately
+    /// allocated usage (a cache miss per verify when keys are many).
+    used_minute: AtomicI64,
     /// What a successful decision carries, ready to copy.
     pub grant: Grant,
+}
+
+impl Clone for KeyEntry {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id.clone(),
+            store_id: self.store_id,
+            store: self.store.clone(),
+            format: self.format,
+            prefix: self.prefix,
+            digest: self.digest,
+            consumer_key: self.consumer_key,
+            environment: self.environment.clone(),
+            permissions: self.permissions,
+            active: self.active,
+            expires_at: self.expires_at,
+            ip_allowlist: self.ip_allowlist.clone(),
+            rate_limit: self.rate_limit,
+            rate_id: self.rate_id,
+            usage: self.usage.clone(),
+            used_minute: AtomicI64::new(self.used_minute.load(Ordering::Relaxed)),
+            grant: self.grant,
+        }
+    }
 }
 
 impl KeyEntry {
@@ -276,7 +281,20 @@ impl KeyEntry {
             rate_limit: record.rate_limit,
             rate_id,
             usage,
+            used_minute: AtomicI64::new(i64::MIN),
         })
+    }
+
+    /// Records a use at `now_secs` from `ip` (see [`Usage::touch`]); true when the caller
+    /// must queue the usage for flushing.
+    #[inline]
+    pub(crate) fn touch(&self, now_secs: i64, ip: Option<IpAddr>) -> bool {
+        let minute = now_secs.div_euclid(60);
+        if self.used_minute.load(Ordering::Relaxed) == minute {
+            return false;
+        }
+        self.used_minute.store(minute, Ordering::Relaxed);
+        self.usage.touch(now_secs, ip)
     }
 
     /// True when the allowlist is empty or holds `ip` (IPv4-mapped IPv6 counts as IPv4).
@@ -291,14 +309,23 @@ impl KeyEntry {
     }
 }
 
+/// One shard of the index: a swiss table holding its entries inline, so a lookup in a cold
+/// index costs one cache miss for the entry (the control bytes of a million keys, 1–2 MiB,
+/// stay in cache) instead of a chain of pointers.
+type Shard = CachePadded<RwLock<HashTable<KeyEntry>>>;
+
 /// Lookup structures for every unrevoked key.
+///
+/// Readers take a shard's read lock for the length of one decision: a few loads and compares,
+/// never a transaction, an allocation or another index lock. Writers are the engine's writes,
+/// one at a time, each holding one shard's write lock for one insert or removal.
 pub(crate) struct KeyIndex {
     /// Every key by the SHA-256 of its secret (a pair's consumer secret). One map for all
     /// formats, so an unknown key, an unknown consumer key and a known one with a wrong secret
     /// all end in the same miss: nothing in the timing tells them apart (tests/timing.rs).
-    by_digest: ConcurrentMap<[u8; 32], Arc<KeyEntry>>,
-    /// For management paths only (never verify): key id → entry.
-    by_id: RwLock<HashMap<String, Arc<KeyEntry>>>,
+    by_digest: Box<[Shard]>,
+    /// For management paths only (never verify): key id → digest.
+    by_id: RwLock<HashMap<String, Digest>>,
 }
 
 impl std::fmt::Debug for KeyIndex {
@@ -312,20 +339,29 @@ impl std::fmt::Debug for KeyIndex {
 impl KeyIndex {
     pub(crate) fn new() -> Self {
         Self {
-            by_digest: ConcurrentMap::new(),
+            by_digest: (0..SHARDS)
+                .map(|_| CachePadded::new(RwLock::new(HashTable::new())))
+                .collect(),
             by_id: RwLock::new(HashMap::new()),
         }
     }
 
-    /// Finds the key a parsed credential names and runs `f` on it under the map's read guard;
-    /// `None` for an unknown key and a wrong secret alike.
+    /// Runs `f` on the entry stored under `digest`, if any, under its shard's read lock.
+    #[inline]
+    fn with<R>(&self, digest: &Digest, f: impl FnOnce(Option<&KeyEntry>) -> R) -> R {
+        let table = self.by_digest[shard_of(&digest.0)].read();
+        f(table.find(digest_hash(&digest.0), |e| e.digest.0 == digest.0))
+    }
+
+    /// Finds the key a parsed credential names and runs `f` on it under its shard's read
+    /// lock; `None` for an unknown key and a wrong secret alike.
     ///
     /// Every path computes exactly one SHA-256 and one constant-time comparison.
     #[inline]
     pub(crate) fn find<R>(
         &self,
         presented: &Presented<'_>,
-        f: impl FnOnce(&Arc<KeyEntry>) -> R,
+        f: impl FnOnce(&KeyEntry) -> R,
     ) -> Option<R> {
         match *presented {
             Presented::Token {
@@ -334,7 +370,7 @@ impl KeyIndex {
                 secret,
             } => {
                 let digest = Digest::of(secret.as_bytes());
-                self.by_digest.with(&digest.0, |entry| {
+                self.with(&digest, |entry| {
                     let entry = entry?;
                     let matches = entry.digest.ct_eq(&digest)
                         & (entry.format == KeyFormat::Token)
@@ -345,7 +381,7 @@ impl KeyIndex {
             }
             Presented::Hex(key) => {
                 let digest = Digest::of(key.as_bytes());
-                self.by_digest.with(&digest.0, |entry| {
+                self.with(&digest, |entry| {
                     let entry = entry?;
                     (entry.digest.ct_eq(&digest) & (entry.format == KeyFormat::Hex))
                         .then(|| f(entry))
@@ -356,7 +392,7 @@ impl KeyIndex {
                 secret,
             } => {
                 let digest = Digest::of(secret.as_bytes());
-                self.by_digest.with(&digest.0, |entry| {
+                self.with(&digest, |entry| {
                     let entry = entry?;
                     let same_consumer = entry.consumer_key.is_some_and(|ck| {
                         ck.iter()
@@ -375,24 +411,49 @@ impl KeyIndex {
 
     /// Adds or replaces the entry for a key. The new lookup goes in before the old one (if its
     /// secret changed) comes out, so a concurrent verify never misses an unchanged key.
-    pub(crate) fn upsert(&self, entry: Arc<KeyEntry>) {
-        self.by_digest.insert(entry.digest.0, entry.clone());
-        let previous = self.by_id.write().insert(entry.id.clone(), entry.clone());
+    pub(crate) fn upsert(&self, entry: KeyEntry) {
+        let digest = entry.digest;
+        let id = entry.id.clone();
+        {
+            let mut table = self.by_digest[shard_of(&digest.0)].write();
+            let hash = digest_hash(&digest.0);
+            match table.find_mut(hash, |e| e.digest.0 == digest.0) {
+                Some(slot) => *slot = entry,
+                None => {
+                    table.insert_unique(hash, entry, |e| digest_hash(&e.digest.0));
+                }
+            }
+        }
+        let previous = self.by_id.write().insert(id, digest);
         // An update that kept the secret just replaced its lookup, which must stay.
         if let Some(old) = previous
-            && old.digest != entry.digest
+            && old != digest
         {
-            self.by_digest.remove(&old.digest.0);
+            self.remove_digest(&old);
         }
     }
 
     pub(crate) fn remove(&self, key_id: &str) {
         if let Some(old) = self.by_id.write().remove(key_id) {
-            self.by_digest.remove(&old.digest.0);
+            self.remove_digest(&old);
         }
     }
 
-    pub(crate) fn by_id(&self, key_id: &str) -> Option<Arc<KeyEntry>> {
-        self.by_id.read().get(key_id).cloned()
+    fn remove_digest(&self, digest: &Digest) {
+        let mut table = self.by_digest[shard_of(&digest.0)].write();
+        if let Ok(found) = table.find_entry(digest_hash(&digest.0), |e| e.digest.0 == digest.0) {
+            found.remove();
+        }
+    }
+
+    /// A copy of the entry of the key `key_id`, for management paths.
+    pub(crate) fn by_id(&self, key_id: &str) -> Option<KeyEntry> {
+        let digest = *self.by_id.read().get(key_id)?;
+        self.with(&digest, |entry| entry.cloned())
+    }
+
+    /// True when `key_id` is an unrevoked key.
+    pub(crate) fn contains(&self, key_id: &str) -> bool {
+        self.by_id.read().contains_key(key_id)
     }
 }

@@ -63,7 +63,13 @@ impl Monotonic {
             let high = self.high.load(Ordering::Acquire);
             if t >= high {
                 if t - high >= HIGH_WATER_GRANULARITY {
-                    self.high.fetch_max(t, Ordering::AcqRel);
+                    // A plain store, not a locked `fetch_max` (a locked instruction on every
+                    // call when calls are further apart than the granularity): racing with a
+                    // newer reading, it may set the mark back by as much as this thread was
+                    // delayed since its load. The cost is only that a wall-clock step back
+                    // smaller than that delay goes unnoticed, which the algorithms then meet
+                    // as the lag between threads they already absorb per entry.
+                    self.high.store(t, Ordering::Release);
                 }
                 return t;
             }
