@@ -93,21 +93,34 @@ impl Metrics {
     }
 }
 
-/// What every handler shares.
+/// What every handler shares. One `Arc` around all of it: axum clones the state for every
+/// extractor and middleware of every request, and each clone and drop is a locked update of
+/// a reference count that every worker thread writes, so one count costs a third of three.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+#[derive(Debug)]
+pub struct Shared {
     pub engine: Arc<Engine>,
-    pub config: Arc<Config>,
-    pub metrics: Arc<Metrics>,
+    pub config: Config,
+    pub metrics: Metrics,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
     pub fn new(engine: Arc<Engine>, config: Config) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             engine,
-            config: Arc::new(config),
-            metrics: Arc::default(),
-        }
+            config,
+            metrics: Metrics::default(),
+        }))
     }
 }
 
