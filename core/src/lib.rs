@@ -54,7 +54,7 @@ pub use audit::{Actor, AuditAction, AuditEvent};
 pub use client::{client_ip, parse_ip};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use engine::{Engine, EngineOptions};
-pub use entities::{DEFAULT_PAGE, MAX_PAGE, OutboxEvent, Page, Scope};
+pub use entities::{DEFAULT_PAGE, MAX_PAGE, OutboxEvent, Page, PageJson, Scope};
 pub use error::{Error, Result};
 pub use ids::StoreId;
 pub use input::{Patch, parse_cidrs};

@@ -24,8 +24,11 @@ pub(crate) const USAGE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::
 /// over one store reads its events newest first.
 pub(crate) const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit");
 
-/// The database format this release writes. Bump only with a migration in [`open`].
-pub(crate) const FORMAT_VERSION: u64 = 1;
+/// The database format this release writes. Bump only with a migration in [`prepare`].
+///
+/// - 1: the first.
+/// - 2: adds `entity_outputs`, each entity's output kept beside its record.
+pub(crate) const FORMAT_VERSION: u64 = 2;
 const FORMAT_KEY: &str = "format_version";
 const AUDIT_SEQ_KEY: &str = "audit_seq";
 
@@ -39,7 +42,11 @@ pub(crate) fn prepare(db: &Database) -> Result<()> {
             None => {
                 meta.insert(FORMAT_KEY, FORMAT_VERSION.to_be_bytes().as_slice())?;
             }
-            Some(Some(version)) if version <= FORMAT_VERSION => {}
+            Some(Some(version)) if version < FORMAT_VERSION => {
+                migrate(&tx, version)?;
+                meta.insert(FORMAT_KEY, FORMAT_VERSION.to_be_bytes().as_slice())?;
+            }
+            Some(Some(version)) if version == FORMAT_VERSION => {}
             Some(Some(version)) => {
                 return Err(Error::Corrupt(format!(
                     "database format {version} was written by a newer release (this one reads up to {FORMAT_VERSION})"
@@ -52,6 +59,7 @@ pub(crate) fn prepare(db: &Database) -> Result<()> {
         tx.open_table(AUDIT)?;
         tx.open_table(USAGE)?;
         tx.open_table(crate::entities::ENTITIES)?;
+        tx.open_table(crate::entities::OUTPUTS)?;
         tx.open_table(crate::entities::UNIQUE)?;
         tx.open_table(crate::entities::OUTBOX)?;
         tx.open_table(crate::logs::LOGS)?;
@@ -61,6 +69,15 @@ pub(crate) fn prepare(db: &Database) -> Result<()> {
         tx.open_table(crate::webhooks::DUE)?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// Brings a database written in format `from` up to [`FORMAT_VERSION`], inside the
+/// transaction that records the new version (so a crash leaves the old format, untouched).
+fn migrate(tx: &WriteTransaction, from: u64) -> Result<()> {
+    if from < 2 {
+        crate::entities::rebuild_outputs(tx)?;
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Floods (issue #10, SPEC §5): millions of distinct client addresses against an engine with
 //! the default limiter sizing. Tracked per-IP state stays at or under its cap, and the
-//! process's resident memory stops growing once the cap is reached: the second million
-//! addresses cost (next to) nothing more than the first. Figures are printed
+//! process's resident memory stays bounded once the cap is reached: later millions cost at
+//! most one regrowth of the tables, whatever their number. Figures are printed
 //! (`cargo test --test flood -- --nocapture`) and recorded in RELIABILITY.md.
 
 mod common;
@@ -67,12 +67,19 @@ fn three_million_distinct_addresses_keep_per_ip_state_and_memory_bounded() {
          RSS before and after each million: {:.1?} MiB",
         mib
     );
-    if let [_, _, second, third] = mib[..] {
-        // Bounded: the tables reach their size within the first flood or two (a table grows
-        // once while evictions leave tombstones) and then stay: a third million costs nothing.
-        assert!(
-            third - second < 4.0,
-            "memory kept growing at the cap: {second:.1} -> {third:.1} MiB"
-        );
+    if let [start, first, ref later @ ..] = mib[..] {
+        // Bounded: the first million fills the tables to the cap. Later floods only replace
+        // entries, but a table may still grow once (evictions can leave tombstones, and a table
+        // out of empty slots that is more than half full grows rather than rehashing in place),
+        // and the allocator may place the new table anew: at most the first million's
+        // footprint again, whichever million it falls in, and never more.
+        let footprint = first - start;
+        for (i, &after) in later.iter().enumerate() {
+            assert!(
+                after - first <= footprint + 4.0,
+                "memory kept growing at the cap: {first:.1} MiB after 1M, {after:.1} MiB after {}M",
+                i + 2
+            );
+        }
     }
 }

@@ -450,7 +450,11 @@ fn thousands_of_keys_stay_exact_through_growth_regeneration_and_revocation() {
     }
     for cred in &dead {
         let code = decide(cred).code();
-        assert_eq!(code, Some(DenyCode::Invalid), "a dead credential still works");
+        assert_eq!(
+            code,
+            Some(DenyCode::Invalid),
+            "a dead credential still works"
+        );
     }
     // Management reads see every surviving key, with its use recorded by verify.
     let listed = engine.list_keys(sid).unwrap();

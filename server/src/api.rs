@@ -160,13 +160,16 @@ async fn list(
         Ok(limit) => limit,
         Err(problem) => return bad_request(vec![problem]),
     };
-    let page = state.engine.list_entities(
+    let page = state.engine.list_entities_json(
         &auth.scope,
         area,
         limit,
         params.get("cursor").map(String::as_str),
     );
-    result(StatusCode::OK, page.map(Value::from))
+    match page {
+        Ok(page) => respond::ok_raw(StatusCode::OK, &page.to_json()),
+        Err(err) => respond::error(&err),
+    }
 }
 
 async fn create(

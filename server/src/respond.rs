@@ -17,6 +17,21 @@ pub fn ok(status: StatusCode, data: Value) -> Response {
     (status, Json(Value::Object(body))).into_response()
 }
 
+/// A successful body around `data` that is JSON text already (a page of stored outputs):
+/// the same bytes [`ok`] would send for that data, without parsing it into a `Value` first.
+pub fn ok_raw(status: StatusCode, data: &str) -> Response {
+    let body = format!(r#"{{"data":{data},"errors":[],"message":null,"success":true}}"#);
+    (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 /// A refused or failed request: `message` for people, `code` for programs, `errors` listing
 /// every problem.
 pub fn fail(status: StatusCode, code: &str, message: &str, errors: Vec<String>) -> Response {

@@ -47,6 +47,12 @@ pub(crate) use outbox::{OUTBOX, outbox_position, write_outbox};
 /// (store, environment, kind tag, id) → the record.
 pub(crate) const ENTITIES: TableDefinition<(&str, &str, u8, &str), &[u8]> =
     TableDefinition::new("entities");
+/// The same key → the entity's output (its API shape, as JSON text), written in the same
+/// transaction as its record. Derived data: a page of records reads as their outputs joined,
+/// without decoding a record. A release that changes what an output holds must rebuild this
+/// table ([`rebuild_outputs`], from a format-version migration).
+pub(crate) const OUTPUTS: TableDefinition<(&str, &str, u8, &str), &[u8]> =
+    TableDefinition::new("entity_outputs");
 /// (store, environment, constraint tag, value) → id, for values unique in a scope.
 pub(crate) const UNIQUE: TableDefinition<(&str, &str, u8, &str), &str> =
     TableDefinition::new("entity_unique");
@@ -98,6 +104,27 @@ impl From<Page> for Value {
     }
 }
 
+/// A page whose items are already JSON text: for front ends that pass a page on as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageJson {
+    /// The items as one JSON array, each exactly as [`Page::items`] would serialize it.
+    pub items: String,
+    pub next_cursor: Option<String>,
+}
+
+impl PageJson {
+    /// The page as JSON text, the same as `serde_json::to_string(&Value::from(page))` for
+    /// the [`Page`] with these items (`items`, then `next_cursor`).
+    pub fn to_json(&self) -> String {
+        let cursor = self
+            .next_cursor
+            .as_deref()
+            .and_then(|c| serde_json::to_string(c).ok())
+            .unwrap_or_else(|| "null".to_owned());
+        format!("{{\"items\":{},\"next_cursor\":{cursor}}}", self.items)
+    }
+}
+
 /// Default and largest page sizes.
 pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 100;
@@ -132,6 +159,24 @@ impl Kind {
             Kind::Order => 9,
             Kind::Subscription => 10,
         }
+    }
+
+    /// The kind stored under `tag`.
+    pub(crate) fn from_tag(tag: u8) -> Option<Kind> {
+        [
+            Kind::Category,
+            Kind::Package,
+            Kind::Product,
+            Kind::Coupon,
+            Kind::Sale,
+            Kind::GiftCard,
+            Kind::Customer,
+            Kind::Ban,
+            Kind::Order,
+            Kind::Subscription,
+        ]
+        .into_iter()
+        .find(|kind| kind.tag() == tag)
     }
 
     pub(crate) fn prefix(self) -> &'static str {
@@ -342,9 +387,14 @@ impl Ctx<'_> {
             }
         }
         let bytes = encode(entity)?;
+        let output = stored_output::<T>(&bytes)?;
+        let key = self.key(T::KIND, entity.id());
         self.tx
             .open_table(ENTITIES)?
-            .insert(self.key(T::KIND, entity.id()), bytes.as_slice())?;
+            .insert(key, bytes.as_slice())?;
+        self.tx
+            .open_table(OUTPUTS)?
+            .insert(key, output.as_slice())?;
         Ok(())
     }
 
@@ -359,9 +409,9 @@ impl Ctx<'_> {
                 table.remove((store, env, tag, value.as_str()))?;
             }
         }
-        self.tx
-            .open_table(ENTITIES)?
-            .remove(self.key(T::KIND, entity.id()))?;
+        let key = self.key(T::KIND, entity.id());
+        self.tx.open_table(ENTITIES)?.remove(key)?;
+        self.tx.open_table(OUTPUTS)?.remove(key)?;
         Ok(())
     }
 
@@ -475,6 +525,92 @@ fn delete_in<T: Entity>(ctx: &mut Ctx<'_>, id: &str) -> Result<()> {
     ctx.remove(&entity)
 }
 
+/// The output stored beside a record: what [`output_of`] shows of it, as JSON text. Made from
+/// the encoded record rather than the entity in hand, so what lives only in memory between
+/// creation and the create response (a gift card's code) can never be stored.
+fn stored_output<T: Entity>(bytes: &[u8]) -> Result<Vec<u8>> {
+    let entity = decode::<T>(bytes)?;
+    serde_json::to_vec(&entity.output())
+        .map_err(|e| Error::Corrupt(format!("cannot encode a {}'s output: {e}", T::KIND.name())))
+}
+
+/// Writes the output of every stored entity again (a format migration's step).
+pub(crate) fn rebuild_outputs(tx: &redb::WriteTransaction) -> Result<()> {
+    let entities = tx.open_table(ENTITIES)?;
+    let mut outputs = tx.open_table(OUTPUTS)?;
+    for row in entities.iter()? {
+        let (key, bytes) = row?;
+        let (store, env, tag, id) = key.value();
+        let kind = Kind::from_tag(tag)
+            .ok_or_else(|| Error::Corrupt(format!("entity {id} has an unknown kind {tag}")))?;
+        let output = dispatch!(kind, stored_output(bytes.value()))?;
+        outputs.insert((store, env, tag, id), output.as_slice())?;
+    }
+    Ok(())
+}
+
+/// The kind, size and position of a page request, naming every problem.
+fn page_arguments(
+    area: Area,
+    limit: Option<usize>,
+    cursor: Option<&str>,
+) -> Result<(Kind, usize, Option<String>)> {
+    let kind = Kind::area(area)?;
+    let mut problems = crate::error::Problems::new();
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        problems.push(format!("limit: must be between 1 and {MAX_PAGE}"));
+    }
+    let after = match cursor {
+        Some(cursor) => match decode_cursor(kind, cursor) {
+            Ok(id) => Some(id),
+            Err(err) => {
+                problems.extend_from::<()>(Err(err));
+                None
+            }
+        },
+        None => None,
+    };
+    problems.finish()?;
+    Ok((kind, limit, after))
+}
+
+/// Walks the rows of one page of `kind` in `table` (records or outputs, keyed alike), oldest
+/// first after `after`, handing each row's bytes to `take`, which says whether it went on the
+/// page. Stops at `limit` taken; returns the cursor of the next page, if there is one.
+fn walk_page(
+    table: &impl ReadableTable<(&'static str, &'static str, u8, &'static str), &'static [u8]>,
+    scope: &Scope,
+    kind: Kind,
+    limit: usize,
+    after: Option<&str>,
+    mut take: impl FnMut(&[u8]) -> Result<bool>,
+) -> Result<Option<String>> {
+    let (store, env, tag) = (
+        scope.store_id.as_str(),
+        scope.environment.as_str(),
+        kind.tag(),
+    );
+    let start = after.unwrap_or("");
+    let mut taken = 0;
+    let mut last = None;
+    for item in table.range((store, env, tag, start)..(store, env, tag, "~"))? {
+        let (key, value) = item?;
+        let id = key.value().3;
+        if Some(id) == after {
+            continue;
+        }
+        if taken == limit {
+            return Ok(last.as_deref().map(encode_cursor));
+        }
+        if take(value.value())? {
+            taken += 1;
+        }
+        last = Some(id.to_owned());
+    }
+    Ok(None)
+}
+
 fn output_of<T: Entity>(bytes: &[u8], show: Show<'_>) -> Result<Option<Value>> {
     let entity = decode::<T>(bytes)?;
     let shown = match show {
@@ -527,24 +663,35 @@ impl Engine {
         limit: Option<usize>,
         cursor: Option<&str>,
     ) -> Result<Page> {
-        let kind = Kind::area(area)?;
-        let mut problems = crate::error::Problems::new();
-        let limit = limit.unwrap_or(DEFAULT_PAGE);
-        if !(1..=MAX_PAGE).contains(&limit) {
-            problems.push(format!("limit: must be between 1 and {MAX_PAGE}"));
-        }
-        let after = match cursor {
-            Some(cursor) => match decode_cursor(kind, cursor) {
-                Ok(id) => Some(id),
-                Err(err) => {
-                    problems.extend_from::<()>(Err(err));
-                    None
-                }
-            },
-            None => None,
-        };
-        problems.finish()?;
+        let (kind, limit, after) = page_arguments(area, limit, cursor)?;
         self.page(scope, kind, limit, after.as_deref(), Show::All)
+    }
+
+    /// [`list_entities`](Self::list_entities) with the items as JSON text, read as stored:
+    /// no record is decoded and no item is built, so a page costs little more than its bytes.
+    pub fn list_entities_json(
+        &self,
+        scope: &Scope,
+        area: Area,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<PageJson> {
+        let (kind, limit, after) = page_arguments(area, limit, cursor)?;
+        self.check_scope_live(scope.store_id, &scope.environment)?;
+        let tx = storage::read(&self.inner().db)?;
+        let table = tx.open_table(OUTPUTS)?;
+        let mut items = String::from("[");
+        let next_cursor = walk_page(&table, scope, kind, limit, after.as_deref(), |bytes| {
+            let json = std::str::from_utf8(bytes)
+                .map_err(|_| Error::Corrupt(format!("a stored {} output", kind.name())))?;
+            if items.len() > 1 {
+                items.push(',');
+            }
+            items.push_str(json);
+            Ok(true)
+        })?;
+        items.push(']');
+        Ok(PageJson { items, next_cursor })
     }
 
     pub(crate) fn page(
@@ -558,38 +705,12 @@ impl Engine {
         self.check_scope_live(scope.store_id, &scope.environment)?;
         let tx = storage::read(&self.inner().db)?;
         let table = tx.open_table(ENTITIES)?;
-        let (store, env, tag) = (
-            scope.store_id.as_str(),
-            scope.environment.as_str(),
-            kind.tag(),
-        );
-        let start = after.unwrap_or("");
         let mut items = Vec::new();
-        let mut last = None;
-        let mut more = false;
-        for item in table.range((store, env, tag, start)..(store, env, tag, "~"))? {
-            let (key, value) = item?;
-            let id = key.value().3;
-            if Some(id) == after {
-                continue;
-            }
-            if items.len() == limit {
-                more = true;
-                break;
-            }
-            if let Some(output) = dispatch!(kind, output_of(value.value(), show))? {
-                items.push(output);
-            }
-            last = Some(id.to_owned());
-        }
-        Ok(Page {
-            items,
-            next_cursor: if more {
-                last.as_deref().map(encode_cursor)
-            } else {
-                None
-            },
-        })
+        let next_cursor = walk_page(&table, scope, kind, limit, after, |bytes| {
+            let output = dispatch!(kind, output_of(bytes, show))?;
+            Ok(output.map(|output| items.push(output)).is_some())
+        })?;
+        Ok(Page { items, next_cursor })
     }
 
     /// Applies a JSON update body to an entity; returns it.
@@ -678,6 +799,62 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database written before outputs were kept (format 1) gets them on its next open, in
+    /// the transaction that moves it to format 2, and its JSON pages read as before.
+    #[test]
+    fn a_format_1_database_gets_its_outputs_when_opened() {
+        use crate::permissions::Area;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("v1.redb");
+        let admin = crate::Actor::admin("test");
+        let (scope, expected) = {
+            let engine = Engine::open(&path).expect("open");
+            let (store, _) = engine
+                .create_store(&admin, crate::NewStore::named("Old"))
+                .expect("store");
+            let scope = Scope::new(store.id, "live");
+            for i in 0..3 {
+                let body = serde_json::json!({"name": format!("P{i}"),
+                    "price": {"amount": 100, "currency": "USD"}});
+                engine
+                    .create_entity(&scope, Area::Packages, &body)
+                    .expect("package");
+            }
+            let card = serde_json::json!({"balance": {"amount": 500, "currency": "USD"}});
+            engine
+                .create_entity(&scope, Area::GiftCards, &card)
+                .expect("gift card");
+            // As format 1 left it: no outputs, version 1.
+            let tx = engine.inner().db.begin_write().expect("write");
+            tx.delete_table(OUTPUTS).expect("drop outputs");
+            tx.open_table(storage::META)
+                .expect("meta")
+                .insert("format_version", 1u64.to_be_bytes().as_slice())
+                .expect("version");
+            tx.commit().expect("commit");
+            let expected = [Area::Packages, Area::GiftCards].map(|area| {
+                let page = engine
+                    .list_entities(&scope, area, None, None)
+                    .expect("page");
+                serde_json::to_string(&Value::from(page)).expect("json")
+            });
+            (scope, expected)
+        };
+        let engine = Engine::open(&path).expect("reopen");
+        let got = [Area::Packages, Area::GiftCards].map(|area| {
+            engine
+                .list_entities_json(&scope, area, None, None)
+                .expect("page")
+                .to_json()
+        });
+        assert_eq!(got, expected);
+        assert!(got[0].contains("P2"), "{}", got[0]);
+        let tx = storage::read(&engine.inner().db).expect("read");
+        let meta = tx.open_table(storage::META).expect("meta");
+        let version = meta.get("format_version").expect("get").expect("set");
+        assert_eq!(version.value(), storage::FORMAT_VERSION.to_be_bytes());
+    }
 
     #[test]
     fn a_page_moved_into_json_has_its_serialized_shape() {
