@@ -23,7 +23,7 @@ const REMAINING = 1
 const RESET = 2
 const RETRY_AFTER = 3
 const MISSING = 4
-const HAS_KEY = 5
+const KEY = 5
 const OUT_LEN = 6
 
 const messages = new Map()
@@ -156,4 +156,4 @@ function permissionNumber(area, action) {
   return number
 }
 
-module.exports = { Decision, permissionNumber, OUT_LEN, HAS_KEY }
+module.exports = { Decision, permissionNumber, OUT_LEN, KEY }

@@ -20,7 +20,7 @@ const {
   call,
 } = require('./errors.js')
 const { express } = require('./express.js')
-const { Decision, permissionNumber, OUT_LEN, HAS_KEY } = require('./decision.js')
+const { Decision, permissionNumber, OUT_LEN, KEY } = require('./decision.js')
 
 // ---- field names: camelCase outside, snake_case inside -------------------------------------
 
@@ -91,8 +91,9 @@ class Engine {
   #actor
   #verify
   #out = new Float64Array(OUT_LEN)
-  /** `{keyId, storeId, environment}` of the key the last decision named (see src/fast.rs). */
-  #key = null
+  /** `{keyId, storeId, environment}` of each key a decision named, by the number the native
+   * verify gave it (see src/fast.rs). */
+  #keys = []
 
   constructor(nativeEngine, actor) {
     this.#native = nativeEngine
@@ -209,12 +210,13 @@ class Engine {
     } catch (err) {
       throw typed(err)
     }
+    const number = this.#out[KEY]
     if (typeof code !== 'number') {
-      // The decision names another key than the last one: [code, keyId, storeId, environment].
-      this.#key = Object.freeze({ keyId: code[1], storeId: code[2], environment: code[3] })
+      // A key not reported before (under this number): [code, keyId, storeId, environment].
+      this.#keys[number] = Object.freeze({ keyId: code[1], storeId: code[2], environment: code[3] })
       code = code[0]
     }
-    return new Decision(code, this.#out[HAS_KEY] === 1 ? this.#key : null, this.#out)
+    return new Decision(code, number >= 0 ? this.#keys[number] : null, this.#out)
   }
 
   // ---- request log (seed 004) ---------------------------------------------------------------

@@ -7,9 +7,10 @@
 //! data pointer, strings are read into stack buffers, and the decision crosses as numbers:
 //!
 //! - the return value is the decision's code as an integer (0 = allowed, `1 + index` in
-//!   [`DenyCode::ALL`]), or, when the decision names a different key than the previous one,
-//!   an array `[code, keyId, storeId, environment]` — so strings are made only when the key
-//!   changes and the typed layer reuses them otherwise;
+//!   [`DenyCode::ALL`]), or, when the decision names a key this function has not reported
+//!   before, an array `[code, keyId, storeId, environment]`. Each key identity reported gets
+//!   a number (written to the out array), which the typed layer keeps its strings under: so
+//!   the strings of a key are made once, however many keys take turns;
 //! - the limit fields go into a `Float64Array` of [`OUT_LEN`] slots the typed layer owns and
 //!   handed over at binding time (see [`Slot`]).
 //!
@@ -27,6 +28,7 @@
 
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char, c_void};
+use std::hash::BuildHasher;
 use std::mem::MaybeUninit;
 use std::ptr;
 
@@ -49,8 +51,8 @@ enum Slot {
     RetryAfter,
     /// [`Permission::index`] of the permission a `FORBIDDEN` lacked, else -1.
     Missing,
-    /// 1 when the decision names a key (the last one reported), else 0.
-    HasKey,
+    /// The number of the key identity the decision names (see [`Identities`]), else -1.
+    Key,
 }
 
 /// Length of the out array.
@@ -63,8 +65,49 @@ struct Verifier {
     engine: Shared,
     out: *mut f64,
     out_ref: sys::napi_ref,
-    /// The key and store the previous decision named, as last reported to the typed layer.
-    last_key: RefCell<Option<(String, StoreId)>>,
+    identities: RefCell<Identities>,
+}
+
+/// Key identities (key id, store, environment) reported to the typed layer, by number.
+///
+/// Bounded: at [`Identities::CAP`] the table starts again from 0. The typed layer needs no
+/// signal: a number is only ever returned after the identity filed under it in the current
+/// round was sent, so a slot it reads is always the latest one written.
+#[derive(Default)]
+struct Identities {
+    table: hashbrown::HashTable<(Box<str>, StoreId, Box<str>, u32)>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Identities {
+    const CAP: usize = 1 << 16;
+
+    fn hash(&self, key_id: &str, store: StoreId, environment: &str) -> u64 {
+        self.hasher.hash_one((key_id, store, environment))
+    }
+
+    /// The number of this identity, and whether it is new (so its strings must be sent).
+    fn number(&mut self, key_id: &str, store: StoreId, environment: &str) -> (u32, bool) {
+        let hash = self.hash(key_id, store, environment);
+        let same = |(k, s, e, _): &(Box<str>, StoreId, Box<str>, u32)| {
+            &**k == key_id && *s == store && &**e == environment
+        };
+        if let Some(&(_, _, _, n)) = self.table.find(hash, same) {
+            return (n, false);
+        }
+        if self.table.len() >= Self::CAP {
+            self.table.clear();
+        }
+        // Below CAP (2^16), so it fits a u32.
+        let n = self.table.len() as u32;
+        let hasher = &self.hasher;
+        self.table.insert_unique(
+            hash,
+            (key_id.into(), store, environment.into(), n),
+            |(k, s, e, _)| hasher.hash_one((&**k, *s, &**e)),
+        );
+        (n, true)
+    }
 }
 
 /// Why arguments were refused, as the typed layer's `LatchkeyError` reads it.
@@ -275,22 +318,22 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
 
     let mut result = ptr::null_mut();
     let (Some(key_id), Some(store_id)) = (decision.key_id(), decision.store_id()) else {
-        out[Slot::HasKey as usize] = 0.0;
+        out[Slot::Key as usize] = -1.0;
         unsafe { sys::napi_create_int32(env, code, &mut result) };
         return result;
     };
-    out[Slot::HasKey as usize] = 1.0;
-    let mut last = verifier.last_key.borrow_mut();
-    if last
-        .as_ref()
-        .is_some_and(|(k, s)| k == key_id && *s == store_id)
-    {
+    let environment = decision.environment().unwrap_or_default();
+    let (number, new) = verifier
+        .identities
+        .borrow_mut()
+        .number(key_id, store_id, environment);
+    out[Slot::Key as usize] = f64::from(number);
+    if !new {
         unsafe { sys::napi_create_int32(env, code, &mut result) };
         return result;
     }
     // SAFETY: every value is created in this call's scope and stored into `result`.
     unsafe {
-        let environment = decision.environment().unwrap_or_default();
         let mut element = ptr::null_mut();
         sys::napi_create_array_with_length(env, 4, &mut result);
         sys::napi_create_int32(env, code, &mut element);
@@ -308,7 +351,6 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
             sys::napi_set_element(env, result, i as u32 + 1, element);
         }
     }
-    *last = Some((key_id.to_owned(), store_id));
     result
 }
 
@@ -354,7 +396,7 @@ pub(crate) fn bind(
         engine,
         out: data.cast::<f64>(),
         out_ref,
-        last_key: RefCell::new(None),
+        identities: RefCell::new(Identities::default()),
     }));
     let name = c"verify";
     let mut function = ptr::null_mut();

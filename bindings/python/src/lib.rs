@@ -76,7 +76,7 @@ fn area(py: Python<'_>, text: &str) -> PyResult<Area> {
 /// The verify decision (a denial is a decision, not an exception). It holds the engine's
 /// decision as is; each field is built only when read, so `verify` allocates nothing but this
 /// object.
-#[pyclass(frozen, module = "latchkey._native")]
+#[pyclass(frozen, freelist = 256, module = "latchkey._native")]
 struct Decision {
     inner: latchkey::Decision,
 }
