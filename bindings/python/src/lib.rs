@@ -377,7 +377,7 @@ impl Engine {
 
     /// Decides one request. Bad arguments (an unknown area or action, an unreadable IP) are a
     /// `ValidationError`; a refused request is a `Decision`.
-    #[pyo3(signature = (credential, area=None, action=None, ip=None, path="/"))]
+    #[pyo3(signature = (credential, *, area=None, action=None, ip=None, path="/"))]
     fn verify(
         &self,
         py: Python<'_>,

@@ -63,6 +63,12 @@ def test_every_format_and_the_missing_key(eng, shop):
     missing = eng.verify(None)
     assert (missing.code, missing.status, missing.message) == ("MISSING", 401, "API key required")
     assert eng.verify("lk_nope").code == "INVALID"
+    # Everything after the credential is keyword-only, as documented.
+    with pytest.raises(TypeError):
+        eng.verify("lk_nope", "Orders", "View")
+    with pytest.raises(ValidationError) as err:
+        eng.verify("lk_nope", area="Nope", action="View", ip="999.0.0.1")
+    assert len(err.value.problems) == 2, err.value.problems
 
 
 def test_errors_are_typed_and_name_every_problem(eng, shop):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from os import PathLike
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 from . import _native
 from ._native import Decision
@@ -129,16 +129,36 @@ def _dump(fields: Mapping[str, Any]) -> str:
     return json.dumps({k: v for k, v in fields.items() if v is not _UNSET}, default=_encode)
 
 
+class _Verify(Protocol):
+    def __call__(
+        self,
+        credential: Optional[str],
+        *,
+        area: Optional[str] = None,
+        action: Optional[str] = None,
+        ip: Optional[str] = None,
+        path: str = "/",
+    ) -> "Decision": ...
+
+
 class Engine:
     """The engine on a database file (`Engine.open`) or in memory (`Engine.memory`).
 
     `actor` names who made a change in the audit trail (default "python")."""
 
-    __slots__ = ("_native", "actor")
+    __slots__ = ("_native", "actor", "verify")
+
+    verify: _Verify
+    """Decides one request. Bad arguments (an unknown area or action, an unreadable IP) are a
+    `ValidationError`; a refused request is a `Decision` with `allowed` false.
+
+    The native method itself, with the same keyword-only arguments: a Python method around it
+    would add a frame that costs a fifth of the call."""
 
     def __init__(self, native: "_native.Engine", actor: str = "python") -> None:
         self._native = native
         self.actor = actor
+        self.verify = native.verify
 
     @classmethod
     def open(
@@ -222,18 +242,7 @@ class Engine:
     def audit(self, store_id: str, limit: int = 100) -> List[Record]:
         return [Record(e) for e in json.loads(self._native.audit(store_id, limit))]
 
-    # ---- verify ---------------------------------------------------------------------------
-
-    def verify(
-        self,
-        credential: Optional[str],
-        *,
-        area: Optional[str] = None,
-        action: Optional[str] = None,
-        ip: Optional[str] = None,
-        path: str = "/",
-    ) -> Decision:
-        return self._native.verify(credential, area, action, ip, path)
+    # ---- verify is the native method itself (see `verify` above); buffered writes --------
 
     def flush(self) -> None:
         self._native.flush()

@@ -49,6 +49,7 @@ class Engine:
     def verify(
         self,
         credential: Optional[str],
+        *,
         area: Optional[str] = None,
         action: Optional[str] = None,
         ip: Optional[str] = None,
