@@ -446,10 +446,13 @@ impl KeyIndex {
         }
     }
 
-    /// A copy of the entry of the key `key_id`, for management paths.
+    /// A copy of the entry of the key `key_id`, for management paths. The id's lock is held
+    /// while the shard is read, so a concurrent regeneration is seen before or after, never
+    /// half-way (lock order: ids, then a shard; no writer holds a shard while taking ids).
     pub(crate) fn by_id(&self, key_id: &str) -> Option<KeyEntry> {
-        let digest = *self.by_id.read().get(key_id)?;
-        self.with(&digest, |entry| entry.cloned())
+        let ids = self.by_id.read();
+        let digest = ids.get(key_id)?;
+        self.with(digest, |entry| entry.cloned())
     }
 
     /// True when `key_id` is an unrevoked key.
