@@ -258,59 +258,64 @@ impl Engine {
         };
         // The remaining checks run while the map's read guard is held: a few atomic loads and
         // compares, so the decision copies out what it needs instead of cloning the entry.
-        let decision = inner.index.find(&presented, |entry| {
-            let grant = entry.grant;
-            if now >= entry.expires_at {
-                return Decision::refuse((DenyCode::Expired, None), grant, None);
-            }
-            let refused = if !entry.active {
-                Some((DenyCode::Inactive, None))
-            } else if !entry.store.api_enabled() {
-                Some((DenyCode::ApiDisabled, None))
-            } else if entry.store.plan_blocks(now) {
-                Some((DenyCode::PlanRequired, None))
-            } else if !entry.ip_allowed(request.ip) {
-                Some((DenyCode::IpNotAllowed, None))
-            } else {
-                request
-                    .permission
-                    .filter(|&needed| !entry.permissions.contains(needed))
-                    .map(|needed| (DenyCode::Forbidden, Some(needed)))
-            };
-            // RATE_LIMITED is the last check (SPEC §4, §5): every applicable limit is charged
-            // here, atomically, only once everything above has passed. A refusal above still
-            // reports the limits' state, uncharged.
-            let limit = inner
-                .rates
-                .key_limit(entry.rate_limit, entry.store.default_limit());
-            let charged = inner.rates.charge(
-                Some((entry.rate_id, limit)),
-                request.ip,
-                request.path,
-                now,
-                refused.is_none(),
-            );
-            if let Some(refused) = refused {
-                return Decision::refuse(refused, grant, charged.state);
-            }
-            if !charged.allowed {
-                return Decision::refuse((DenyCode::RateLimited, None), grant, charged.state);
-            }
-            if entry.touch(now.div_euclid(1_000_000_000), request.ip) {
-                inner.usage_queue.push(entry.usage.clone());
-            }
-            Decision::allow(grant, charged.state)
-        });
-        decision.unwrap_or_else(|| Decision::deny(DenyCode::Invalid))
+        inner.index.find(
+            &presented,
+            |entry| {
+                let grant = entry.grant;
+                if now >= entry.expires_at {
+                    return Decision::refuse((DenyCode::Expired, None), grant, None);
+                }
+                let refused = if !entry.active {
+                    Some((DenyCode::Inactive, None))
+                } else if !entry.store.api_enabled() {
+                    Some((DenyCode::ApiDisabled, None))
+                } else if entry.store.plan_blocks(now) {
+                    Some((DenyCode::PlanRequired, None))
+                } else if !entry.ip_allowed(request.ip) {
+                    Some((DenyCode::IpNotAllowed, None))
+                } else {
+                    request
+                        .permission
+                        .filter(|&needed| !entry.permissions.contains(needed))
+                        .map(|needed| (DenyCode::Forbidden, Some(needed)))
+                };
+                // RATE_LIMITED is the last check (SPEC §4, §5): every applicable limit is charged
+                // here, atomically, only once everything above has passed. A refusal above still
+                // reports the limits' state, uncharged.
+                let limit = inner
+                    .rates
+                    .key_limit(entry.rate_limit, entry.store.default_limit());
+                let charged = inner.rates.charge(
+                    Some((entry.rate_id, limit)),
+                    request.ip,
+                    request.path,
+                    now,
+                    refused.is_none(),
+                );
+                if let Some(refused) = refused {
+                    return Decision::refuse(refused, grant, charged.state);
+                }
+                if !charged.allowed {
+                    return Decision::refuse((DenyCode::RateLimited, None), grant, charged.state);
+                }
+                if entry.touch(now.div_euclid(1_000_000_000), request.ip) {
+                    inner.usage_queue.push(entry.usage.clone());
+                }
+                Decision::allow(grant, charged.state)
+            },
+            || Decision::deny(DenyCode::Invalid),
+        )
     }
 
     /// The key a credential belongs to, as (store id, key id), if it is a live key: for
     /// scanners that revoke leaked keys. Charges no limit and records no use.
     pub fn identify(&self, credential: &str) -> Option<(crate::ids::StoreId, String)> {
         let presented = format::parse(credential)?;
-        self.inner
-            .index
-            .find(&presented, |entry| (entry.store_id, entry.id.clone()))
+        self.inner.index.find(
+            &presented,
+            |entry| Some((entry.store_id, entry.id.clone())),
+            || None,
+        )
     }
 
     /// Charges the per-IP route limit of a request that carries no key (public storefront
