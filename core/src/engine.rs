@@ -239,22 +239,23 @@ impl Engine {
         if let Some(state) = rates.blocked(request.ip, wall) {
             return Decision::deny(DenyCode::RateLimited).with_limit(Some(state));
         }
-        let decision = self.decide(request, wall);
-        if decision.status() == 401 {
-            return decision.with_limit(rates.failed(request.ip, wall));
-        }
-        decision
+        self.decide(request, wall)
     }
 
+    /// The decision. Every 401 (`MISSING`, `INVALID`, `EXPIRED`) is counted against the
+    /// client's brute-force limit where it is made, and reports that limit; an admission is
+    /// returned as built, with no check after the fact.
     #[inline]
     fn decide(&self, request: &VerifyRequest<'_>, now: i64) -> Decision {
         let inner = &*self.inner;
+        let unauthenticated =
+            |decision: Decision| decision.with_limit(inner.rates.failed(request.ip, now));
         let Some(credential) = request.credential.filter(|c| !c.is_empty()) else {
-            return Decision::deny(DenyCode::Missing);
+            return unauthenticated(Decision::deny(DenyCode::Missing));
         };
         // Malformed and bad-checksum credentials stop here, before any lookup.
         let Some(presented) = format::parse(credential) else {
-            return Decision::deny(DenyCode::Invalid);
+            return unauthenticated(Decision::deny(DenyCode::Invalid));
         };
         // The remaining checks run while the map's read guard is held: a few atomic loads and
         // compares, so the decision copies out what it needs instead of cloning the entry.
@@ -263,7 +264,11 @@ impl Engine {
             |entry| {
                 let grant = entry.grant;
                 if now >= entry.expires_at {
-                    return Decision::refuse((DenyCode::Expired, None), grant, None);
+                    return unauthenticated(Decision::refuse(
+                        (DenyCode::Expired, None),
+                        grant,
+                        None,
+                    ));
                 }
                 let refused = if !entry.active {
                     Some((DenyCode::Inactive, None))
@@ -303,7 +308,7 @@ impl Engine {
                 }
                 Decision::allow(grant, charged.state)
             },
-            || Decision::deny(DenyCode::Invalid),
+            || unauthenticated(Decision::deny(DenyCode::Invalid)),
         )
     }
 
