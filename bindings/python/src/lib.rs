@@ -338,10 +338,9 @@ impl Engine {
     ) -> PyResult<String> {
         let scope = Scope::new(self::store_id(py, store_id)?, environment);
         let area = area(py, area_name)?;
+        // The page as stored JSON (no record decoded): the same text `list_entities` gives.
         self.call(py, move |e| {
-            Ok(to_text(&Value::from(
-                e.list_entities(&scope, area, limit, cursor)?,
-            )))
+            Ok(e.list_entities_json(&scope, area, limit, cursor)?.to_json())
         })
     }
 
