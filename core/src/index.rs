@@ -371,55 +371,54 @@ impl KeyIndex {
                 prefix,
                 store,
                 secret,
-            } => {
-                let digest = Digest::of(secret.as_bytes());
-                self.with(&digest, |entry| match entry {
-                    Some(entry)
-                        if entry.digest.ct_eq(&digest)
-                            & (entry.format == KeyFormat::Token)
-                            & (entry.store_id == store)
-                            & entry.prefix.as_ref().is_some_and(|p| p.matches(prefix)) =>
-                    {
-                        f(entry)
-                    }
-                    _ => miss(),
-                })
-            }
+            } => self.lookup(
+                secret,
+                |entry| {
+                    (entry.format == KeyFormat::Token)
+                        & (entry.store_id == store)
+                        & entry.prefix.as_ref().is_some_and(|p| p.matches(prefix))
+                },
+                f,
+                miss,
+            ),
             Presented::Hex(key) => {
-                let digest = Digest::of(key.as_bytes());
-                self.with(&digest, |entry| match entry {
-                    Some(entry)
-                        if entry.digest.ct_eq(&digest) & (entry.format == KeyFormat::Hex) =>
-                    {
-                        f(entry)
-                    }
-                    _ => miss(),
-                })
+                self.lookup(key, |entry| entry.format == KeyFormat::Hex, f, miss)
             }
             Presented::Pair {
                 consumer_key,
                 secret,
-            } => {
-                let digest = Digest::of(secret.as_bytes());
-                self.with(&digest, |entry| {
-                    let same = |entry: &KeyEntry| {
-                        let same_consumer = entry.consumer_key.is_some_and(|ck| {
-                            ck.iter()
-                                .zip(consumer_key.iter())
-                                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-                                == 0
-                        });
-                        entry.digest.ct_eq(&digest)
-                            & (entry.format == KeyFormat::Pair)
-                            & same_consumer
-                    };
-                    match entry {
-                        Some(entry) if same(entry) => f(entry),
-                        _ => miss(),
-                    }
-                })
-            }
+            } => self.lookup(
+                secret,
+                |entry| {
+                    let same_consumer = entry.consumer_key.is_some_and(|ck| {
+                        ck.iter()
+                            .zip(consumer_key.iter())
+                            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                            == 0
+                    });
+                    (entry.format == KeyFormat::Pair) & same_consumer
+                },
+                f,
+                miss,
+            ),
         }
+    }
+
+    /// The lookup every format shares: the SHA-256 of `secret`, the entry under it, and a
+    /// constant-time comparison of the whole digest besides the format's own checks.
+    #[inline]
+    fn lookup<R>(
+        &self,
+        secret: &str,
+        matches: impl Fn(&KeyEntry) -> bool,
+        f: impl FnOnce(&KeyEntry) -> R,
+        miss: impl FnOnce() -> R,
+    ) -> R {
+        let digest = Digest::of(secret.as_bytes());
+        self.with(&digest, |entry| match entry {
+            Some(entry) if entry.digest.ct_eq(&digest) & matches(entry) => f(entry),
+            _ => miss(),
+        })
     }
 
     /// Adds or replaces the entry for a key. The new lookup goes in before the old one (if its
