@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -121,8 +121,6 @@ pub(crate) struct Inner {
     rates: Rates,
     /// Request log entries waiting to be written.
     pub(crate) logs: crate::logs::LogBuffer,
-    /// The next key's number in the key limiter.
-    next_rate_id: AtomicU64,
     /// Webhook delivery: options, the worker and its wake-up.
     pub(crate) webhooks: crate::webhooks::Runtime,
 }
@@ -163,7 +161,6 @@ impl Engine {
         let inner = Arc::new(Inner {
             db,
             rates: Rates::new(options.rates, options.clock.clone()),
-            next_rate_id: AtomicU64::new(0),
             logs: crate::logs::LogBuffer::new(),
             clock: options.clock,
             index: KeyIndex::new(),
@@ -187,7 +184,7 @@ impl Engine {
                     // A failed log write keeps nothing back: the entries are lost, not retried
                     // forever (the log is bounded, not durable per request; SPEC §11).
                     let _ = worker.flush_logs();
-                    worker.rates.sweep();
+                    worker.sweep_rates();
                     if stop {
                         break;
                     }
@@ -228,8 +225,9 @@ impl Engine {
 
     // ---- verify -------------------------------------------------------------------------
 
-    /// Decides one request (SPEC §4). Never opens a transaction or takes a global lock (the
-    /// limiter locks one shard of each of its two tables at most).
+    /// Decides one request (SPEC §4). Never opens a transaction or takes a global lock: it
+    /// locks one shard of the key index (which holds the key's budget) and at most one shard
+    /// of the IP limiter.
     pub fn verify(&self, request: &VerifyRequest<'_>) -> Decision {
         let inner = &*self.inner;
         let rates = &inner.rates;
@@ -291,7 +289,7 @@ impl Engine {
                     .rates
                     .key_limit(entry.rate_limit, entry.store.default_limit());
                 let charged = inner.rates.charge(
-                    Some((entry.rate_id, limit)),
+                    Some((&mut entry.rate, limit)),
                     request.ip,
                     request.path,
                     now,
@@ -344,13 +342,16 @@ impl Engine {
 
     /// Rate-limit entries tracked now: (per key, per IP).
     pub fn rate_limit_entries(&self) -> (usize, usize) {
-        self.inner.rates.tracked()
+        (
+            self.inner.index.tracked_rates(),
+            self.inner.rates.tracked_ips(),
+        )
     }
 
     /// Forgets idle rate-limit entries now (also done in the background); returns how many
     /// entries are still tracked.
     pub fn sweep_rate_limits(&self) -> usize {
-        self.inner.rates.sweep()
+        self.inner.sweep_rates()
     }
 
     /// Writes pending last-use times and request-log entries now (they are otherwise written
@@ -921,17 +922,21 @@ impl Inner {
         previous: Option<KeyEntry>,
         last: Option<(i64, Option<std::net::IpAddr>)>,
     ) -> Result<()> {
-        let (usage, rate_id) = match previous {
-            Some(previous) => (previous.usage.clone(), previous.rate_id),
-            None => (
-                Arc::new(Usage::new(record.store_id, record.id.clone(), last)),
-                self.next_rate_id.fetch_add(1, Ordering::Relaxed),
-            ),
+        let usage = match previous {
+            Some(previous) => previous.usage.clone(),
+            None => Arc::new(Usage::new(record.store_id, record.id.clone(), last)),
         };
-        let entry = KeyEntry::from_record(record, store, usage, rate_id)
+        let entry = KeyEntry::from_record(record, store, usage)
             .ok_or_else(|| Error::Corrupt(format!("key {} has an unreadable digest", record.id)))?;
         self.index.upsert(entry);
         Ok(())
+    }
+
+    /// Forgets idle rate-limit state (keys' budgets that are all back, idle IP entries);
+    /// returns how many entries are still tracked.
+    fn sweep_rates(&self) -> usize {
+        let now = self.rates.time(self.clock.now_nanos());
+        self.index.sweep_rates(now) + self.rates.sweep_ips()
     }
 
     fn store_live(&self, id: StoreId) -> Result<Arc<StoreLive>> {

@@ -2,8 +2,12 @@
 //!
 //! Invariant: the index mirrors redb exactly for every unrevoked key. Only the engine writes
 //! (under its writer lock, after a durable commit), so it updates the index in commit order;
-//! verify never opens a transaction or takes a global lock: it holds the read lock of one of
-//! 256 shards while it decides (plus a key's own last-use mutex, once a minute).
+//! verify never opens a transaction or takes a global lock: it holds the lock of one of 256
+//! shards while it decides (plus a key's own last-use mutex, once a minute).
+//!
+//! A key's own rate-limit state is held in its entry, under the same shard lock (SPEC §5's
+//! lock striping): a verify finds the key and charges its budget with one lookup and one lock,
+//! and the budget follows the key through updates and regeneration.
 //!
 //! Entries sit inline in the shards' tables, so with a million keys a lookup costs one cache
 //! miss rather than a chain of pointer chases. A change replaces the entry under the shard's
@@ -24,6 +28,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::ids::StoreId;
 use crate::keys::format::Presented;
 use crate::keys::{KeyFormat, KeyRecord};
+use crate::limiter::HeldState;
 use crate::limits::RateLimit;
 use crate::permissions::PermissionSet;
 use crate::secret::Digest;
@@ -181,8 +186,9 @@ impl Usage {
 }
 
 /// Everything verify needs about one key, stored inline in the index. Replaced on change
-/// (never edited in place), except for `used_minute`.
-#[derive(Debug)]
+/// (never edited in place), except for `rate` and `used_minute`, which the replacement
+/// inherits.
+#[derive(Debug, Clone)]
 pub(crate) struct KeyEntry {
     pub id: String,
     pub store_id: StoreId,
@@ -199,40 +205,15 @@ pub(crate) struct KeyEntry {
     pub ip_allowlist: Box<[IpNet]>,
     /// The key's own limit; `None`: its store's default, else the server's.
     pub rate_limit: Option<RateLimit>,
-    /// The key's number in the key limiter: stable across changes and regeneration, so
-    /// neither resets its budget.
-    pub rate_id: u64,
     pub usage: Arc<Usage>,
     /// The minute this entry last passed a use on to `usage`: a copy kept beside the rest
     /// of the entry, so a key used again within the minute does not read the separately
     /// allocated usage (a cache miss per verify when keys are many).
-    used_minute: AtomicI64,
+    used_minute: i64,
+    /// The budget of the key's own limit (its limit, else its store's or the server's).
+    pub rate: HeldState,
     /// What a successful decision carries, ready to copy.
     pub grant: Grant,
-}
-
-impl Clone for KeyEntry {
-    fn clone(&self) -> Self {
-        Self {
-            id: self.id.clone(),
-            store_id: self.store_id,
-            store: self.store.clone(),
-            format: self.format,
-            prefix: self.prefix,
-            digest: self.digest,
-            consumer_key: self.consumer_key,
-            environment: self.environment.clone(),
-            permissions: self.permissions,
-            active: self.active,
-            expires_at: self.expires_at,
-            ip_allowlist: self.ip_allowlist.clone(),
-            rate_limit: self.rate_limit,
-            rate_id: self.rate_id,
-            usage: self.usage.clone(),
-            used_minute: AtomicI64::new(self.used_minute.load(Ordering::Relaxed)),
-            grant: self.grant,
-        }
-    }
 }
 
 impl KeyEntry {
@@ -240,7 +221,6 @@ impl KeyEntry {
         record: &KeyRecord,
         store: Arc<StoreLive>,
         usage: Arc<Usage>,
-        rate_id: u64,
     ) -> Option<Self> {
         let digest = Digest::from_hex(&record.digest)?;
         let consumer_key = match &record.consumer_key {
@@ -279,21 +259,28 @@ impl KeyEntry {
             }),
             ip_allowlist: record.ip_allowlist.clone().into_boxed_slice(),
             rate_limit: record.rate_limit,
-            rate_id,
             usage,
-            used_minute: AtomicI64::new(i64::MIN),
+            used_minute: i64::MIN,
+            rate: HeldState::Fresh,
         })
+    }
+
+    /// Takes over what the entry it replaces kept in memory only: the key's budget and the
+    /// minute of its last use.
+    fn inherit(&mut self, old: &KeyEntry) {
+        self.rate = old.rate;
+        self.used_minute = old.used_minute;
     }
 
     /// Records a use at `now_secs` from `ip` (see [`Usage::touch`]); true when the caller
     /// must queue the usage for flushing.
     #[inline]
-    pub(crate) fn touch(&self, now_secs: i64, ip: Option<IpAddr>) -> bool {
+    pub(crate) fn touch(&mut self, now_secs: i64, ip: Option<IpAddr>) -> bool {
         let minute = now_secs.div_euclid(60);
-        if self.used_minute.load(Ordering::Relaxed) == minute {
+        if self.used_minute == minute {
             return false;
         }
-        self.used_minute.store(minute, Ordering::Relaxed);
+        self.used_minute = minute;
         self.usage.touch(now_secs, ip)
     }
 
@@ -311,14 +298,16 @@ impl KeyEntry {
 
 /// One shard of the index: a swiss table holding its entries inline, so a lookup in a cold
 /// index costs one cache miss for the entry (the control bytes of a million keys, 1–2 MiB,
-/// stay in cache) instead of a chain of pointers.
-type Shard = CachePadded<RwLock<HashTable<KeyEntry>>>;
+/// stay in cache) instead of a chain of pointers. A mutex rather than a read-write lock: a
+/// verify charges the key's budget in its entry, and a mutex costs a reader no more.
+type Shard = CachePadded<Mutex<HashTable<KeyEntry>>>;
 
 /// Lookup structures for every unrevoked key.
 ///
-/// Readers take a shard's read lock for the length of one decision: a few loads and compares,
-/// never a transaction, an allocation or another index lock. Writers are the engine's writes,
-/// one at a time, each holding one shard's write lock for one insert or removal.
+/// A verify holds one shard's lock for the length of one decision: a few loads, compares and
+/// the budget's arithmetic, never a transaction, an allocation or another index lock (the IP
+/// limiter's shard may be locked inside it). Writers are the engine's writes, one at a time,
+/// each holding at most two shards (old and new secret of a regeneration) for one change.
 pub(crate) struct KeyIndex {
     /// Every key by the SHA-256 of its secret (a pair's consumer secret). One map for all
     /// formats, so an unknown key, an unknown consumer key and a known one with a wrong secret
@@ -340,21 +329,20 @@ impl KeyIndex {
     pub(crate) fn new() -> Self {
         Self {
             by_digest: (0..SHARDS)
-                .map(|_| CachePadded::new(RwLock::new(HashTable::new())))
+                .map(|_| CachePadded::new(Mutex::new(HashTable::new())))
                 .collect(),
             by_id: RwLock::new(HashMap::new()),
         }
     }
 
-    /// Runs `f` on the entry stored under `digest`, if any, under its shard's read lock.
+    /// Runs `f` on the entry stored under `digest`, if any, under its shard's lock.
     #[inline]
-    fn with<R>(&self, digest: &Digest, f: impl FnOnce(Option<&KeyEntry>) -> R) -> R {
-        let table = self.by_digest[shard_of(&digest.0)].read();
-        f(table.find(digest_hash(&digest.0), |e| e.digest.0 == digest.0))
+    fn with<R>(&self, digest: &Digest, f: impl FnOnce(Option<&mut KeyEntry>) -> R) -> R {
+        let mut table = self.by_digest[shard_of(&digest.0)].lock();
+        f(table.find_mut(digest_hash(&digest.0), |e| e.digest.0 == digest.0))
     }
 
-    /// Finds the key a parsed credential names and runs `f` on it under its shard's read
-    /// lock; `miss()` for an unknown key and a wrong secret alike. (Both give the answer
+    /// Finds the key a parsed credential names and runs `f` on it under its shard's lock; `miss()` for an unknown key and a wrong secret alike. (Both give the answer
     /// directly rather than through an `Option`: a decision is large, and every extra move of
     /// it on the hot path costs.)
     ///
@@ -363,7 +351,7 @@ impl KeyIndex {
     pub(crate) fn find<R>(
         &self,
         presented: &Presented<'_>,
-        f: impl FnOnce(&KeyEntry) -> R,
+        f: impl FnOnce(&mut KeyEntry) -> R,
         miss: impl FnOnce() -> R,
     ) -> R {
         match *presented {
@@ -411,7 +399,7 @@ impl KeyIndex {
         &self,
         secret: &str,
         matches: impl Fn(&KeyEntry) -> bool,
-        f: impl FnOnce(&KeyEntry) -> R,
+        f: impl FnOnce(&mut KeyEntry) -> R,
         miss: impl FnOnce() -> R,
     ) -> R {
         let digest = Digest::of(secret.as_bytes());
@@ -421,41 +409,75 @@ impl KeyIndex {
         })
     }
 
-    /// Adds or replaces the entry for a key. The new lookup goes in before the old one (if its
-    /// secret changed) comes out, so a concurrent verify never misses an unchanged key.
-    pub(crate) fn upsert(&self, entry: KeyEntry) {
+    /// Adds or replaces the entry for a key; a replacement inherits the budget and last use
+    /// of the entry it replaces. When the secret changed, the old lookup goes out and the new
+    /// one comes in under both shards' locks: a concurrent verify sees the key before or after
+    /// the change, never both or neither, and no charge made meanwhile is lost.
+    ///
+    /// Lock order: ids, then shards in ascending order (so two writers cannot deadlock, and a
+    /// verify holds only one shard).
+    pub(crate) fn upsert(&self, mut entry: KeyEntry) {
         let digest = entry.digest;
-        let id = entry.id.clone();
-        {
-            let mut table = self.by_digest[shard_of(&digest.0)].write();
-            let hash = digest_hash(&digest.0);
-            match table.find_mut(hash, |e| e.digest.0 == digest.0) {
-                Some(slot) => *slot = entry,
-                None => {
-                    table.insert_unique(hash, entry, |e| digest_hash(&e.digest.0));
+        let mut ids = self.by_id.write();
+        let previous = ids.insert(entry.id.clone(), digest);
+        let new = shard_of(&digest.0);
+        match previous {
+            Some(old) if old != digest && shard_of(&old.0) != new => {
+                let old_shard = shard_of(&old.0);
+                let (mut low, mut high) = (
+                    self.by_digest[old_shard.min(new)].lock(),
+                    self.by_digest[old_shard.max(new)].lock(),
+                );
+                let (old_table, new_table) = if old_shard < new {
+                    (&mut *low, &mut *high)
+                } else {
+                    (&mut *high, &mut *low)
+                };
+                if let Some(replaced) = take(old_table, &old) {
+                    entry.inherit(&replaced);
                 }
+                put(new_table, entry);
             }
-        }
-        let previous = self.by_id.write().insert(id, digest);
-        // An update that kept the secret just replaced its lookup, which must stay.
-        if let Some(old) = previous
-            && old != digest
-        {
-            self.remove_digest(&old);
+            Some(old) => {
+                let mut table = self.by_digest[new].lock();
+                if let Some(replaced) = take(&mut table, &old) {
+                    entry.inherit(&replaced);
+                }
+                put(&mut table, entry);
+            }
+            None => put(&mut self.by_digest[new].lock(), entry),
         }
     }
 
     pub(crate) fn remove(&self, key_id: &str) {
-        if let Some(old) = self.by_id.write().remove(key_id) {
-            self.remove_digest(&old);
+        let mut ids = self.by_id.write();
+        if let Some(old) = ids.remove(key_id) {
+            take(&mut self.by_digest[shard_of(&old.0)].lock(), &old);
         }
     }
 
-    fn remove_digest(&self, digest: &Digest) {
-        let mut table = self.by_digest[shard_of(&digest.0)].write();
-        if let Ok(found) = table.find_entry(digest_hash(&digest.0), |e| e.digest.0 == digest.0) {
-            found.remove();
-        }
+    /// Forgets the budgets that are all back at limiter time `now` (so forgetting them changes
+    /// nothing); returns how many keys still hold one. Locks one shard at a time.
+    pub(crate) fn sweep_rates(&self, now: i64) -> usize {
+        self.count_rates(|rate| rate.sweep(now))
+    }
+
+    /// How many keys hold a budget that is not all back (as of the last sweep).
+    pub(crate) fn tracked_rates(&self) -> usize {
+        self.count_rates(|rate| *rate != HeldState::Fresh)
+    }
+
+    fn count_rates(&self, mut counts: impl FnMut(&mut HeldState) -> bool) -> usize {
+        self.by_digest
+            .iter()
+            .map(|shard| {
+                shard
+                    .lock()
+                    .iter_mut()
+                    .map(|entry| usize::from(counts(&mut entry.rate)))
+                    .sum::<usize>()
+            })
+            .sum()
     }
 
     /// A copy of the entry of the key `key_id`, for management paths. The id's lock is held
@@ -471,4 +493,19 @@ impl KeyIndex {
     pub(crate) fn contains(&self, key_id: &str) -> bool {
         self.by_id.read().contains_key(key_id)
     }
+}
+
+/// Removes the entry stored under `digest` from a locked shard's table.
+fn take(table: &mut HashTable<KeyEntry>, digest: &Digest) -> Option<KeyEntry> {
+    table
+        .find_entry(digest_hash(&digest.0), |e| e.digest.0 == digest.0)
+        .ok()
+        .map(|found| found.remove().0)
+}
+
+/// Adds an entry to a locked shard's table (its digest is not there: [`take`] came first).
+fn put(table: &mut HashTable<KeyEntry>, entry: KeyEntry) {
+    table.insert_unique(digest_hash(&entry.digest.0), entry, |e| {
+        digest_hash(&e.digest.0)
+    });
 }

@@ -164,8 +164,6 @@ pub struct RateOptions {
     /// Failed authentications (401s) allowed per client IP; past it every request from that
     /// IP is refused with 429 until the window passes. `None` turns it off.
     pub brute_force: Option<RateLimit>,
-    /// Sizing of the per-key limiter.
-    pub keys: crate::LimiterOptions,
     /// Sizing of the per-IP limiter (scopes and brute force together).
     pub ips: crate::LimiterOptions,
 }
@@ -186,10 +184,6 @@ impl Default for RateOptions {
             ],
             exempt_prefixes: vec!["/api/v1/products".to_owned()],
             brute_force: Some(per_15_min(100)),
-            keys: crate::LimiterOptions {
-                shards: 64,
-                capacity: 1 << 20,
-            },
             ips: crate::LimiterOptions {
                 shards: 64,
                 capacity: 1 << 18,
@@ -250,7 +244,6 @@ impl RateOptions {
         if let Some(limit) = &self.brute_force {
             problems.extend(limit.scope_problems("brute_force"));
         }
-        problems.extend(self.keys.problems("keys"));
         problems.extend(self.ips.problems("ips"));
         problems
     }
@@ -423,7 +416,7 @@ mod tests {
             .ip_scopes
             .push(IpScope::new("/api/v1/", RateLimit::per_minute(5)));
         options.exempt_prefixes.push("products".into());
-        options.keys.shards = 0;
+        options.ips.shards = 0;
         let problems = options.problems();
         for needle in [
             "default_limit.limit",
@@ -431,7 +424,7 @@ mod tests {
             "ip_scopes[3].limit.limit",
             "ip_scopes[4].prefix: `/api/v1/` appears twice",
             "exempt_prefixes[1]",
-            "keys.shards",
+            "ips.shards",
         ] {
             assert!(
                 problems.iter().any(|p| p.contains(needle)),

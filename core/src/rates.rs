@@ -1,15 +1,18 @@
 //! The rate-limit step of verify (SPEC §4, §5): which limits apply to a request, charging
 //! them all or none, and the per-IP brute-force limit on failed authentications.
 //!
-//! Lock order: a key's shard in the key limiter is always locked before a shard of the IP
-//! limiter, and at most one shard of each is held, so two requests can never deadlock.
+//! A key's own limit state is held in its index entry (see [`HeldState`]), under the index
+//! shard's lock; client addresses are counted in the IP [`Limiter`].
+//!
+//! Lock order: a key's index shard is always locked before a shard of the IP limiter, and at
+//! most one shard of each is held, so two requests can never deadlock.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::clock::Clock;
-use crate::limiter::{Limiter, Monotonic, Pending, limit_state};
+use crate::limiter::{HeldState, Limiter, Monotonic, Verdict, limit_state};
 use crate::limits::{RateLimit, RateOptions};
 use crate::verify::LimitState;
 
@@ -50,9 +53,8 @@ pub(crate) struct Charged {
 
 pub(crate) struct Rates {
     pub options: RateOptions,
-    keys: Limiter<u64>,
     ips: Limiter<IpKey>,
-    /// The time base of both limiters (read once per request).
+    /// The time base of the IP limiter and of the keys' held states (read once per request).
     time: Arc<Monotonic>,
     /// Wall-clock nanos before which some IP may be over the brute-force limit. Past it no IP
     /// is, so verify skips the check with one load.
@@ -61,28 +63,25 @@ pub(crate) struct Rates {
 
 impl std::fmt::Debug for Rates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rates")
-            .field("keys", &self.keys)
-            .field("ips", &self.ips)
-            .finish()
+        f.debug_struct("Rates").field("ips", &self.ips).finish()
     }
 }
 
-/// Picks the state to report from two verdicts.
-fn report(a: &Pending, b: &Pending) -> bool {
-    match (a.verdict.allowed, b.verdict.allowed) {
-        (true, true) => a.verdict.remaining <= b.verdict.remaining,
+/// Picks the verdict to report of two: the one that refused, or the one with the least left.
+fn report<'v>(a: &'v Verdict, b: &'v Verdict) -> &'v Verdict {
+    let first = match (a.allowed, b.allowed) {
+        (true, true) => a.remaining <= b.remaining,
         (false, true) => true,
         (true, false) => false,
-        (false, false) => a.verdict.retry_in >= b.verdict.retry_in,
-    }
+        (false, false) => a.retry_in >= b.retry_in,
+    };
+    if first { a } else { b }
 }
 
 impl Rates {
     pub(crate) fn new(options: RateOptions, clock: Arc<dyn Clock>) -> Self {
         let time = Arc::new(Monotonic::default());
         Self {
-            keys: Limiter::sharing(options.keys, clock.clone(), time.clone()),
             ips: Limiter::sharing(options.ips, clock, time.clone()),
             options,
             time,
@@ -132,12 +131,19 @@ impl Rates {
         Some(limit_state(&pending.verdict, wall))
     }
 
+    /// Limiter time for a wall-clock reading (the time base of the keys' held states).
+    #[inline]
+    pub(crate) fn time(&self, wall: i64) -> i64 {
+        self.time.at(wall)
+    }
+
     /// Decides the limits of a request that passed every other check: the key's (unless the
-    /// route is exempt) and the client IP's route scope (if any). All are charged, or none.
+    /// route is exempt), given as its held state and limit, and the client IP's route scope
+    /// (if any). All are charged, or none; nothing is charged unless `charge`.
     #[inline]
     pub(crate) fn charge(
         &self,
-        key: Option<(u64, RateLimit)>,
+        key: Option<(&mut HeldState, RateLimit)>,
         ip: Option<IpAddr>,
         path: &str,
         wall: i64,
@@ -149,29 +155,43 @@ impl Rates {
             Some((IpKey::new(index, ip), limit))
         });
         let now = self.time.at(wall);
-        match (key, scope) {
-            (None, None) => Charged {
-                allowed: true,
-                state: None,
-            },
-            (Some((id, limit)), None) => one(&self.keys, id, &limit, now, wall, charge),
-            (None, Some((ip_key, limit))) => one(&self.ips, ip_key, limit, now, wall, charge),
-            (Some((id, key_limit)), Some((ip_key, ip_limit))) => {
-                let mut key_lock = self.keys.lock(id);
+        let (verdict, allowed) = match (key, scope) {
+            (None, None) => {
+                return Charged {
+                    allowed: true,
+                    state: None,
+                };
+            }
+            (Some((held, limit)), None) => {
+                let (verdict, next) = held.decide(&limit, now);
+                if verdict.allowed && charge {
+                    *held = next;
+                }
+                (verdict, verdict.allowed)
+            }
+            (None, Some((ip_key, limit))) => {
+                let mut locked = self.ips.lock(ip_key);
+                let pending = locked.decide(limit, now);
+                if pending.verdict.allowed && charge {
+                    locked.charge(&pending);
+                }
+                (pending.verdict, pending.verdict.allowed)
+            }
+            (Some((held, key_limit)), Some((ip_key, ip_limit))) => {
+                let (a, next) = held.decide(&key_limit, now);
                 let mut ip_lock = self.ips.lock(ip_key);
-                let a = key_lock.decide(&key_limit, now);
                 let b = ip_lock.decide(ip_limit, now);
-                let allowed = a.verdict.allowed && b.verdict.allowed;
+                let allowed = a.allowed && b.verdict.allowed;
                 if allowed && charge {
-                    key_lock.charge(&a);
+                    *held = next;
                     ip_lock.charge(&b);
                 }
-                let shown = if report(&a, &b) { &a } else { &b };
-                Charged {
-                    allowed,
-                    state: Some(limit_state(&shown.verdict, wall)),
-                }
+                (*report(&a, &b.verdict), allowed)
             }
+        };
+        Charged {
+            allowed,
+            state: Some(limit_state(&verdict, wall)),
         }
     }
 
@@ -187,33 +207,13 @@ impl Rates {
         self.charge(None, Some(ip), path, wall, true)
     }
 
-    /// Forgets idle entries in both limiters; returns how many are still tracked.
-    pub(crate) fn sweep(&self) -> usize {
-        self.keys.sweep() + self.ips.sweep()
+    /// Forgets idle entries of the IP limiter; returns how many are still tracked.
+    pub(crate) fn sweep_ips(&self) -> usize {
+        self.ips.sweep()
     }
 
-    /// Entries tracked by the (key, IP) limiters.
-    pub(crate) fn tracked(&self) -> (usize, usize) {
-        (self.keys.len(), self.ips.len())
-    }
-}
-
-#[inline]
-fn one<K: std::hash::Hash + Eq + Copy + Send + 'static>(
-    limiter: &Limiter<K>,
-    key: K,
-    limit: &RateLimit,
-    now: i64,
-    wall: i64,
-    charge: bool,
-) -> Charged {
-    let mut locked = limiter.lock(key);
-    let pending = locked.decide(limit, now);
-    if pending.verdict.allowed && charge {
-        locked.charge(&pending);
-    }
-    Charged {
-        allowed: pending.verdict.allowed,
-        state: Some(limit_state(&pending.verdict, wall)),
+    /// Entries tracked by the IP limiter.
+    pub(crate) fn tracked_ips(&self) -> usize {
+        self.ips.len()
     }
 }

@@ -188,6 +188,54 @@ fn precedence_is_key_then_store_then_server_default() {
 }
 
 #[test]
+fn a_key_budget_follows_the_key_and_is_forgotten_when_idle() {
+    let clock = minute_clock();
+    let engine = engine_with(&clock, key_limits_only());
+    let (store, _) = store(&engine);
+    let sid = store.id.as_str();
+    let key = limited_key(&engine, &store, Some(limit(5, 60, Algorithm::FixedWindow)));
+    let idle = limited_key(&engine, &store, None);
+    assert_eq!(allowed_of(&engine, &key.credential(), 3), 3);
+    assert_eq!(
+        engine.rate_limit_entries().0,
+        1,
+        "only a charged key holds a budget"
+    );
+
+    // A change that keeps the secret keeps the budget, as regeneration does.
+    let rename = latchkey::KeyPatch {
+        name: Some("renamed".into()),
+        ..Default::default()
+    };
+    engine
+        .update_key(sid, &admin(), &key.key.id, rename)
+        .unwrap();
+    assert_eq!(allowed_of(&engine, &key.credential(), 5), 2);
+    let regenerated = engine.regenerate_key(sid, &admin(), &key.key.id).unwrap();
+    assert_eq!(allowed_of(&engine, &regenerated.credential(), 5), 0);
+    assert_eq!(
+        allowed_of(&engine, &key.credential(), 1),
+        0,
+        "the old secret is gone"
+    );
+
+    // A budget that is all back is forgotten by a sweep; one in use is kept.
+    assert_eq!(allowed_of(&engine, &idle.credential(), 1), 1);
+    assert_eq!(engine.rate_limit_entries().0, 2);
+    clock.advance(Duration::seconds(61));
+    assert_eq!(
+        engine.sweep_rate_limits(),
+        1,
+        "the sliding minute of the other key"
+    );
+    assert_eq!(engine.rate_limit_entries().0, 1);
+    clock.advance(Duration::seconds(61));
+    assert_eq!(engine.sweep_rate_limits(), 0);
+    // Forgetting changed nothing: the key has its whole budget again.
+    assert_eq!(allowed_of(&engine, &regenerated.credential(), 10), 5);
+}
+
+#[test]
 fn two_threads_on_a_frozen_clock_admit_exactly_the_limit() {
     for algorithm in [
         Algorithm::FixedWindow,

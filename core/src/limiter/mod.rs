@@ -23,7 +23,8 @@ use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 
 pub(crate) use algorithm::NANOS;
-use algorithm::{Bucket, Fixed, Sliding, State, Verdict};
+pub(crate) use algorithm::Verdict;
+use algorithm::{Bucket, Fixed, Sliding, State};
 
 use crate::clock::Clock;
 use crate::limits::{Algorithm, RateLimit};
@@ -201,6 +202,70 @@ impl<K> std::fmt::Debug for Limiter<K> {
             .field("shards", &self.shards.len())
             .field("capacity", &(self.per_shard * self.shards.len()))
             .finish()
+    }
+}
+
+/// A rate state kept by its owner instead of in a [`Limiter`]'s tables: each API key's own
+/// limit lives in the key's index entry and is guarded by that entry's shard lock, so a verify
+/// finds key and budget in one place (one lookup, one lock) and the budget follows the key
+/// through changes and regeneration. Bounded by the number of keys, so it needs no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum HeldState {
+    /// Never charged, or forgotten while idle.
+    #[default]
+    Fresh,
+    Fixed(Fixed),
+    Bucket(Bucket),
+    Sliding(Sliding),
+}
+
+impl HeldState {
+    /// Decides a request at limiter time `now` without charging it: the verdict and the state
+    /// to store if the request is charged. A state kept under another algorithm counts as
+    /// fresh, as it does in a [`Limiter`] (each algorithm has its own table there).
+    #[inline]
+    pub(crate) fn decide(&self, limit: &RateLimit, now: i64) -> (Verdict, HeldState) {
+        match limit.algorithm {
+            Algorithm::FixedWindow => {
+                let held = match self {
+                    Self::Fixed(state) => Some(state),
+                    _ => None,
+                };
+                let (verdict, next) = Fixed::decide(held, limit, now);
+                (verdict, Self::Fixed(next))
+            }
+            Algorithm::TokenBucket => {
+                let held = match self {
+                    Self::Bucket(state) => Some(state),
+                    _ => None,
+                };
+                let (verdict, next) = Bucket::decide(held, limit, now);
+                (verdict, Self::Bucket(next))
+            }
+            Algorithm::SlidingWindow => {
+                let held = match self {
+                    Self::Sliding(state) => Some(state),
+                    _ => None,
+                };
+                let (verdict, next) = Sliding::decide(held, limit, now);
+                (verdict, Self::Sliding(next))
+            }
+        }
+    }
+
+    /// Forgets this state if forgetting it changes no future decision; true if it is still
+    /// tracked afterwards.
+    pub(crate) fn sweep(&mut self, now: i64) -> bool {
+        let idle = match self {
+            Self::Fresh => true,
+            Self::Fixed(state) => state.idle(now),
+            Self::Bucket(state) => state.idle(now),
+            Self::Sliding(state) => state.idle(now),
+        };
+        if idle {
+            *self = Self::Fresh;
+        }
+        !idle
     }
 }
 
