@@ -279,7 +279,7 @@ impl Engine {
                 } else {
                     request
                         .permission
-                        .filter(|&needed| !entry.permissions.contains(needed))
+                        .filter(|&needed| !entry.permissions().contains(needed))
                         .map(|needed| (DenyCode::Forbidden, Some(needed)))
                 };
                 // RATE_LIMITED is the last check (SPEC §4, §5): every applicable limit is charged
@@ -287,7 +287,7 @@ impl Engine {
                 // reports the limits' state, uncharged.
                 let limit = inner
                     .rates
-                    .key_limit(entry.rate_limit, entry.store.default_limit());
+                    .key_limit(entry.rate_limit(), entry.store.default_limit());
                 let charged = inner.rates.charge(
                     Some((&mut entry.rate, limit)),
                     request.ip,
@@ -316,7 +316,7 @@ impl Engine {
         let presented = format::parse(credential)?;
         self.inner.index.find(
             &presented,
-            |entry| Some((entry.store_id, entry.id.clone())),
+            |entry| Some((entry.store_id(), entry.id().to_owned())),
             || None,
         )
     }
@@ -536,17 +536,17 @@ impl Engine {
                 if key
                     .environment
                     .as_deref()
-                    .is_some_and(|env| env != &*acting.environment)
+                    .is_some_and(|env| env != acting.environment())
                 {
                     return Err(Error::Forbidden(format!(
                         "a key can only create keys in its own environment ({})",
-                        acting.environment
+                        acting.environment()
                     )));
                 }
             }
             let environment = match (&key.environment, &acting) {
                 (Some(env), _) => env.clone(),
-                (None, Some(acting)) => acting.environment.to_string(),
+                (None, Some(acting)) => acting.environment().to_owned(),
                 (None, None) => store.settings.default_environment().to_owned(),
             };
             if !store.settings.environments.contains(&environment) {
@@ -612,8 +612,8 @@ impl Engine {
             .inner
             .index
             .by_id(key_id)
-            .filter(|entry| entry.store_id.as_str() == store_id)
-            .map(|entry| entry.environment.to_string())
+            .filter(|entry| entry.store_id().as_str() == store_id)
+            .map(|entry| entry.environment().to_owned())
             .ok_or_else(|| Error::Forbidden("the acting key is not valid for this store".into()))?;
         Ok(keys
             .into_iter()
@@ -963,14 +963,14 @@ impl Inner {
             .by_id(key_id)
             .filter(|entry| {
                 // The acting key must be one that verify would accept right now.
-                entry.store_id == store
+                entry.store_id() == store
                     && entry.active
                     && self.clock.now_nanos() < entry.expires_at
                     && entry.store.api_enabled()
             })
             .ok_or_else(|| Error::Forbidden("the acting key is not valid for this store".into()))?;
         let needed = Permission::new(Area::ApiKeys, action);
-        if !entry.permissions.contains(needed) {
+        if !entry.permissions().contains(needed) {
             return Err(Error::Forbidden(format!("Missing permission {needed}")));
         }
         Ok(Some(entry))
@@ -1204,7 +1204,7 @@ fn write_audit(
 
 /// A key that creates keys can never grant a permission it does not hold itself.
 fn ensure_can_grant(acting: &KeyEntry, requested: &PermissionSet) -> Result<()> {
-    let missing = requested.difference(&acting.permissions);
+    let missing = requested.difference(&acting.permissions());
     if missing.is_empty() {
         return Ok(());
     }
@@ -1217,7 +1217,7 @@ fn ensure_can_grant(acting: &KeyEntry, requested: &PermissionSet) -> Result<()> 
 
 /// A key may manage only keys of its own environment that are no more powerful than itself.
 fn ensure_can_manage(acting: &KeyEntry, target: &KeyRecord) -> Result<()> {
-    if target.environment != *acting.environment {
+    if target.environment != acting.environment() {
         return Err(Error::not_found("key", target.id.clone()));
     }
     ensure_can_grant(acting, &target.permissions)

@@ -185,36 +185,52 @@ impl Usage {
     }
 }
 
+/// How a credential must look, besides its secret, to name a key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Matcher {
+    /// A token: the store's prefix at the time of issue (and the store id, in the grant).
+    Token(Option<Inline<8>>),
+    Hex,
+    /// A consumer key/secret pair: the consumer key's 16 bytes.
+    Pair(Option<[u8; 16]>),
+}
+
 /// Everything verify needs about one key, stored inline in the index. Replaced on change
 /// (never edited in place), except for `rate` and `used_minute`, which the replacement
 /// inherits.
+///
+/// Laid out by hand in four cache lines (the size is checked below), in the order a verify
+/// reads them: the digest and the checks of every request in the first line, the budget in
+/// the second, and what the decision copies out in the last two. With a million keys each
+/// line is a cache miss, so an entry that sprawled over more lines cost more per verify.
 #[derive(Debug, Clone)]
+#[repr(C, align(64))]
 pub(crate) struct KeyEntry {
-    pub id: String,
-    pub store_id: StoreId,
-    pub store: Arc<StoreLive>,
-    pub format: KeyFormat,
-    pub prefix: Option<Inline<8>>,
     pub digest: Digest,
-    pub consumer_key: Option<[u8; 16]>,
-    pub environment: Box<str>,
-    pub permissions: PermissionSet,
-    pub active: bool,
     /// Unix nanos at which the key expires; `i64::MAX`: never.
     pub expires_at: i64,
-    pub ip_allowlist: Box<[IpNet]>,
-    /// The key's own limit; `None`: its store's default, else the server's.
-    pub rate_limit: Option<RateLimit>,
-    pub usage: Arc<Usage>,
-    /// The minute this entry last passed a use on to `usage`: a copy kept beside the rest
-    /// of the entry, so a key used again within the minute does not read the separately
-    /// allocated usage (a cache miss per verify when keys are many).
-    used_minute: i64,
+    pub store: Arc<StoreLive>,
+    /// The key's own limit, packed (see [`RateLimit::pack`]); unset: its store's default,
+    /// else the server's.
+    own_limit: u64,
+    /// The minute (unix seconds / 60, saturated) this entry last passed a use on to `usage`:
+    /// kept beside the rest of the entry, so a key used again within the minute does not
+    /// read the separately allocated usage (a cache miss per verify when keys are many).
+    used_minute: i32,
+    pub active: bool,
     /// The budget of the key's own limit (its limit, else its store's or the server's).
     pub rate: HeldState,
-    /// What a successful decision carries, ready to copy.
+    /// What a successful decision carries, ready to copy: also the key's id, store,
+    /// environment and permissions.
     pub grant: Grant,
+    pub matcher: Matcher,
+    pub ip_allowlist: Box<[IpNet]>,
+    pub usage: Arc<Usage>,
 }
+
+// Four cache lines, as described above (64-bit targets).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<KeyEntry>() == 256);
 
 impl KeyEntry {
     pub(crate) fn from_record(
@@ -223,14 +239,21 @@ impl KeyEntry {
         usage: Arc<Usage>,
     ) -> Option<Self> {
         let digest = Digest::from_hex(&record.digest)?;
-        let consumer_key = match &record.consumer_key {
-            Some(ck) => {
-                let mut bytes = [0u8; 16];
-                let hex = ck.strip_prefix(crate::keys::format::CONSUMER_KEY_PREFIX)?;
-                crate::secret::decode_hex(hex, &mut bytes).then_some(())?;
-                Some(bytes)
-            }
-            None => None,
+        let matcher = match record.format {
+            KeyFormat::Token => Matcher::Token(match &record.prefix {
+                Some(prefix) => Some(Inline::new(prefix)?),
+                None => None,
+            }),
+            KeyFormat::Hex => Matcher::Hex,
+            KeyFormat::Pair => Matcher::Pair(match &record.consumer_key {
+                Some(ck) => {
+                    let mut bytes = [0u8; 16];
+                    let hex = ck.strip_prefix(crate::keys::format::CONSUMER_KEY_PREFIX)?;
+                    crate::secret::decode_hex(hex, &mut bytes).then_some(())?;
+                    Some(bytes)
+                }
+                None => None,
+            }),
         };
         let grant = Grant {
             key_id: Inline::new(&record.id)?,
@@ -240,29 +263,43 @@ impl KeyEntry {
             kind: record.kind,
         };
         Some(Self {
-            grant,
-            id: record.id.clone(),
-            store_id: record.store_id,
-            store,
-            format: record.format,
-            prefix: match &record.prefix {
-                Some(prefix) => Some(Inline::new(prefix)?),
-                None => None,
-            },
             digest,
-            consumer_key,
-            environment: record.environment.as_str().into(),
-            permissions: record.permissions,
-            active: record.active,
             expires_at: record.expires_at.map_or(i64::MAX, |at| {
                 i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
             }),
-            ip_allowlist: record.ip_allowlist.clone().into_boxed_slice(),
-            rate_limit: record.rate_limit,
-            usage,
-            used_minute: i64::MIN,
+            store,
+            own_limit: RateLimit::pack(record.rate_limit.as_ref()),
+            used_minute: i32::MIN,
+            active: record.active,
             rate: HeldState::Fresh,
+            grant,
+            matcher,
+            ip_allowlist: record.ip_allowlist.clone().into_boxed_slice(),
+            usage,
         })
+    }
+
+    /// The key's own limit; `None`: its store's default, else the server's.
+    #[inline]
+    pub(crate) fn rate_limit(&self) -> Option<RateLimit> {
+        RateLimit::unpack(self.own_limit)
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        self.grant.key_id.as_str()
+    }
+
+    pub(crate) fn store_id(&self) -> StoreId {
+        self.grant.store_id
+    }
+
+    pub(crate) fn environment(&self) -> &str {
+        self.grant.environment.as_str()
+    }
+
+    #[inline]
+    pub(crate) fn permissions(&self) -> PermissionSet {
+        self.grant.permissions
     }
 
     /// Takes over what the entry it replaces kept in memory only: the key's budget and the
@@ -276,7 +313,7 @@ impl KeyEntry {
     /// must queue the usage for flushing.
     #[inline]
     pub(crate) fn touch(&mut self, now_secs: i64, ip: Option<IpAddr>) -> bool {
-        let minute = now_secs.div_euclid(60);
+        let minute = i32::try_from(now_secs.div_euclid(60)).unwrap_or(i32::MAX);
         if self.used_minute == minute {
             return false;
         }
@@ -362,29 +399,28 @@ impl KeyIndex {
             } => self.lookup(
                 secret,
                 |entry| {
-                    (entry.format == KeyFormat::Token)
-                        & (entry.store_id == store)
-                        & entry.prefix.as_ref().is_some_and(|p| p.matches(prefix))
+                    matches!(entry.matcher, Matcher::Token(Some(p)) if p.matches(prefix))
+                        & (entry.grant.store_id == store)
                 },
                 f,
                 miss,
             ),
             Presented::Hex(key) => {
-                self.lookup(key, |entry| entry.format == KeyFormat::Hex, f, miss)
+                self.lookup(key, |entry| matches!(entry.matcher, Matcher::Hex), f, miss)
             }
             Presented::Pair {
                 consumer_key,
                 secret,
             } => self.lookup(
                 secret,
-                |entry| {
-                    let same_consumer = entry.consumer_key.is_some_and(|ck| {
+                |entry| match entry.matcher {
+                    Matcher::Pair(Some(ck)) => {
                         ck.iter()
                             .zip(consumer_key.iter())
                             .fold(0u8, |diff, (a, b)| diff | (a ^ b))
                             == 0
-                    });
-                    (entry.format == KeyFormat::Pair) & same_consumer
+                    }
+                    _ => false,
                 },
                 f,
                 miss,
@@ -419,7 +455,7 @@ impl KeyIndex {
     pub(crate) fn upsert(&self, mut entry: KeyEntry) {
         let digest = entry.digest;
         let mut ids = self.by_id.write();
-        let previous = ids.insert(entry.id.clone(), digest);
+        let previous = ids.insert(entry.id().to_owned(), digest);
         let new = shard_of(&digest.0);
         match previous {
             Some(old) if old != digest && shard_of(&old.0) != new => {
