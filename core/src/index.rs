@@ -201,8 +201,8 @@ pub(crate) enum Matcher {
 ///
 /// Laid out by hand in four cache lines (the size is checked below), in the order a verify
 /// reads them: the digest and the checks of every request in the first line, the budget in
-/// the second, and what the decision copies out in the last two. With a million keys each
-/// line is a cache miss, so an entry that sprawled over more lines cost more per verify.
+/// the second, and what the decision copies out in the last two. Nothing is held twice, so a
+/// million keys take 256 MB of entries and a cold verify reads four lines at most.
 #[derive(Debug, Clone)]
 #[repr(C, align(64))]
 pub(crate) struct KeyEntry {
