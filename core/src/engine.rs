@@ -340,7 +340,9 @@ impl Engine {
             .failed(Some(ip), self.inner.clock.now_nanos())
     }
 
-    /// Rate-limit entries tracked now: (per key, per IP).
+    /// Rate-limit entries tracked now: (keys holding a budget, i.e. charged since a sweep
+    /// last found it all back; per-IP entries). The first count visits every key's entry, one index shard at a time, so it
+    /// is for monitoring, not for a hot path.
     pub fn rate_limit_entries(&self) -> (usize, usize) {
         (
             self.inner.index.tracked_rates(),

@@ -498,7 +498,7 @@ impl KeyIndex {
         self.count_rates(|rate| rate.sweep(now))
     }
 
-    /// How many keys hold a budget that is not all back (as of the last sweep).
+    /// How many keys hold a budget: charged since a sweep last found it all back.
     pub(crate) fn tracked_rates(&self) -> usize {
         self.count_rates(|rate| *rate != HeldState::Fresh)
     }
