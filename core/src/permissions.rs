@@ -47,6 +47,12 @@ impl Action {
 
     /// Parses an action name, case-insensitively.
     pub fn parse(text: &str) -> Option<Action> {
+        match text {
+            "View" => return Some(Action::View),
+            "Edit" => return Some(Action::Edit),
+            "Delete" => return Some(Action::Delete),
+            _ => {}
+        }
         Action::ALL
             .into_iter()
             .find(|action| action.as_str().eq_ignore_ascii_case(text))
@@ -86,6 +92,14 @@ macro_rules! areas {
             /// The actions this area offers.
             pub fn actions(self) -> &'static [Action] {
                 match self { $(Area::$area => &[$(Action::$action),*]),* }
+            }
+
+            /// The area named exactly by its canonical or scope name.
+            fn exact(text: &str) -> Option<Area> {
+                match text {
+                    $($name | $scope => Some(Area::$area),)*
+                    _ => None,
+                }
             }
         }
     };
@@ -128,6 +142,11 @@ impl Area {
     /// Parses an area name. Accepts the canonical name and the scope name in any case, with or
     /// without `_`/`-` separators (`GiftCards`, `gift_cards`, `gift-cards`, `giftcards`).
     pub fn parse(text: &str) -> Option<Area> {
+        // Verify parses an area on every call; the names callers write are nearly always
+        // exact, which a match on the text settles without folding and searching.
+        if let Some(area) = Area::exact(text) {
+            return Some(area);
+        }
         let mut folded = [0u8; 32];
         let mut len = 0;
         for byte in text.bytes() {
