@@ -334,8 +334,10 @@ fn updates_do_not_interrupt_concurrent_verifies() {
     let (store, _) = store(&engine);
     let key = scoped(&engine, &store, json!({"Orders": ["View"]}));
     let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(std::sync::Barrier::new(2));
     let checker = {
         let (engine, cred, stop) = (engine.clone(), key.credential(), stop.clone());
+        let started = started.clone();
         std::thread::spawn(move || {
             let mut checks = 0u64;
             while !stop.load(Ordering::SeqCst) {
@@ -347,10 +349,16 @@ fn updates_do_not_interrupt_concurrent_verifies() {
                     "{d:?}"
                 );
                 checks += 1;
+                if checks == 1 {
+                    started.wait();
+                }
             }
             checks
         })
     };
+    // The updates start once the checker is verifying (thread start-up can take longer than
+    // fifty in-memory updates).
+    started.wait();
     for i in 0..50 {
         let patch = KeyPatch {
             name: Some(format!("renamed {i}")),
