@@ -255,8 +255,9 @@ impl Engine {
         let Some(presented) = format::parse(credential) else {
             return unauthenticated(Decision::deny(DenyCode::Invalid));
         };
-        // The remaining checks run while the map's read guard is held: a few atomic loads and
-        // compares, so the decision copies out what it needs instead of cloning the entry.
+        // The remaining checks run while the key's index shard is locked: a few loads, compares
+        // and the budget's arithmetic, so the decision copies out what it needs instead of
+        // cloning the entry.
         inner.index.find(
             &presented,
             |entry| {
@@ -341,8 +342,8 @@ impl Engine {
     }
 
     /// Rate-limit entries tracked now: (keys holding a budget, i.e. charged since a sweep
-    /// last found it all back; per-IP entries). The first count visits every key's entry, one index shard at a time, so it
-    /// is for monitoring, not for a hot path.
+    /// last found it all back; per-IP entries). The first count visits every key's entry,
+    /// one index shard at a time, so it is for monitoring, not for a hot path.
     pub fn rate_limit_entries(&self) -> (usize, usize) {
         (
             self.inner.index.tracked_rates(),

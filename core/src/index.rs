@@ -379,9 +379,10 @@ impl KeyIndex {
         f(table.find_mut(digest_hash(&digest.0), |e| e.digest.0 == digest.0))
     }
 
-    /// Finds the key a parsed credential names and runs `f` on it under its shard's lock; `miss()` for an unknown key and a wrong secret alike. (Both give the answer
-    /// directly rather than through an `Option`: a decision is large, and every extra move of
-    /// it on the hot path costs.)
+    /// Finds the key a parsed credential names and runs `f` on it under its shard's lock;
+    /// `miss()` for an unknown key and a wrong secret alike. (Both give the answer directly
+    /// rather than through an `Option`: a decision is large, and every extra move of it on the
+    /// hot path costs.)
     ///
     /// Every path computes exactly one SHA-256 and one constant-time comparison.
     #[inline]
@@ -539,7 +540,8 @@ fn take(table: &mut HashTable<KeyEntry>, digest: &Digest) -> Option<KeyEntry> {
         .map(|found| found.remove().0)
 }
 
-/// Adds an entry to a locked shard's table (its digest is not there: [`take`] came first).
+/// Adds an entry to a locked shard's table; its digest is not there (a new secret, or
+/// [`take`] came first).
 fn put(table: &mut HashTable<KeyEntry>, entry: KeyEntry) {
     table.insert_unique(digest_hash(&entry.digest.0), entry, |e| {
         digest_hash(&e.digest.0)

@@ -106,29 +106,26 @@ impl Rates {
             return None;
         }
         let (ip, limit) = (ip?, self.options.brute_force.as_ref()?);
-        let now = self.ips.time(wall);
-        let pending = self
-            .ips
-            .lock(IpKey::new(BRUTE_FORCE, ip))
-            .decide(limit, now);
-        (!pending.verdict.allowed).then(|| limit_state(&pending.verdict, wall))
+        let verdict = self.ips.take(
+            IpKey::new(BRUTE_FORCE, ip),
+            limit,
+            self.time.at(wall),
+            false,
+        );
+        (!verdict.allowed).then(|| limit_state(&verdict, wall))
     }
 
     /// Counts a failed authentication from `ip`; the brute-force state to report.
     pub(crate) fn failed(&self, ip: Option<IpAddr>, wall: i64) -> Option<LimitState> {
         let (ip, limit) = (ip?, self.options.brute_force.as_ref()?);
-        let now = self.time.at(wall);
-        let mut locked = self.ips.lock(IpKey::new(BRUTE_FORCE, ip));
-        let pending = locked.decide(limit, now);
-        if pending.verdict.allowed {
-            locked.charge(&pending);
-        }
-        drop(locked);
-        if pending.verdict.remaining == 0 {
-            let until = wall.saturating_add(pending.verdict.reset_in);
+        let verdict = self
+            .ips
+            .take(IpKey::new(BRUTE_FORCE, ip), limit, self.time.at(wall), true);
+        if verdict.remaining == 0 {
+            let until = wall.saturating_add(verdict.reset_in);
             self.blocked_until.fetch_max(until, Ordering::AcqRel);
         }
-        Some(limit_state(&pending.verdict, wall))
+        Some(limit_state(&verdict, wall))
     }
 
     /// Limiter time for a wall-clock reading (the time base of the keys' held states).
@@ -170,12 +167,8 @@ impl Rates {
                 (verdict, verdict.allowed)
             }
             (None, Some((ip_key, limit))) => {
-                let mut locked = self.ips.lock(ip_key);
-                let pending = locked.decide(limit, now);
-                if pending.verdict.allowed && charge {
-                    locked.charge(&pending);
-                }
-                (pending.verdict, pending.verdict.allowed)
+                let verdict = self.ips.take(ip_key, limit, now, charge);
+                (verdict, verdict.allowed)
             }
             (Some((held, key_limit)), Some((ip_key, ip_limit))) => {
                 let (a, next) = held.decide(&key_limit, now);

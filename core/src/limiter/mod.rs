@@ -225,31 +225,21 @@ impl HeldState {
     /// fresh, as it does in a [`Limiter`] (each algorithm has its own table there).
     #[inline]
     pub(crate) fn decide(&self, limit: &RateLimit, now: i64) -> (Verdict, HeldState) {
+        // The held state if it is of `$variant`, decided by that variant's algorithm.
+        macro_rules! decide_as {
+            ($variant:ident) => {{
+                let held = match self {
+                    Self::$variant(state) => Some(state),
+                    _ => None,
+                };
+                let (verdict, next) = State::decide(held, limit, now);
+                (verdict, Self::$variant(next))
+            }};
+        }
         match limit.algorithm {
-            Algorithm::FixedWindow => {
-                let held = match self {
-                    Self::Fixed(state) => Some(state),
-                    _ => None,
-                };
-                let (verdict, next) = Fixed::decide(held, limit, now);
-                (verdict, Self::Fixed(next))
-            }
-            Algorithm::TokenBucket => {
-                let held = match self {
-                    Self::Bucket(state) => Some(state),
-                    _ => None,
-                };
-                let (verdict, next) = Bucket::decide(held, limit, now);
-                (verdict, Self::Bucket(next))
-            }
-            Algorithm::SlidingWindow => {
-                let held = match self {
-                    Self::Sliding(state) => Some(state),
-                    _ => None,
-                };
-                let (verdict, next) = Sliding::decide(held, limit, now);
-                (verdict, Self::Sliding(next))
-            }
+            Algorithm::FixedWindow => decide_as!(Fixed),
+            Algorithm::TokenBucket => decide_as!(Bucket),
+            Algorithm::SlidingWindow => decide_as!(Sliding),
         }
     }
 
@@ -331,20 +321,27 @@ impl<K: Hash + Eq + Copy + Send + 'static> Limiter<K> {
     /// Checks `key` against `limit` now and charges it if allowed.
     pub fn check(&self, key: K, limit: &RateLimit) -> LimitState {
         let wall = self.clock.now_nanos();
-        let now = self.time.at(wall);
+        let verdict = self.take(key, limit, self.time.at(wall), true);
+        limit_state(&verdict, wall)
+    }
+
+    /// Decides `key` against `limit` at limiter time `now` and, if `charge` and allowed,
+    /// charges it, under one hold of its shard's lock.
+    #[inline]
+    pub(crate) fn take(&self, key: K, limit: &RateLimit, now: i64, charge: bool) -> Verdict {
         let mut locked = self.lock(key);
         let pending = locked.decide(limit, now);
-        if pending.verdict.allowed {
+        if pending.verdict.allowed && charge {
             locked.charge(&pending);
         }
-        limit_state(&pending.verdict, wall)
+        pending.verdict
     }
 
     /// The state of `key` against `limit` now, without charging anything.
     pub fn peek(&self, key: K, limit: &RateLimit) -> LimitState {
         let wall = self.clock.now_nanos();
-        let pending = self.lock(key).decide(limit, self.time.at(wall));
-        limit_state(&pending.verdict, wall)
+        let verdict = self.take(key, limit, self.time.at(wall), false);
+        limit_state(&verdict, wall)
     }
 
     /// Limiter time for a wall-clock reading.
