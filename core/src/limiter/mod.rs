@@ -225,21 +225,31 @@ impl HeldState {
     /// fresh, as it does in a [`Limiter`] (each algorithm has its own table there).
     #[inline]
     pub(crate) fn decide(&self, limit: &RateLimit, now: i64) -> (Verdict, HeldState) {
-        // The held state if it is of `$variant`, decided by that variant's algorithm.
-        macro_rules! decide_as {
-            ($variant:ident) => {{
+        match limit.algorithm {
+            Algorithm::FixedWindow => {
                 let held = match self {
-                    Self::$variant(state) => Some(state),
+                    Self::Fixed(state) => Some(state),
                     _ => None,
                 };
-                let (verdict, next) = State::decide(held, limit, now);
-                (verdict, Self::$variant(next))
-            }};
-        }
-        match limit.algorithm {
-            Algorithm::FixedWindow => decide_as!(Fixed),
-            Algorithm::TokenBucket => decide_as!(Bucket),
-            Algorithm::SlidingWindow => decide_as!(Sliding),
+                let (verdict, next) = Fixed::decide(held, limit, now);
+                (verdict, Self::Fixed(next))
+            }
+            Algorithm::TokenBucket => {
+                let held = match self {
+                    Self::Bucket(state) => Some(state),
+                    _ => None,
+                };
+                let (verdict, next) = Bucket::decide(held, limit, now);
+                (verdict, Self::Bucket(next))
+            }
+            Algorithm::SlidingWindow => {
+                let held = match self {
+                    Self::Sliding(state) => Some(state),
+                    _ => None,
+                };
+                let (verdict, next) = Sliding::decide(held, limit, now);
+                (verdict, Self::Sliding(next))
+            }
         }
     }
 
@@ -320,9 +330,16 @@ impl<K: Hash + Eq + Copy + Send + 'static> Limiter<K> {
 
     /// Checks `key` against `limit` now and charges it if allowed.
     pub fn check(&self, key: K, limit: &RateLimit) -> LimitState {
+        // Spelled out rather than through `take`: written that way this path measured 1.5–2 ns
+        // slower (`limiter/latchkey_1t`, 22.7–23.3 vs 21.0–21.5 ns in interleaved runs).
         let wall = self.clock.now_nanos();
-        let verdict = self.take(key, limit, self.time.at(wall), true);
-        limit_state(&verdict, wall)
+        let now = self.time.at(wall);
+        let mut locked = self.lock(key);
+        let pending = locked.decide(limit, now);
+        if pending.verdict.allowed {
+            locked.charge(&pending);
+        }
+        limit_state(&pending.verdict, wall)
     }
 
     /// Decides `key` against `limit` at limiter time `now` and, if `charge` and allowed,
