@@ -71,6 +71,41 @@ def test_every_format_and_the_missing_key(eng, shop):
     assert len(err.value.problems) == 2, err.value.problems
 
 
+def test_verify_takes_its_arguments_as_a_python_function_does(eng, shop):
+    """`verify` is a raw fastcall function (bindings/python/src/fast.rs), so its argument rules
+    are its own: pinned here against what a `def` with the same signature accepts."""
+    import inspect
+
+    store, default_key = shop
+    key = eng.create_key(store.id, name="args", permissions="orders:read").key
+    assert str(inspect.signature(eng.verify)) == (
+        "(credential, *, area=None, action=None, ip=None, path='/')"
+    )
+    assert eng.verify.__name__ == "verify" and "Decides one request" in eng.verify.__doc__
+    # Keyword names built at run time (not interned constants) are matched by their text.
+    area, action = "".join(["ar", "ea"]), "".join(["act", "ion"])
+    assert eng.verify(key, **{area: "Orders", action: "View"}).allowed
+    assert eng.verify(credential=key, area="Orders", action="View", ip=None, path="/x").allowed
+    assert eng.verify(key, area=None, action=None).allowed
+    cases = {
+        "takes 1 positional argument but 2 were given": lambda: eng.verify(key, "Orders"),
+        "missing 1 required positional argument: 'credential'": lambda: eng.verify(area="Orders"),
+        "unexpected keyword argument 'scope'": lambda: eng.verify(key, scope="Orders"),
+        "multiple values for argument 'credential'": lambda: eng.verify(key, credential=key),
+        "argument 'ip' must be str or None, not int": lambda: eng.verify(key, ip=127),
+        "argument 'credential' must be str or None, not bytes": lambda: eng.verify(key.encode()),
+    }
+    for message, call in cases.items():
+        with pytest.raises(TypeError) as err:
+            call()
+        assert message in str(err.value), (message, str(err.value))
+        # No argument error quotes a credential.
+        assert key not in str(err.value)
+    # A bound function keeps its engine alive.
+    verify = latchkey.Engine.memory().verify
+    assert verify(None).code == "MISSING"
+
+
 def test_errors_are_typed_and_name_every_problem(eng, shop):
     store, default_key = shop
     with pytest.raises(ValidationError) as err:

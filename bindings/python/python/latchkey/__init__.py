@@ -152,8 +152,8 @@ class Engine:
     """Decides one request. Bad arguments (an unknown area or action, an unreadable IP) are a
     `ValidationError`; a refused request is a `Decision` with `allowed` false.
 
-    The native method itself, with the same keyword-only arguments: a Python method around it
-    would add a frame that costs a fifth of the call."""
+    The native function itself, bound to the engine, with the same keyword-only arguments: a
+    Python method around it would add a frame that costs a fifth of the call."""
 
     def __init__(self, native: "_native.Engine", actor: str = "python") -> None:
         self._native = native
@@ -242,7 +242,7 @@ class Engine:
     def audit(self, store_id: str, limit: int = 100) -> List[Record]:
         return [Record(e) for e in json.loads(self._native.audit(store_id, limit))]
 
-    # ---- verify is the native method itself (see `verify` above); buffered writes --------
+    # ---- verify is the native function itself (see `verify` above); buffered writes --------
 
     def flush(self) -> None:
         self._native.flush()
