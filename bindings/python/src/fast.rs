@@ -200,14 +200,16 @@ fn decide<'py>(
             "verify() missing 1 required positional argument: 'credential'",
         ));
     }
-    let [credential, area, action, ip, path] = [0, 1, 2, 3, 4].map(|slot| arguments.text(slot));
+    let credential = arguments.text(0)?;
+    let (area, action, ip) = (arguments.text(1)?, arguments.text(2)?, arguments.text(3)?);
+    let path = arguments.text(4)?.unwrap_or("/");
     let (permission, ip) =
-        latchkey::verify_arguments(area?, action?, ip?).map_err(|e| invalid(py, e.problems()))?;
+        latchkey::verify_arguments(area, action, ip).map_err(|e| invalid(py, e.problems()))?;
     let inner = engine.get().engine.verify(&VerifyRequest {
-        credential: credential?,
+        credential,
         permission,
         ip,
-        path: path?.unwrap_or("/"),
+        path,
     });
     Bound::new(py, Decision { inner })
 }
