@@ -172,13 +172,18 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], current: u32, what: &str
     }
     let version: Version = serde_json::from_slice(bytes)
         .map_err(|e| Error::Corrupt(format!("{what} record has no readable version: {e}")))?;
-    if version.v > current {
+    check_version(version.v, current, what)?;
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("{what} record: {e}")))
+}
+
+/// Refuses a record whose format version `v` is newer than `current`.
+pub(crate) fn check_version(v: u32, current: u32, what: &str) -> Result<()> {
+    if v > current {
         return Err(Error::Corrupt(format!(
-            "{what} record version {} is newer than this release reads ({current})",
-            version.v
+            "{what} record version {v} is newer than this release reads ({current})"
         )));
     }
-    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("{what} record: {e}")))
+    Ok(())
 }
 
 /// Every (key, value) of `table` whose first key part is `store`, in key order.
