@@ -281,7 +281,7 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
         return ptr::null_mut();
     }
 
-    let guard = verifier.engine.read();
+    let guard = verifier.engine.borrow();
     let Some(engine) = guard.as_ref() else {
         throw(env, "CLOSED", &["the engine is closed".to_owned()]);
         return ptr::null_mut();
