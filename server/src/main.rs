@@ -3,7 +3,7 @@
 // The CLI's output is its interface: results go to stdout, diagnostics to stderr.
 #![allow(clippy::print_stdout)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -294,9 +294,7 @@ fn serve(args: Serve) -> Result<(), String> {
     };
     let engine = Arc::new(engine);
     engine.start_webhook_worker().map_err(|e| e.to_string())?;
-    if args.dev {
-        dev_banner(&engine, &secret, args.listen)?;
-    }
+    let dev = args.dev.then(|| (engine.clone(), secret.clone()));
     let config = Config {
         trusted_proxies: trusted,
         body_limit: args.body_limit,
@@ -315,7 +313,12 @@ fn serve(args: Serve) -> Result<(), String> {
         let bound = listener
             .local_addr()
             .map_err(|e| format!("cannot listen: {e}"))?;
-        // Tests and scripts read the bound address (the port may have been 0) from this line.
+        if let Some((engine, secret)) = dev {
+            // After binding, so the commands it prints name the port actually bound.
+            dev_banner(&engine, &secret, reachable(bound))?;
+        }
+        // Tests and scripts read the bound address (the port may have been 0) from this line,
+        // and take the banner above as complete once it appears.
         eprintln!("latchkey: listening on http://{bound}");
         axum::serve(
             listener,
@@ -350,6 +353,15 @@ async fn shutdown() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+/// The address a local client reaches `bound` at: loopback for a wildcard address.
+fn reachable(bound: SocketAddr) -> SocketAddr {
+    match bound.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, bound.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, bound.port()).into(),
+        _ => bound,
     }
 }
 
