@@ -167,7 +167,9 @@ async fn list(
         params.get("cursor").map(String::as_str),
     );
     match page {
-        Ok(page) => respond::ok_raw(StatusCode::OK, &page.to_json()),
+        Ok(page) => respond::ok_written(StatusCode::OK, page.items.len() + 64, |out| {
+            page.write_json(out);
+        }),
         Err(err) => respond::error(&err),
     }
 }

@@ -14,7 +14,18 @@ pub fn ok(status: StatusCode, data: Value) -> Response {
 /// A successful body around `data` that is JSON text already (a page of stored outputs, or
 /// [`ok`]'s data): the one place the success wrapper is written.
 pub fn ok_raw(status: StatusCode, data: &str) -> Response {
-    let body = format!(r#"{{"data":{data},"errors":[],"message":null,"success":true}}"#);
+    ok_written(status, data.len(), |out| out.push_str(data))
+}
+
+/// [`ok_raw`] for data written straight into the body (`size` bytes, about): the body is
+/// built in one buffer, with no copy of the data made first.
+pub fn ok_written(status: StatusCode, size: usize, data: impl FnOnce(&mut String)) -> Response {
+    const BEFORE: &str = r#"{"data":"#;
+    const AFTER: &str = r#","errors":[],"message":null,"success":true}"#;
+    let mut body = String::with_capacity(BEFORE.len() + size + AFTER.len());
+    body.push_str(BEFORE);
+    data(&mut body);
+    body.push_str(AFTER);
     (
         status,
         [(

@@ -116,12 +116,22 @@ impl PageJson {
     /// The page as JSON text, the same as `serde_json::to_string(&Value::from(page))` for
     /// the [`Page`] with these items (`items`, then `next_cursor`).
     pub fn to_json(&self) -> String {
-        let cursor = self
-            .next_cursor
-            .as_deref()
-            .and_then(|c| serde_json::to_string(c).ok())
-            .unwrap_or_else(|| "null".to_owned());
-        format!("{{\"items\":{},\"next_cursor\":{cursor}}}", self.items)
+        let mut out = String::with_capacity(self.items.len() + 64);
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Appends [`PageJson::to_json`]'s text to `out` (for a front end that wraps the page).
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"items\":");
+        out.push_str(&self.items);
+        out.push_str(",\"next_cursor\":");
+        match self.next_cursor.as_deref() {
+            // A cursor is base64url text, but it is escaped as any string would be.
+            Some(cursor) => out.push_str(&Value::from(cursor).to_string()),
+            None => out.push_str("null"),
+        }
+        out.push('}');
     }
 }
 
@@ -593,7 +603,8 @@ fn walk_page(
     );
     let start = after.unwrap_or("");
     let mut taken = 0;
-    let mut last = None;
+    // The id of the last item walked, in one buffer reused for every item.
+    let mut last: Option<String> = None;
     for item in table.range((store, env, tag, start)..(store, env, tag, "~"))? {
         let (key, value) = item?;
         let id = key.value().3;
@@ -606,7 +617,9 @@ fn walk_page(
         if take(value.value())? {
             taken += 1;
         }
-        last = Some(id.to_owned());
+        let last = last.get_or_insert_with(String::new);
+        last.clear();
+        last.push_str(id);
     }
     Ok(None)
 }
@@ -686,6 +699,10 @@ impl Engine {
                 .map_err(|_| Error::Corrupt(format!("a stored {} output", kind.name())))?;
             if items.len() > 1 {
                 items.push(',');
+            } else {
+                // Room for a page of items the size of the first, instead of growing by
+                // doubling (each growth a copy of the page so far).
+                items.reserve((json.len() + 1) * limit + 1);
             }
             items.push_str(json);
             Ok(true)
