@@ -546,8 +546,8 @@ fn put(table: &mut Slots<KeyEntry>, entry: KeyEntry) {
 /// entry's own lines (the digest in the first, the occupancy tag beside it), all at addresses
 /// known from the hash, where a swiss table reads its control bytes first and only then the
 /// entry: two dependent cache misses once a million keys' entries have pushed the control
-/// bytes out of cache (`verify/1m_keys`, interleaved A/B runs: 431–626 ns before, 447–469 ns
-/// after, in eight rounds). At most three quarters full, so a lookup reads one or two slots,
+/// bytes out of cache (`verify/1m_keys`, medians of nine interleaved A/B rounds: 566 ns
+/// before, 456 ns after). At most three quarters full, so a lookup reads one or two slots,
 /// adjacent in memory.
 ///
 /// Invariant: an entry sits at its home slot or after it with no free slot in between (a run

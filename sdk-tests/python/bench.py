@@ -5,7 +5,9 @@
 - the `limits` package's in-memory `FixedWindowRateLimiter.hit`;
 - `djangorestframework-api-key`'s `APIKey.objects.is_valid` on SQLite in memory.
 
-Usage (from the repository root, after `make python`):
+Usage (from the repository root, after `make python`, whose build is a debug one for the
+tests, so the extension is rebuilt with optimisations first):
+    (cd bindings/python && VIRTUAL_ENV=$PWD/../../target/pyvenv ../../target/pyvenv/bin/maturin develop --release -q)
     target/pyvenv/bin/pip install limits django djangorestframework djangorestframework-api-key
     target/pyvenv/bin/python sdk-tests/python/bench.py
 
