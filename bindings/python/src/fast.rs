@@ -1,13 +1,13 @@
 //! `Engine.verify` as a raw CPython fastcall function: the one call a server makes per request.
 //!
 //! pyo3's generated glue for a method matches keyword arguments generically: it reads each
-//! keyword name's UTF-8 text and compares it with every parameter name, then type-checks `self`
-//! through the class. For `verify`, whose core work is under 100 ns, that glue was a third of
-//! the call. Here the function is bound to its engine (CPython's `m_self`), and a keyword name
-//! is first matched by identity with the interned parameter names: the names a call site spells
-//! out are interned constants of its code object, so the text is read only for names built at
-//! run time. Everything after the matching — the argument rules, the decision, the result
-//! object — is the same safe code as any other method.
+//! keyword name's UTF-8 text and compares it with every parameter name. For `verify`, whose
+//! core work is under 100 ns, that cost about 20 ns of a 185 ns call (interleaved runs,
+//! BENCHMARKS.md). Here the function is bound to its engine (CPython's `m_self`), and a
+//! keyword name is first matched by identity with the interned parameter names: the names a
+//! call site spells out are interned constants of its code object, so the text is read only
+//! for names built at run time. Everything after the matching — the argument rules, the
+//! decision, the result object — is the same safe code as any other method.
 //!
 //! This is the crate's only `unsafe` code. Invariants: [`VERIFY`] is immutable and `'static`
 //! (CPython only reads a method definition); CPython calls the function only on an attached
