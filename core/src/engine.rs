@@ -107,14 +107,24 @@ pub struct Engine {
     flusher: Option<JoinHandle<()>>,
 }
 
+/// State only the engine's writes read and change, under [`Inner::writer`].
+#[derive(Debug, Default)]
+pub(crate) struct Writer {
+    /// Unrevoked scoped keys per store (for `max_scoped_keys`): counted once when the
+    /// database is opened, then changed with each creation and revocation after its commit, so
+    /// creating a key does not read every key of its store.
+    scoped: HashMap<StoreId, usize>,
+}
+
 pub(crate) struct Inner {
     pub(crate) db: Database,
     pub(crate) clock: Arc<dyn Clock>,
     index: KeyIndex,
     /// Live store state, shared with key entries. Written only under `writer`.
     stores: RwLock<HashMap<StoreId, Arc<StoreLive>>>,
-    /// Held through every write transaction, so the index is updated in commit order.
-    pub(crate) writer: Mutex<()>,
+    /// Held through every write transaction, so the index is updated in commit order; holds
+    /// what the writes keep between them.
+    pub(crate) writer: Mutex<Writer>,
     /// Usages whose minute rolled over since the last flush. Lock-free: verify pushes here.
     usage_queue: SegQueue<Arc<Usage>>,
     shutdown: AtomicBool,
@@ -165,7 +175,7 @@ impl Engine {
             clock: options.clock,
             index: KeyIndex::new(),
             stores: RwLock::new(HashMap::new()),
-            writer: Mutex::new(()),
+            writer: Mutex::new(Writer::default()),
             usage_queue: SegQueue::new(),
             shutdown: AtomicBool::new(false),
             webhooks: crate::webhooks::Runtime::new(options.webhooks),
@@ -516,7 +526,7 @@ impl Engine {
         }
 
         let inner = &*self.inner;
-        let _writer = inner.writer.lock();
+        let mut writer = inner.writer.lock();
         let now = inner.clock.now();
         let tx = storage::write(&inner.db)?;
         let store = load_store(&tx.open_table(STORES)?, store_id)?.store;
@@ -567,7 +577,7 @@ impl Engine {
         }
         problems.finish()?;
 
-        let scoped = count_scoped(&tx, store_id)?;
+        let scoped = writer.scoped.get(&store.id).copied().unwrap_or(0);
         let max = store.settings.max_scoped_keys as usize;
         if scoped + keys.len() > max {
             return Err(Error::Conflict(format!(
@@ -582,6 +592,7 @@ impl Engine {
             created.push((record, secret));
         }
         tx.commit()?;
+        *writer.scoped.entry(store.id).or_default() += created.len();
         inner.webhooks.wake();
 
         let live = inner.store_live(store.id)?;
@@ -807,7 +818,7 @@ impl Engine {
     /// Revokes (deletes) a scoped key. Stops working at once; the default key cannot be revoked.
     pub fn revoke_key(&self, store_id: &str, actor: &Actor, key_id: &str) -> Result<()> {
         let inner = &*self.inner;
-        let _writer = inner.writer.lock();
+        let mut writer = inner.writer.lock();
         let now = inner.clock.now();
         let tx = storage::write(&inner.db)?;
         let store = load_store(&tx.open_table(STORES)?, store_id)?.store;
@@ -832,6 +843,10 @@ impl Engine {
             now,
         )?;
         tx.commit()?;
+        // Only scoped keys get here (the default key is refused above).
+        if let Some(scoped) = writer.scoped.get_mut(&store.id) {
+            *scoped = scoped.saturating_sub(1);
+        }
         inner.webhooks.wake();
         inner.index.remove(key_id);
         Ok(())
@@ -898,11 +913,15 @@ impl Inner {
             );
         }
         let usage_table = tx.open_table(USAGE)?;
+        let mut writer = self.writer.lock();
         for item in tx.open_table(KEYS)?.iter()? {
             let (_, value) = item?;
             let record: KeyRecord = storage::decode(value.value(), KeyRecord::VERSION, "key")?;
             if record.revoked_at.is_some() {
                 continue;
+            }
+            if record.kind == KeyKind::Scoped {
+                *writer.scoped.entry(record.store_id).or_default() += 1;
             }
             let live = stores
                 .get(&record.store_id)
@@ -1077,32 +1096,6 @@ where
         return Err(Error::not_found("key", key_id));
     }
     Ok(record)
-}
-
-fn count_scoped(tx: &WriteTransaction, store_id: &str) -> Result<usize> {
-    /// The two fields the count reads; the rest of each record is skipped, not built (a full
-    /// record costs its strings, maps and timestamps, for every key of the store, on every
-    /// creation).
-    /// Read in one pass, version included, where `storage::decode` reads the version first.
-    #[derive(serde::Deserialize)]
-    struct Counted {
-        v: u32,
-        kind: KeyKind,
-        #[serde(default)]
-        revoked_at: Option<serde::de::IgnoredAny>,
-    }
-    let table = tx.open_table(KEYS)?;
-    let mut count = 0;
-    for item in storage::store_range(&table, store_id)? {
-        let (_, bytes) = item?;
-        let record: Counted = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt(format!("key record: {e}")))?;
-        storage::check_version(record.v, KeyRecord::VERSION, "key")?;
-        if record.kind == KeyKind::Scoped && record.revoked_at.is_none() {
-            count += 1;
-        }
-    }
-    Ok(count)
 }
 
 /// Generates a new key, writes its record and its `KeyCreated` audit event, and returns the

@@ -185,6 +185,53 @@ fn scoped_keys_are_capped_per_store() {
 }
 
 #[test]
+fn the_scoped_key_cap_counts_live_keys_per_store_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop.redb");
+    let clock = clock();
+    let (sid, other, first) = {
+        let engine = Engine::open_with(&path, options(&clock)).unwrap();
+        let (store, _) = store(&engine);
+        let (other, _) = engine
+            .create_store(&admin(), NewStore::named("Other"))
+            .unwrap();
+        let keys: Vec<_> = (0..5)
+            .map(|_| scoped(&engine, &store, json!("*")))
+            .collect();
+        // Another store's keys and a failed batch count for nothing here.
+        scoped(&engine, &other, json!("*"));
+        let over = vec![NewKey::new("x", perms(json!("*")))];
+        assert_eq!(
+            code_of(engine.create_keys(store.id.as_str(), &admin(), over)),
+            "CONFLICT"
+        );
+        (store.id, other.id, keys[0].key.id.clone())
+    };
+    // The count is rebuilt from the file: still full, and a revocation frees one place.
+    let engine = Engine::open_with(&path, options(&clock)).unwrap();
+    let new = || NewKey::new("again", perms(json!("*")));
+    assert_eq!(
+        code_of(engine.create_key(sid.as_str(), &admin(), new())),
+        "CONFLICT"
+    );
+    engine.revoke_key(sid.as_str(), &admin(), &first).unwrap();
+    engine.create_key(sid.as_str(), &admin(), new()).unwrap();
+    assert_eq!(
+        code_of(engine.create_key(sid.as_str(), &admin(), new())),
+        "CONFLICT"
+    );
+    // The other store had one: four more fit.
+    let batch = (0..4).map(|_| new()).collect();
+    assert_eq!(
+        engine
+            .create_keys(other.as_str(), &admin(), batch)
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+#[test]
 fn expiry_defaults_to_the_store_ttl_and_can_be_none() {
     let (engine, clock) = engine();
     let (store, _) = store(&engine);
