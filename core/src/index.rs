@@ -468,26 +468,26 @@ impl KeyIndex {
                 } else {
                     (&mut *high, &mut *low)
                 };
-                if let Some(replaced) = take(old_table, &old) {
+                if let Some(replaced) = old_table.remove(&old.0) {
                     entry.inherit(&replaced);
                 }
-                put(new_table, entry);
+                new_table.insert_unique(entry);
             }
             Some(old) => {
                 let mut table = self.by_digest[new].lock();
-                if let Some(replaced) = take(&mut table, &old) {
+                if let Some(replaced) = table.remove(&old.0) {
                     entry.inherit(&replaced);
                 }
-                put(&mut table, entry);
+                table.insert_unique(entry);
             }
-            None => put(&mut self.by_digest[new].lock(), entry),
+            None => self.by_digest[new].lock().insert_unique(entry),
         }
     }
 
     pub(crate) fn remove(&self, key_id: &str) {
         let mut ids = self.by_id.write();
         if let Some(old) = ids.remove(key_id) {
-            take(&mut self.by_digest[shard_of(&old.0)].lock(), &old);
+            self.by_digest[shard_of(&old.0)].lock().remove(&old.0);
         }
     }
 
@@ -528,17 +528,6 @@ impl KeyIndex {
     pub(crate) fn contains(&self, key_id: &str) -> bool {
         self.by_id.read().contains_key(key_id)
     }
-}
-
-/// Removes the entry stored under `digest` from a locked shard's table.
-fn take(table: &mut Slots<KeyEntry>, digest: &Digest) -> Option<KeyEntry> {
-    table.remove(&digest.0)
-}
-
-/// Adds an entry to a locked shard's table; its digest is not there (a new secret, or
-/// [`take`] came first).
-fn put(table: &mut Slots<KeyEntry>, entry: KeyEntry) {
-    table.insert_unique(entry);
 }
 
 /// A shard's entries, each at the slot its digest's hash names or the first free slot after

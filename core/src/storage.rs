@@ -172,18 +172,13 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], current: u32, what: &str
     }
     let version: Version = serde_json::from_slice(bytes)
         .map_err(|e| Error::Corrupt(format!("{what} record has no readable version: {e}")))?;
-    check_version(version.v, current, what)?;
-    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("{what} record: {e}")))
-}
-
-/// Refuses a record whose format version `v` is newer than `current`.
-pub(crate) fn check_version(v: u32, current: u32, what: &str) -> Result<()> {
-    if v > current {
+    if version.v > current {
         return Err(Error::Corrupt(format!(
-            "{what} record version {v} is newer than this release reads ({current})"
+            "{what} record version {} is newer than this release reads ({current})",
+            version.v
         )));
     }
-    Ok(())
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("{what} record: {e}")))
 }
 
 /// Every (key, value) of `table` whose first key part is `store`, in key order.

@@ -93,13 +93,13 @@ unsafe extern "C" fn verify(
             Some(names) => Some(names.cast::<PyTuple>()?),
             None => None,
         };
-        let count = nargs.max(0) as usize + names.map_or(0, |names| names.len());
+        let positional = nargs.max(0) as usize;
+        let count = positional + names.map_or(0, |names| names.len());
         let value = |i: usize| {
             debug_assert!(i < count);
             // SAFETY: `i` is below `nargs` + the number of keyword names.
             unsafe { Borrowed::from_ptr(py, *args.add(i)) }
         };
-        let positional = nargs.max(0) as usize;
         let mut arguments = Arguments::default();
         match positional {
             0 => {}
