@@ -198,38 +198,52 @@ pub(crate) enum Matcher {
 /// (never edited in place), except for `rate` and `used_minute`, which the replacement
 /// inherits.
 ///
-/// Laid out by hand in four cache lines (the size is checked below), in the order a verify
-/// reads them: the digest and the checks of every request in the first line, the budget in
-/// the second, and what the decision copies out in the last two. Nothing is held twice, so a
-/// million keys take 256 MB of entries and a cold verify reads four lines at most.
+/// Laid out by hand in four cache lines, two aligned pairs, in the order a verify reads them
+/// (the offsets are checked below). The first pair holds everything the checks read: the
+/// digest, the format's match and the slot's occupancy in the first line (so a lookup's first
+/// load answers "is this the key?"), the expiry, store, limit, allowlist and the grant's store
+/// and permissions in the second. The second pair holds what is read last: the strings the
+/// decision copies out and the budget it charges. A cold verify thus waits on the first
+/// pair and finds the second already on its way. Nothing is held twice, so a million keys
+/// take 256 MB of entries.
 #[derive(Debug, Clone)]
 #[repr(C, align(64))]
 pub(crate) struct KeyEntry {
     pub digest: Digest,
+    pub matcher: Matcher,
+    /// The minute (unix seconds / 60, saturated) this entry last passed a use on to `usage`:
+    /// kept beside the rest of the entry, so a key used again within the minute does not
+    /// read the separately allocated usage (a cache miss per verify when keys are many).
+    used_minute: i32,
+    /// Also where an empty slot is told apart: `Option<KeyEntry>` keeps its `None` in the
+    /// field with the most spare values, the first of equals (this `bool` and the grant's
+    /// `KeyKind`; [`HeldState`]'s tag is one byte for this), so occupancy is read from the
+    /// digest's line. Only speed depends on it (seen in the disassembly: `cmpb $0x2, 0x3c`).
+    pub active: bool,
     /// Unix nanos at which the key expires; `i64::MAX`: never.
     pub expires_at: i64,
     pub store: Arc<StoreLive>,
     /// The key's own limit, packed (see [`RateLimit::pack`]); unset: its store's default,
     /// else the server's.
     own_limit: u64,
-    /// The minute (unix seconds / 60, saturated) this entry last passed a use on to `usage`:
-    /// kept beside the rest of the entry, so a key used again within the minute does not
-    /// read the separately allocated usage (a cache miss per verify when keys are many).
-    used_minute: i32,
-    pub active: bool,
-    /// The budget of the key's own limit (its limit, else its store's or the server's).
-    pub rate: HeldState,
-    /// What a successful decision carries, ready to copy: also the key's id, store,
-    /// environment and permissions.
-    pub grant: Grant,
-    pub matcher: Matcher,
     pub ip_allowlist: Box<[IpNet]>,
     pub usage: Arc<Usage>,
+    /// What a successful decision carries, ready to copy: also the key's id, store,
+    /// environment and permissions (the store and permissions first: the checks read them).
+    pub grant: Grant,
+    /// The budget of the key's own limit (its limit, else its store's or the server's).
+    pub rate: HeldState,
 }
 
-// Four cache lines, as described above (64-bit targets).
+// The layout described above (64-bit targets).
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<KeyEntry>() == 256);
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<KeyEntry>() == 256);
+    assert!(offset_of!(KeyEntry, active) < 64 && offset_of!(KeyEntry, matcher) < 64);
+    assert!(offset_of!(KeyEntry, grant) + offset_of!(Grant, permissions) + 8 <= 128);
+    assert!(offset_of!(KeyEntry, rate) >= 128);
+};
 
 impl KeyEntry {
     pub(crate) fn from_record(

@@ -258,13 +258,15 @@ impl<const N: usize> Inline<N> {
     }
 }
 
-/// Who a successful decision is for: copied out of the index entry.
+/// Who a successful decision is for: copied out of the index entry. In this order because
+/// the entry's checks read the first two (see `index::KeyEntry`).
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 pub(crate) struct Grant {
-    pub key_id: Inline<24>,
     pub store_id: StoreId,
-    pub environment: Inline<32>,
     pub permissions: PermissionSet,
+    pub key_id: Inline<24>,
+    pub environment: Inline<32>,
     pub kind: KeyKind,
 }
 

@@ -209,7 +209,11 @@ impl<K> std::fmt::Debug for Limiter<K> {
 /// limit lives in the key's index entry and is guarded by that entry's shard lock, so a verify
 /// finds key and budget in one place (one lookup, one lock) and the budget follows the key
 /// through changes and regeneration. Bounded by the number of keys, so it needs no cap.
+///
+/// A one-byte tag: its spare values are fewer than a `bool`'s, so `Option<KeyEntry>` marks an
+/// empty slot in the entry's `active` flag, beside the digest, rather than in this tag.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum HeldState {
     /// Never charged, or forgotten while idle.
     #[default]
