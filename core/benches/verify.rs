@@ -4,6 +4,8 @@
 //! - `verify/hot`: one key verified over and over (the index entry stays in cache) with a
 //!   limit attached: the key's own token bucket (10,000/min) is charged on every call. No
 //!   client address is passed (an in-process caller), so no per-IP limit applies.
+//! - `verify/hot_sliding`: the same with a `sliding_window` limit (the server's default
+//!   algorithm) instead of a token bucket.
 //! - `verify/hot_ip`: the same with the client's address on a route with a per-IP scope, so
 //!   two limits are charged on every call, all or none: the key's and the IP's.
 //! - `verify/hot_no_limits`: the same key on an exempt route without a client IP, so no limit
@@ -96,6 +98,17 @@ fn hot(c: &mut Criterion) {
         .create_key(store.id.as_str(), &admin, key)
         .expect("key")
         .credential();
+    // The server's default algorithm (SPEC §5: 60 a minute, sliding), at the same limit.
+    let mut sliding = NewKey::new("hot sliding", orders_view());
+    sliding.rate_limit = Some(RateLimit {
+        limit: 10_000,
+        window_seconds: 60,
+        algorithm: Algorithm::SlidingWindow,
+    });
+    let hot_sliding = engine
+        .create_key(store.id.as_str(), &admin, sliding)
+        .expect("key")
+        .credential();
     let key_only = |credential| VerifyRequest {
         ip: None,
         ..request(credential)
@@ -113,6 +126,7 @@ fn hot(c: &mut Criterion) {
     assert_eq!(limits(&key_only(&hot)), Some(10_000));
     assert_eq!(limits(&request(&hot)), Some(10_000));
     assert_eq!(limits(&no_limits(&hot)), None);
+    assert_eq!(limits(&key_only(&hot_sliding)), Some(10_000));
 
     let secret = hot[hot.len() - 32..].to_owned();
     c.bench_function("sha256/secret", |b| {
@@ -123,6 +137,9 @@ fn hot(c: &mut Criterion) {
     });
     c.bench_function("verify/hot_ip", |b| {
         b.iter(|| engine.verify(black_box(&request(black_box(&hot)))))
+    });
+    c.bench_function("verify/hot_sliding", |b| {
+        b.iter(|| engine.verify(black_box(&key_only(black_box(&hot_sliding)))))
     });
     c.bench_function("verify/hot_no_limits", |b| {
         b.iter(|| engine.verify(black_box(&no_limits(black_box(&hot)))))

@@ -203,6 +203,31 @@ impl Sliding {
 
 impl State for Sliding {
     fn decide(state: Option<&Self>, limit: &RateLimit, now: i64) -> (Verdict, Self) {
+        Self::decide_inlined(state, limit, now)
+    }
+
+    fn idle(&self, now: i64) -> bool {
+        Self::index_at(self.window_seconds, now) >= self.index + SLOTS as u64
+    }
+
+    fn weight(&self, now: i64) -> u64 {
+        self.advanced(Self::index_at(self.window_seconds, now))
+            .total()
+    }
+}
+
+impl Sliding {
+    /// [`State::decide`], always inlined where it is called directly: inside verify (a key's
+    /// own budget, see `HeldState::decide`), where a call passes the 56-byte state and the
+    /// verdict through memory and then reads them back in wider loads than they were written
+    /// in (store-forwarding stalls: `verify/hot_sliding` 93 → 89 ns). The limiter's tables
+    /// call it through [`State::decide`], where inlining bought nothing.
+    #[inline(always)]
+    pub(super) fn decide_inlined(
+        state: Option<&Self>,
+        limit: &RateLimit,
+        now: i64,
+    ) -> (Verdict, Self) {
         let window_seconds = limit.window_seconds.max(1);
         let width = Self::width(window_seconds);
         let current = Self::index_at(window_seconds, now);
@@ -274,15 +299,6 @@ impl State for Sliding {
             retry_in,
         };
         (verdict, s)
-    }
-
-    fn idle(&self, now: i64) -> bool {
-        Self::index_at(self.window_seconds, now) >= self.index + SLOTS as u64
-    }
-
-    fn weight(&self, now: i64) -> u64 {
-        self.advanced(Self::index_at(self.window_seconds, now))
-            .total()
     }
 }
 

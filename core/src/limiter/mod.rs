@@ -227,7 +227,11 @@ impl HeldState {
     /// Decides a request at limiter time `now` without charging it: the verdict and the state
     /// to store if the request is charged. A state kept under another algorithm counts as
     /// fresh, as it does in a [`Limiter`] (each algorithm has its own table there).
-    #[inline]
+    ///
+    /// Always inlined into verify: as a call, its 64-byte state and the verdict went out
+    /// through memory and were read back in wider loads than they were written in
+    /// (store-forwarding stalls): `verify/hot` 88 → 80 ns, `verify/hot_sliding` 105 → 93 ns.
+    #[inline(always)]
     pub(crate) fn decide(&self, limit: &RateLimit, now: i64) -> (Verdict, HeldState) {
         match limit.algorithm {
             Algorithm::FixedWindow => {
@@ -251,7 +255,7 @@ impl HeldState {
                     Self::Sliding(state) => Some(state),
                     _ => None,
                 };
-                let (verdict, next) = Sliding::decide(held, limit, now);
+                let (verdict, next) = Sliding::decide_inlined(held, limit, now);
                 (verdict, Self::Sliding(next))
             }
         }
