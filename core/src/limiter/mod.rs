@@ -497,7 +497,11 @@ fn evict_from<K, S: State>(table: &mut HashTable<(K, S)>, rng: &mut u64, now: i6
 
 impl<K: Hash + Eq + Copy> Locked<'_, K> {
     /// Decides a request at limiter time `now` without charging it.
-    #[inline]
+    ///
+    /// This and [`charge`](Self::charge) are always inlined, so the pending state (up to a
+    /// sliding window's 56 bytes) stays out of the stack, as in `HeldState::decide`:
+    /// `verify/hot_ip` 102.5–104.5 → 99.4–100.3 ns.
+    #[inline(always)]
     pub(crate) fn decide(&mut self, limit: &RateLimit, now: i64) -> Pending {
         match limit.algorithm {
             Algorithm::FixedWindow => {
@@ -542,7 +546,7 @@ impl<K: Hash + Eq + Copy> Locked<'_, K> {
     }
 
     /// Stores the state a [`decide`](Self::decide) computed: the request is charged.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn charge(&mut self, pending: &Pending) {
         match pending.write {
             Write::Fixed(bucket, next) => self.store(bucket, next, pending.now),
