@@ -334,8 +334,12 @@ async fn logs(
     request: Request,
 ) -> Response {
     guard!(allow(&claims, "Stores:View", Some(&store_id)));
-    let params = net::query(request.uri().query());
     let mut problems = Vec::new();
+    let params = net::query(
+        request.uri().query(),
+        &["key_id", "status", "since", "until", "limit"],
+        &mut problems,
+    );
     let limit = limit_param(&params).unwrap_or_else(|p| {
         problems.push(p);
         None
@@ -390,25 +394,24 @@ async fn audit(
     request: Request,
 ) -> Response {
     guard!(allow(&claims, "Stores:View", Some(&store_id)));
-    let params = net::query(request.uri().query());
+    let mut problems = Vec::new();
+    let params = net::query(request.uri().query(), &["limit"], &mut problems);
     let limit = match limit_param(&params) {
         Ok(limit) => limit.unwrap_or(100),
         Err(problem) => {
-            return respond::fail(
-                StatusCode::BAD_REQUEST,
-                "VALIDATION",
-                "Validation failed",
-                vec![problem],
-            );
+            problems.push(problem);
+            100
         }
     };
     if !(1..=1_000).contains(&limit) {
-        let problem = "limit: must be between 1 and 1000".to_owned();
+        problems.push("limit: must be between 1 and 1000".to_owned());
+    }
+    if !problems.is_empty() {
         return respond::fail(
             StatusCode::BAD_REQUEST,
             "VALIDATION",
             "Validation failed",
-            vec![problem],
+            problems,
         );
     }
     result(
@@ -467,18 +470,20 @@ async fn webhook_deliveries(
     request: Request,
 ) -> Response {
     guard!(allow(&claims, "Stores:View", Some(&store_id)));
-    let params = net::query(request.uri().query());
-    let limit = match limit_param(&params) {
-        Ok(limit) => limit,
-        Err(problem) => {
-            return respond::fail(
-                StatusCode::BAD_REQUEST,
-                "VALIDATION",
-                "Validation failed",
-                vec![problem],
-            );
-        }
-    };
+    let mut problems = Vec::new();
+    let params = net::query(request.uri().query(), &["limit"], &mut problems);
+    let limit = limit_param(&params).unwrap_or_else(|problem| {
+        problems.push(problem);
+        None
+    });
+    if !problems.is_empty() {
+        return respond::fail(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION",
+            "Validation failed",
+            problems,
+        );
+    }
     result(
         StatusCode::OK,
         state

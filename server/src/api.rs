@@ -144,6 +144,22 @@ fn bad_request(problems: Vec<String>) -> Response {
     )
 }
 
+/// A paged list's query (SPEC §7: `?limit=&cursor=`, nothing else): the limit and cursor,
+/// or every problem with it, as a 400.
+fn page_params(uri: &Uri) -> Result<(Option<usize>, Option<String>), Response> {
+    let mut problems = Vec::new();
+    let mut params = net::query(uri.query(), &["limit", "cursor"], &mut problems);
+    let limit = limit_param(&params).unwrap_or_else(|problem| {
+        problems.push(problem);
+        None
+    });
+    if problems.is_empty() {
+        Ok((limit, params.remove("cursor")))
+    } else {
+        Err(bad_request(problems))
+    }
+}
+
 /// The area of an entity route (the router only sends entity paths here).
 fn entity_area(uri: &Uri) -> Area {
     Area::for_path(uri.path()).unwrap_or(Area::Packages)
@@ -155,17 +171,13 @@ async fn list(
     request: Request,
 ) -> Response {
     let area = entity_area(request.uri());
-    let params = net::query(request.uri().query());
-    let limit = match limit_param(&params) {
-        Ok(limit) => limit,
-        Err(problem) => return bad_request(vec![problem]),
+    let (limit, cursor) = match page_params(request.uri()) {
+        Ok(params) => params,
+        Err(response) => return response,
     };
-    let page = state.engine.list_entities_json(
-        &auth.scope,
-        area,
-        limit,
-        params.get("cursor").map(String::as_str),
-    );
+    let page = state
+        .engine
+        .list_entities_json(&auth.scope, area, limit, cursor.as_deref());
     match page {
         Ok(page) => respond::ok_written(StatusCode::OK, page.items.len() + 64, |out| {
             page.write_json(out);
@@ -344,16 +356,12 @@ async fn storefront(state: AppState, store_id: String, request: Request, area: A
     if limit_state.is_some_and(|l| l.retry_after.is_some()) {
         return respond::with_headers(rate_limited(), &headers);
     }
-    let params = net::query(request.uri().query());
-    let response = match limit_param(&params) {
-        Err(problem) => bad_request(vec![problem]),
-        Ok(limit) => {
-            let page = state.engine.storefront(
-                &store_id,
-                area,
-                limit,
-                params.get("cursor").map(String::as_str),
-            );
+    let response = match page_params(request.uri()) {
+        Err(response) => response,
+        Ok((limit, cursor)) => {
+            let page = state
+                .engine
+                .storefront(&store_id, area, limit, cursor.as_deref());
             result(StatusCode::OK, page.map(Value::from))
         }
     };
@@ -465,17 +473,15 @@ async fn portal(state: AppState, request: Request, area: Area) -> Response {
                 vec![message.to_owned()],
             )
         }
-        Ok(customer) => {
-            let params = net::query(request.uri().query());
-            match limit_param(&params) {
-                Err(problem) => bad_request(vec![problem]),
-                Ok(limit) => {
-                    let cursor = params.get("cursor").map(String::as_str);
-                    let page = state.engine.portal_list(&customer, area, limit, cursor);
-                    result(StatusCode::OK, page.map(Value::from))
-                }
+        Ok(customer) => match page_params(request.uri()) {
+            Err(response) => response,
+            Ok((limit, cursor)) => {
+                let page = state
+                    .engine
+                    .portal_list(&customer, area, limit, cursor.as_deref());
+                result(StatusCode::OK, page.map(Value::from))
             }
-        }
+        },
     };
     respond::with_headers(response, &headers)
 }

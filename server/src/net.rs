@@ -2,6 +2,7 @@
 //! leaves empty, metrics; and the readers shared by handlers (client IP, JSON body, query).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::body::{Body, HttpBody};
@@ -147,17 +148,47 @@ pub async fn json_object(
     }
 }
 
-/// Query parameters (last value wins).
-pub fn query(request_query: Option<&str>) -> HashMap<String, String> {
+/// A route's query parameters. Each name must be one the route reads (`allowed`) and come at
+/// most once: a misspelt `limt=5` or a second `limit` would otherwise be ignored silently.
+/// Every unknown or repeated name is added to `problems`, once each.
+pub fn query(
+    request_query: Option<&str>,
+    allowed: &[&str],
+    problems: &mut Vec<String>,
+) -> HashMap<String, String> {
     let mut out = HashMap::new();
+    let mut refused: Vec<String> = Vec::new();
     for pair in request_query
         .unwrap_or_default()
         .split('&')
         .filter(|p| !p.is_empty())
     {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        out.insert(decode(k), decode(v));
+        let name = decode(k);
+        let problem = if !allowed.contains(&name.as_str()) {
+            let reads = if allowed.is_empty() {
+                "none".to_owned()
+            } else {
+                allowed.join(", ")
+            };
+            format!(
+                "query: unknown parameter `{}` (this route reads {reads})",
+                name.escape_debug()
+            )
+        } else {
+            match out.entry(name) {
+                Entry::Vacant(slot) => {
+                    slot.insert(decode(v));
+                    continue;
+                }
+                Entry::Occupied(seen) => format!("query: `{}` given more than once", seen.key()),
+            }
+        };
+        if !refused.contains(&problem) {
+            refused.push(problem);
+        }
     }
+    problems.extend(refused);
     out
 }
 

@@ -159,6 +159,35 @@ async fn entity_routes_with_a_key() {
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert_wrapper(&bad);
+    // A parameter the route does not read, or one given twice, is refused rather than
+    // ignored, each named once, beside any other problem; a misspelt limit is not dropped.
+    let typo = h
+        .keyed(
+            "GET",
+            "/api/v1/packages?limt=5&limt=6&limit=1&limit=2&limit=x",
+            &h.key,
+            None,
+        )
+        .await;
+    assert_eq!(typo.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        typo.body["errors"],
+        json!([
+            "query: unknown parameter `limt` (this route reads limit, cursor)",
+            "query: `limit` given more than once",
+        ]),
+        "{}",
+        typo.body
+    );
+    let bad_and_unknown = h
+        .keyed("GET", "/api/v1/packages?limit=x&page=2", &h.key, None)
+        .await;
+    assert_eq!(
+        bad_and_unknown.body["errors"].as_array().unwrap().len(),
+        2,
+        "{}",
+        bad_and_unknown.body
+    );
     let invalid = h
         .keyed(
             "POST",
@@ -414,6 +443,20 @@ async fn management_api_with_a_token() {
         )
         .await;
     assert_eq!(bad_logs.body["errors"].as_array().unwrap().len(), 2);
+    let unknown_filter = h
+        .admin(
+            "GET",
+            &format!("/api/stores/{sid}/logs?code=FORBIDDEN"),
+            None,
+        )
+        .await;
+    assert_eq!(unknown_filter.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        unknown_filter.body["errors"],
+        json!([
+            "query: unknown parameter `code` (this route reads key_id, status, since, until, limit)"
+        ])
+    );
 
     // Webhook endpoints: the secret in the create response only.
     let hook = h
