@@ -307,7 +307,9 @@ pub fn credential_from_headers<'a>(
     match base64::engine::general_purpose::STANDARD.decode(encoded) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(text) => Some(Cow::Owned(text)),
-            Err(_) => Some(Cow::Borrowed("")),
+            // Sent but unreadable: the header as is, which no format parses (`INVALID`);
+            // an empty credential would be answered `MISSING`.
+            Err(_) => Some(Cow::Borrowed(auth)),
         },
         // Not base64: a raw credential in Authorization (e.g. `Authorization: lk_…`).
         Err(_) => Some(Cow::Borrowed(auth)),
@@ -457,7 +459,13 @@ mod tests {
         assert!(credential_from_headers(Some(""), None).is_none());
         assert!(credential_from_headers(None, None).is_none());
         let bad_utf8 = base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe]);
-        assert_eq!(credential_from_headers(None, Some(&bad_utf8)).unwrap(), "");
+        assert_eq!(
+            credential_from_headers(None, Some(&bad_utf8)).unwrap(),
+            bad_utf8
+        );
+        let basic_bad_utf8 = format!("Basic {bad_utf8}");
+        let sent = credential_from_headers(None, Some(&basic_bad_utf8)).unwrap();
+        assert!(!sent.is_empty() && parse(&sent).is_none(), "{sent}");
     }
 
     proptest! {
