@@ -88,27 +88,22 @@ fn hot(c: &mut Criterion) {
     let (store, _) = engine
         .create_store(&admin, NewStore::named("Hot"))
         .expect("store");
-    let mut key = NewKey::new("hot", orders_view());
-    key.rate_limit = Some(RateLimit {
-        limit: 10_000,
-        window_seconds: 60,
-        algorithm: Algorithm::TokenBucket,
-    });
-    let hot = engine
-        .create_key(store.id.as_str(), &admin, key)
-        .expect("key")
-        .credential();
+    // A key with its own limit of 10,000 a minute under `algorithm`; its credential.
+    let limited = |name: &str, algorithm| {
+        let mut key = NewKey::new(name, orders_view());
+        key.rate_limit = Some(RateLimit {
+            limit: 10_000,
+            window_seconds: 60,
+            algorithm,
+        });
+        engine
+            .create_key(store.id.as_str(), &admin, key)
+            .expect("key")
+            .credential()
+    };
+    let hot = limited("hot", Algorithm::TokenBucket);
     // The server's default algorithm (SPEC §5: 60 a minute, sliding), at the same limit.
-    let mut sliding = NewKey::new("hot sliding", orders_view());
-    sliding.rate_limit = Some(RateLimit {
-        limit: 10_000,
-        window_seconds: 60,
-        algorithm: Algorithm::SlidingWindow,
-    });
-    let hot_sliding = engine
-        .create_key(store.id.as_str(), &admin, sliding)
-        .expect("key")
-        .credential();
+    let hot_sliding = limited("hot sliding", Algorithm::SlidingWindow);
     let key_only = |credential| VerifyRequest {
         ip: None,
         ..request(credential)

@@ -359,12 +359,7 @@ async fn logs(
         limit,
     };
     if !problems.is_empty() {
-        return respond::fail(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION",
-            "Validation failed",
-            problems,
-        );
+        return respond::invalid(problems);
     }
     let entries = state.engine.logs(&store_id, &query).map(|entries| {
         let items: Vec<Value> = entries
@@ -407,12 +402,7 @@ async fn audit(
         problems.push("limit: must be between 1 and 1000".to_owned());
     }
     if !problems.is_empty() {
-        return respond::fail(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION",
-            "Validation failed",
-            problems,
-        );
+        return respond::invalid(problems);
     }
     result(
         StatusCode::OK,
@@ -477,12 +467,7 @@ async fn webhook_deliveries(
         None
     });
     if !problems.is_empty() {
-        return respond::fail(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION",
-            "Validation failed",
-            problems,
-        );
+        return respond::invalid(problems);
     }
     result(
         StatusCode::OK,

@@ -135,15 +135,6 @@ fn result(status: StatusCode, value: latchkey::Result<Value>) -> Response {
     }
 }
 
-fn bad_request(problems: Vec<String>) -> Response {
-    respond::fail(
-        StatusCode::BAD_REQUEST,
-        "VALIDATION",
-        "Validation failed",
-        problems,
-    )
-}
-
 /// A paged list's query (SPEC §7: `?limit=&cursor=`, nothing else): the limit and cursor,
 /// or every problem with it, as a 400.
 fn page_params(uri: &Uri) -> Result<(Option<usize>, Option<String>), Response> {
@@ -156,7 +147,7 @@ fn page_params(uri: &Uri) -> Result<(Option<usize>, Option<String>), Response> {
     if problems.is_empty() {
         Ok((limit, params.remove("cursor")))
     } else {
-        Err(bad_request(problems))
+        Err(respond::invalid(problems))
     }
 }
 
@@ -420,7 +411,7 @@ async fn open_portal(
         }
     }
     let Some(customer_id) = customer_id.filter(|_| problems.is_empty()) else {
-        return bad_request(problems);
+        return respond::invalid(problems);
     };
     let session = state
         .engine

@@ -119,14 +119,8 @@ pub async fn json_body(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        respond::fail(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION",
-            "Validation failed",
-            vec![format!("body: not valid JSON ({e})")],
-        )
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| respond::invalid(vec![format!("body: not valid JSON ({e})")]))
 }
 
 /// A body that must be a JSON object (an empty body counts as `{}` when `empty_ok`).
@@ -139,12 +133,9 @@ pub async fn json_object(
     match json_body(state, headers, body).await? {
         Value::Null if empty_ok => Ok(Value::Object(Default::default())),
         value @ Value::Object(_) => Ok(value),
-        _ => Err(respond::fail(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION",
-            "Validation failed",
-            vec!["body: expected a JSON object".into()],
-        )),
+        _ => Err(respond::invalid(vec![
+            "body: expected a JSON object".into(),
+        ])),
     }
 }
 

@@ -50,6 +50,16 @@ pub fn fail(status: StatusCode, code: &str, message: &str, errors: Vec<String>) 
     (status, Json(body)).into_response()
 }
 
+/// A 400 for bad client input, naming every problem (what an engine validation error maps to).
+pub fn invalid(problems: Vec<String>) -> Response {
+    fail(
+        StatusCode::BAD_REQUEST,
+        "VALIDATION",
+        "Validation failed",
+        problems,
+    )
+}
+
 /// An engine error as a response. Server-side failures say so without their details (they
 /// are for the operator's log, not the client).
 pub fn error(err: &latchkey::Error) -> Response {
