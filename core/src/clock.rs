@@ -22,6 +22,47 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> OffsetDateTime {
         from_nanos(self.now_nanos())
     }
+
+    /// True only for [`SystemClock`], which the engine's hot paths then read inline rather
+    /// than through the trait object. Other clocks keep the default.
+    #[doc(hidden)]
+    fn is_system_clock(&self) -> bool {
+        false
+    }
+}
+
+/// A clock as the engine's hot paths hold it: the system clock read inline, any other clock
+/// through its trait object. The indirect call (and the call frame it needs) measured 0.4 ns
+/// of `limiter/latchkey_1t`'s ~19.5 ns.
+#[derive(Debug, Clone)]
+pub(crate) struct HotClock {
+    clock: Arc<dyn Clock>,
+    system: bool,
+}
+
+impl HotClock {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            system: clock.is_system_clock(),
+            clock,
+        }
+    }
+
+    /// The clock as it was injected.
+    pub(crate) fn injected(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+}
+
+impl Clock for HotClock {
+    #[inline]
+    fn now_nanos(&self) -> i64 {
+        if self.system {
+            SystemClock.now_nanos()
+        } else {
+            self.clock.now_nanos()
+        }
+    }
 }
 
 pub(crate) fn from_nanos(nanos: i64) -> OffsetDateTime {
@@ -45,6 +86,10 @@ impl Clock for SystemClock {
         now.tv_sec
             .saturating_mul(1_000_000_000)
             .saturating_add(now.tv_nsec)
+    }
+
+    fn is_system_clock(&self) -> bool {
+        true
     }
 
     #[cfg(not(any(target_os = "linux", target_os = "android")))]

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::audit::{Actor, AuditAction, AuditEvent};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, HotClock, SystemClock};
 use crate::error::{Error, Problems, Result};
 use crate::ids::{StoreId, new_key_id};
 use crate::index::{KeyEntry, KeyIndex, StoreLive, Usage};
@@ -118,7 +118,7 @@ pub(crate) struct Writer {
 
 pub(crate) struct Inner {
     pub(crate) db: Database,
-    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) clock: HotClock,
     index: KeyIndex,
     /// Live store state, shared with key entries. Written only under `writer`.
     stores: RwLock<HashMap<StoreId, Arc<StoreLive>>>,
@@ -172,7 +172,7 @@ impl Engine {
             db,
             rates: Rates::new(options.rates, options.clock.clone()),
             logs: crate::logs::LogBuffer::new(),
-            clock: options.clock,
+            clock: HotClock::new(options.clock),
             index: KeyIndex::new(),
             stores: RwLock::new(HashMap::new()),
             writer: Mutex::new(Writer::default()),
@@ -230,7 +230,7 @@ impl Engine {
 
     /// The engine's clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.inner.clock
+        self.inner.clock.injected()
     }
 
     // ---- verify -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::clock::Clock;
 use crate::engine::{Engine, Inner, ReadStores};
 use crate::error::{Problems, Result};
 use crate::ids::StoreId;

@@ -6,6 +6,7 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::clock::Clock;
 use crate::engine::Engine;
 use crate::entities::{Kind, Page, Scope, Show, decode_cursor};
 use crate::error::{Error, Result};

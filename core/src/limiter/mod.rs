@@ -24,9 +24,9 @@ use parking_lot::{Mutex, MutexGuard};
 
 pub(crate) use algorithm::NANOS;
 pub(crate) use algorithm::Verdict;
-use algorithm::{Bucket, Fixed, Sliding, State};
+use algorithm::{Bucket, Fixed, Gcra, Sliding, State};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, HotClock};
 use crate::limits::{Algorithm, RateLimit};
 use crate::verify::LimitState;
 
@@ -145,9 +145,14 @@ struct Shard<K> {
     fixed: HashTable<(K, Fixed)>,
     bucket: HashTable<(K, Bucket)>,
     sliding: HashTable<(K, Sliding)>,
-    /// xorshift state for sampling at the cap.
-    rng: u64,
+    /// The token-bucket constants of the rate this shard checked last: nearly every check of
+    /// a shard is of the same few rates, and a hit saves the division (see [`Gcra`]). Kept
+    /// in the lock's cache line (see the size assertion below).
+    gcra: Gcra,
 }
+
+// The lock, the three tables' headers and the constants share one 128-byte line pair.
+const _: () = assert!(std::mem::size_of::<Mutex<Shard<u64>>>() <= 128);
 
 impl<K> Shard<K> {
     fn len(&self) -> usize {
@@ -191,7 +196,7 @@ pub struct Limiter<K> {
     mask: usize,
     per_shard: usize,
     hasher: foldhash::fast::RandomState,
-    clock: Arc<dyn Clock>,
+    clock: HotClock,
     /// Shared by limiters whose entries are charged together (one time base for both).
     time: Arc<Monotonic>,
 }
@@ -316,13 +321,17 @@ impl<K: Hash + Eq + Copy + Send + 'static> Limiter<K> {
     ) -> Self {
         let count = options.shards.clamp(1, 1 << 16).next_power_of_two();
         let hasher = foldhash::fast::RandomState::default();
-        let shards = (0..count as u64)
-            .map(|i| {
+        let shards = (0..count)
+            .map(|_| {
                 CachePadded::new(Mutex::new(Shard {
                     fixed: HashTable::new(),
                     bucket: HashTable::new(),
                     sliding: HashTable::new(),
-                    rng: hasher.hash_one(i) | 1,
+                    gcra: Gcra::reusable(&RateLimit {
+                        limit: 60,
+                        window_seconds: 60,
+                        algorithm: Algorithm::TokenBucket,
+                    }),
                 }))
             })
             .collect();
@@ -331,7 +340,7 @@ impl<K: Hash + Eq + Copy + Send + 'static> Limiter<K> {
             mask: count - 1,
             per_shard: (options.capacity / count).max(1),
             hasher,
-            clock,
+            clock: HotClock::new(clock),
             time,
         }
     }
@@ -440,10 +449,13 @@ fn sweep_table<K, S: State>(
 }
 
 /// Forgets one entry of the shard to make room: the least-used of a random sample from the
-/// table of algorithm `S` (or, if that table is empty, from the largest table).
-fn evict<K, S: Tabled<K>>(shard: &mut Shard<K>, now: i64) {
+/// table of algorithm `S` (or, if that table is empty, from the largest table). The sample is
+/// drawn from `seed`, the incoming key's hash: keyed by the limiter's random hasher seed, so
+/// a client cannot aim its keys at chosen victims.
+fn evict<K, S: Tabled<K>>(shard: &mut Shard<K>, now: i64, seed: u64) {
     let largest = [shard.fixed.len(), shard.bucket.len(), shard.sliding.len()];
-    let mut rng = shard.rng;
+    // xorshift state: never zero.
+    let mut rng = seed | 1;
     if !S::table(shard).is_empty() {
         evict_from(S::table(shard), &mut rng, now);
     } else if largest[0] >= largest[1] && largest[0] >= largest[2] {
@@ -453,7 +465,6 @@ fn evict<K, S: Tabled<K>>(shard: &mut Shard<K>, now: i64) {
     } else {
         evict_from(&mut shard.sliding, &mut rng, now);
     }
-    shard.rng = rng;
 }
 
 /// Entries compared per eviction.
@@ -505,7 +516,8 @@ impl<K: Hash + Eq + Copy> Locked<'_, K> {
     pub(crate) fn decide(&mut self, limit: &RateLimit, now: i64) -> Pending {
         match limit.algorithm {
             Algorithm::FixedWindow => {
-                let (verdict, bucket, next) = self.decide_in::<Fixed>(limit, now);
+                let (verdict, bucket, next) =
+                    self.decide_in::<Fixed>(|state| Fixed::decide(state, limit, now));
                 Pending {
                     verdict,
                     now,
@@ -513,7 +525,12 @@ impl<K: Hash + Eq + Copy> Locked<'_, K> {
                 }
             }
             Algorithm::TokenBucket => {
-                let (verdict, bucket, next) = self.decide_in::<Bucket>(limit, now);
+                if !self.shard.gcra.is_for(limit) {
+                    self.shard.gcra = Gcra::reusable(limit);
+                }
+                let gcra = self.shard.gcra;
+                let (verdict, bucket, next) =
+                    self.decide_in::<Bucket>(|state| Bucket::decide_with(state, limit, &gcra, now));
                 Pending {
                     verdict,
                     now,
@@ -521,7 +538,8 @@ impl<K: Hash + Eq + Copy> Locked<'_, K> {
                 }
             }
             Algorithm::SlidingWindow => {
-                let (verdict, bucket, next) = self.decide_in::<Sliding>(limit, now);
+                let (verdict, bucket, next) =
+                    self.decide_in::<Sliding>(|state| Sliding::decide(state, limit, now));
                 Pending {
                     verdict,
                     now,
@@ -534,14 +552,13 @@ impl<K: Hash + Eq + Copy> Locked<'_, K> {
     #[inline]
     fn decide_in<S: Tabled<K>>(
         &mut self,
-        limit: &RateLimit,
-        now: i64,
+        decide: impl FnOnce(Option<&S>) -> (Verdict, S),
     ) -> (Verdict, Option<usize>, S) {
         let key = self.key;
         let table = S::table(&mut self.shard);
         let bucket = table.find_bucket_index(self.hash, |(k, _)| *k == key);
         let state = bucket.and_then(|i| table.get_bucket(i)).map(|(_, s)| s);
-        let (verdict, next) = S::decide(state, limit, now);
+        let (verdict, next) = decide(state);
         (verdict, bucket, next)
     }
 
@@ -564,7 +581,7 @@ impl<K: Hash + Eq + Copy> Locked<'_, K> {
             return;
         }
         if self.shard.len() >= self.per_shard {
-            evict::<K, S>(&mut self.shard, now);
+            evict::<K, S>(&mut self.shard, now, self.hash);
         }
         let hasher = self.hasher;
         S::table(&mut self.shard)

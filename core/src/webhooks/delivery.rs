@@ -34,6 +34,7 @@ use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use super::{Endpoint, WEBHOOKS, WebhookOptions, guard, sign};
+use crate::clock::Clock;
 use crate::engine::Inner;
 use crate::entities::{OUTBOX, OutboxEvent};
 use crate::error::Result;

@@ -29,6 +29,7 @@ pub use delivery::{
 };
 pub use guard::refused_address;
 
+use crate::clock::Clock;
 use crate::engine::{Engine, Inner, ReadStores};
 use crate::error::{Error, Result};
 use crate::ids::StoreId;
