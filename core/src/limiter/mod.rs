@@ -168,54 +168,53 @@ impl<K> Shard<K> {
 
 /// Access to the table of one algorithm.
 trait Tabled<K>: State {
-    fn table(shard: &mut Shard<K>) -> &mut HashTable<(K, Self)>;
+    /// The algorithm's table, and what the shard keeps for rates (see [`Shard::gcra`]).
+    fn parts(shard: &mut Shard<K>) -> (&mut HashTable<(K, Self)>, &mut Gcra);
 
-    /// Decides a request in `shard`: [`State::decide`], with whatever the shard keeps for
-    /// the algorithm (a token bucket's constants).
+    fn table(shard: &mut Shard<K>) -> &mut HashTable<(K, Self)> {
+        Self::parts(shard).0
+    }
+
+    /// [`State::decide`], with what the shard keeps for rates (a token bucket's constants).
     #[inline(always)]
-    fn decide_in_shard(
-        shard: &mut Shard<K>,
-        state: Option<usize>,
+    fn decide_kept(
+        _kept: &mut Gcra,
+        state: Option<&Self>,
         limit: &RateLimit,
         now: i64,
     ) -> (Verdict, Self) {
-        let table = Self::table(shard);
-        let state = state.and_then(|i| table.get_bucket(i)).map(|(_, s)| s);
         Self::decide(state, limit, now)
     }
 }
 
 impl<K> Tabled<K> for Fixed {
-    fn table(shard: &mut Shard<K>) -> &mut HashTable<(K, Self)> {
-        &mut shard.fixed
+    fn parts(shard: &mut Shard<K>) -> (&mut HashTable<(K, Self)>, &mut Gcra) {
+        (&mut shard.fixed, &mut shard.gcra)
     }
 }
 
 impl<K> Tabled<K> for Bucket {
-    fn table(shard: &mut Shard<K>) -> &mut HashTable<(K, Self)> {
-        &mut shard.bucket
+    fn parts(shard: &mut Shard<K>) -> (&mut HashTable<(K, Self)>, &mut Gcra) {
+        (&mut shard.bucket, &mut shard.gcra)
     }
 
     #[inline(always)]
-    fn decide_in_shard(
-        shard: &mut Shard<K>,
-        state: Option<usize>,
+    fn decide_kept(
+        kept: &mut Gcra,
+        state: Option<&Self>,
         limit: &RateLimit,
         now: i64,
     ) -> (Verdict, Self) {
-        if !shard.gcra.is_for(limit) {
-            shard.gcra = Gcra::reusable(limit);
+        if !kept.is_for(limit) {
+            *kept = Gcra::reusable(limit);
         }
-        let state = state
-            .and_then(|i| shard.bucket.get_bucket(i))
-            .map(|(_, s)| s);
-        Bucket::decide_with(state, limit, &shard.gcra, now)
+        Bucket::decide_with(state, limit, kept, now)
     }
 }
 
 impl<K> Tabled<K> for Sliding {
-    fn table(shard: &mut Shard<K>) -> &mut HashTable<(K, Self)> {
-        &mut shard.sliding
+    fn parts(shard: &mut Shard<K>) -> (&mut HashTable<(K, Self)>, &mut Gcra) {
+        (&mut shard.sliding, &mut shard.gcra)
     }
 }
 
@@ -392,10 +391,9 @@ impl<K: Hash + Eq + Copy + Send + 'static> Limiter<K> {
         let wall = self.clock.now_nanos();
         let now = self.time.at(wall);
         let mut locked = self.lock(key);
-        let (verdict, bucket, next) = locked.decide_in::<S>(limit, now);
-        if verdict.allowed {
-            locked.store(bucket, next, now);
-        }
+        let verdict = locked.check_here::<S>(limit, now);
+        // The shard stays locked through the conversion: unlocking first (a `drop` before
+        // it) measured 1–3 ns slower, as the unlock's locked instruction then waits on it.
         limit_state(&verdict, wall)
     }
 
@@ -589,10 +587,31 @@ impl<K: Hash + Eq + Copy> Locked<'_, K> {
         now: i64,
     ) -> (Verdict, Option<usize>, S) {
         let key = self.key;
-        let table = S::table(&mut self.shard);
+        let (table, kept) = S::parts(&mut self.shard);
         let bucket = table.find_bucket_index(self.hash, |(k, _)| *k == key);
-        let (verdict, next) = S::decide_in_shard(&mut self.shard, bucket, limit, now);
+        let state = bucket.and_then(|i| table.get_bucket(i)).map(|(_, s)| s);
+        let (verdict, next) = S::decide_kept(kept, state, limit, now);
         (verdict, bucket, next)
+    }
+
+    /// Decides a request and charges it if allowed, in place: one probe, and the state is
+    /// written through the reference the probe found.
+    #[inline(always)]
+    fn check_here<S: Tabled<K>>(&mut self, limit: &RateLimit, now: i64) -> Verdict {
+        let key = self.key;
+        let (table, kept) = S::parts(&mut self.shard);
+        if let Some((_, state)) = table.find_mut(self.hash, |(k, _)| *k == key) {
+            let (verdict, next) = S::decide_kept(kept, Some(state), limit, now);
+            if verdict.allowed {
+                *state = next;
+            }
+            return verdict;
+        }
+        let (verdict, next) = S::decide_kept(kept, None, limit, now);
+        if verdict.allowed {
+            self.store(None, next, now);
+        }
+        verdict
     }
 
     /// Stores the state a [`decide`](Self::decide) computed: the request is charged.
