@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
 use parking_lot::{Mutex, RwLock};
@@ -43,6 +43,10 @@ pub struct EngineOptions {
     /// How often in-memory `last_used_*` is written to the database and idle rate-limit
     /// entries are forgotten.
     pub usage_flush_interval: Duration,
+    /// Request-log entries waiting that wake the writer before its next tick (default
+    /// [`LOG_FLUSH_AT`](crate::LOG_FLUSH_AT), a quarter of the queue); 0 writes only at ticks
+    /// and on flush. At most [`LOG_BUFFER`](crate::LOG_BUFFER).
+    pub log_flush_at: usize,
     /// Rate limits: server default, per-IP scopes, brute force, exempt routes, sizing.
     pub rates: RateOptions,
     /// Webhook delivery: private targets, timeout, worker poll interval.
@@ -54,6 +58,7 @@ impl Default for EngineOptions {
         Self {
             clock: Arc::new(SystemClock),
             usage_flush_interval: Duration::from_secs(10),
+            log_flush_at: crate::LOG_FLUSH_AT,
             rates: RateOptions::default(),
             webhooks: WebhookOptions::default(),
         }
@@ -74,6 +79,12 @@ impl EngineOptions {
         let mut problems = Problems::new();
         if self.usage_flush_interval.is_zero() {
             problems.push("usage_flush_interval: must be more than zero");
+        }
+        if self.log_flush_at > crate::LOG_BUFFER {
+            problems.push(format!(
+                "log_flush_at: must be at most {} (the log queue's size)",
+                crate::LOG_BUFFER
+            ));
         }
         for problem in self.rates.problems() {
             problems.push(format!("rates.{problem}"));
@@ -171,7 +182,7 @@ impl Engine {
         let inner = Arc::new(Inner {
             db,
             rates: Rates::new(options.rates, options.clock.clone()),
-            logs: crate::logs::LogBuffer::new(),
+            logs: crate::logs::LogBuffer::new(options.log_flush_at),
             clock: HotClock::new(options.clock),
             index: KeyIndex::new(),
             stores: RwLock::new(HashMap::new()),
@@ -186,21 +197,39 @@ impl Engine {
         let flusher = std::thread::Builder::new()
             .name("latchkey-usage".into())
             .spawn(move || {
+                // An interval past the end of `Instant` means never (before shutdown).
+                let next = |now: Instant| now.checked_add(interval);
+                let mut tick = next(Instant::now());
                 loop {
-                    std::thread::park_timeout(interval);
+                    // Woken early by a request when the log queue fills (see
+                    // `logs::LOG_FLUSH_AT`), or by shutdown; a wake-up can also be spurious.
+                    match tick.map(|t| t.checked_duration_since(Instant::now())) {
+                        Some(Some(wait)) => std::thread::park_timeout(wait),
+                        Some(None) => {}
+                        None => std::thread::park(),
+                    }
                     let stop = worker.shutdown.load(Ordering::Acquire);
-                    // A failed flush leaves the usages to the next one; last use is advisory.
-                    let _ = worker.flush_usage();
+                    let due = stop || tick.is_some_and(|t| Instant::now() >= t);
+                    if due {
+                        // A failed flush leaves the usages to the next one; last use is
+                        // advisory.
+                        let _ = worker.flush_usage();
+                    }
+                    worker.logs.rearm();
                     // A failed log write keeps nothing back: the entries are lost, not retried
                     // forever (the log is bounded, not durable per request; SPEC §11).
                     let _ = worker.flush_logs();
-                    worker.sweep_rates();
+                    if due {
+                        worker.sweep_rates();
+                        tick = next(Instant::now());
+                    }
                     if stop {
                         break;
                     }
                 }
             })
             .map_err(|e| Error::Storage(format!("cannot start the usage flusher: {e}")))?;
+        inner.logs.set_writer(flusher.thread().clone());
         Ok(Engine {
             inner,
             flusher: Some(flusher),

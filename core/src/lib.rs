@@ -63,7 +63,7 @@ pub use keys::{
 };
 pub use limiter::{Limiter, LimiterOptions};
 pub use limits::{Algorithm, DEFAULT_LIMIT_ENV, IpScope, RateLimit, RateOptions};
-pub use logs::{LOG_BUFFER, LogEntry, LogQuery};
+pub use logs::{LOG_BUFFER, LOG_FLUSH_AT, LogEntry, LogQuery};
 pub use money::Money;
 pub use permissions::{Action, Area, Permission, PermissionSet};
 pub use portal::{

@@ -2,14 +2,17 @@
 //! disk write per request.
 //!
 //! [`Engine::record_request`] pushes onto a bounded lock-free queue; the maintenance thread
-//! writes the queue in one transaction per tick (and on [`Engine::flush`] and drop). When the
-//! queue is full the oldest unwritten entry is dropped and counted
-//! ([`Engine::dropped_log_entries`]): a burst can lose log lines, never slow requests down.
+//! writes the queue in one transaction per tick, as soon as a quarter of the queue is waiting
+//! ([`LOG_FLUSH_AT`]), and on [`Engine::flush`] and drop. When the queue is full the oldest
+//! unwritten entry is dropped and counted ([`Engine::dropped_log_entries`]): a burst faster
+//! than the disk can lose log lines, never slow requests down.
 //! Each store keeps its log for `log_retention_days`; older entries are deleted as new ones are
 //! written.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::Thread;
 
 use crossbeam_queue::ArrayQueue;
 use redb::TableDefinition;
@@ -28,6 +31,10 @@ pub(crate) const LOGS: TableDefinition<(&str, i64, u64), &[u8]> =
 
 /// Entries waiting to be written, at most.
 pub const LOG_BUFFER: usize = 65_536;
+/// Entries waiting that wake the maintenance thread to write them before its tick. Without
+/// it the queue was written only every tick (10 s by default), so any load above 6,554
+/// requests a second lost most of its log.
+pub const LOG_FLUSH_AT: usize = LOG_BUFFER / 4;
 /// Longest stored path: longer paths are cut (with `…`).
 const MAX_PATH: usize = 512;
 
@@ -155,14 +162,54 @@ pub(crate) struct LogBuffer {
     queue: ArrayQueue<LogEntry>,
     dropped: AtomicU64,
     seq: AtomicU64,
+    /// The maintenance thread, once started.
+    writer: OnceLock<Thread>,
+    /// Entries waiting that wake the writer; 0: never (see `EngineOptions::log_flush_at`).
+    flush_at: usize,
+    /// Set when a request woke the writer, cleared by the writer before it drains the queue:
+    /// one wake-up per batch rather than one per request past the mark.
+    woken: AtomicBool,
+    /// Held from draining the queue to the commit, so a reader's flush waits for a batch
+    /// already taken off the queue instead of reading before it lands.
+    flushing: parking_lot::Mutex<()>,
 }
 
 impl LogBuffer {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(flush_at: usize) -> Self {
         Self {
             queue: ArrayQueue::new(LOG_BUFFER),
+            flush_at,
             dropped: AtomicU64::new(0),
             seq: AtomicU64::new(0),
+            writer: OnceLock::new(),
+            woken: AtomicBool::new(false),
+            flushing: parking_lot::Mutex::new(()),
+        }
+    }
+
+    /// Names the thread that writes the queue.
+    pub(crate) fn set_writer(&self, thread: Thread) {
+        let _ = self.writer.set(thread);
+    }
+
+    /// Called by the writer before it drains the queue: a request from now on may wake it.
+    pub(crate) fn rearm(&self) {
+        self.woken.store(false, Ordering::Release);
+    }
+
+    fn push(&self, entry: LogEntry) {
+        if self.queue.force_push(entry).is_some() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        // The plain load first: past the mark, every request until the writer drains would
+        // otherwise do a locked swap on this shared line.
+        if self.flush_at > 0
+            && self.queue.len() >= self.flush_at
+            && !self.woken.load(Ordering::Relaxed)
+            && !self.woken.swap(true, Ordering::AcqRel)
+            && let Some(writer) = self.writer.get()
+        {
+            writer.unpark();
         }
     }
 }
@@ -174,6 +221,7 @@ fn nanos(at: OffsetDateTime) -> i64 {
 impl Inner {
     /// Writes the buffered entries in one transaction and applies each store's retention.
     pub(crate) fn flush_logs(&self) -> Result<()> {
+        let _flushing = self.logs.flushing.lock();
         let mut batch = Vec::new();
         while let Some(entry) = self.logs.queue.pop() {
             batch.push(entry);
@@ -221,10 +269,7 @@ impl Inner {
 impl Engine {
     /// Records one API request. Never blocks and never writes to disk itself.
     pub fn record_request(&self, entry: LogEntry) {
-        let logs = &self.inner().logs;
-        if logs.queue.force_push(entry).is_some() {
-            logs.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.inner().logs.push(entry);
     }
 
     /// Records the request a decision answered (middleware of the bindings and the server):
@@ -305,6 +350,11 @@ impl Engine {
             ));
         }
         Ok(())
+    }
+
+    /// Log entries recorded and not yet written.
+    pub fn pending_log_entries(&self) -> usize {
+        self.inner().logs.queue.len()
     }
 
     /// Log entries dropped because the buffer was full (since start).

@@ -6,7 +6,7 @@ mod common;
 use std::net::IpAddr;
 
 use common::*;
-use latchkey::{LOG_BUFFER, LogEntry, LogQuery, StorePatch};
+use latchkey::{LOG_BUFFER, LOG_FLUSH_AT, LogEntry, LogQuery, StorePatch};
 
 fn entry(
     engine: &latchkey::Engine,
@@ -159,7 +159,14 @@ fn each_store_keeps_its_log_for_its_retention() {
 
 #[test]
 fn a_full_buffer_drops_the_oldest_and_counts_them() {
-    let (engine, _) = engine();
+    // Written only at the tick (an hour away), so the queue fills as under a load faster
+    // than the disk.
+    let clock = clock();
+    let engine = latchkey::Engine::memory_with(latchkey::EngineOptions {
+        log_flush_at: 0,
+        ..options(&clock)
+    })
+    .unwrap();
     let (store, _) = store(&engine);
     for i in 0..LOG_BUFFER + 10 {
         engine.record_request(entry(
@@ -192,4 +199,56 @@ fn paths_are_bounded_and_clean() {
     assert!(e.path.len() <= 512 + '…'.len_utf8());
     assert!(!e.path.contains('\u{7}'));
     assert!(e.path.ends_with('…'));
+}
+
+/// Load above what one tick's queue holds is written, not dropped: a quarter-full queue wakes
+/// the writer (the tick here is an hour away).
+#[test]
+fn a_quarter_full_queue_is_written_before_the_tick() {
+    let (engine, _clock) = engine();
+    let (store, _) = store(&engine);
+    // More entries in all than the queue holds.
+    let rounds = LOG_BUFFER / LOG_FLUSH_AT + 1;
+    for round in 0..rounds {
+        for i in 0..LOG_FLUSH_AT {
+            engine.record_request(entry(
+                &engine,
+                store.id,
+                "key_aaaaaaaaaaaaaaaa",
+                &format!("/api/v1/orders/{round}/{i}"),
+                200,
+            ));
+        }
+        let waited = std::time::Instant::now();
+        while engine.pending_log_entries() > 0 {
+            assert!(
+                waited.elapsed() < std::time::Duration::from_secs(60),
+                "round {round}: {} entries still waiting; the writer was not woken",
+                engine.pending_log_entries()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    assert_eq!(engine.dropped_log_entries(), 0);
+    let newest = engine
+        .logs(store.id.as_str(), &LogQuery::default())
+        .unwrap();
+    assert_eq!(
+        newest[0].path,
+        format!("/api/v1/orders/{}/{}", rounds - 1, LOG_FLUSH_AT - 1)
+    );
+}
+
+#[test]
+fn a_wake_mark_beyond_the_queue_is_refused() {
+    let clock = clock();
+    let err = latchkey::Engine::memory_with(latchkey::EngineOptions {
+        log_flush_at: LOG_BUFFER + 1,
+        usage_flush_interval: std::time::Duration::ZERO,
+        ..options(&clock)
+    })
+    .unwrap_err();
+    let problems = err.problems().join("\n");
+    assert!(problems.contains("log_flush_at"), "{problems}");
+    assert!(problems.contains("usage_flush_interval"), "{problems}");
 }
