@@ -68,7 +68,8 @@ wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/keys.lua" "$BASE/api/
 HEALTHZ=$(rate "$WORK/healthz.txt")
 KEYED=$(rate "$WORK/keyed.txt")
 NON2XX=$(sed -n 's/^ *Non-2xx or 3xx responses: *//p' "$WORK/keyed.txt")
+DROPPED=$(curl -sf "$BASE/metrics" | sed -n 's/^latchkey_request_log_dropped_total //p')
 echo "wrk -t2 -c$CONNECTIONS -d${SECONDS_PER_RUN}s, same server, one run"
 echo "/healthz:                          ${HEALTHZ} req/s"
-echo "GET /api/v1/packages (with a key): ${KEYED} req/s (non-2xx: ${NON2XX:-0})"
+echo "GET /api/v1/packages (with a key): ${KEYED} req/s (non-2xx: ${NON2XX:-0}; request-log entries dropped: ${DROPPED:-?})"
 awk -v a="$KEYED" -v b="$HEALTHZ" 'BEGIN { printf "ratio: %.1f %%\n", 100 * a / b }'

@@ -102,6 +102,14 @@ struct Stored {
     entry: LogEntry,
 }
 
+/// [`Stored`] for writing, borrowing the entry (the same JSON).
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    v: u32,
+    #[serde(flatten)]
+    entry: &'a LogEntry,
+}
+
 /// Filters for reading a store's log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogQuery {
@@ -222,23 +230,30 @@ impl Inner {
     /// Writes the buffered entries in one transaction and applies each store's retention.
     pub(crate) fn flush_logs(&self) -> Result<()> {
         let _flushing = self.logs.flushing.lock();
-        let mut batch = Vec::new();
-        while let Some(entry) = self.logs.queue.pop() {
-            batch.push(entry);
-        }
-        if batch.is_empty() {
+        if self.logs.queue.is_empty() {
             return Ok(());
         }
         let tx = storage::write(&self.db)?;
         {
             let mut table = tx.open_table(LOGS)?;
             let mut stores: Vec<StoreId> = Vec::new();
-            for entry in &batch {
+            // Straight from the queue into the table: no batch to gather (it was megabytes
+            // under load, a fresh allocation each time). At most one queue's worth, so a
+            // steady stream still commits.
+            let mut bytes = Vec::new();
+            for _ in 0..LOG_BUFFER {
+                let Some(entry) = self.logs.queue.pop() else {
+                    break;
+                };
                 let seq = self.logs.seq.fetch_add(1, Ordering::Relaxed);
-                let bytes = storage::encode(&Stored {
-                    v: 1,
-                    entry: entry.clone(),
-                })?;
+                bytes.clear();
+                storage::encode_into(
+                    &mut bytes,
+                    &StoredRef {
+                        v: 1,
+                        entry: &entry,
+                    },
+                )?;
                 table.insert(
                     (entry.store_id.as_str(), nanos(entry.at), seq),
                     bytes.as_slice(),

@@ -160,6 +160,12 @@ fn read_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
+/// [`encode`] into a buffer the caller reuses (appended to).
+pub(crate) fn encode_into<T: Serialize>(out: &mut Vec<u8>, record: &T) -> Result<()> {
+    serde_json::to_writer(out, record)
+        .map_err(|e| Error::Corrupt(format!("cannot encode record: {e}")))
+}
+
 pub(crate) fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(record).map_err(|e| Error::Corrupt(format!("cannot encode record: {e}")))
 }
