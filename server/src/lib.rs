@@ -208,6 +208,16 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         "latchkey_request_log_dropped_total {}",
         state.engine.dropped_log_entries()
     );
+    let _ = writeln!(
+        out,
+        "# HELP latchkey_request_log_pending Log entries recorded and not yet written."
+    );
+    let _ = writeln!(out, "# TYPE latchkey_request_log_pending gauge");
+    let _ = writeln!(
+        out,
+        "latchkey_request_log_pending {}",
+        state.engine.pending_log_entries()
+    );
     (
         [(
             axum::http::header::CONTENT_TYPE,

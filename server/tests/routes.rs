@@ -679,6 +679,12 @@ async fn storefront_health_metrics_limits_and_fallbacks() {
         "{text}"
     );
     assert!(text.contains("latchkey_http_requests_total{class=\"4xx\"}"));
+    // A gauge, not a counter: what is pending depends on when the writer last ran.
+    let pending = text
+        .lines()
+        .find_map(|l| l.strip_prefix("latchkey_request_log_pending "))
+        .expect("the pending gauge");
+    assert!(pending.parse::<u64>().is_ok(), "{text}");
 }
 
 #[test]
