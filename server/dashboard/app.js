@@ -159,7 +159,11 @@ function signOut(message) {
   render().then(() => message && showError($('signin-error'), { message, problems: [] }))
 }
 
+// Renders started; a render that finds a newer one started stops drawing.
+let renders = 0
+
 async function render() {
+  const mine = ++renders
   const main = $('main')
   $('sign-out').hidden = !state.token
   if (!state.token) {
@@ -173,17 +177,22 @@ async function render() {
       return
     }
   }
+  if (mine !== renders) return
   const [, section, storeId, tab] = location.hash.match(/^#\/(stores)?\/?([^/]*)\/?([^/]*)/) || []
   $('nav').replaceChildren(h('a', { href: '#/stores', 'aria-current': storeId ? false : 'page' }, 'Stores'))
-  main.replaceChildren(h('p', { class: 'sub' }, 'Loading…'))
+  // Each render draws into its own view, which the next render detaches: a slower earlier
+  // render still waiting on the API (the store list after signing in, say) then draws into a
+  // detached node instead of over the page the user has moved on to.
+  const view = h('div', {}, h('p', { class: 'sub' }, 'Loading…'))
+  main.replaceChildren(view)
   try {
-    if (section && storeId) await storePage(main, decodeURIComponent(storeId), tab || 'keys')
-    else await storesPage(main)
+    if (section && storeId) await storePage(view, decodeURIComponent(storeId), tab || 'keys')
+    else await storesPage(view)
   } catch (err) {
     if (!state.token) return
     const box = h('div', { class: 'error' })
     showError(box, err)
-    main.replaceChildren(h('h1', {}, 'Something went wrong'), box, h('p', {}, h('a', { href: '#/stores' }, 'Back to stores')))
+    view.replaceChildren(h('h1', {}, 'Something went wrong'), box, h('p', {}, h('a', { href: '#/stores' }, 'Back to stores')))
   }
 }
 
