@@ -167,7 +167,9 @@ pub(crate) fn encode_into<T: Serialize>(out: &mut Vec<u8>, record: &T) -> Result
 }
 
 pub(crate) fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(record).map_err(|e| Error::Corrupt(format!("cannot encode record: {e}")))
+    let mut out = Vec::new();
+    encode_into(&mut out, record)?;
+    Ok(out)
 }
 
 /// Decodes a record, refusing one whose `v` is newer than `current`.

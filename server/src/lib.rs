@@ -158,15 +158,23 @@ async fn not_found() -> Response {
     )
 }
 
+/// The `# HELP` and `# TYPE` lines that open a metric family in the Prometheus text format.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     use std::fmt::Write as _;
     let m = &state.metrics;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP latchkey_http_requests_total HTTP requests answered."
+    family(
+        &mut out,
+        "latchkey_http_requests_total",
+        "counter",
+        "HTTP requests answered.",
     );
-    let _ = writeln!(out, "# TYPE latchkey_http_requests_total counter");
     for (i, class) in ["2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
         let _ = writeln!(
             out,
@@ -174,11 +182,12 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
             m.by_class[i].load(Ordering::Relaxed)
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP latchkey_verify_decisions_total Verify decisions by code."
+    family(
+        &mut out,
+        "latchkey_verify_decisions_total",
+        "counter",
+        "Verify decisions by code.",
     );
-    let _ = writeln!(out, "# TYPE latchkey_verify_decisions_total counter");
     let codes = latchkey::DenyCode::ALL
         .iter()
         .map(|c| c.as_str())
@@ -191,28 +200,31 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         );
     }
     let (keys, ips) = state.engine.rate_limit_entries();
-    let _ = writeln!(
-        out,
-        "# HELP latchkey_rate_limit_entries Tracked rate-limit entries."
+    family(
+        &mut out,
+        "latchkey_rate_limit_entries",
+        "gauge",
+        "Tracked rate-limit entries.",
     );
-    let _ = writeln!(out, "# TYPE latchkey_rate_limit_entries gauge");
     let _ = writeln!(out, "latchkey_rate_limit_entries{{limiter=\"key\"}} {keys}");
     let _ = writeln!(out, "latchkey_rate_limit_entries{{limiter=\"ip\"}} {ips}");
-    let _ = writeln!(
-        out,
-        "# HELP latchkey_request_log_dropped_total Log entries dropped (buffer full)."
+    family(
+        &mut out,
+        "latchkey_request_log_dropped_total",
+        "counter",
+        "Log entries dropped (buffer full).",
     );
-    let _ = writeln!(out, "# TYPE latchkey_request_log_dropped_total counter");
     let _ = writeln!(
         out,
         "latchkey_request_log_dropped_total {}",
         state.engine.dropped_log_entries()
     );
-    let _ = writeln!(
-        out,
-        "# HELP latchkey_request_log_pending Log entries recorded and not yet written."
+    family(
+        &mut out,
+        "latchkey_request_log_pending",
+        "gauge",
+        "Log entries recorded and not yet written.",
     );
-    let _ = writeln!(out, "# TYPE latchkey_request_log_pending gauge");
     let _ = writeln!(
         out,
         "latchkey_request_log_pending {}",
