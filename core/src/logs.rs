@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 
 use crate::clock::Clock;
 use crate::engine::{Engine, Inner, ReadStores};
-use crate::error::{Problems, Result};
+use crate::error::{Error, Problems, Result};
 use crate::ids::StoreId;
 use crate::storage;
 
@@ -94,20 +94,133 @@ impl LogEntry {
     }
 }
 
-/// The stored form: the entry and its format version.
-#[derive(Serialize, Deserialize)]
+/// Version 1 of the stored form, still read: the whole entry as JSON with its version `v`.
+#[derive(Deserialize)]
 struct Stored {
-    v: u32,
+    #[serde(rename = "v")]
+    _v: u32,
     #[serde(flatten)]
     entry: LogEntry,
 }
 
-/// [`Stored`] for writing, borrowing the entry (the same JSON).
-#[derive(Serialize)]
-struct StoredRef<'a> {
-    v: u32,
-    #[serde(flatten)]
-    entry: &'a LogEntry,
+/// First byte of a version 2 entry. A version 1 entry is a JSON object, so it starts with `{`
+/// and the two cannot be taken for each other.
+const COMPACT: u8 = 2;
+/// The length written for an absent key id (no real string is 4 GiB long).
+const ABSENT: u32 = u32::MAX;
+
+/// Version 2 of the stored form: the entry without its time and store, which are in the row's
+/// key, as fixed-width fields and length-prefixed strings (little-endian):
+///
+/// `2`, status (u16), latency in µs (u64), address (`0`; `4` and 4 bytes; `6` and 16 bytes),
+/// then the key id (u32 length, [`ABSENT`] for none), the method, the path and the code (u32
+/// length each), each followed by its UTF-8 bytes.
+///
+/// Under half of version 1's size, with nothing to escape or format: the log is written for every
+/// API request, on a thread beside the ones serving them (`cargo bench --bench logs`).
+fn encode_entry(out: &mut Vec<u8>, entry: &LogEntry) -> Result<()> {
+    out.push(COMPACT);
+    out.extend_from_slice(&entry.status.to_le_bytes());
+    out.extend_from_slice(&entry.latency_us.to_le_bytes());
+    match entry.ip {
+        None => out.push(0),
+        Some(IpAddr::V4(ip)) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        Some(IpAddr::V6(ip)) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    let key_id = entry.key_id.as_deref();
+    for text in [
+        key_id,
+        Some(&entry.method),
+        Some(&entry.path),
+        Some(&entry.code),
+    ] {
+        match text {
+            None => out.extend_from_slice(&ABSENT.to_le_bytes()),
+            Some(text) => {
+                let len = u32::try_from(text.len())
+                    .ok()
+                    .filter(|&len| len != ABSENT)
+                    .ok_or_else(|| Error::Corrupt("log entry: a field is over 4 GiB".into()))?;
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a stored entry of either version; `store` and `at` are the row key's.
+fn decode_entry(bytes: &[u8], store: StoreId, at: i64) -> Result<LogEntry> {
+    match bytes.first() {
+        Some(b'{') => Ok(storage::decode::<Stored>(bytes, 1, "log entry")?.entry),
+        Some(&COMPACT) => {
+            let corrupt = || Error::Corrupt("log entry record: truncated or not UTF-8".into());
+            let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(at))
+                .map_err(|e| Error::Corrupt(format!("log entry record: time {at}: {e}")))?;
+            let mut reader = Reader(&bytes[1..]);
+            let status = u16::from_le_bytes(reader.array().ok_or_else(corrupt)?);
+            let latency_us = u64::from_le_bytes(reader.array().ok_or_else(corrupt)?);
+            let ip = match reader.array::<1>().ok_or_else(corrupt)? {
+                [0] => None,
+                [4] => Some(IpAddr::from(reader.array::<4>().ok_or_else(corrupt)?)),
+                [6] => Some(IpAddr::from(reader.array::<16>().ok_or_else(corrupt)?)),
+                [_] => return Err(corrupt()),
+            };
+            let key_id = reader.text().ok_or_else(corrupt)?;
+            let mut text = || reader.text().flatten().ok_or_else(corrupt);
+            let (method, path, code) = (text()?, text()?, text()?);
+            if !reader.0.is_empty() {
+                return Err(corrupt());
+            }
+            Ok(LogEntry {
+                at,
+                store_id: store,
+                key_id,
+                method,
+                path,
+                status,
+                ip,
+                code,
+                latency_us,
+            })
+        }
+        Some(version) => Err(Error::Corrupt(format!(
+            "log entry record version {version} is newer than this release reads ({COMPACT})"
+        ))),
+        None => Err(Error::Corrupt("log entry record: empty".into())),
+    }
+}
+
+/// Reads the fields of a version 2 entry; `None` once the bytes run out.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+
+    /// A length-prefixed string: `Some(None)` for [`ABSENT`].
+    fn text(&mut self) -> Option<Option<String>> {
+        let len = u32::from_le_bytes(self.array()?);
+        if len == ABSENT {
+            return Some(None);
+        }
+        let len = usize::try_from(len).ok()?;
+        if len > self.0.len() {
+            return None;
+        }
+        let (text, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Some(Some(std::str::from_utf8(text).ok()?.to_owned()))
+    }
 }
 
 /// Filters for reading a store's log.
@@ -247,13 +360,7 @@ impl Inner {
                 };
                 let seq = self.logs.seq.fetch_add(1, Ordering::Relaxed);
                 bytes.clear();
-                storage::encode_into(
-                    &mut bytes,
-                    &StoredRef {
-                        v: 1,
-                        entry: &entry,
-                    },
-                )?;
+                encode_entry(&mut bytes, &entry)?;
                 table.insert(
                     (entry.store_id.as_str(), nanos(entry.at), seq),
                     bytes.as_slice(),
@@ -400,9 +507,8 @@ impl Engine {
         let to = query.until.map_or(i64::MAX, nanos);
         let mut out = Vec::new();
         for item in table.range((sid, from, 0)..=(sid, to, u64::MAX))?.rev() {
-            let (_, value) = item?;
-            let stored: Stored = storage::decode(value.value(), 1, "log entry")?;
-            let entry = stored.entry;
+            let (key, value) = item?;
+            let entry = decode_entry(value.value(), store.id, key.value().1)?;
             if query
                 .key_id
                 .as_ref()
@@ -417,5 +523,136 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn store() -> StoreId {
+        StoreId::parse("ab12cd34").unwrap()
+    }
+
+    fn sample(key_id: Option<&str>, ip: Option<IpAddr>, path: &str) -> LogEntry {
+        LogEntry::new(
+            OffsetDateTime::from_unix_timestamp_nanos(1_764_000_000_123_456_789).unwrap(),
+            store(),
+            key_id,
+            "GET",
+            path,
+            429,
+            ip,
+            "RATE_LIMITED",
+            1_234,
+        )
+    }
+
+    fn compact(entry: &LogEntry) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_entry(&mut out, entry).unwrap();
+        out
+    }
+
+    #[test]
+    fn compact_entries_read_back_whole() {
+        for entry in [
+            sample(
+                Some("key_01"),
+                Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))),
+                "/a",
+            ),
+            sample(
+                None,
+                Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+                "/api/v1/ünïcode",
+            ),
+            sample(Some(""), None, ""),
+        ] {
+            let bytes = compact(&entry);
+            assert_eq!(bytes[0], COMPACT);
+            assert_eq!(
+                decode_entry(&bytes, store(), nanos(entry.at)).unwrap(),
+                entry
+            );
+        }
+    }
+
+    /// Entries written before the compact form (JSON with `"v":1`) still read.
+    #[test]
+    fn version_1_entries_still_read() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            v: u32,
+            #[serde(flatten)]
+            entry: &'a LogEntry,
+        }
+        let entry = sample(Some("key_01"), Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), "/x");
+        let json = serde_json::to_vec(&V1 {
+            v: 1,
+            entry: &entry,
+        })
+        .unwrap();
+        assert_eq!(json[0], b'{');
+        assert_eq!(
+            decode_entry(&json, store(), nanos(entry.at)).unwrap(),
+            entry
+        );
+    }
+
+    /// A damaged record is an error naming the log entry, never a panic or a wrong entry.
+    #[test]
+    fn damaged_records_are_refused() {
+        let bytes = compact(&sample(
+            Some("key_01"),
+            Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            "/p",
+        ));
+        for cut in 0..bytes.len() {
+            let error = decode_entry(&bytes[..cut], store(), 0).unwrap_err();
+            assert!(error.to_string().contains("log entry"), "{error}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_entry(&longer, store(), 0).is_err());
+        let mut bad_ip = bytes.clone();
+        bad_ip[11] = 5;
+        assert!(decode_entry(&bad_ip, store(), 0).is_err());
+        let mut newer = bytes;
+        newer[0] = 3;
+        let error = decode_entry(&newer, store(), 0).unwrap_err();
+        assert!(error.to_string().contains("newer"), "{error}");
+    }
+
+    proptest! {
+        /// Any entry, whatever its strings hold, reads back as it was written.
+        #[test]
+        fn any_entry_round_trips(
+            key_id in proptest::option::of(".{0,40}"),
+            method in ".{0,16}",
+            path in ".{0,80}",
+            code in ".{0,32}",
+            status in any::<u16>(),
+            latency_us in any::<u64>(),
+            ip in proptest::option::of(any::<IpAddr>()),
+            at in -9_000_000_000_000_000_000i64..9_000_000_000_000_000_000,
+        ) {
+            let entry = LogEntry {
+                at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(at)).unwrap(),
+                store_id: store(),
+                key_id,
+                method,
+                path,
+                status,
+                ip,
+                code,
+                latency_us,
+            };
+            prop_assert_eq!(decode_entry(&compact(&entry), store(), at).unwrap(), entry);
+        }
     }
 }
