@@ -82,3 +82,4 @@ bench:
 	cargo bench -p latchkey --bench verify
 	cargo bench -p latchkey --bench limiter
 	cargo bench -p latchkey --bench entities
+	cargo bench -p latchkey --bench logs
