@@ -161,8 +161,6 @@ fn decode_entry(bytes: &[u8], store: StoreId, at: i64) -> Result<LogEntry> {
         Some(b'{') => Ok(storage::decode::<Stored>(bytes, 1, "log entry")?.entry),
         Some(&COMPACT) => {
             let corrupt = || Error::Corrupt("log entry record: truncated or not UTF-8".into());
-            let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(at))
-                .map_err(|e| Error::Corrupt(format!("log entry record: time {at}: {e}")))?;
             let mut reader = Reader(&bytes[1..]);
             let status = u16::from_le_bytes(reader.array().ok_or_else(corrupt)?);
             let latency_us = u64::from_le_bytes(reader.array().ok_or_else(corrupt)?);
@@ -179,7 +177,8 @@ fn decode_entry(bytes: &[u8], store: StoreId, at: i64) -> Result<LogEntry> {
                 return Err(corrupt());
             }
             Ok(LogEntry {
-                at,
+                // Every i64 of nanoseconds is a valid time.
+                at: crate::clock::from_nanos(at),
                 store_id: store,
                 key_id,
                 method,
@@ -213,11 +212,7 @@ impl Reader<'_> {
         if len == ABSENT {
             return Some(None);
         }
-        let len = usize::try_from(len).ok()?;
-        if len > self.0.len() {
-            return None;
-        }
-        let (text, rest) = self.0.split_at(len);
+        let (text, rest) = self.0.split_at_checked(usize::try_from(len).ok()?)?;
         self.0 = rest;
         Some(Some(std::str::from_utf8(text).ok()?.to_owned()))
     }
