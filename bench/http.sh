@@ -2,6 +2,7 @@
 # Loads `/healthz` and an authenticated `GET /api/v1/packages` on the same server, in one run,
 # and prints both request rates and their ratio (target: the authenticated route keeps at least
 # 80 % of the /healthz rate). Usage: bench/http.sh [seconds] [connections]
+# Environment: PACKAGES (packages in the listed store, default 20), LATCHKEY_BIN (see below).
 #
 # The keyed route is driven with 500 keys in rotation (token bucket, 10,000/min each, the most
 # a key may have), so every request does the full verify and limiter work and succeeds; the
@@ -15,8 +16,9 @@ if ! command -v wrk >/dev/null; then
   if [ "$(id -u)" = 0 ]; then apt-get install -y wrk >/dev/null; else sudo apt-get install -y wrk >/dev/null; fi
 fi
 command -v jq >/dev/null || { if [ "$(id -u)" = 0 ]; then apt-get install -y jq >/dev/null; else sudo apt-get install -y jq >/dev/null; fi; }
-cargo build --release -q -p latchkey-server
-BIN=target/release/latchkey
+# LATCHKEY_BIN: a binary built elsewhere (to compare two builds); else this tree's, built now.
+BIN="${LATCHKEY_BIN:-target/release/latchkey}"
+[ -n "${LATCHKEY_BIN:-}" ] || cargo build --release -q -p latchkey-server
 
 WORK=$(mktemp -d)
 SECRET=$(head -c 32 /dev/urandom | base64 | tr -d '\n')

@@ -211,6 +211,21 @@ pub struct LimitState {
     pub retry_after: Option<u32>,
 }
 
+impl LimitState {
+    /// `X-RateLimit-Limit`, `-Remaining`, `-Reset`, and `Retry-After` (at least 1) when the
+    /// request was refused: the headers of every answer a limit governed.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::with_capacity(4);
+        headers.push(("X-RateLimit-Limit", self.limit.to_string()));
+        headers.push(("X-RateLimit-Remaining", self.remaining.to_string()));
+        headers.push(("X-RateLimit-Reset", self.reset_at.to_string()));
+        if let Some(after) = self.retry_after {
+            headers.push(("Retry-After", after.max(1).to_string()));
+        }
+        headers
+    }
+}
+
 /// A short string stored inline, so a decision is copied out of the index without
 /// allocating or touching a reference count. NUL-padded rather than length-prefixed: every
 /// string stored here (key ids, environments, token prefixes) is validated to contain no NUL,
@@ -395,16 +410,7 @@ impl Decision {
     /// The headers to answer with: `X-RateLimit-Limit`, `-Remaining`, `-Reset` when a limit
     /// applied, and `Retry-After` on `RATE_LIMITED`.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let mut headers = Vec::new();
-        if let Some(limit) = self.limit {
-            headers.push(("X-RateLimit-Limit", limit.limit.to_string()));
-            headers.push(("X-RateLimit-Remaining", limit.remaining.to_string()));
-            headers.push(("X-RateLimit-Reset", limit.reset_at.to_string()));
-            if let Some(after) = limit.retry_after {
-                headers.push(("Retry-After", after.max(1).to_string()));
-            }
-        }
-        headers
+        self.limit.map(|limit| limit.headers()).unwrap_or_default()
     }
 }
 

@@ -111,7 +111,7 @@ async fn verify(State(state): State<AppState>, mut request: Request, next: Next)
         }
         _ => refusal(&decision),
     };
-    let response = respond::with_headers(response, &decision.headers());
+    let response = respond::with_headers(response, decision.headers());
     state.engine.record_decision(
         &decision,
         method.as_str(),
@@ -312,16 +312,7 @@ async fn regenerate_key(
 
 /// The `X-RateLimit-*` (and `Retry-After`) headers of a per-IP check.
 fn limit_headers(state: Option<latchkey::LimitState>) -> Vec<(&'static str, String)> {
-    let Some(l) = state else { return Vec::new() };
-    let mut headers = vec![
-        ("X-RateLimit-Limit", l.limit.to_string()),
-        ("X-RateLimit-Remaining", l.remaining.to_string()),
-        ("X-RateLimit-Reset", l.reset_at.to_string()),
-    ];
-    if let Some(after) = l.retry_after {
-        headers.push(("Retry-After", after.to_string()));
-    }
-    headers
+    state.map(|l| l.headers()).unwrap_or_default()
 }
 
 fn rate_limited() -> Response {
@@ -345,7 +336,7 @@ async fn storefront(state: AppState, store_id: String, request: Request, area: A
     let limit_state = ip.and_then(|ip| state.engine.check_ip(ip, &path));
     let headers = limit_headers(limit_state);
     if limit_state.is_some_and(|l| l.retry_after.is_some()) {
-        return respond::with_headers(rate_limited(), &headers);
+        return respond::with_headers(rate_limited(), headers);
     }
     let response = match page_params(request.uri()) {
         Err(response) => response,
@@ -356,7 +347,7 @@ async fn storefront(state: AppState, store_id: String, request: Request, area: A
             result(StatusCode::OK, page.map(Value::from))
         }
     };
-    respond::with_headers(response, &headers)
+    respond::with_headers(response, headers)
 }
 
 async fn storefront_packages(
@@ -435,7 +426,7 @@ async fn portal(state: AppState, request: Request, area: Area) -> Response {
     let limit_state = ip.and_then(|ip| state.engine.check_ip(ip, &path));
     let headers = limit_headers(limit_state);
     if limit_state.is_some_and(|l| l.retry_after.is_some()) {
-        return respond::with_headers(rate_limited(), &headers);
+        return respond::with_headers(rate_limited(), headers);
     }
     let token = request
         .headers()
@@ -449,7 +440,7 @@ async fn portal(state: AppState, request: Request, area: Area) -> Response {
         Some(token) => match state.engine.portal_customer(&token) {
             Ok(Some(customer)) => Ok(customer),
             Ok(None) => Err(("INVALID", "Invalid or expired portal session")),
-            Err(err) => return respond::with_headers(respond::error(&err), &headers),
+            Err(err) => return respond::with_headers(respond::error(&err), headers),
         },
     };
     let response = match customer {
@@ -474,7 +465,7 @@ async fn portal(state: AppState, request: Request, area: Area) -> Response {
             }
         },
     };
-    respond::with_headers(response, &headers)
+    respond::with_headers(response, headers)
 }
 
 async fn portal_orders(State(state): State<AppState>, request: Request) -> Response {

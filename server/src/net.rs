@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::body::{Body, HttpBody};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use ipnet::IpNet;
@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::{AppState, respond};
 
-const REQUEST_ID: &str = "x-request-id";
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The client's address by the core's rule ([`latchkey::client_ip`]), reading every
 /// `X-Forwarded-For` line of the request.
@@ -35,20 +35,21 @@ pub fn peer(request: &Request) -> Option<IpAddr> {
         .map(|ConnectInfo(addr)| addr.ip())
 }
 
-fn request_id(headers: &HeaderMap) -> String {
-    let given = headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            (1..=64).contains(&v.len())
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
+/// The caller's `X-Request-Id` when it is 1–64 letters, digits, `-` or `_`; else 16 random
+/// hex digits.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    let given = headers.get(&REQUEST_ID).filter(|v| {
+        (1..=64).contains(&v.len())
+            && v.as_bytes()
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
     match given {
-        Some(id) => id.to_owned(),
+        Some(id) => id.clone(),
         None => {
-            let bytes: [u8; 8] = rand::random();
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
+            let id = format!("{:016x}", rand::random::<u64>());
+            // Hex digits are always a valid header value.
+            HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("-"))
         }
     }
 }
@@ -83,9 +84,7 @@ pub async fn envelope(State(state): State<AppState>, request: Request, next: Nex
             }
         }
     }
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
+    response.headers_mut().insert(REQUEST_ID, id);
     state.metrics.count(status);
     response
 }

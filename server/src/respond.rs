@@ -2,7 +2,7 @@
 //! `{"success", "data", "message", "errors", "code"}`.
 
 use axum::Json;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -81,15 +81,24 @@ pub fn error(err: &latchkey::Error) -> Response {
     fail(status, err.code(), &message, err.problems())
 }
 
-/// Adds headers to a response.
-pub fn with_headers(mut response: Response, headers: &[(&'static str, String)]) -> Response {
+/// Adds the core's headers (rate-limit figures, `Retry-After`) to a response.
+pub fn with_headers(mut response: Response, headers: Vec<(&'static str, String)>) -> Response {
     for (name, value) in headers {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
+        if let (Some(name), Ok(value)) = (header_name(name), HeaderValue::try_from(value)) {
             response.headers_mut().insert(name, value);
         }
     }
     response
+}
+
+/// The names the core gives (`Decision::headers`, `limit_headers`) without parsing them, as
+/// they go out on every keyed response; any other name is parsed.
+fn header_name(name: &'static str) -> Option<HeaderName> {
+    Some(match name {
+        "X-RateLimit-Limit" => HeaderName::from_static("x-ratelimit-limit"),
+        "X-RateLimit-Remaining" => HeaderName::from_static("x-ratelimit-remaining"),
+        "X-RateLimit-Reset" => HeaderName::from_static("x-ratelimit-reset"),
+        "Retry-After" => header::RETRY_AFTER,
+        _ => return HeaderName::from_bytes(name.as_bytes()).ok(),
+    })
 }
