@@ -144,6 +144,8 @@ pub(crate) struct Inner {
     pub(crate) logs: crate::logs::LogBuffer,
     /// Webhook delivery: options, the worker and its wake-up.
     pub(crate) webhooks: crate::webhooks::Runtime,
+    /// Rendered entity list pages, dropped per store by every entity write.
+    pub(crate) pages: crate::entities::pages::PageCache,
 }
 
 impl std::fmt::Debug for Engine {
@@ -190,6 +192,7 @@ impl Engine {
             usage_queue: SegQueue::new(),
             shutdown: AtomicBool::new(false),
             webhooks: crate::webhooks::Runtime::new(options.webhooks),
+            pages: crate::entities::pages::PageCache::default(),
         });
         inner.load()?;
         let worker = inner.clone();

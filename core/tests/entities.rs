@@ -1085,3 +1085,132 @@ fn json_pages_equal_decoded_pages_in_every_area() {
         &["limit: must be between", "cursor: not a cursor"],
     );
 }
+
+/// The names on a stored page, in order.
+fn names_on(page: &latchkey::PageJson) -> Vec<String> {
+    let page: Value = serde_json::from_str(&page.to_json()).unwrap();
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_listed_page_is_kept_between_writes_and_every_write_shows_at_once() {
+    let (engine, _) = engine();
+    let (store, _) = store(&engine);
+    let (other, _) = store_named(&engine, "Other");
+    let live = Scope::new(store.id, "live");
+    let test = Scope::new(store.id, "test");
+    let elsewhere = Scope::new(other.id, "live");
+    let list = |scope: &Scope| {
+        engine
+            .list_entities_json(scope, Area::Packages, None, None)
+            .unwrap()
+    };
+    let vip = create(
+        &engine,
+        &live,
+        Area::Packages,
+        json!({"name": "VIP", "price": usd(500)}),
+    );
+    let first = list(&live);
+    assert_eq!(names_on(&first), ["VIP"]);
+    // Read again with no write between: the same page, not read and joined again.
+    assert!(Arc::ptr_eq(&first, &list(&live)));
+    assert!(names_on(&list(&test)).is_empty());
+
+    // A write to another store or environment leaves the page; it is not in it either.
+    create(
+        &engine,
+        &elsewhere,
+        Area::Packages,
+        json!({"name": "Theirs", "price": usd(100)}),
+    );
+    create(
+        &engine,
+        &test,
+        Area::Packages,
+        json!({"name": "Trial", "price": usd(100)}),
+    );
+    assert_eq!(names_on(&list(&live)), ["VIP"]);
+    assert_eq!(names_on(&list(&test)), ["Trial"]);
+
+    // Each write to the store shows in the next list: creation, update, deletion.
+    let gold = create(
+        &engine,
+        &live,
+        Area::Packages,
+        json!({"name": "Gold", "price": usd(900)}),
+    );
+    assert_eq!(names_on(&list(&live)), ["VIP", "Gold"]);
+    engine
+        .update_entity(
+            &live,
+            Area::Packages,
+            &id_of(&vip),
+            &json!({"name": "VIP+"}),
+        )
+        .unwrap();
+    assert_eq!(names_on(&list(&live)), ["VIP+", "Gold"]);
+    engine
+        .delete_entity(&live, Area::Packages, &id_of(&gold))
+        .unwrap();
+    assert_eq!(names_on(&list(&live)), ["VIP+"]);
+    // Pages of other sizes and cursors are pages of their own.
+    let one = engine
+        .list_entities_json(&live, Area::Packages, Some(1), None)
+        .unwrap();
+    assert_eq!(names_on(&one), ["VIP+"]);
+    assert!(one.next_cursor.is_none());
+
+    // A refused write changes nothing and the page stays valid.
+    assert!(
+        engine
+            .create_entity(&live, Area::Packages, &json!({"name": ""}))
+            .is_err()
+    );
+    assert_eq!(names_on(&list(&live)), ["VIP+"]);
+}
+
+/// Readers and a writer together: once a write returns, no reader sees a page without it.
+#[test]
+fn no_list_after_a_write_misses_it_under_concurrent_readers() {
+    let (engine, _) = engine();
+    let engine = Arc::new(engine);
+    let scope = live(&engine);
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (engine, scope, done) = (engine.clone(), scope.clone(), done.clone());
+            std::thread::spawn(move || {
+                loop {
+                    // Written before the list starts, so the list must hold at least that many.
+                    let written = done.load(std::sync::atomic::Ordering::Acquire);
+                    let page = engine
+                        .list_entities_json(&scope, Area::Packages, Some(100), None)
+                        .unwrap();
+                    let seen = names_on(&page).len();
+                    assert!(seen >= written, "{seen} listed after {written} written");
+                    if written == 40 {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    for i in 0..40 {
+        create(
+            &engine,
+            &scope,
+            Area::Packages,
+            json!({"name": format!("P{i}"), "price": usd(100)}),
+        );
+        done.store(i + 1, std::sync::atomic::Ordering::Release);
+    }
+    for reader in readers {
+        reader.join().unwrap();
+    }
+}

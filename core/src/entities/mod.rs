@@ -21,10 +21,13 @@ mod gift_cards;
 mod orders;
 mod outbox;
 mod packages;
+pub(crate) mod pages;
 mod products;
 mod rules;
 mod sales;
 mod subscriptions;
+
+use std::sync::Arc;
 
 use base64::Engine as _;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
@@ -689,9 +692,20 @@ impl Engine {
         area: Area,
         limit: Option<usize>,
         cursor: Option<&str>,
-    ) -> Result<PageJson> {
+    ) -> Result<Arc<PageJson>> {
         let (kind, limit, after) = page_arguments(area, limit, cursor)?;
         self.check_scope_live(scope.store_id, &scope.environment)?;
+        let which = pages::PageRef {
+            environment: &scope.environment,
+            kind: kind.tag(),
+            limit,
+            after: after.as_deref(),
+        };
+        let pages = &self.inner().pages;
+        let ticket = match pages.get(scope.store_id, which) {
+            Ok(page) => return Ok(page),
+            Err(ticket) => ticket,
+        };
         let tx = storage::read(&self.inner().db)?;
         let table = tx.open_table(OUTPUTS)?;
         let mut items = String::from("[");
@@ -709,7 +723,10 @@ impl Engine {
             Ok(true)
         })?;
         items.push(']');
-        Ok(PageJson { items, next_cursor })
+        items.shrink_to_fit();
+        let page = Arc::new(PageJson { items, next_cursor });
+        pages.put(ticket, scope.store_id, which, &page);
+        Ok(page)
     }
 
     pub(crate) fn page(
@@ -807,6 +824,8 @@ impl Engine {
         let wake = !events.is_empty();
         outbox::write_outbox(&tx, scope, now, events)?;
         tx.commit()?;
+        // Before returning: the caller's next list must not be a page from before this write.
+        inner.pages.invalidate(scope.store_id);
         if wake {
             inner.webhooks.wake();
         }
