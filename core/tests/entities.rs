@@ -1099,7 +1099,7 @@ fn names_on(page: &latchkey::PageJson) -> Vec<String> {
 
 #[test]
 fn a_listed_page_is_kept_between_writes_and_every_write_shows_at_once() {
-    let (engine, _) = engine();
+    let (engine, clock) = engine();
     let (store, _) = store(&engine);
     let (other, _) = store_named(&engine, "Other");
     let live = Scope::new(store.id, "live");
@@ -1138,7 +1138,9 @@ fn a_listed_page_is_kept_between_writes_and_every_write_shows_at_once() {
     assert_eq!(names_on(&list(&live)), ["VIP"]);
     assert_eq!(names_on(&list(&test)), ["Trial"]);
 
-    // Each write to the store shows in the next list: creation, update, deletion.
+    // Each write to the store shows in the next list: creation, update, deletion. (A later
+    // millisecond, so Gold's id sorts after VIP's.)
+    clock.advance(time::Duration::seconds(1));
     let gold = create(
         &engine,
         &live,
