@@ -25,7 +25,9 @@ use crate::error::{Error, Problems, Result};
 use crate::ids::StoreId;
 use crate::storage;
 
-/// (store, unix nanos, sequence) → entry.
+/// (store, unix nanos of the newest entry in the row, sequence) → a chunk of that store's
+/// entries (version 3), or one entry at that time (versions 1 and 2, written by earlier
+/// releases and still read). The sequence orders rows written in the same nanosecond.
 pub(crate) const LOGS: TableDefinition<(&str, i64, u64), &[u8]> =
     TableDefinition::new("request_log");
 
@@ -106,20 +108,30 @@ struct Stored {
 /// First byte of a version 2 entry. A version 1 entry is a JSON object, so it starts with `{`
 /// and the two cannot be taken for each other.
 const COMPACT: u8 = 2;
+/// First byte of a version 3 row: a chunk of entries.
+const CHUNK: u8 = 3;
 /// The length written for an absent key id (no real string is 4 GiB long).
 const ABSENT: u32 = u32::MAX;
+/// Entries in a chunk, at most: rows of about 3 KB, within a redb page, and few entries to
+/// decode past for a reader that wants only the newest.
+const CHUNK_ENTRIES: usize = 32;
+/// Nanoseconds between a chunk's oldest and newest entry, at most (1 s): a reader that wants
+/// entries up to a time need not look at rows whose newest entry is later than that by more.
+const CHUNK_SPAN: i64 = 1_000_000_000;
 
-/// Version 2 of the stored form: the entry without its time and store, which are in the row's
-/// key, as fixed-width fields and length-prefixed strings (little-endian):
+/// The fields of an entry other than its time and store, as fixed-width fields and
+/// length-prefixed strings (little-endian): status (u16), latency in µs (u64), address (`0`;
+/// `4` and 4 bytes; `6` and 16 bytes), then the key id (u32 length, [`ABSENT`] for none), the
+/// method, the path and the code (u32 length each), each followed by its UTF-8 bytes.
 ///
-/// `2`, status (u16), latency in µs (u64), address (`0`; `4` and 4 bytes; `6` and 16 bytes),
-/// then the key id (u32 length, [`ABSENT`] for none), the method, the path and the code (u32
-/// length each), each followed by its UTF-8 bytes.
+/// Version 2 stored one entry per row as `2` and these fields, the time and store being the
+/// row key's. Version 3 stores a chunk: `3`, the number of entries (u32), then per entry its
+/// time (i64 unix nanos) and these fields.
 ///
-/// Under half of version 1's size, with nothing to escape or format: the log is written for every
-/// API request, on a thread beside the ones serving them (`cargo bench --bench logs`).
-fn encode_entry(out: &mut Vec<u8>, entry: &LogEntry) -> Result<()> {
-    out.push(COMPACT);
+/// A row per chunk rather than per entry: the log is written for every API request, on a
+/// thread beside the ones serving them, and a B-tree insert per entry was most of its cost
+/// (`cargo bench --bench logs`).
+fn encode_fields(out: &mut Vec<u8>, entry: &LogEntry) -> Result<()> {
     out.extend_from_slice(&entry.status.to_le_bytes());
     out.extend_from_slice(&entry.latency_us.to_le_bytes());
     match entry.ip {
@@ -155,51 +167,89 @@ fn encode_entry(out: &mut Vec<u8>, entry: &LogEntry) -> Result<()> {
     Ok(())
 }
 
-/// Reads a stored entry of either version; `store` and `at` are the row key's.
-fn decode_entry(bytes: &[u8], store: StoreId, at: i64) -> Result<LogEntry> {
+/// A version 3 row holding `entries` (all of one store).
+fn encode_chunk(out: &mut Vec<u8>, entries: &[LogEntry]) -> Result<()> {
+    out.push(CHUNK);
+    let count = u32::try_from(entries.len())
+        .map_err(|_| Error::Corrupt("log entry chunk: over 4 billion entries".into()))?;
+    out.extend_from_slice(&count.to_le_bytes());
+    for entry in entries {
+        out.extend_from_slice(&nanos(entry.at).to_le_bytes());
+        encode_fields(out, entry)?;
+    }
+    Ok(())
+}
+
+/// The entries of a stored row of any version, each with its time in unix nanos; `store` and
+/// `key_at` are the row key's.
+fn decode_row(bytes: &[u8], store: StoreId, key_at: i64) -> Result<Vec<(i64, LogEntry)>> {
+    let corrupt = || Error::Corrupt("log entry record: truncated or not UTF-8".into());
     match bytes.first() {
-        Some(b'{') => Ok(storage::decode::<Stored>(bytes, 1, "log entry")?.entry),
+        Some(b'{') => {
+            let entry = storage::decode::<Stored>(bytes, 1, "log entry")?.entry;
+            Ok(vec![(key_at, entry)])
+        }
         Some(&COMPACT) => {
-            let corrupt = || Error::Corrupt("log entry record: truncated or not UTF-8".into());
             let mut reader = Reader(&bytes[1..]);
-            let status = u16::from_le_bytes(reader.array().ok_or_else(corrupt)?);
-            let latency_us = u64::from_le_bytes(reader.array().ok_or_else(corrupt)?);
-            let ip = match reader.array::<1>().ok_or_else(corrupt)? {
-                [0] => None,
-                [4] => Some(IpAddr::from(reader.array::<4>().ok_or_else(corrupt)?)),
-                [6] => Some(IpAddr::from(reader.array::<16>().ok_or_else(corrupt)?)),
-                [_] => return Err(corrupt()),
-            };
-            let key_id = reader.text().ok_or_else(corrupt)?;
-            let mut text = || reader.text().flatten().ok_or_else(corrupt);
-            let (method, path, code) = (text()?, text()?, text()?);
-            if !reader.0.is_empty() {
-                return Err(corrupt());
+            let entry = reader.fields(store, key_at).ok_or_else(corrupt)?;
+            reader.finish().ok_or_else(corrupt)?;
+            Ok(vec![(key_at, entry)])
+        }
+        Some(&CHUNK) => {
+            let mut reader = Reader(&bytes[1..]);
+            let count = u32::from_le_bytes(reader.array().ok_or_else(corrupt)?);
+            // Not trusted for the allocation: every entry takes at least 35 bytes.
+            let room = (bytes.len() / 35).min(usize::try_from(count).unwrap_or(usize::MAX));
+            let mut entries = Vec::with_capacity(room);
+            for _ in 0..count {
+                let at = i64::from_le_bytes(reader.array().ok_or_else(corrupt)?);
+                entries.push((at, reader.fields(store, at).ok_or_else(corrupt)?));
             }
-            Ok(LogEntry {
-                // Every i64 of nanoseconds is a valid time.
-                at: crate::clock::from_nanos(at),
-                store_id: store,
-                key_id,
-                method,
-                path,
-                status,
-                ip,
-                code,
-                latency_us,
-            })
+            reader.finish().ok_or_else(corrupt)?;
+            Ok(entries)
         }
         Some(version) => Err(Error::Corrupt(format!(
-            "log entry record version {version} is newer than this release reads ({COMPACT})"
+            "log entry record version {version} is newer than this release reads ({CHUNK})"
         ))),
         None => Err(Error::Corrupt("log entry record: empty".into())),
     }
 }
 
-/// Reads the fields of a version 2 entry; `None` once the bytes run out.
+/// Reads stored entries; `None` once the bytes run out.
 struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
+    /// The fields [`encode_fields`] writes, as an entry at `at` of `store`.
+    fn fields(&mut self, store: StoreId, at: i64) -> Option<LogEntry> {
+        let status = u16::from_le_bytes(self.array()?);
+        let latency_us = u64::from_le_bytes(self.array()?);
+        let ip = match self.array::<1>()? {
+            [0] => None,
+            [4] => Some(IpAddr::from(self.array::<4>()?)),
+            [6] => Some(IpAddr::from(self.array::<16>()?)),
+            [_] => return None,
+        };
+        let key_id = self.text()?;
+        let (method, path, code) = (self.text()??, self.text()??, self.text()??);
+        Some(LogEntry {
+            // Every i64 of nanoseconds is a valid time.
+            at: crate::clock::from_nanos(at),
+            store_id: store,
+            key_id,
+            method,
+            path,
+            status,
+            ip,
+            code,
+            latency_us,
+        })
+    }
+
+    /// `Some` when every byte was read.
+    fn finish(&self) -> Option<()> {
+        self.0.is_empty().then_some(())
+    }
+
     fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         let (head, rest) = self.0.split_first_chunk::<N>()?;
         self.0 = rest;
@@ -341,27 +391,42 @@ impl Inner {
         if self.logs.queue.is_empty() {
             return Ok(());
         }
+        // At most one queue's worth, so a steady stream still commits.
+        let mut batch = Vec::with_capacity(self.logs.queue.len().min(LOG_BUFFER));
+        while batch.len() < LOG_BUFFER
+            && let Some(entry) = self.logs.queue.pop()
+        {
+            batch.push(entry);
+        }
+        // Each store's entries together, oldest first; a stable sort keeps entries of the same
+        // nanosecond in the order they were recorded. The queue is close to that order already.
+        batch.sort_by_key(|entry| (entry.store_id, nanos(entry.at)));
         let tx = storage::write(&self.db)?;
         {
             let mut table = tx.open_table(LOGS)?;
             let mut stores: Vec<StoreId> = Vec::new();
-            // Straight from the queue into the table: no batch to gather (it was megabytes
-            // under load, a fresh allocation each time). At most one queue's worth, so a
-            // steady stream still commits.
             let mut bytes = Vec::new();
-            for _ in 0..LOG_BUFFER {
-                let Some(entry) = self.logs.queue.pop() else {
-                    break;
-                };
-                let seq = self.logs.seq.fetch_add(1, Ordering::Relaxed);
+            let mut rest = batch.as_slice();
+            while let Some(first) = rest.first() {
+                let start = nanos(first.at);
+                let len = rest
+                    .iter()
+                    .take(CHUNK_ENTRIES)
+                    .take_while(|e| {
+                        e.store_id == first.store_id
+                            && nanos(e.at).saturating_sub(start) <= CHUNK_SPAN
+                    })
+                    .count();
+                let (chunk, tail) = rest.split_at(len);
+                rest = tail;
                 bytes.clear();
-                encode_entry(&mut bytes, &entry)?;
-                table.insert(
-                    (entry.store_id.as_str(), nanos(entry.at), seq),
-                    bytes.as_slice(),
-                )?;
-                if !stores.contains(&entry.store_id) {
-                    stores.push(entry.store_id);
+                encode_chunk(&mut bytes, chunk)?;
+                let newest = chunk.last().map_or(start, |e| nanos(e.at));
+                let seq = self.logs.seq.fetch_add(1, Ordering::Relaxed);
+                table.insert((first.store_id.as_str(), newest, seq), bytes.as_slice())?;
+                // Sorted by store, so each store's chunks are consecutive.
+                if stores.last() != Some(&first.store_id) {
+                    stores.push(first.store_id);
                 }
             }
             let now = self.clock.now();
@@ -500,24 +565,89 @@ impl Engine {
         let sid = store.id.as_str();
         let from = query.since.map_or(i64::MIN, nanos);
         let to = query.until.map_or(i64::MAX, nanos);
-        let mut out = Vec::new();
-        for item in table.range((sid, from, 0)..=(sid, to, u64::MAX))?.rev() {
-            let (key, value) = item?;
-            let entry = decode_entry(value.value(), store.id, key.value().1)?;
-            if query
+        let wanted = |entry: &LogEntry| {
+            query
                 .key_id
                 .as_ref()
-                .is_some_and(|k| entry.key_id.as_ref() != Some(k))
-                || query.status.is_some_and(|s| s != entry.status)
+                .is_none_or(|k| entry.key_id.as_ref() == Some(k))
+                && query.status.is_none_or(|s| s == entry.status)
+        };
+        // Rows come newest first by the time of their newest entry, but a row's older entries
+        // may be older than the next rows' (batches overlap a little in time). So entries wait
+        // in a heap until no row still unread can hold a newer one: every unread row's key, and
+        // so every entry in it, is at most the next row's (time, sequence).
+        let mut waiting = std::collections::BinaryHeap::new();
+        let mut out = Vec::new();
+        // A row whose newest entry is later than `to` by more than a chunk's span holds
+        // nothing up to `to`.
+        let last = (sid, to.saturating_add(CHUNK_SPAN), u64::MAX);
+        for item in table.range((sid, from, 0)..=last)?.rev() {
+            let (key, value) = item?;
+            let (_, newest, seq) = key.value();
+            while waiting
+                .peek()
+                .is_some_and(|w: &Waiting| (w.at, w.seq) > (newest, seq))
             {
-                continue;
+                out.extend(waiting.pop().map(|w| w.entry));
+                if out.len() == limit {
+                    return Ok(out);
+                }
             }
-            out.push(entry);
-            if out.len() == limit {
-                break;
+            for (index, (at, entry)) in decode_row(value.value(), store.id, newest)?
+                .into_iter()
+                .enumerate()
+            {
+                if (from..=to).contains(&at) && wanted(&entry) {
+                    waiting.push(Waiting {
+                        at,
+                        seq,
+                        index,
+                        entry,
+                    });
+                }
             }
         }
+        while out.len() < limit
+            && let Some(w) = waiting.pop()
+        {
+            out.push(w.entry);
+        }
         Ok(out)
+    }
+}
+
+/// An entry read, in the order the log is returned: newest first, then the later row, then
+/// the later entry within the row (entries of the same nanosecond, newest recorded first).
+struct Waiting {
+    at: i64,
+    seq: u64,
+    index: usize,
+    entry: LogEntry,
+}
+
+impl Waiting {
+    fn order(&self) -> (i64, u64, usize) {
+        (self.at, self.seq, self.index)
+    }
+}
+
+impl PartialEq for Waiting {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+
+impl Eq for Waiting {}
+
+impl PartialOrd for Waiting {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Waiting {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order().cmp(&other.order())
     }
 }
 
@@ -547,15 +677,28 @@ mod tests {
         )
     }
 
+    /// A version 2 row (one entry), as earlier releases wrote it.
     fn compact(entry: &LogEntry) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_entry(&mut out, entry).unwrap();
+        let mut out = vec![COMPACT];
+        encode_fields(&mut out, entry).unwrap();
         out
     }
 
-    #[test]
-    fn compact_entries_read_back_whole() {
-        for entry in [
+    fn chunk(entries: &[LogEntry]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_chunk(&mut out, entries).unwrap();
+        out
+    }
+
+    /// The one entry a row holds.
+    fn single(bytes: &[u8], at: i64) -> Result<LogEntry> {
+        let mut entries = decode_row(bytes, store(), at)?;
+        assert_eq!(entries.len(), 1);
+        Ok(entries.remove(0).1)
+    }
+
+    fn samples() -> Vec<LogEntry> {
+        vec![
             sample(
                 Some("key_01"),
                 Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))),
@@ -567,13 +710,30 @@ mod tests {
                 "/api/v1/ünïcode",
             ),
             sample(Some(""), None, ""),
-        ] {
+        ]
+    }
+
+    #[test]
+    fn chunks_read_back_whole_with_each_entrys_time() {
+        let mut entries = samples();
+        for (n, entry) in entries.iter_mut().enumerate() {
+            entry.at += time::Duration::milliseconds(n as i64 * 7);
+        }
+        let bytes = chunk(&entries);
+        assert_eq!(bytes[0], CHUNK);
+        // The key's time is the newest entry's; each entry keeps its own.
+        let read = decode_row(&bytes, store(), nanos(entries[2].at)).unwrap();
+        let expected: Vec<_> = entries.iter().map(|e| (nanos(e.at), e.clone())).collect();
+        assert_eq!(read, expected);
+        assert!(decode_row(&chunk(&[]), store(), 0).unwrap().is_empty());
+    }
+
+    /// Rows of one entry written before chunks (version 2) still read.
+    #[test]
+    fn version_2_entries_still_read() {
+        for entry in samples() {
             let bytes = compact(&entry);
-            assert_eq!(bytes[0], COMPACT);
-            assert_eq!(
-                decode_entry(&bytes, store(), nanos(entry.at)).unwrap(),
-                entry
-            );
+            assert_eq!(single(&bytes, nanos(entry.at)).unwrap(), entry);
         }
     }
 
@@ -593,61 +753,73 @@ mod tests {
         })
         .unwrap();
         assert_eq!(json[0], b'{');
-        assert_eq!(
-            decode_entry(&json, store(), nanos(entry.at)).unwrap(),
-            entry
-        );
+        assert_eq!(single(&json, nanos(entry.at)).unwrap(), entry);
     }
 
     /// A damaged record is an error naming the log entry, never a panic or a wrong entry.
     #[test]
     fn damaged_records_are_refused() {
-        let bytes = compact(&sample(
-            Some("key_01"),
-            Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-            "/p",
-        ));
-        for cut in 0..bytes.len() {
-            let error = decode_entry(&bytes[..cut], store(), 0).unwrap_err();
-            assert!(error.to_string().contains("log entry"), "{error}");
+        let one = sample(Some("key_01"), Some(IpAddr::V6(Ipv6Addr::LOCALHOST)), "/p");
+        for bytes in [compact(&one), chunk(&samples())] {
+            for cut in 0..bytes.len() {
+                let error = decode_row(&bytes[..cut], store(), 0).unwrap_err();
+                assert!(error.to_string().contains("log entry"), "{error}");
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(decode_row(&longer, store(), 0).is_err());
         }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert!(decode_entry(&longer, store(), 0).is_err());
-        let mut bad_ip = bytes.clone();
+        let mut bad_ip = compact(&one);
         bad_ip[11] = 5;
-        assert!(decode_entry(&bad_ip, store(), 0).is_err());
-        let mut newer = bytes;
-        newer[0] = 3;
-        let error = decode_entry(&newer, store(), 0).unwrap_err();
+        assert!(decode_row(&bad_ip, store(), 0).is_err());
+        // A count larger than the entries there: refused, without allocating for the count.
+        let mut too_many = chunk(&samples());
+        too_many[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_row(&too_many, store(), 0).is_err());
+        let mut newer = compact(&one);
+        newer[0] = 4;
+        let error = decode_row(&newer, store(), 0).unwrap_err();
         assert!(error.to_string().contains("newer"), "{error}");
     }
 
     proptest! {
-        /// Any entry, whatever its strings hold, reads back as it was written.
+        /// Any entries, whatever their strings and times hold, read back as they were written.
         #[test]
-        fn any_entry_round_trips(
-            key_id in proptest::option::of(".{0,40}"),
-            method in ".{0,16}",
-            path in ".{0,80}",
-            code in ".{0,32}",
-            status in any::<u16>(),
-            latency_us in any::<u64>(),
-            ip in proptest::option::of(any::<IpAddr>()),
-            at in -9_000_000_000_000_000_000i64..9_000_000_000_000_000_000,
+        fn any_chunk_round_trips(
+            entries in proptest::collection::vec(
+                (
+                    proptest::option::of(".{0,40}"),
+                    ".{0,16}",
+                    ".{0,80}",
+                    ".{0,32}",
+                    any::<u16>(),
+                    any::<u64>(),
+                    proptest::option::of(any::<IpAddr>()),
+                    -9_000_000_000_000_000_000i64..9_000_000_000_000_000_000,
+                ),
+                0..8,
+            ),
         ) {
-            let entry = LogEntry {
-                at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(at)).unwrap(),
-                store_id: store(),
-                key_id,
-                method,
-                path,
-                status,
-                ip,
-                code,
-                latency_us,
-            };
-            prop_assert_eq!(decode_entry(&compact(&entry), store(), at).unwrap(), entry);
+            let entries: Vec<LogEntry> = entries
+                .into_iter()
+                .map(|(key_id, method, path, code, status, latency_us, ip, at)| LogEntry {
+                    at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(at)).unwrap(),
+                    store_id: store(),
+                    key_id,
+                    method,
+                    path,
+                    status,
+                    ip,
+                    code,
+                    latency_us,
+                })
+                .collect();
+            let read = decode_row(&chunk(&entries), store(), 0).unwrap();
+            let expected: Vec<_> = entries.iter().map(|e| (nanos(e.at), e.clone())).collect();
+            prop_assert_eq!(read, expected);
+            if let Some(first) = entries.first() {
+                prop_assert_eq!(&single(&compact(first), nanos(first.at)).unwrap(), first);
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use common::*;
 use latchkey::{LOG_BUFFER, LOG_FLUSH_AT, LogEntry, LogQuery, StorePatch};
+use proptest::prelude::*;
 
 fn entry(
     engine: &latchkey::Engine,
@@ -251,4 +252,85 @@ fn a_wake_mark_beyond_the_queue_is_refused() {
     let problems = err.problems().join("\n");
     assert!(problems.contains("log_flush_at"), "{problems}");
     assert!(problems.contains("usage_flush_interval"), "{problems}");
+}
+
+const KEYS: [&str; 3] = [
+    "key_aaaaaaaaaaaaaaaa",
+    "key_bbbbbbbbbbbbbbbb",
+    "key_cccccccccccccccc",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// However entries arrive (out of time order, many in one nanosecond, in several writes
+    /// whose times overlap) the log reads as everything recorded, this store's only, sorted
+    /// newest first (the later recorded first within a nanosecond), filtered and cut at the
+    /// limit. Times spread over 3 s, so rows are split by their 1 s span as well as by count.
+    #[test]
+    fn the_log_reads_as_what_was_recorded_sorted_and_filtered(
+        writes in prop::collection::vec(
+            prop::collection::vec((0i64..3_000, 0usize..3, any::<bool>(), any::<bool>()), 0..90),
+            1..5,
+        ),
+        since in prop::option::of(0i64..3_000),
+        span in 0i64..3_000,
+        bounded in any::<bool>(),
+        key in prop::option::of(0usize..3),
+        status in prop::option::of(any::<bool>()),
+        limit in 1usize..60,
+    ) {
+        let (engine, _) = engine();
+        let (store, _) = store(&engine);
+        let (other, _) = engine
+            .create_store(&admin(), latchkey::NewStore::named("Other"))
+            .unwrap();
+        let base = engine.clock().now();
+        let ms = |n: i64| base + time::Duration::milliseconds(n);
+        // (time, recorded position, key, status) of this store's entries.
+        let mut recorded = Vec::new();
+        for write in &writes {
+            for &(at, k, ok, elsewhere) in write {
+                let n = recorded.len();
+                let status = if ok { 200 } else { 403 };
+                let code = if ok { "OK" } else { "FORBIDDEN" };
+                let sid = if elsewhere { other.id } else { store.id };
+                engine.record_request(LogEntry::new(
+                    ms(at), sid, Some(KEYS[k]), "GET", &format!("/{n}"), status, None, code, 1,
+                ));
+                recorded.push((ms(at), n, k, status, elsewhere));
+            }
+            engine.flush().unwrap();
+        }
+        let query = LogQuery {
+            key_id: key.map(|k| KEYS[k].to_owned()),
+            status: status.map(|ok| if ok { 200 } else { 403 }),
+            since: since.map(ms),
+            until: (bounded).then(|| ms(since.unwrap_or(0) + span)),
+            limit: Some(limit),
+        };
+        let mut expected: Vec<_> = recorded
+            .iter()
+            .filter(|(at, _, k, status, elsewhere)| {
+                !elsewhere
+                    && query.since.is_none_or(|s| *at >= s)
+                    && query.until.is_none_or(|u| *at <= u)
+                    && key.is_none_or(|key| key == *k)
+                    && query.status.is_none_or(|s| s == *status)
+            })
+            .collect();
+        expected.sort_by_key(|(at, n, ..)| std::cmp::Reverse((*at, *n)));
+        let expected: Vec<String> = expected
+            .iter()
+            .take(limit)
+            .map(|(_, n, ..)| format!("/{n}"))
+            .collect();
+        let read: Vec<String> = engine
+            .logs(store.id.as_str(), &query)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        prop_assert_eq!(read, expected);
+    }
 }
