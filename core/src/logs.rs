@@ -39,6 +39,34 @@ pub const LOG_BUFFER: usize = 65_536;
 pub const LOG_FLUSH_AT: usize = LOG_BUFFER / 4;
 /// Longest stored path: longer paths are cut (with `…`).
 const MAX_PATH: usize = 512;
+/// Characters of a method and of a decision code kept.
+const MAX_METHOD: usize = 16;
+const MAX_CODE: usize = 32;
+
+/// A path as stored: no query or fragment (queries may carry secrets), no control characters,
+/// at most [`MAX_PATH`] bytes and then `…`. Borrowed when already so, as nearly every path is.
+fn clean_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    if path.len() <= MAX_PATH && !path.chars().any(char::is_control) {
+        return path.into();
+    }
+    let mut clean = String::with_capacity(path.len().min(MAX_PATH + '…'.len_utf8()));
+    for c in path.chars().filter(|c| !c.is_control()) {
+        if clean.len() + c.len_utf8() > MAX_PATH {
+            clean.push('…');
+            break;
+        }
+        clean.push(c);
+    }
+    clean.into()
+}
+
+/// The first `n` characters of `text`.
+fn first_chars(text: &str, n: usize) -> &str {
+    text.char_indices()
+        .nth(n)
+        .map_or(text, |(end, _)| &text[..end])
+}
 
 /// One API request as logged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,25 +100,15 @@ impl LogEntry {
         code: &str,
         latency_us: u64,
     ) -> Self {
-        let path = path.split(['?', '#']).next().unwrap_or_default();
-        let mut clean: String = path.chars().filter(|c| !c.is_control()).collect();
-        if clean.len() > MAX_PATH {
-            let mut cut = MAX_PATH;
-            while !clean.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            clean.truncate(cut);
-            clean.push('…');
-        }
         Self {
             at,
             store_id,
             key_id: key_id.map(str::to_owned),
-            method: method.chars().take(16).collect(),
-            path: clean,
+            method: first_chars(method, MAX_METHOD).to_owned(),
+            path: clean_path(path).into_owned(),
             status,
             ip,
-            code: code.chars().take(32).collect(),
+            code: first_chars(code, MAX_CODE).to_owned(),
             latency_us,
         }
     }
@@ -131,10 +149,10 @@ const CHUNK_SPAN: i64 = 1_000_000_000;
 /// A row per chunk rather than per entry: the log is written for every API request, on a
 /// thread beside the ones serving them, and a B-tree insert per entry was most of its cost
 /// (`cargo bench --bench logs`).
-fn encode_fields(out: &mut Vec<u8>, entry: &LogEntry) -> Result<()> {
-    out.extend_from_slice(&entry.status.to_le_bytes());
-    out.extend_from_slice(&entry.latency_us.to_le_bytes());
-    match entry.ip {
+fn encode_fields(out: &mut Vec<u8>, parts: &Parts<'_>) -> Option<()> {
+    out.extend_from_slice(&parts.status.to_le_bytes());
+    out.extend_from_slice(&parts.latency_us.to_le_bytes());
+    match parts.ip {
         None => out.push(0),
         Some(IpAddr::V4(ip)) => {
             out.push(4);
@@ -145,37 +163,96 @@ fn encode_fields(out: &mut Vec<u8>, entry: &LogEntry) -> Result<()> {
             out.extend_from_slice(&ip.octets());
         }
     }
-    let key_id = entry.key_id.as_deref();
     for text in [
-        key_id,
-        Some(&entry.method),
-        Some(&entry.path),
-        Some(&entry.code),
+        parts.key_id,
+        Some(parts.method),
+        Some(parts.path),
+        Some(parts.code),
     ] {
         match text {
             None => out.extend_from_slice(&ABSENT.to_le_bytes()),
             Some(text) => {
                 let len = u32::try_from(text.len())
                     .ok()
-                    .filter(|&len| len != ABSENT)
-                    .ok_or_else(|| Error::Corrupt("log entry: a field is over 4 GiB".into()))?;
+                    .filter(|&len| len != ABSENT)?;
                 out.extend_from_slice(&len.to_le_bytes());
                 out.extend_from_slice(text.as_bytes());
             }
         }
     }
-    Ok(())
+    Some(())
+}
+
+/// An entry's fields other than its store and time, borrowed, as they are stored.
+struct Parts<'a> {
+    status: u16,
+    latency_us: u64,
+    ip: Option<IpAddr>,
+    key_id: Option<&'a str>,
+    method: &'a str,
+    path: &'a str,
+    code: &'a str,
+}
+
+impl Parts<'_> {
+    /// Bytes [`encode_fields`] writes.
+    fn len(&self) -> usize {
+        let ip = match self.ip {
+            None => 0,
+            Some(IpAddr::V4(_)) => 4,
+            Some(IpAddr::V6(_)) => 16,
+        };
+        let texts = self.key_id.map_or(0, str::len) + self.method.len() + self.path.len();
+        2 + 8 + 1 + ip + 4 * 4 + texts + self.code.len()
+    }
+}
+
+impl LogEntry {
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            status: self.status,
+            latency_us: self.latency_us,
+            ip: self.ip,
+            key_id: self.key_id.as_deref(),
+            method: &self.method,
+            path: &self.path,
+            code: &self.code,
+        }
+    }
+}
+
+/// An entry waiting to be written: what rows are grouped and ordered by, and the rest already
+/// in its stored form. One allocation per request: entries are made on the threads serving
+/// requests and freed on the writer's, and every allocation freed across threads costs both.
+#[derive(Debug)]
+struct Queued {
+    store: StoreId,
+    at: i64,
+    fields: Vec<u8>,
+}
+
+impl Queued {
+    /// `None` when a field is over 4 GiB (no request has one).
+    fn new(store: StoreId, at: OffsetDateTime, parts: &Parts<'_>) -> Option<Self> {
+        let mut fields = Vec::with_capacity(parts.len());
+        encode_fields(&mut fields, parts)?;
+        Some(Self {
+            store,
+            at: nanos(at),
+            fields,
+        })
+    }
 }
 
 /// A version 3 row holding `entries` (all of one store).
-fn encode_chunk(out: &mut Vec<u8>, entries: &[LogEntry]) -> Result<()> {
+fn encode_chunk(out: &mut Vec<u8>, entries: &[Queued]) -> Result<()> {
     out.push(CHUNK);
     let count = u32::try_from(entries.len())
         .map_err(|_| Error::Corrupt("log entry chunk: over 4 billion entries".into()))?;
     out.extend_from_slice(&count.to_le_bytes());
     for entry in entries {
-        out.extend_from_slice(&nanos(entry.at).to_le_bytes());
-        encode_fields(out, entry)?;
+        out.extend_from_slice(&entry.at.to_le_bytes());
+        out.extend_from_slice(&entry.fields);
     }
     Ok(())
 }
@@ -325,7 +402,7 @@ impl LogQuery {
 /// The in-memory side of the log.
 #[derive(Debug)]
 pub(crate) struct LogBuffer {
-    queue: ArrayQueue<LogEntry>,
+    queue: ArrayQueue<Queued>,
     dropped: AtomicU64,
     seq: AtomicU64,
     /// The maintenance thread, once started.
@@ -363,7 +440,11 @@ impl LogBuffer {
         self.woken.store(false, Ordering::Release);
     }
 
-    fn push(&self, entry: LogEntry) {
+    fn push(&self, entry: Option<Queued>) {
+        let Some(entry) = entry else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         if self.queue.force_push(entry).is_some() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -400,7 +481,7 @@ impl Inner {
         }
         // Each store's entries together, oldest first; a stable sort keeps entries of the same
         // nanosecond in the order they were recorded. The queue is close to that order already.
-        batch.sort_by_key(|entry| (entry.store_id, nanos(entry.at)));
+        batch.sort_by_key(|entry: &Queued| (entry.store, entry.at));
         let tx = storage::write(&self.db)?;
         {
             let mut table = tx.open_table(LOGS)?;
@@ -408,25 +489,24 @@ impl Inner {
             let mut bytes = Vec::new();
             let mut rest = batch.as_slice();
             while let Some(first) = rest.first() {
-                let start = nanos(first.at);
+                let start = first.at;
                 let len = rest
                     .iter()
                     .take(CHUNK_ENTRIES)
                     .take_while(|e| {
-                        e.store_id == first.store_id
-                            && nanos(e.at).saturating_sub(start) <= CHUNK_SPAN
+                        e.store == first.store && e.at.saturating_sub(start) <= CHUNK_SPAN
                     })
                     .count();
                 let (chunk, tail) = rest.split_at(len);
                 rest = tail;
                 bytes.clear();
                 encode_chunk(&mut bytes, chunk)?;
-                let newest = chunk.last().map_or(start, |e| nanos(e.at));
+                let newest = chunk.last().map_or(start, |e| e.at);
                 let seq = self.logs.seq.fetch_add(1, Ordering::Relaxed);
-                table.insert((first.store_id.as_str(), newest, seq), bytes.as_slice())?;
+                table.insert((first.store.as_str(), newest, seq), bytes.as_slice())?;
                 // Sorted by store, so each store's chunks are consecutive.
-                if stores.last() != Some(&first.store_id) {
-                    stores.push(first.store_id);
+                if stores.last() != Some(&first.store) {
+                    stores.push(first.store);
                 }
             }
             let now = self.clock.now();
@@ -451,7 +531,34 @@ impl Inner {
 impl Engine {
     /// Records one API request. Never blocks and never writes to disk itself.
     pub fn record_request(&self, entry: LogEntry) {
-        self.inner().logs.push(entry);
+        let queued = Queued::new(entry.store_id, entry.at, &entry.parts());
+        self.inner().logs.push(queued);
+    }
+
+    /// Queues an entry from its parts, cleaned as [`LogEntry::new`] does, without making one.
+    #[allow(clippy::too_many_arguments)]
+    fn record_parts(
+        &self,
+        store: StoreId,
+        key_id: Option<&str>,
+        method: &str,
+        path: &str,
+        status: u16,
+        ip: Option<IpAddr>,
+        code: &str,
+        latency_us: u64,
+    ) {
+        let parts = Parts {
+            status,
+            latency_us,
+            ip,
+            key_id,
+            method: first_chars(method, MAX_METHOD),
+            path: &clean_path(path),
+            code: first_chars(code, MAX_CODE),
+        };
+        let queued = Queued::new(store, self.inner().clock.now(), &parts);
+        self.inner().logs.push(queued);
     }
 
     /// Records the request a decision answered (middleware of the bindings and the server):
@@ -466,8 +573,7 @@ impl Engine {
         latency_us: u64,
     ) {
         if let Some(store_id) = decision.store_id() {
-            self.record_request(LogEntry::new(
-                self.inner().clock.now(),
+            self.record_parts(
                 store_id,
                 decision.key_id(),
                 method,
@@ -476,7 +582,7 @@ impl Engine {
                 ip,
                 decision.code_str(),
                 latency_us,
-            ));
+            );
         }
     }
 
@@ -519,8 +625,7 @@ impl Engine {
         });
         problems.finish()?;
         if let Some(store) = store {
-            self.record_request(LogEntry::new(
-                self.inner().clock.now(),
+            self.record_parts(
                 store,
                 key_id,
                 method,
@@ -529,7 +634,7 @@ impl Engine {
                 ip,
                 code.map_or("OK", crate::DenyCode::as_str),
                 latency_us,
-            ));
+            );
         }
         Ok(())
     }
@@ -680,13 +785,21 @@ mod tests {
     /// A version 2 row (one entry), as earlier releases wrote it.
     fn compact(entry: &LogEntry) -> Vec<u8> {
         let mut out = vec![COMPACT];
-        encode_fields(&mut out, entry).unwrap();
+        encode_fields(&mut out, &entry.parts()).unwrap();
         out
     }
 
     fn chunk(entries: &[LogEntry]) -> Vec<u8> {
+        let queued: Vec<Queued> = entries
+            .iter()
+            .map(|e| Queued::new(e.store_id, e.at, &e.parts()).unwrap())
+            .collect();
+        // What was measured is what was written.
+        for (q, e) in queued.iter().zip(entries) {
+            assert_eq!(q.fields.len(), e.parts().len());
+        }
         let mut out = Vec::new();
-        encode_chunk(&mut out, entries).unwrap();
+        encode_chunk(&mut out, &queued).unwrap();
         out
     }
 
@@ -782,7 +895,37 @@ mod tests {
         assert!(error.to_string().contains("newer"), "{error}");
     }
 
+    /// How paths were cleaned before [`clean_path`] (kept as the reference it must match).
+    fn clean_path_before(path: &str) -> String {
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        let mut clean: String = path.chars().filter(|c| !c.is_control()).collect();
+        if clean.len() > MAX_PATH {
+            let mut cut = MAX_PATH;
+            while !clean.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            clean.truncate(cut);
+            clean.push('…');
+        }
+        clean
+    }
+
     proptest! {
+        /// Paths of any length and content are cleaned as before, and cleaning is idempotent.
+        #[test]
+        fn paths_are_cleaned_as_before(path in "(.|\\?|#|[\\x00-\\x1f]|é|€){0,600}") {
+            let clean = clean_path(&path);
+            prop_assert_eq!(clean.as_ref(), clean_path_before(&path));
+            let again = clean_path(&clean);
+            prop_assert_eq!(again.as_ref(), clean.as_ref());
+        }
+
+        /// A method or code is cut after its first characters, never inside one.
+        #[test]
+        fn texts_keep_their_first_characters(text in ".{0,40}", n in 0usize..40) {
+            prop_assert_eq!(first_chars(&text, n), text.chars().take(n).collect::<String>());
+        }
+
         /// Any entries, whatever their strings and times hold, read back as they were written.
         #[test]
         fn any_chunk_round_trips(
