@@ -170,9 +170,7 @@ async fn list(
         .engine
         .list_entities_json(&auth.scope, area, limit, cursor.as_deref());
     match page {
-        Ok(page) => respond::ok_written(StatusCode::OK, page.items.len() + 64, |out| {
-            page.write_json(out);
-        }),
+        Ok(page) => respond::ok_page(page),
         Err(err) => respond::error(&err),
     }
 }

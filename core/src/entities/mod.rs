@@ -125,10 +125,19 @@ impl PageJson {
         out
     }
 
+    /// What comes before [`PageJson::items`] in [`PageJson::to_json`]'s text.
+    pub const HEAD: &'static str = "{\"items\":";
+
     /// Appends [`PageJson::to_json`]'s text to `out` (for a front end that wraps the page).
     pub fn write_json(&self, out: &mut String) {
-        out.push_str("{\"items\":");
+        out.push_str(Self::HEAD);
         out.push_str(&self.items);
+        self.write_tail(out);
+    }
+
+    /// Appends what comes after [`PageJson::items`] in [`PageJson::to_json`]'s text: a front
+    /// end may send [`PageJson::HEAD`], the items and this without joining them.
+    pub fn write_tail(&self, out: &mut String) {
         out.push_str(",\"next_cursor\":");
         match self.next_cursor.as_deref() {
             // A cursor is base64url text, but it is escaped as any string would be.
