@@ -71,6 +71,10 @@ LUA
 
 rate() { sed -n 's/^Requests\/sec: *//p' "$1"; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# A short load of each first, not counted: the first seconds of a fresh server (page faults,
+# caches filling) ran well below the later rounds.
+wrk -t2 -c"$CONNECTIONS" -d2s "$BASE/healthz" >/dev/null
+wrk -t2 -c"$CONNECTIONS" -d2s -s "$WORK/keys.lua" "$BASE/api/v1/packages" >/dev/null
 NON2XX=0
 echo "wrk -t2 -c$CONNECTIONS -d${SECONDS_PER_RUN}s, same server, $ROUNDS rounds"
 for round in $(seq "$ROUNDS"); do

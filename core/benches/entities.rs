@@ -6,10 +6,13 @@
 //!   immediate-durability commit (what a server acknowledges).
 //! - `entities/list_50_of_100k_packages`, `entities/list_50_of_100k_orders`: one page of 50
 //!   from the middle of 100,000 (by cursor).
+//! - `entities/list_json_50_of_100k_packages_after_a_write`, `…_kept`: the same page of
+//!   packages as JSON text (what the server sends), read right after a write to the store (so
+//!   read from the database and joined), and read again with no write between (kept).
 
 use std::hint::black_box;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use latchkey::{Actor, Area, Engine, EngineOptions, NewStore, Scope};
 use serde_json::{Value, json};
 
@@ -88,6 +91,35 @@ fn benches(c: &mut Criterion) {
     group.bench_function("list_50_of_100k_orders", |b| {
         let (scope, _, orders) = lists.get_or_insert_with(|| build(&big));
         b.iter(|| big.list_entities(scope, Area::Orders, Some(50), Some(black_box(orders))))
+    });
+    // The page as the server sends it (JSON text): first read after a write to the store, and
+    // then kept until the next one.
+    group.bench_function("list_json_50_of_100k_packages_after_a_write", |b| {
+        let (scope, packages, _) = lists.get_or_insert_with(|| build(&big));
+        let first = big
+            .list_entities(scope, Area::Packages, Some(1), None)
+            .expect("page")
+            .items[0]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let mut n = 0;
+        b.iter_batched(
+            || {
+                n += 1;
+                let rename = json!({"name": format!("Package {n}")});
+                big.update_entity(scope, Area::Packages, &first, &rename)
+                    .expect("update");
+            },
+            |()| big.list_entities_json(scope, Area::Packages, Some(50), Some(black_box(packages))),
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("list_json_50_of_100k_packages_kept", |b| {
+        let (scope, packages, _) = lists.get_or_insert_with(|| build(&big));
+        b.iter(|| {
+            big.list_entities_json(scope, Area::Packages, Some(50), Some(black_box(packages)))
+        })
     });
     group.finish();
 }
