@@ -11,7 +11,8 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, HeaderName, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
@@ -68,6 +69,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
 }
 
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// Verifies the key of a keyed request (see the module documentation).
 async fn verify(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -83,12 +86,15 @@ async fn verify(State(state): State<AppState>, mut request: Request, next: Next)
             Some(Permission::new(area, Action::for_method(method.as_str())?))
         })
     };
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (api_key, authorization) = (headers.get(&X_API_KEY), headers.get(AUTHORIZATION));
     // A header that is not valid text is a malformed credential: 401, never 500.
-    let unreadable = ["x-api-key", "authorization"]
+    let unreadable = [api_key, authorization]
         .iter()
-        .any(|n| headers.get(*n).is_some_and(|v| v.to_str().is_err()));
-    let credential = credential_from_headers(header("x-api-key"), header("authorization"));
+        .any(|v| v.is_some_and(|v| v.to_str().is_err()));
+    let credential = credential_from_headers(
+        api_key.and_then(|v| v.to_str().ok()),
+        authorization.and_then(|v| v.to_str().ok()),
+    );
     let credential = if unreadable {
         Some(std::borrow::Cow::Borrowed("\u{0}"))
     } else {
