@@ -17,57 +17,16 @@ SECONDS_PER_RUN="${1:-10}"
 CONNECTIONS="${2:-64}"
 ROUNDS="${3:-3}"
 
-if ! command -v wrk >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then apt-get install -y wrk >/dev/null; else sudo apt-get install -y wrk >/dev/null; fi
-fi
-command -v jq >/dev/null || { if [ "$(id -u)" = 0 ]; then apt-get install -y jq >/dev/null; else sudo apt-get install -y jq >/dev/null; fi; }
+. bench/lib.sh
+bench_tools
 # LATCHKEY_BIN: a binary built elsewhere (to compare two builds); else this tree's, built now.
 BIN="${LATCHKEY_BIN:-target/release/latchkey}"
 [ -n "${LATCHKEY_BIN:-}" ] || cargo build --release -q -p latchkey-server
 
 WORK=$(mktemp -d)
-SECRET=$(head -c 32 /dev/urandom | base64 | tr -d '\n')
-"$BIN" serve --db "$WORK/bench.redb" --listen 127.0.0.1:0 --jwt-secret "$SECRET" --no-ip-scopes \
-  2>"$WORK/server.log" >/dev/null &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
-for _ in $(seq 100); do
-  grep -q "listening on" "$WORK/server.log" 2>/dev/null && break
-  sleep 0.1
-done
-BASE=$(sed -n 's/^latchkey: listening on //p' "$WORK/server.log")
-ADMIN=$("$BIN" admin-token --jwt-secret "$SECRET")
-auth=(-H "Authorization: Bearer $ADMIN" -H "content-type: application/json")
-
-STORE_REPLY=$(curl -sf "${auth[@]}" -d '{"name":"Bench","max_scoped_keys":500}' "$BASE/api/stores")
-STORE=$(jq -r .data.store.id <<<"$STORE_REPLY")
-DEFAULT_KEY=$(jq -r .data.default_key.key <<<"$STORE_REPLY")
-for i in $(seq "${PACKAGES:-20}"); do
-  curl -sf -H "X-Api-Key: $DEFAULT_KEY" -d "{\"name\":\"Package $i\",\"price\":{\"amount\":$((i * 100)),\"currency\":\"USD\"}}" \
-    "$BASE/api/v1/packages" >/dev/null
-done
-{
-  echo 'local keys = {'
-  for i in $(seq 500); do
-    curl -sf "${auth[@]}" \
-      -d '{"name":"bench","permissions":{"Packages":["View"]},"rate_limit":{"limit":10000,"algorithm":"token_bucket"}}' \
-      "$BASE/api/stores/$STORE/api-keys" | jq -r '"  \"" + .data.key + "\","'
-  done
-  echo '}'
-  cat <<'LUA'
--- Formatted once, so per request the client only picks the next one: formatting in
--- request() cost the client ~1 us a request, on the same two cores as the server.
-local requests = {}
-for n, key in ipairs(keys) do
-  requests[n] = wrk.format("GET", "/api/v1/packages?limit=20", { ["X-Api-Key"] = key })
-end
-local i = 0
-request = function()
-  i = i + 1
-  return requests[(i % #requests) + 1]
-end
-LUA
-} >"$WORK/keys.lua"
+trap 'kill "$(cat "$WORK/pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+bench_server "$BIN" "$WORK"
+BASE=$(cat "$WORK/base")
 
 rate() { sed -n 's/^Requests\/sec: *//p' "$1"; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

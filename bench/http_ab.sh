@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Compares two builds of the server by the CPU each spends per request, which moves far less
+# from run to run than a request rate does on two cores shared with the client.
+# Usage: bench/http_ab.sh BIN_A BIN_B [rounds] [seconds]   (e.g. a copy of target/release/latchkey
+# saved before a change, and the build after it). Environment: PACKAGES (default 20).
+#
+# Starts both servers as bench/http.sh does, then for each round loads /healthz and the keyed
+# GET /api/v1/packages on A, then on B, with `wrk -t2 -c64`, and prints each server's CPU
+# (user + system, from /proc/PID/stat) divided by the requests served, and the request rate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { echo "usage: bench/http_ab.sh BIN_A BIN_B [rounds] [seconds]" >&2; exit 2; }
+ROUNDS="${3:-3}"
+SECONDS_PER_RUN="${4:-5}"
+. bench/lib.sh
+bench_tools
+
+WORK=$(mktemp -d)
+trap 'kill "$(cat "$WORK/a/pid" 2>/dev/null)" "$(cat "$WORK/b/pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+mkdir "$WORK/a" "$WORK/b"
+bench_server "$1" "$WORK/a"
+bench_server "$2" "$WORK/b"
+TICKS=$(getconf CLK_TCK)
+
+# Fields 14 and 15 of /proc/PID/stat: user and system time in clock ticks. (The command name
+# in field 2 has no spaces here.)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+load() { # load DIR ROUTE(healthz|keyed) LABEL
+  local dir=$1 pid base before after requests rate
+  pid=$(cat "$dir/pid")
+  base=$(cat "$dir/base")
+  before=$(cpu_ticks "$pid")
+  if [ "$2" = healthz ]; then
+    wrk -t2 -c64 -d"${SECONDS_PER_RUN}s" "$base/healthz" >"$dir/wrk.txt"
+  else
+    wrk -t2 -c64 -d"${SECONDS_PER_RUN}s" -s "$dir/keys.lua" "$base/api/v1/packages" >"$dir/wrk.txt"
+  fi
+  after=$(cpu_ticks "$pid")
+  requests=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$dir/wrk.txt")
+  rate=$(sed -n 's/^Requests\/sec: *//p' "$dir/wrk.txt")
+  awk -v t=$((after - before)) -v hz="$TICKS" -v n="$requests" -v r="$rate" -v s="$3" -v route="$2" \
+    'BEGIN { printf "%s %-8s %6.2f us of server CPU a request, %s req/s\n", s, route, t / hz * 1e6 / n, r }'
+}
+
+for dir in a b; do # warm-up, not counted
+  wrk -t2 -c64 -d2s "$(cat "$WORK/$dir/base")/healthz" >/dev/null
+  wrk -t2 -c64 -d2s -s "$WORK/$dir/keys.lua" "$(cat "$WORK/$dir/base")/api/v1/packages" >/dev/null
+done
+for round in $(seq "$ROUNDS"); do
+  echo "round $round"
+  for route in healthz keyed; do
+    load "$WORK/a" "$route" A
+    load "$WORK/b" "$route" B
+  done
+done
