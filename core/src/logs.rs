@@ -6,8 +6,10 @@
 //! ([`LOG_FLUSH_AT`]), and on [`Engine::flush`] and drop. When the queue is full the oldest
 //! unwritten entry is dropped and counted ([`Engine::dropped_log_entries`]): a burst faster
 //! than the disk can lose log lines, never slow requests down.
-//! Each store keeps its log for `log_retention_days`; older entries are deleted as new ones are
-//! written.
+//! Each batch is written as rows of up to 32 entries of one store (see [`LOGS`]). Each store
+//! keeps its log for `log_retention_days`; older entries are deleted as new ones are written,
+//! a row at a time once its newest entry is past the retention (so an entry may outlive it by
+//! the second a row spans at most).
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
