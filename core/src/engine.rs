@@ -51,7 +51,16 @@ pub struct EngineOptions {
     pub rates: RateOptions,
     /// Webhook delivery: private targets, timeout, worker poll interval.
     pub webhooks: WebhookOptions,
+    /// Memory for the database file's page cache (default [`DEFAULT_CACHE_BYTES`], at least
+    /// 1 MiB). Verify never reads the database; entity and log reads do, and pages beyond
+    /// the cache are read back from the operating system's file cache. redb's own default
+    /// (1 GiB) is more than an embedded engine should take unasked, and filling it is most of
+    /// the request-log writer's cost while it grows.
+    pub cache_bytes: usize,
 }
+
+/// The database page cache's default size: 64 MiB.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 impl Default for EngineOptions {
     fn default() -> Self {
@@ -61,6 +70,7 @@ impl Default for EngineOptions {
             log_flush_at: crate::LOG_FLUSH_AT,
             rates: RateOptions::default(),
             webhooks: WebhookOptions::default(),
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -91,6 +101,9 @@ impl EngineOptions {
         }
         for problem in self.webhooks.problems() {
             problems.push(format!("webhooks.{problem}"));
+        }
+        if self.cache_bytes < 1 << 20 {
+            problems.push("cache_bytes: must be at least 1 MiB");
         }
         problems.finish()
     }
@@ -164,7 +177,11 @@ impl Engine {
     }
 
     pub fn open_with(path: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
-        let db = Database::create(path.as_ref())?;
+        // Checked before the file is touched, so bad options create nothing.
+        options.check()?;
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(path.as_ref())?;
         Self::start(db, options)
     }
 
@@ -174,12 +191,15 @@ impl Engine {
     }
 
     pub fn memory_with(options: EngineOptions) -> Result<Engine> {
-        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        options.check()?;
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create_with_backend(redb::backends::InMemoryBackend::new())?;
         Self::start(db, options)
     }
 
+    /// Starts on a database opened with `options` already checked.
     fn start(db: Database, options: EngineOptions) -> Result<Engine> {
-        options.check()?;
         storage::prepare(&db)?;
         let inner = Arc::new(Inner {
             db,

@@ -252,6 +252,38 @@ fn a_wake_mark_beyond_the_queue_is_refused() {
     let problems = err.problems().join("\n");
     assert!(problems.contains("log_flush_at"), "{problems}");
     assert!(problems.contains("usage_flush_interval"), "{problems}");
+
+    // Checked before the database file is made: a refused open leaves nothing behind.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("refused.redb");
+    let err = latchkey::Engine::open_with(
+        &path,
+        latchkey::EngineOptions {
+            cache_bytes: 1024,
+            ..options(&clock)
+        },
+    )
+    .unwrap_err();
+    assert!(err.problems()[0].contains("cache_bytes"), "{err}");
+    assert!(!path.exists());
+    // The smallest cache allowed works.
+    let small = latchkey::Engine::open_with(
+        &path,
+        latchkey::EngineOptions {
+            cache_bytes: 1 << 20,
+            ..options(&clock)
+        },
+    )
+    .unwrap();
+    let (store, _) = store(&small);
+    small.record_request(entry(&small, store.id, "key_aaaaaaaaaaaaaaaa", "/a", 200));
+    assert_eq!(
+        small
+            .logs(store.id.as_str(), &LogQuery::default())
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 const KEYS: [&str; 3] = [

@@ -86,6 +86,10 @@ struct Serve {
     /// Seconds one webhook delivery attempt may take, name lookup included.
     #[arg(long, env = "LATCHKEY_WEBHOOK_TIMEOUT", default_value_t = 10)]
     webhook_timeout: u64,
+    /// Memory for the database's page cache, in MiB (at least 1). Verify never reads the
+    /// database; entity and log reads beyond the cache go to the operating system's file cache.
+    #[arg(long, env = "LATCHKEY_CACHE_MB", default_value_t = (latchkey::DEFAULT_CACHE_BYTES >> 20) as u64)]
+    cache_mb: u64,
 }
 
 /// Reads `PREFIX=LIMIT/SECONDS`.
@@ -260,6 +264,13 @@ fn serve(args: Serve) -> Result<(), String> {
     if args.webhook_timeout == 0 {
         problems.push("--webhook-timeout: must be more than 0".into());
     }
+    let cache_bytes = usize::try_from(args.cache_mb)
+        .ok()
+        .filter(|&mb| (1..=1 << 20).contains(&mb))
+        .map(|mb| mb << 20);
+    if cache_bytes.is_none() {
+        problems.push("--cache-mb: must be between 1 and 1048576 (1 TiB)".into());
+    }
     if args.db.is_none() && !args.dev {
         problems
             .push("--db (or LATCHKEY_DB) is required; use --dev for an in-memory database".into());
@@ -267,6 +278,7 @@ fn serve(args: Serve) -> Result<(), String> {
     let mut options = EngineOptions::from_env().map_err(|e| e.to_string())?;
     options.webhooks.allow_private = args.allow_private_webhooks;
     options.webhooks.timeout = Duration::from_secs(args.webhook_timeout);
+    options.cache_bytes = cache_bytes.unwrap_or(latchkey::DEFAULT_CACHE_BYTES);
     if args.no_ip_scopes {
         options.rates.ip_scopes.clear();
     } else if !args.ip_scope.is_empty() {

@@ -338,6 +338,8 @@ fn serve_refuses_bad_configuration_naming_every_problem() {
             "nope,10.0.0.0/8",
             "--body-limit",
             "0",
+            "--cache-mb",
+            "0",
         ])
         .env_remove("LATCHKEY_DB")
         .output()
@@ -348,6 +350,7 @@ fn serve_refuses_bad_configuration_naming_every_problem() {
         "--jwt-secret: must be at least 32 bytes",
         "--trusted-proxy: `nope`",
         "--body-limit",
+        "--cache-mb: must be between 1 and",
         "--db",
     ] {
         assert!(stderr.contains(needle), "{needle}: {stderr}");
