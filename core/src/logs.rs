@@ -41,8 +41,9 @@ pub const LOG_BUFFER: usize = 65_536;
 pub const LOG_FLUSH_AT: usize = LOG_BUFFER / 4;
 /// Longest stored path: longer paths are cut (with `…`).
 const MAX_PATH: usize = 512;
-/// Characters of a method and of a decision code kept.
+/// Characters of a method kept.
 const MAX_METHOD: usize = 16;
+/// Characters of a decision code kept.
 const MAX_CODE: usize = 32;
 
 /// A path as stored: no query or fragment (queries may carry secrets), no control characters,
