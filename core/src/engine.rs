@@ -177,11 +177,7 @@ impl Engine {
     }
 
     pub fn open_with(path: impl AsRef<Path>, options: EngineOptions) -> Result<Engine> {
-        // Checked before the file is touched, so bad options create nothing.
-        options.check()?;
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(path.as_ref())?;
+        let db = Self::builder(&options)?.create(path.as_ref())?;
         Self::start(db, options)
     }
 
@@ -191,11 +187,17 @@ impl Engine {
     }
 
     pub fn memory_with(options: EngineOptions) -> Result<Engine> {
-        options.check()?;
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create_with_backend(redb::backends::InMemoryBackend::new())?;
+        let db =
+            Self::builder(&options)?.create_with_backend(redb::backends::InMemoryBackend::new())?;
         Self::start(db, options)
+    }
+
+    /// The database's builder for `options`, checked first so bad options create nothing.
+    fn builder(options: &EngineOptions) -> Result<redb::Builder> {
+        options.check()?;
+        let mut builder = Database::builder();
+        builder.set_cache_size(options.cache_bytes);
+        Ok(builder)
     }
 
     /// Starts on a database opened with `options` already checked.

@@ -14,6 +14,10 @@ use http_body::{Frame, SizeHint};
 use latchkey::PageJson;
 use serde_json::{Value, json};
 
+/// The success wrapper around `data`: what comes before it and after it.
+const BEFORE: &str = r#"{"data":"#;
+const AFTER: &str = r#","errors":[],"message":null,"success":true}"#;
+
 /// A successful body: `data` serialized once, inside the wrapper of [`ok_raw`].
 pub fn ok(status: StatusCode, data: Value) -> Response {
     ok_raw(status, &data.to_string())
@@ -28,8 +32,6 @@ pub fn ok_raw(status: StatusCode, data: &str) -> Response {
 /// [`ok_raw`] for data written straight into the body (`size` bytes, about): the body is
 /// built in one buffer, with no copy of the data made first.
 pub fn ok_written(status: StatusCode, size: usize, data: impl FnOnce(&mut String)) -> Response {
-    const BEFORE: &str = r#"{"data":"#;
-    const AFTER: &str = r#","errors":[],"message":null,"success":true}"#;
     let mut body = String::with_capacity(BEFORE.len() + size + AFTER.len());
     body.push_str(BEFORE);
     data(&mut body);
@@ -49,8 +51,6 @@ pub fn ok_written(status: StatusCode, size: usize, data: impl FnOnce(&mut String
 /// items are the engine's kept text (shared by every request for the page until a write), so
 /// hyper writes them with the wrapper in one `writev` instead of each request copying them.
 pub fn ok_page(page: Arc<PageJson>) -> Response {
-    const BEFORE: &str = r#"{"data":"#;
-    const AFTER: &str = r#","errors":[],"message":null,"success":true}"#;
     let mut tail = String::with_capacity(64);
     page.write_tail(&mut tail);
     tail.push_str(AFTER);
