@@ -127,6 +127,7 @@ struct AdminToken {
 
 #[derive(Subcommand, Debug)]
 enum StoresCommand {
+    /// Print every store (JSON).
     List {
         #[arg(long, env = "LATCHKEY_DB")]
         db: PathBuf,
@@ -156,12 +157,14 @@ enum KeysCommand {
         #[arg(long, default_value = "token")]
         format: String,
     },
+    /// Print a store's keys (JSON, secrets masked).
     List {
         #[arg(long, env = "LATCHKEY_DB")]
         db: PathBuf,
         #[arg(long)]
         store: String,
     },
+    /// Revoke a key: it stops working at once.
     Revoke {
         #[arg(long, env = "LATCHKEY_DB")]
         db: PathBuf,
@@ -170,6 +173,7 @@ enum KeysCommand {
         #[arg(long)]
         key: String,
     },
+    /// Give a key a new secret (printed this once); the old secret stops working at once.
     Regenerate {
         #[arg(long, env = "LATCHKEY_DB")]
         db: PathBuf,
@@ -217,9 +221,24 @@ fn print_json(value: &serde_json::Value) {
     );
 }
 
+/// Opens the database at `path`, creating it if missing: for `stores create` only.
 fn open(path: &Path) -> Result<Engine, String> {
     let options = EngineOptions::from_env().map_err(|e| e.to_string())?;
     Engine::open_with(path, options).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Opens a database that must exist already. Every command but `stores create` reads or
+/// changes what is there, so a mistyped path is an error rather than a new, empty file that
+/// answers `[]` as if the database had no stores.
+fn open_existing(path: &Path) -> Result<Engine, String> {
+    match std::fs::metadata(path) {
+        Ok(_) => open(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "{}: no database here (`latchkey stores create --db PATH NAME` or `latchkey serve --db PATH` creates one)",
+            path.display()
+        )),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 fn cli_actor() -> Actor {
@@ -454,7 +473,7 @@ fn admin_token(args: AdminToken) -> Result<(), String> {
 fn stores(command: StoresCommand) -> Result<(), String> {
     match command {
         StoresCommand::List { db } => {
-            let engine = open(&db)?;
+            let engine = open_existing(&db)?;
             print_json(&json!(engine.list_stores().map_err(|e| e.to_string())?));
         }
         StoresCommand::Create { name, db } => {
@@ -493,7 +512,7 @@ fn keys(command: KeysCommand) -> Result<(), String> {
             if !problems.is_empty() {
                 return Err(problems.join("\n"));
             }
-            let engine = open(&db)?;
+            let engine = open_existing(&db)?;
             let mut key = NewKey::new(name, permissions);
             key.format = format;
             let created = engine
@@ -502,18 +521,18 @@ fn keys(command: KeysCommand) -> Result<(), String> {
             print_json(&created.to_json());
         }
         KeysCommand::List { db, store } => {
-            let engine = open(&db)?;
+            let engine = open_existing(&db)?;
             print_json(&json!(engine.list_keys(&store).map_err(|e| e.to_string())?));
         }
         KeysCommand::Revoke { db, store, key } => {
-            let engine = open(&db)?;
+            let engine = open_existing(&db)?;
             engine
                 .revoke_key(&store, &cli_actor(), &key)
                 .map_err(|e| e.to_string())?;
             print_json(&json!({"id": key, "revoked": true}));
         }
         KeysCommand::Regenerate { db, store, key } => {
-            let engine = open(&db)?;
+            let engine = open_existing(&db)?;
             let created = engine
                 .regenerate_key(&store, &cli_actor(), &key)
                 .map_err(|e| e.to_string())?;
@@ -549,7 +568,7 @@ fn scan(args: Scan) -> Result<(), String> {
         files(path, &mut paths);
     }
     let engine = match (&args.db, args.revoke) {
-        (Some(db), true) => Some(open(db)?),
+        (Some(db), true) => Some(open_existing(db)?),
         _ => None,
     };
     let mut found = 0;

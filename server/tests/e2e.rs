@@ -515,3 +515,60 @@ fn a_webhook_in_flight_at_kill_9_is_delivered_after_restart() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn admin_commands_refuse_a_missing_database_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("typo.redb");
+    let db_arg = db.to_str().unwrap();
+    let source = dir.path().join("src");
+    std::fs::create_dir(&source).unwrap();
+    let source_arg = source.to_str().unwrap();
+    for args in [
+        vec!["stores", "list", "--db", db_arg],
+        vec!["keys", "list", "--db", db_arg, "--store", "abcd1234"],
+        vec![
+            "keys",
+            "create",
+            "--db",
+            db_arg,
+            "--store",
+            "abcd1234",
+            "--name",
+            "n",
+            "--permissions",
+            "*",
+        ],
+        vec![
+            "keys", "revoke", "--db", db_arg, "--store", "abcd1234", "--key", "key_x",
+        ],
+        vec![
+            "keys",
+            "regenerate",
+            "--db",
+            db_arg,
+            "--store",
+            "abcd1234",
+            "--key",
+            "key_x",
+        ],
+        vec!["scan", source_arg, "--revoke", "--db", db_arg],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .args(&args)
+            .env_remove("LATCHKEY_DB")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("no database here"), "{args:?}: {stderr}");
+        assert!(!db.exists(), "{args:?} created the file");
+    }
+    // Creating a store is what makes a database.
+    let output = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(["stores", "create", "Shop", "--db", db_arg])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(db.exists());
+}
