@@ -62,6 +62,10 @@ pub struct EngineOptions {
 /// The database page cache's default size: 64 MiB.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
+/// The page cache sizes the front ends take in MiB (`serve --cache-mb`, the bindings'
+/// `cacheMb` / `cache_mb`): from 1 MiB to 1 TiB.
+pub const CACHE_MB: std::ops::RangeInclusive<u64> = 1..=1 << 20;
+
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
@@ -83,6 +87,24 @@ impl EngineOptions {
             rates: RateOptions::from_env()?,
             ..Self::default()
         })
+    }
+
+    /// Sets [`cache_bytes`](Self::cache_bytes) from a size in MiB; `Err` says what is wrong
+    /// with `mb` (outside [`CACHE_MB`]), for the caller to name.
+    pub fn set_cache_mb(&mut self, mb: u64) -> std::result::Result<(), String> {
+        let bytes = CACHE_MB
+            .contains(&mb)
+            .then(|| usize::try_from(mb << 20).ok())
+            .flatten()
+            .ok_or_else(|| {
+                format!(
+                    "must be between {} and {} (1 TiB)",
+                    CACHE_MB.start(),
+                    CACHE_MB.end()
+                )
+            })?;
+        self.cache_bytes = bytes;
+        Ok(())
     }
 
     fn check(&self) -> Result<()> {

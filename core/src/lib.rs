@@ -53,7 +53,7 @@ mod webhooks;
 pub use audit::{Actor, AuditAction, AuditEvent};
 pub use client::{client_ip, parse_ip};
 pub use clock::{Clock, FakeClock, SystemClock};
-pub use engine::{DEFAULT_CACHE_BYTES, Engine, EngineOptions};
+pub use engine::{CACHE_MB, DEFAULT_CACHE_BYTES, Engine, EngineOptions};
 pub use entities::{DEFAULT_PAGE, MAX_PAGE, OutboxEvent, Page, PageJson, Scope};
 pub use error::{Error, Result};
 pub use ids::StoreId;

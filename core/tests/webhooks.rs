@@ -712,3 +712,38 @@ fn key_events_are_written_in_the_key_change_commit_and_only_then() {
     );
     assert_eq!(events[0].data["masked"], created.key.masked.as_str());
 }
+
+#[test]
+fn a_timeout_past_the_limit_is_refused_at_open() {
+    let clock = common::clock();
+    for bad in [Duration::ZERO, Duration::from_secs(u64::MAX)] {
+        let mut options = options(&clock, false);
+        options.webhooks.timeout = bad;
+        let err = Engine::memory_with(options).unwrap_err();
+        assert!(
+            err.problems()
+                .iter()
+                .any(|p| p.starts_with("webhooks.timeout: must be more than zero")),
+            "{err}"
+        );
+    }
+    let mut options = options(&clock, false);
+    options.webhooks.timeout = WebhookOptions::MAX_TIMEOUT;
+    Engine::memory_with(options).unwrap();
+}
+
+#[test]
+fn the_cache_is_set_in_mib_within_range() {
+    let mut options = EngineOptions::default();
+    options.set_cache_mb(3).unwrap();
+    assert_eq!(options.cache_bytes, 3 << 20);
+    for bad in [0, latchkey::CACHE_MB.end() + 1, u64::MAX] {
+        let err = options.set_cache_mb(bad).unwrap_err();
+        assert!(err.contains("between 1 and 1048576"), "{err}");
+        assert_eq!(
+            options.cache_bytes,
+            3 << 20,
+            "a refused size changes nothing"
+        );
+    }
+}

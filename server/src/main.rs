@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
-use latchkey::{Actor, Clock, Engine, EngineOptions, KeyFormat, NewKey, NewStore, PermissionSet};
+use latchkey::{
+    Actor, Clock, Engine, EngineOptions, KeyFormat, NewKey, NewStore, PermissionSet, WebhookOptions,
+};
 use latchkey_server::{AppState, Config, app, jwt};
 use serde_json::json;
 
@@ -83,7 +85,7 @@ struct Serve {
     /// by default, at registration and at every dispatch).
     #[arg(long, env = "LATCHKEY_ALLOW_PRIVATE_WEBHOOKS")]
     allow_private_webhooks: bool,
-    /// Seconds one webhook delivery attempt may take, name lookup included.
+    /// Seconds one webhook delivery attempt may take, name lookup included (1 to 300).
     #[arg(long, env = "LATCHKEY_WEBHOOK_TIMEOUT", default_value_t = 10)]
     webhook_timeout: u64,
     /// Memory for the database's page cache, in MiB (at least 1). Verify never reads the
@@ -280,24 +282,23 @@ fn serve(args: Serve) -> Result<(), String> {
     if args.request_timeout == 0 {
         problems.push("--request-timeout: must be more than 0".into());
     }
-    if args.webhook_timeout == 0 {
-        problems.push("--webhook-timeout: must be more than 0".into());
+    let webhook_timeout = Duration::from_secs(args.webhook_timeout);
+    if let Some(problem) = WebhookOptions::timeout_problem(webhook_timeout) {
+        problems.push(format!("--webhook-timeout: {problem}"));
     }
-    let cache_bytes = usize::try_from(args.cache_mb)
-        .ok()
-        .filter(|&mb| (1..=1 << 20).contains(&mb))
-        .map(|mb| mb << 20);
-    if cache_bytes.is_none() {
-        problems.push("--cache-mb: must be between 1 and 1048576 (1 TiB)".into());
+    let mut options = EngineOptions::from_env().unwrap_or_else(|e| {
+        problems.push(e.to_string());
+        EngineOptions::default()
+    });
+    if let Err(problem) = options.set_cache_mb(args.cache_mb) {
+        problems.push(format!("--cache-mb: {problem}"));
     }
     if args.db.is_none() && !args.dev {
         problems
             .push("--db (or LATCHKEY_DB) is required; use --dev for an in-memory database".into());
     }
-    let mut options = EngineOptions::from_env().map_err(|e| e.to_string())?;
     options.webhooks.allow_private = args.allow_private_webhooks;
-    options.webhooks.timeout = Duration::from_secs(args.webhook_timeout);
-    options.cache_bytes = cache_bytes.unwrap_or(latchkey::DEFAULT_CACHE_BYTES);
+    options.webhooks.timeout = webhook_timeout;
     if args.no_ip_scopes {
         options.rates.ip_scopes.clear();
     } else if !args.ip_scope.is_empty() {

@@ -340,6 +340,8 @@ fn serve_refuses_bad_configuration_naming_every_problem() {
             "0",
             "--cache-mb",
             "0",
+            "--webhook-timeout",
+            "18446744073709551615",
         ])
         .env_remove("LATCHKEY_DB")
         .output()
@@ -351,6 +353,7 @@ fn serve_refuses_bad_configuration_naming_every_problem() {
         "--trusted-proxy: `nope`",
         "--body-limit",
         "--cache-mb: must be between 1 and",
+        "--webhook-timeout: must be more than zero and at most 300 seconds",
         "--db",
     ] {
         assert!(stderr.contains(needle), "{needle}: {stderr}");

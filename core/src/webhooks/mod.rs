@@ -64,7 +64,8 @@ pub struct WebhookOptions {
     /// Allow targets on loopback, private, link-local and other internal addresses
     /// (`latchkey serve --allow-private-webhooks`). Off by default: see [`refused_address`].
     pub allow_private: bool,
-    /// The limit on one attempt, from name lookup to the last byte of the response.
+    /// The limit on one attempt, from name lookup to the last byte of the response: more than
+    /// zero and at most [`WebhookOptions::MAX_TIMEOUT`].
     pub timeout: Duration,
     /// How often a running worker looks for due deliveries when no commit wakes it.
     pub poll_interval: Duration,
@@ -81,10 +82,25 @@ impl Default for WebhookOptions {
 }
 
 impl WebhookOptions {
+    /// The longest [`timeout`](Self::timeout) accepted: five minutes. A receiver that takes
+    /// longer is down as far as its sender can tell, and the HTTP client adds the timeout to
+    /// the current instant, which a timeout near `u64::MAX` seconds overflows (a panic).
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+    /// What is wrong with `timeout`, if anything (named by the caller: a flag, an option).
+    pub fn timeout_problem(timeout: Duration) -> Option<String> {
+        (timeout.is_zero() || timeout > Self::MAX_TIMEOUT).then(|| {
+            format!(
+                "must be more than zero and at most {} seconds",
+                Self::MAX_TIMEOUT.as_secs()
+            )
+        })
+    }
+
     pub(crate) fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.timeout.is_zero() {
-            problems.push("timeout: must be more than zero".to_owned());
+        if let Some(problem) = Self::timeout_problem(self.timeout) {
+            problems.push(format!("timeout: {problem}"));
         }
         if self.poll_interval.is_zero() {
             problems.push("poll_interval: must be more than zero".to_owned());
