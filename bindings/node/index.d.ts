@@ -215,6 +215,11 @@ export interface EngineOpenOptions {
   actor?: string
   /** Let webhooks target loopback, private and link-local addresses (refused by default). */
   allowPrivateWebhooks?: boolean
+  /** The database's page cache in MiB: a whole number from 1 to 1048576 (default 64). */
+  cacheMb?: number
+  /** The limit on one webhook delivery attempt in milliseconds, name lookup included: a whole
+   * number from 1 to 300000 (default 10000). */
+  webhookTimeoutMs?: number
 }
 
 export type WebhookEvent =

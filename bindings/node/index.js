@@ -63,15 +63,28 @@ function storeAndKey(answer) {
   return { store: output(answer.store), defaultKey: createdKey(answer.defaultKey) }
 }
 
-function engineOptions(options) {
-  const { actor, allowPrivateWebhooks, ...unknown } = options ?? {}
-  const problems = Object.keys(unknown).map((name) => `${name}: unknown option`)
+/** Checks `Engine.open`'s and `Engine.memory`'s options, with `problems` found already. */
+function engineOptions(options, problems = []) {
+  const { actor, allowPrivateWebhooks, cacheMb, webhookTimeoutMs, ...unknown } = options ?? {}
+  problems.push(...Object.keys(unknown).map((name) => `${name}: unknown option`))
   if (actor != null && typeof actor !== 'string') problems.push('actor: expected a string')
   if (allowPrivateWebhooks != null && typeof allowPrivateWebhooks !== 'boolean') {
     problems.push('allowPrivateWebhooks: expected a boolean')
   }
+  // Types here; ranges in the native module, from the core's rules.
+  if (cacheMb != null && typeof cacheMb !== 'number') problems.push('cacheMb: expected a number')
+  if (webhookTimeoutMs != null && typeof webhookTimeoutMs !== 'number') {
+    problems.push('webhookTimeoutMs: expected a number')
+  }
   if (problems.length) throw invalid(problems)
-  return { actor, allowPrivateWebhooks: allowPrivateWebhooks ?? false }
+  return {
+    actor,
+    native: {
+      allowPrivateWebhooks: allowPrivateWebhooks ?? false,
+      cacheMb: cacheMb ?? undefined,
+      webhookTimeoutMs: webhookTimeoutMs ?? undefined,
+    },
+  }
 }
 
 function entityArgs(storeId, area, environment) {
@@ -103,17 +116,19 @@ class Engine {
 
   /**
    * Opens (or creates) a database file; `actor` names who made changes in the audit trail;
-   * `allowPrivateWebhooks` lets webhooks target internal addresses (refused by default).
+   * `allowPrivateWebhooks` lets webhooks target internal addresses (refused by default);
+   * `cacheMb` sizes the database's page cache (default 64); `webhookTimeoutMs` limits one
+   * delivery attempt (default 10,000, at most 300,000).
    */
   static open(path, options = {}) {
-    if (typeof path !== 'string' || path === '') throw invalid(['path: expected a file path'])
-    const { actor, allowPrivateWebhooks } = engineOptions(options)
-    return new Engine(call(() => native.Engine.open(path, allowPrivateWebhooks)), actor)
+    const problems = typeof path !== 'string' || path === '' ? ['path: expected a file path'] : []
+    const { actor, native: opened } = engineOptions(options, problems)
+    return new Engine(call(() => native.Engine.open(path, opened)), actor)
   }
 
   static memory(options = {}) {
-    const { actor, allowPrivateWebhooks } = engineOptions(options)
-    return new Engine(call(() => native.Engine.memory(allowPrivateWebhooks)), actor)
+    const { actor, native: opened } = engineOptions(options)
+    return new Engine(call(() => native.Engine.memory(opened)), actor)
   }
 
   #call(op, args) {

@@ -10,14 +10,10 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 export declare class Engine {
-  /**
-   * Opens (or creates) a database file. Options come from the environment
-   * (`API_DEFAULT_RATE_LIMIT_PER_MINUTE`); `allowPrivateWebhooks` lets webhooks target
-   * internal addresses (refused by default).
-   */
-  static open(path: string, allowPrivateWebhooks?: boolean | undefined | null): Engine
+  /** Opens (or creates) a database file with `options`. */
+  static open(path: string, options?: OpenOptions | undefined | null): Engine
   /** An engine on an in-memory database (tests, embedding). */
-  static memory(allowPrivateWebhooks?: boolean | undefined | null): Engine
+  static memory(options?: OpenOptions | undefined | null): Engine
   /** Runs the named operation (`createStore`, `listKeys`, …) on this thread. */
   call(op: string, args: any): any
   /**
@@ -76,6 +72,22 @@ export declare function decisionCodes(): any
 
 /** The message of decision code `code` (0 = allowed), naming `missing` for `FORBIDDEN`. */
 export declare function decisionMessage(code: number, missing?: number | undefined | null): string
+
+/**
+ * How `Engine.open` and `Engine.memory` set the engine up (checked in the typed layer for
+ * types, here for ranges).
+ */
+export interface OpenOptions {
+  /** Let webhooks target internal addresses (refused by default). */
+  allowPrivateWebhooks?: boolean
+  /** The database's page cache in MiB (default 64, from 1 to 1048576). */
+  cacheMb?: number
+  /**
+   * The limit on one webhook delivery attempt in milliseconds (default 10,000; at most
+   * 300,000).
+   */
+  webhookTimeoutMs?: number
+}
 
 /** `{area: {action: number}}` for every permission of the table, as `verify` takes them. */
 export declare function permissionNumbers(): any

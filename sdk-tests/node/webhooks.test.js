@@ -101,3 +101,41 @@ test('internal targets are refused unless the engine allows them', () => {
   assert.throws(() => latchkey.Engine.memory({ allowPrivateWebhooks: 'yes' }), { code: 'VALIDATION' })
   assert.throws(() => latchkey.Engine.memory({ colour: 'red' }), { code: 'VALIDATION' })
 })
+
+test('webhookTimeoutMs limits an attempt; engine options are checked, every problem named', async () => {
+  // Answers after 2 s: past a 200 ms limit, well within the default 10 s.
+  const server = http.createServer((req, res) => {
+    req.resume()
+    setTimeout(() => res.end('late'), 2000).unref()
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  try {
+    const eng = latchkey.Engine.memory({ allowPrivateWebhooks: true, webhookTimeoutMs: 200, cacheMb: 8 })
+    const { store } = eng.createStore('Hooks')
+    const url = `http://127.0.0.1:${server.address().port}/slow`
+    const hook = eng.createWebhook(store.id, { url, events: ['order.created'] })
+    const result = await eng.testWebhookAsync(store.id, hook.id)
+    assert.equal(result.statusCode, null)
+    assert.ok(result.error, 'a timed-out attempt reports an error')
+    assert.ok(result.durationMs < 1500, `${result.durationMs} ms`)
+    eng.close()
+  } finally {
+    server.closeAllConnections()
+    await new Promise((resolve) => server.close(resolve))
+  }
+  assert.throws(
+    () => latchkey.Engine.memory({ cacheMb: 0, webhookTimeoutMs: 300_001 }),
+    (err) =>
+      err instanceof latchkey.ValidationError &&
+      err.problems.length === 2 &&
+      err.problems[0].startsWith('cacheMb: must be between 1 and 1048576') &&
+      err.problems[1].startsWith('webhookTimeoutMs: must be a whole number from 1 to 300000'),
+  )
+  for (const bad of [{ cacheMb: 1.5 }, { cacheMb: -1 }, { cacheMb: Infinity }, { webhookTimeoutMs: 0 }, { webhookTimeoutMs: 0.5 }]) {
+    assert.throws(() => latchkey.Engine.memory(bad), { code: 'VALIDATION' }, JSON.stringify(bad))
+  }
+  assert.throws(
+    () => latchkey.Engine.open('', { cacheMb: '64', webhookTimeoutMs: null }),
+    (err) => err.problems.length === 2 && err.problems[1] === 'cacheMb: expected a number',
+  )
+})

@@ -111,28 +111,73 @@ impl Engine {
     }
 }
 
-fn options(allow_private_webhooks: Option<bool>) -> Result<latchkey::EngineOptions> {
-    let mut options = latchkey::EngineOptions::from_env().map_err(|e| thrown(&e))?;
-    options.webhooks.allow_private = allow_private_webhooks.unwrap_or(false);
-    Ok(options)
+/// How `Engine.open` and `Engine.memory` set the engine up (checked in the typed layer for
+/// types, here for ranges).
+#[napi(object)]
+#[derive(Debug, Default)]
+pub struct OpenOptions {
+    /// Let webhooks target internal addresses (refused by default).
+    pub allow_private_webhooks: Option<bool>,
+    /// The database's page cache in MiB (default 64, from 1 to 1048576).
+    pub cache_mb: Option<f64>,
+    /// The limit on one webhook delivery attempt in milliseconds (default 10,000; at most
+    /// 300,000).
+    pub webhook_timeout_ms: Option<f64>,
+}
+
+/// The engine's options: the environment's (`API_DEFAULT_RATE_LIMIT_PER_MINUTE`), then
+/// `given`. Every problem is reported at once.
+fn options(given: Option<OpenOptions>) -> Result<latchkey::EngineOptions> {
+    let given = given.unwrap_or_default();
+    let mut problems = Vec::new();
+    let mut options = latchkey::EngineOptions::from_env().unwrap_or_else(|e| {
+        problems.extend(e.problems());
+        latchkey::EngineOptions::default()
+    });
+    options.webhooks.allow_private = given.allow_private_webhooks.unwrap_or(false);
+    if let Some(mb) = given.cache_mb {
+        // A fraction or a value past u64 is out of range as much as 0 is.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let whole =
+            (mb.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&mb)).then_some(mb as u64);
+        if let Err(problem) = options.set_cache_mb(whole.unwrap_or(0)) {
+            problems.push(format!("cacheMb: {problem}"));
+        }
+    }
+    if let Some(ms) = given.webhook_timeout_ms {
+        let timeout = (ms.fract() == 0.0 && ms >= 0.0)
+            .then(|| std::time::Duration::try_from_secs_f64(ms / 1000.0).ok())
+            .flatten()
+            .unwrap_or_default();
+        match latchkey::WebhookOptions::timeout_problem(timeout) {
+            None => options.webhooks.timeout = timeout,
+            Some(_) => problems.push(format!(
+                "webhookTimeoutMs: must be a whole number from 1 to {}",
+                latchkey::WebhookOptions::MAX_TIMEOUT.as_millis()
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(options)
+    } else {
+        Err(invalid(problems))
+    }
 }
 
 #[napi]
 impl Engine {
-    /// Opens (or creates) a database file. Options come from the environment
-    /// (`API_DEFAULT_RATE_LIMIT_PER_MINUTE`); `allowPrivateWebhooks` lets webhooks target
-    /// internal addresses (refused by default).
+    /// Opens (or creates) a database file with `options`.
     #[napi(factory)]
-    pub fn open(path: String, allow_private_webhooks: Option<bool>) -> Result<Engine> {
-        let options = options(allow_private_webhooks)?;
+    pub fn open(path: String, options: Option<OpenOptions>) -> Result<Engine> {
+        let options = self::options(options)?;
         let engine = latchkey::Engine::open_with(&path, options).map_err(|e| thrown(&e))?;
         Ok(Engine::new(engine))
     }
 
     /// An engine on an in-memory database (tests, embedding).
     #[napi(factory)]
-    pub fn memory(allow_private_webhooks: Option<bool>) -> Result<Engine> {
-        let options = options(allow_private_webhooks)?;
+    pub fn memory(options: Option<OpenOptions>) -> Result<Engine> {
+        let options = self::options(options)?;
         let engine = latchkey::Engine::memory_with(options).map_err(|e| thrown(&e))?;
         Ok(Engine::new(engine))
     }
