@@ -180,3 +180,64 @@ def test_the_background_worker_delivers(receiver: Receiver) -> None:
     while not receiver.requests and datetime.now() < deadline:
         threading.Event().wait(0.01)
     assert len(receiver.requests) == 1
+
+
+def test_webhook_timeout_limits_an_attempt() -> None:
+    """A receiver that answers after 2 s: past a 0.2 s limit, within the default 10 s."""
+    answered = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the standard library's name)
+            answered.wait(2)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        eng = latchkey.Engine.memory(allow_private_webhooks=True, webhook_timeout=0.2, cache_mb=8)
+        store, _ = eng.create_store("Hooks")
+        url = f"http://127.0.0.1:{server.server_address[1]}/slow"
+        hook = eng.create_webhook(store.id, url=url, events=["order.created"])
+        result = eng.test_webhook(store.id, hook.id)
+        assert result.status_code is None
+        assert result.error
+        assert result.duration_ms < 1500, result.duration_ms
+    finally:
+        answered.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_engine_options_are_checked_naming_every_problem(tmp_path) -> None:
+    with pytest.raises(ValidationError) as caught:
+        latchkey.Engine.open(None, allow_private_webhooks="yes", cache_mb=0, webhook_timeout=301)  # type: ignore[arg-type]
+    assert caught.value.problems == [
+        "path: expected a file path (str or os.PathLike)",
+        "allow_private_webhooks: expected True or False",
+        "cache_mb: must be between 1 and 1048576 (1 TiB)",
+        "webhook_timeout: must be more than zero and at most 300 seconds",
+    ]
+    for bad in [
+        {"cache_mb": True},
+        {"cache_mb": 1.5},
+        {"cache_mb": -1},
+        {"cache_mb": 2**70},
+        {"webhook_timeout": 0},
+        {"webhook_timeout": float("nan")},
+        {"webhook_timeout": "10"},
+        {"webhook_timeout": False},
+    ]:
+        with pytest.raises(ValidationError):
+            latchkey.Engine.memory(**bad)
+    # A refused open writes nothing; a path-like one opens.
+    path = tmp_path / "shop.redb"
+    with pytest.raises(ValidationError):
+        latchkey.Engine.open(path, cache_mb=0)
+    assert not path.exists()
+    eng = latchkey.Engine.open(path, cache_mb=1, webhook_timeout=300)
+    eng.create_store("Shop")
+    assert path.exists()

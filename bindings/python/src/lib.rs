@@ -146,10 +146,50 @@ impl Decision {
     }
 }
 
-fn options(py: Python<'_>, allow_private_webhooks: bool) -> PyResult<latchkey::EngineOptions> {
-    let mut options = latchkey::EngineOptions::from_env().map_err(|e| raise(py, &e))?;
-    options.webhooks.allow_private = allow_private_webhooks;
-    Ok(options)
+/// The engine's options: the environment's (`API_DEFAULT_RATE_LIMIT_PER_MINUTE`), then the
+/// keyword arguments of `Engine.open` / `Engine.memory`, every problem named at once (with
+/// `problems` found already). `None` (Python's) leaves a default.
+fn options(
+    py: Python<'_>,
+    allow_private_webhooks: &Bound<'_, PyAny>,
+    cache_mb: &Bound<'_, PyAny>,
+    webhook_timeout: &Bound<'_, PyAny>,
+    mut problems: Vec<String>,
+) -> PyResult<latchkey::EngineOptions> {
+    let mut options = latchkey::EngineOptions::from_env().unwrap_or_else(|e| {
+        problems.extend(e.problems());
+        latchkey::EngineOptions::default()
+    });
+    // `bool` is a subclass of `int` in Python: `cache_mb=True` is a mistake, not 1 MiB.
+    let is_bool = |v: &Bound<'_, PyAny>| v.is_instance_of::<pyo3::types::PyBool>();
+    match allow_private_webhooks.extract::<bool>() {
+        Ok(allow) if is_bool(allow_private_webhooks) => options.webhooks.allow_private = allow,
+        _ => problems.push("allow_private_webhooks: expected True or False".to_owned()),
+    }
+    if !cache_mb.is_none() {
+        if is_bool(cache_mb) || !cache_mb.is_instance_of::<pyo3::types::PyInt>() {
+            problems.push("cache_mb: expected a whole number of MiB".to_owned());
+        } else if let Err(problem) = options.set_cache_mb(cache_mb.extract::<u64>().unwrap_or(0)) {
+            problems.push(format!("cache_mb: {problem}"));
+        }
+    }
+    if !webhook_timeout.is_none() {
+        match webhook_timeout.extract::<f64>() {
+            Ok(seconds) if !is_bool(webhook_timeout) => {
+                let timeout = std::time::Duration::try_from_secs_f64(seconds).unwrap_or_default();
+                match latchkey::WebhookOptions::timeout_problem(timeout) {
+                    None => options.webhooks.timeout = timeout,
+                    Some(problem) => problems.push(format!("webhook_timeout: {problem}")),
+                }
+            }
+            _ => problems.push("webhook_timeout: expected a number of seconds".to_owned()),
+        }
+    }
+    if problems.is_empty() {
+        Ok(options)
+    } else {
+        Err(invalid(py, problems))
+    }
 }
 
 #[pyclass(frozen, module = "latchkey._native")]
@@ -173,14 +213,37 @@ impl Engine {
 impl Engine {
     /// `allow_private_webhooks` lets webhooks target internal addresses (the server's
     /// `--allow-private-webhooks`); off, they are refused at registration and dispatch.
+    /// `cache_mb` sizes the database's page cache; `webhook_timeout` (seconds) limits one
+    /// delivery attempt.
     #[staticmethod]
-    #[pyo3(signature = (path, allow_private_webhooks=false))]
+    #[pyo3(signature = (path, allow_private_webhooks, cache_mb, webhook_timeout))]
     fn open(
         py: Python<'_>,
-        path: std::path::PathBuf,
-        allow_private_webhooks: bool,
+        path: &Bound<'_, PyAny>,
+        allow_private_webhooks: &Bound<'_, PyAny>,
+        cache_mb: &Bound<'_, PyAny>,
+        webhook_timeout: &Bound<'_, PyAny>,
     ) -> PyResult<Engine> {
-        let options = options(py, allow_private_webhooks)?;
+        let mut problems = Vec::new();
+        // `str` or `os.PathLike`, as `open()` takes; anything else would be str()-ed into a
+        // file name ("None", "123") rather than refused.
+        const NO_PATH: &str = "path: expected a file path (str or os.PathLike)";
+        let path = path
+            .extract::<std::path::PathBuf>()
+            .ok()
+            .filter(|path| !path.as_os_str().is_empty());
+        if path.is_none() {
+            problems.push(NO_PATH.to_owned());
+        }
+        let options = options(
+            py,
+            allow_private_webhooks,
+            cache_mb,
+            webhook_timeout,
+            problems,
+        )?;
+        // `options` has refused a missing path with the other problems already.
+        let path = path.ok_or_else(|| invalid(py, vec![NO_PATH.to_owned()]))?;
         let engine = py
             .detach(|| latchkey::Engine::open_with(&path, options))
             .map_err(|e| raise(py, &e))?;
@@ -190,9 +253,20 @@ impl Engine {
     }
 
     #[staticmethod]
-    #[pyo3(signature = (allow_private_webhooks=false))]
-    fn memory(py: Python<'_>, allow_private_webhooks: bool) -> PyResult<Engine> {
-        let options = options(py, allow_private_webhooks)?;
+    #[pyo3(signature = (allow_private_webhooks, cache_mb, webhook_timeout))]
+    fn memory(
+        py: Python<'_>,
+        allow_private_webhooks: &Bound<'_, PyAny>,
+        cache_mb: &Bound<'_, PyAny>,
+        webhook_timeout: &Bound<'_, PyAny>,
+    ) -> PyResult<Engine> {
+        let options = options(
+            py,
+            allow_private_webhooks,
+            cache_mb,
+            webhook_timeout,
+            Vec::new(),
+        )?;
         let engine = latchkey::Engine::memory_with(options).map_err(|e| raise(py, &e))?;
         Ok(Engine {
             engine: Arc::new(engine),

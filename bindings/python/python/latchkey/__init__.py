@@ -167,14 +167,29 @@ class Engine:
         actor: str = "python",
         *,
         allow_private_webhooks: bool = False,
+        cache_mb: Optional[int] = None,
+        webhook_timeout: Optional[float] = None,
     ) -> "Engine":
-        """`allow_private_webhooks` lets webhooks target loopback, private and link-local
-        addresses (refused by default, at registration and at every dispatch)."""
-        return cls(_native.Engine.open(str(path), allow_private_webhooks), actor)
+        """Opens (or creates) a database file.
+
+        `allow_private_webhooks` lets webhooks target loopback, private and link-local
+        addresses (refused by default, at registration and at every dispatch). `cache_mb`
+        sizes the database's page cache (default 64, from 1 to 1048576). `webhook_timeout`
+        limits one delivery attempt, in seconds (default 10, at most 300)."""
+        native = _native.Engine.open(path, allow_private_webhooks, cache_mb, webhook_timeout)
+        return cls(native, actor)
 
     @classmethod
-    def memory(cls, actor: str = "python", *, allow_private_webhooks: bool = False) -> "Engine":
-        return cls(_native.Engine.memory(allow_private_webhooks), actor)
+    def memory(
+        cls,
+        actor: str = "python",
+        *,
+        allow_private_webhooks: bool = False,
+        cache_mb: Optional[int] = None,
+        webhook_timeout: Optional[float] = None,
+    ) -> "Engine":
+        """An engine on an in-memory database; the options are those of `open`."""
+        return cls(_native.Engine.memory(allow_private_webhooks, cache_mb, webhook_timeout), actor)
 
     # ---- stores ---------------------------------------------------------------------------
 
