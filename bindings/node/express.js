@@ -37,7 +37,7 @@ function express(engine, options = {}) {
     try {
       const needed = area ?? (areaFor ? areaFor(req) : native.areaForPath(path)) ?? undefined
       const act = needed ? (action ?? native.actionForMethod(req.method) ?? undefined) : undefined
-      const credential = native.credentialFromHeaders(header(req, 'x-api-key'), header(req, 'authorization'))
+      const credential = native.credentialFromHeaders(lines(req, 'x-api-key'), lines(req, 'authorization'))
       ip = proxies.clientIp(req.socket?.remoteAddress, header(req, 'x-forwarded-for')) ?? undefined
       decision = engine.verify(credential, { area: act ? needed : undefined, action: act, ip, path })
     } catch (err) {
@@ -71,6 +71,11 @@ function express(engine, options = {}) {
 function header(req, name) {
   const value = req.headers[name]
   return Array.isArray(value) ? value.join(', ') : value
+}
+
+/** Every line of a header: `req.headers` keeps only the first `Authorization` of several. */
+function lines(req, name) {
+  return req.headersDistinct?.[name] ?? header(req, name)
 }
 
 module.exports = { express }

@@ -369,7 +369,11 @@ export interface ExpressOptions {
 /** Express middleware answering refusals exactly as the Latchkey server does. */
 export declare function express(engine: Engine, options?: ExpressOptions): (req: any, res: any, next: (err?: unknown) => void) => void
 export declare function trustedProxies(cidrs?: string[]): TrustedProxies
-export declare function credentialFromHeaders(xApiKey?: string | null, authorization?: string | null): string | null
+/** Each header is its value or every line of it; a header sent twice answers `INVALID`. */
+export declare function credentialFromHeaders(
+  xApiKey?: string | string[] | null,
+  authorization?: string | string[] | null,
+): string | null
 export declare function actionForMethod(method: string): Action | null
 export declare function areaForPath(path: string): Area | null
 export declare const version: string

@@ -60,9 +60,11 @@ export declare function areaForPath(path: string): string | null
 
 /**
  * The credential a request carries (SPEC §7): `X-Api-Key` first, then `Authorization`
- * (Bearer, Basic `ck:cs`, or a bare base64 `ck:cs`). `null` when neither is present.
+ * (Bearer, Basic `ck:cs`, or a bare base64 `ck:cs`). `null` when neither is present. Each
+ * header is its value or every line of it (`req.headersDistinct`): one sent twice answers
+ * `INVALID`, as on the server.
  */
-export declare function credentialFromHeaders(xApiKey?: string | undefined | null, authorization?: string | undefined | null): string | null
+export declare function credentialFromHeaders(xApiKey?: string | Array<string> | undefined | null, authorization?: string | Array<string> | undefined | null): string | null
 
 /**
  * The decision codes as `verify` numbers them: `[name, status, message]` for 0 (allowed)

@@ -59,7 +59,8 @@ pub use error::{Error, Result};
 pub use ids::StoreId;
 pub use input::{Patch, parse_cidrs};
 pub use keys::{
-    CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, NewKey, credential_from_headers, is_token,
+    CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, NewKey, UNREADABLE_CREDENTIAL,
+    credential_from_headers, is_token,
 };
 pub use limiter::{Limiter, LimiterOptions};
 pub use limits::{Algorithm, DEFAULT_LIMIT_ENV, IpScope, RateLimit, RateOptions};

@@ -164,3 +164,37 @@ test('options are validated when the middleware is made', () => {
   assert.throws(() => latchkey.express({}, {}), { code: 'VALIDATION' })
   assert.throws(() => latchkey.express(eng, { trustedProxies: ['10.0.0.0/99'] }), { code: 'VALIDATION' })
 })
+
+/** Sends `lines` as the request's header lines, repeats kept (fetch would join them). */
+function rawGet(base, path, lines) {
+  const { hostname, port } = new URL(base)
+  return new Promise((resolve, reject) => {
+    const socket = require('node:net').connect(Number(port), hostname, () => {
+      const head = lines.map(([name, value]) => `${name}: ${value}\r\n`).join('')
+      socket.end(`GET ${path} HTTP/1.1\r\nHost: ${hostname}\r\nConnection: close\r\n${head}\r\n`)
+    })
+    let reply = ''
+    socket.on('data', (chunk) => (reply += chunk))
+    socket.on('end', () => resolve(Number(reply.split(' ')[1])))
+    socket.on('error', reject)
+  })
+}
+
+test('every header line counts, as on the server', async (t) => {
+  const eng = latchkey.Engine.memory()
+  const { store } = eng.createStore('Lines')
+  const key = eng.createKey(store.id, { name: 'pos', permissions: ['Orders:View'], ipAllowlist: ['6.6.6.0/24'] })
+  const proxied = await serve(ordersApp(eng, { trustedProxies: ['127.0.0.0/8'] }))
+  t.after(proxied.stop)
+  const get = (lines) => rawGet(proxied.base, '/api/v1/orders', lines)
+  assert.equal(await get([['X-Api-Key', key.key], ['X-Forwarded-For', '6.6.6.6']]), 200)
+  // The client's line first, the proxy's own line after it: the proxy's decides.
+  assert.equal(await get([['X-Api-Key', key.key], ['X-Forwarded-For', '6.6.6.6'], ['X-Forwarded-For', '9.9.9.9']]), 403)
+  // A credential header sent twice is ambiguous, even with the same valid key on both lines.
+  assert.equal(await get([['X-Api-Key', key.key], ['X-Api-Key', key.key], ['X-Forwarded-For', '6.6.6.6']]), 401)
+  const bearer = `Bearer ${key.key}`
+  assert.equal(await get([['Authorization', bearer], ['Authorization', bearer], ['X-Forwarded-For', '6.6.6.6']]), 401)
+  assert.equal(await get([['Authorization', bearer], ['X-Forwarded-For', '6.6.6.6']]), 200)
+  assert.equal(latchkey.credentialFromHeaders(['k1', 'k1']), latchkey.credentialFromHeaders(undefined, ['a', 'b']))
+  assert.equal(latchkey.credentialFromHeaders(['k1'], ['a', 'b']), 'k1')
+})

@@ -86,19 +86,19 @@ async fn verify(State(state): State<AppState>, mut request: Request, next: Next)
             Some(Permission::new(area, Action::for_method(method.as_str())?))
         })
     };
-    let (api_key, authorization) = (headers.get(&X_API_KEY), headers.get(AUTHORIZATION));
+    let (api_key, authorization) = (headers.get_all(&X_API_KEY), headers.get_all(AUTHORIZATION));
     // A header that is not valid text is a malformed credential: 401, never 500.
-    let unreadable = [api_key, authorization]
+    let unreadable = api_key
         .iter()
-        .any(|v| v.is_some_and(|v| v.to_str().is_err()));
-    let credential = credential_from_headers(
-        api_key.and_then(|v| v.to_str().ok()),
-        authorization.and_then(|v| v.to_str().ok()),
-    );
+        .chain(authorization.iter())
+        .any(|v| v.to_str().is_err());
     let credential = if unreadable {
-        Some(std::borrow::Cow::Borrowed("\u{0}"))
+        Some(std::borrow::Cow::Borrowed(latchkey::UNREADABLE_CREDENTIAL))
     } else {
-        credential
+        credential_from_headers(
+            api_key.iter().filter_map(|v| v.to_str().ok()),
+            authorization.iter().filter_map(|v| v.to_str().ok()),
+        )
     };
     let decision = state.engine.verify(&VerifyRequest {
         credential: credential.as_deref(),

@@ -287,6 +287,22 @@ async fn credentials_in_every_form_and_malformed_headers() {
         (missing.status, missing.body["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("MISSING"))
     );
+    // A credential header sent twice is ambiguous: refused, even when both lines are valid.
+    for (name, value) in [("X-Api-Key", h.key.as_str()), ("Authorization", &bearer)] {
+        let r = h
+            .call(
+                "GET",
+                "/api/v1/packages",
+                &[(name, value), (name, value)],
+                None,
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.body["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("INVALID")),
+            "{name} twice"
+        );
+    }
     // Non-UTF-8 header bytes are a 401 too.
     let mut request = Request::builder()
         .uri("/api/v1/packages")

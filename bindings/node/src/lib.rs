@@ -377,14 +377,26 @@ impl TrustedProxies {
 }
 
 /// The credential a request carries (SPEC §7): `X-Api-Key` first, then `Authorization`
-/// (Bearer, Basic `ck:cs`, or a bare base64 `ck:cs`). `null` when neither is present.
+/// (Bearer, Basic `ck:cs`, or a bare base64 `ck:cs`). `null` when neither is present. Each
+/// header is its value or every line of it (`req.headersDistinct`): one sent twice answers
+/// `INVALID`, as on the server.
 #[napi]
 pub fn credential_from_headers(
-    x_api_key: Option<String>,
-    authorization: Option<String>,
+    x_api_key: Option<Either<String, Vec<String>>>,
+    authorization: Option<Either<String, Vec<String>>>,
 ) -> Option<String> {
-    latchkey::credential_from_headers(x_api_key.as_deref(), authorization.as_deref())
-        .map(|c| c.into_owned())
+    fn lines(header: Option<&Either<String, Vec<String>>>) -> &[String] {
+        match header {
+            None => &[],
+            Some(Either::A(one)) => std::slice::from_ref(one),
+            Some(Either::B(all)) => all,
+        }
+    }
+    latchkey::credential_from_headers(
+        lines(x_api_key.as_ref()).iter().map(String::as_str),
+        lines(authorization.as_ref()).iter().map(String::as_str),
+    )
+    .map(|c| c.into_owned())
 }
 
 /// The action an HTTP method needs (GET/HEAD → View, POST/PUT/PATCH → Edit, DELETE → Delete).

@@ -593,12 +593,40 @@ impl TrustedProxies {
     }
 }
 
+/// A header as the ASGI helpers pass it: its value, or every line of it.
+#[derive(FromPyObject)]
+enum Lines {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Lines {
+    fn all(header: Option<&Lines>) -> &[String] {
+        match header {
+            None => &[],
+            Some(Lines::One(one)) => std::slice::from_ref(one),
+            Some(Lines::Many(all)) => all,
+        }
+    }
+}
+
 /// The credential a request carries (SPEC §7): `X-Api-Key` first, then `Authorization`
-/// (Bearer, Basic `ck:cs`, or a bare base64 `ck:cs`). `None` when neither is present.
+/// (Bearer, Basic `ck:cs`, or a bare base64 `ck:cs`). `None` when neither is present. Each
+/// header is its value or a list of every line of it: one sent twice answers `INVALID`, as
+/// on the server.
 #[pyfunction]
 #[pyo3(signature = (x_api_key=None, authorization=None))]
-fn credential_from_headers(x_api_key: Option<&str>, authorization: Option<&str>) -> Option<String> {
-    latchkey::credential_from_headers(x_api_key, authorization).map(|c| c.into_owned())
+fn credential_from_headers(
+    x_api_key: Option<Lines>,
+    authorization: Option<Lines>,
+) -> Option<String> {
+    latchkey::credential_from_headers(
+        Lines::all(x_api_key.as_ref()).iter().map(String::as_str),
+        Lines::all(authorization.as_ref())
+            .iter()
+            .map(String::as_str),
+    )
+    .map(|c| c.into_owned())
 }
 
 /// The action an HTTP method needs (GET/HEAD → View, POST/PUT/PATCH → Edit, DELETE → Delete).

@@ -111,3 +111,38 @@ def test_log_filters_are_validated(setup):
     with pytest.raises(latchkey.ValidationError) as bad:
         eng.logs(store.id, status=99, limit=0)
     assert len(bad.value.problems) == 2
+
+
+def test_every_header_line_counts_like_the_server(setup):
+    """A proxy may add its own `X-Forwarded-For` line (HAProxy's `option forwardfor` does)
+    after one the client sent: the client's line must not decide the address. A credential
+    header sent twice is ambiguous and refused (401) rather than one of them tried."""
+    eng, store, key = setup
+    fenced = eng.create_key(store.id, name="fenced", permissions={"Orders": ["View"]},
+                            ip_allowlist=["203.0.113.7"])
+    spoofed = [("x-api-key", fenced.key), ("x-forwarded-for", "203.0.113.7"),
+               ("x-forwarded-for", "198.51.100.9")]
+    honest = [("x-api-key", fenced.key), ("x-forwarded-for", "198.51.100.9"),
+              ("x-forwarded-for", "203.0.113.7")]
+    twice = [("x-api-key", key.key), ("x-api-key", key.key)]
+    twice_auth = [("authorization", f"Bearer {key.key}"), ("authorization", f"Bearer {key.key}")]
+
+    trusted = FastAPI()
+    install(trusted)
+
+    @trusted.get("/api/v1/orders")
+    def list_orders(d=Depends(require(eng, "Orders", trusted_proxies=["10.0.0.0/8"]))):
+        return {"key_id": d.key_id}
+
+    inner = Starlette(routes=[Route("/api/v1/orders", lambda request: JSONResponse({}))])
+    middleware = LatchkeyMiddleware(inner, eng, area_for=lambda p: "Orders",
+                                    trusted_proxies=["10.0.0.0/8"])
+    for target in (trusted, middleware):
+        client = TestClient(target, client=("10.0.0.1", 50000))
+        refused = client.get("/api/v1/orders", headers=spoofed)
+        assert refused.status_code == 403, (target, refused.text)
+        assert refused.json()["code"] == "IP_NOT_ALLOWED"
+        assert client.get("/api/v1/orders", headers=honest).status_code == 200
+        for headers in (twice, twice_auth):
+            answer = client.get("/api/v1/orders", headers=headers)
+            assert (answer.status_code, answer.json()["code"]) == (401, "INVALID"), (target, headers)

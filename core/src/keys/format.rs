@@ -278,6 +278,11 @@ pub fn is_token(text: &str) -> bool {
     matches!(parse_token(text, true), Some(Presented::Token { .. }))
 }
 
+/// The credential a front end passes for a credential header it cannot use (not text, or
+/// sent more than once): no format parses it, so `verify` answers `INVALID`, as for any
+/// malformed key, and never `MISSING`.
+pub const UNREADABLE_CREDENTIAL: &str = "\u{0}";
+
 /// Where a request carried its credential, extracted from its headers.
 ///
 /// `X-Api-Key` wins over `Authorization`. `Authorization: Bearer <key>` carries a key as is;
@@ -285,15 +290,30 @@ pub fn is_token(text: &str) -> bool {
 /// accepted too. The result is the credential text `verify` takes; `None` means none was sent.
 /// A header that is present but unusable yields `Some` of text that will not parse, so the
 /// request is answered `INVALID`, never an error.
+///
+/// Each argument is every line of that header, in order (an `Option<&str>` is one line or
+/// none). A header sent more than once is unusable: which line the client meant is
+/// ambiguous, a proxy may have added one, and front ends that keep only the first or the
+/// last line would each let a different credential through.
 pub fn credential_from_headers<'a>(
-    x_api_key: Option<&'a str>,
-    authorization: Option<&'a str>,
+    x_api_key: impl IntoIterator<Item = &'a str>,
+    authorization: impl IntoIterator<Item = &'a str>,
 ) -> Option<std::borrow::Cow<'a, str>> {
     use std::borrow::Cow;
-    if let Some(key) = x_api_key.map(str::trim).filter(|k| !k.is_empty()) {
+    let mut keys = x_api_key.into_iter();
+    let key = keys.next();
+    if keys.next().is_some() {
+        return Some(Cow::Borrowed(UNREADABLE_CREDENTIAL));
+    }
+    if let Some(key) = key.map(str::trim).filter(|k| !k.is_empty()) {
         return Some(Cow::Borrowed(key));
     }
-    let auth = authorization.map(str::trim).filter(|a| !a.is_empty())?;
+    let mut auths = authorization.into_iter();
+    let auth = auths.next();
+    if auths.next().is_some() {
+        return Some(Cow::Borrowed(UNREADABLE_CREDENTIAL));
+    }
+    let auth = auth.map(str::trim).filter(|a| !a.is_empty())?;
     let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
@@ -445,11 +465,11 @@ mod tests {
         let basic = base64::engine::general_purpose::STANDARD.encode("ck_1:cs_2");
         let header = format!("Basic {basic}");
         assert_eq!(
-            credential_from_headers(None, Some(&header)).unwrap(),
+            credential_from_headers(None, Some(header.as_str())).unwrap(),
             "ck_1:cs_2"
         );
         assert_eq!(
-            credential_from_headers(None, Some(&basic)).unwrap(),
+            credential_from_headers(None, Some(basic.as_str())).unwrap(),
             "ck_1:cs_2"
         );
         assert_eq!(
@@ -457,14 +477,30 @@ mod tests {
             "Basic %%%"
         );
         assert!(credential_from_headers(Some(""), None).is_none());
+        // Sent twice: refused, whichever header, whether the lines agree or not.
+        for (keys, auths) in [
+            (&["lk_a", "lk_a"][..], &[][..]),
+            (&["lk_a", ""][..], &["Bearer lk_b"][..]),
+            (&[][..], &["Bearer lk_b", "Bearer lk_c"][..]),
+        ] {
+            assert_eq!(
+                credential_from_headers(keys.iter().copied(), auths.iter().copied()).unwrap(),
+                UNREADABLE_CREDENTIAL
+            );
+        }
+        // One X-Api-Key line leaves Authorization alone, repeated or not.
+        assert_eq!(
+            credential_from_headers(["lk_a"], ["x", "y"]).unwrap(),
+            "lk_a"
+        );
         assert!(credential_from_headers(None, None).is_none());
         let bad_utf8 = base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe]);
         assert_eq!(
-            credential_from_headers(None, Some(&bad_utf8)).unwrap(),
+            credential_from_headers(None, Some(bad_utf8.as_str())).unwrap(),
             bad_utf8
         );
         let basic_bad_utf8 = format!("Basic {bad_utf8}");
-        let sent = credential_from_headers(None, Some(&basic_bad_utf8)).unwrap();
+        let sent = credential_from_headers(None, Some(basic_bad_utf8.as_str())).unwrap();
         assert!(!sent.is_empty() && parse(&sent).is_none(), "{sent}");
     }
 
@@ -487,7 +523,7 @@ mod tests {
         #[test]
         fn parse_never_panics(text in "\\PC{0,80}") {
             let _ = parse(&text);
-            let _ = credential_from_headers(None, Some(&text));
+            let _ = credential_from_headers(None, Some(text.as_str()));
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::limits::RateLimit;
 use crate::permissions::PermissionSet;
 use crate::secret::Secret;
 
-pub use format::{KeyFormat, credential_from_headers, is_token};
+pub use format::{KeyFormat, UNREADABLE_CREDENTIAL, credential_from_headers, is_token};
 
 pub const MAX_KEY_NAME_CHARS: usize = 200;
 pub const MAX_DESCRIPTION_CHARS: usize = 1_000;

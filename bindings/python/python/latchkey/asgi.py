@@ -21,7 +21,7 @@ the nearest untrusted address of `X-Forwarded-For` is used (as the server does).
 
 import json
 import time
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import Engine
 from ._native import Decision, TrustedProxies, action_for_method, credential_from_headers
@@ -51,7 +51,7 @@ class LatchkeyDenied(Exception):
 
 def _decide(
     engine: Engine,
-    headers: Mapping[str, str],
+    lines: Callable[[str], List[str]],
     method: str,
     path: str,
     peer: Optional[str],
@@ -59,8 +59,11 @@ def _decide(
     action: Optional[str],
     proxies: TrustedProxies,
 ) -> Tuple[Decision, Optional[str]]:
-    credential = credential_from_headers(headers.get("x-api-key"), headers.get("authorization"))
-    ip = proxies.client_ip(peer, headers.get("x-forwarded-for"))
+    """`lines(name)` is every line of a header, in order: a proxy may add its own
+    `X-Forwarded-For` line after the client's, and a credential sent twice is refused."""
+    credential = credential_from_headers(lines("x-api-key"), lines("authorization"))
+    forwarded = lines("x-forwarded-for")
+    ip = proxies.client_ip(peer, ", ".join(forwarded) if forwarded else None)
     if area is not None and action is None:
         action = action_for_method(method)
     return engine.verify(credential, area=area, action=action if area else None, ip=ip, path=path), ip
@@ -89,7 +92,7 @@ def require(
         started = time.perf_counter()
         peer = request.client.host if request.client else None
         decision, ip = _decide(
-            engine, request.headers, request.method, request.url.path, peer, area, action, proxies
+            engine, request.headers.getlist, request.method, request.url.path, peer, area, action, proxies
         )
         request.state.latchkey = decision
         setattr(request.state, _PENDING, (engine, ip, started))
@@ -149,12 +152,16 @@ class LatchkeyMiddleware:
         if area is None:
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        headers: Dict[str, List[str]] = {}
+        for k, v in scope.get("headers", []):
+            headers.setdefault(k.decode("latin-1").lower(), []).append(v.decode("latin-1"))
         client = scope.get("client")
         peer = client[0] if client else None
         started = time.perf_counter()
         method = scope.get("method", "GET")
-        decision, ip = _decide(self.engine, headers, method, path, peer, area, None, self.proxies)
+        decision, ip = _decide(
+            self.engine, lambda name: headers.get(name, []), method, path, peer, area, None, self.proxies
+        )
         extra: List[Tuple[bytes, bytes]] = [(n.lower().encode(), v.encode()) for n, v in decision.headers]
         if not decision.allowed:
             body = json.dumps(refusal_body(decision)).encode()
