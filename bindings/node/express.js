@@ -10,8 +10,8 @@ const { call, invalid } = require('./errors.js')
  * `latchkey.express(engine, { area, action, areaFor, trustedProxies })`.
  *
  * - `area`: the area every request needs; else `areaFor(req)`; else the area of the request's
- *   `/api/v1/<segment>` path, as the server maps its routes. With no area, the key is only
- *   authenticated (any live key of the store passes).
+ *   `/api/v1/<segment>` path, as the server maps its routes (in any case, as Express routes
+ *   them). With no area, the key is only authenticated (any live key of the store passes).
  * - `action`: the action every request needs; else the one the method implies (GET → View,
  *   POST/PUT/PATCH → Edit, DELETE → Delete).
  * - `trustedProxies`: CIDRs whose `X-Forwarded-For` is believed (default none: the socket peer).
@@ -35,7 +35,7 @@ function express(engine, options = {}) {
     let decision
     let ip
     try {
-      const needed = area ?? (areaFor ? areaFor(req) : native.areaForPath(path)) ?? undefined
+      const needed = area ?? (areaFor ? areaFor(req) : native.areaForPath(routed(path))) ?? undefined
       const act = needed ? (action ?? native.actionForMethod(req.method) ?? undefined) : undefined
       const credential = native.credentialFromHeaders(lines(req, 'x-api-key'), lines(req, 'authorization'))
       ip = proxies.clientIp(req.socket?.remoteAddress, header(req, 'x-forwarded-for')) ?? undefined
@@ -66,6 +66,17 @@ function express(engine, options = {}) {
     req.latchkey = decision
     next()
   }
+}
+
+/**
+ * The path as Express's router matches it: ASCII case ignored. An app's router ignores case
+ * unless `case sensitive routing` is set, and an `express.Router()` does by default whatever
+ * the app's setting, so the case is always folded: otherwise `GET /API/V1/ORDERS` would reach
+ * the orders handler with no area derived, and any key of the store would pass. Folding
+ * can only ask for a permission on a path that does not route; never skip one.
+ */
+function routed(path) {
+  return path.replace(/[A-Z]/g, (c) => c.toLowerCase())
 }
 
 function header(req, name) {

@@ -198,3 +198,24 @@ test('every header line counts, as on the server', async (t) => {
   assert.equal(latchkey.credentialFromHeaders(['k1', 'k1']), latchkey.credentialFromHeaders(undefined, ['a', 'b']))
   assert.equal(latchkey.credentialFromHeaders(['k1'], ['a', 'b']), 'k1')
 })
+
+test('the area is derived from the path as Express routes it, whatever its case', async (t) => {
+  const eng = latchkey.Engine.memory()
+  const { store } = eng.createStore('Case')
+  const coupons = eng.createKey(store.id, { name: 'coupons', permissions: ['Coupons:View'] })
+  const app = ordersApp(eng)
+  app.get('/api/v1/orders/:id', (req, res) => res.json({ id: req.params.id }))
+  const router = expressApp.Router()
+  router.get('/api/v1/orders-export', (req, res) => res.json({ export: true }))
+  app.use(router)
+  const { base, stop } = await serve(app)
+  t.after(stop)
+  const status = (path) => rawGet(base, path, [['X-Api-Key', coupons.key]])
+  // Each of these reaches an orders handler in Express (case-insensitive routing).
+  for (const path of ['/api/v1/orders', '/API/V1/ORDERS', '/api/v1/Orders/', '/Api/v1/orders/5']) {
+    assert.equal(await status(path), 403, path)
+  }
+  assert.equal(await status('/API/V1/COUPONS'), 200)
+  // A route of no area stays authenticated only, in any case.
+  assert.equal(await status('/API/V1/ORDERS-EXPORT'), 200)
+})
