@@ -13,7 +13,8 @@ const { call, invalid } = require('./errors.js')
  *   `/api/v1/<segment>` path, as the server maps its routes (in any case, as Express routes
  *   them). With no area, the key is only authenticated (any live key of the store passes).
  * - `action`: the action every request needs; else the one the method implies (GET → View,
- *   POST/PUT/PATCH → Edit, DELETE → Delete).
+ *   POST/PUT/PATCH → Edit, DELETE → Delete). On an area's path, a method that implies none is
+ *   answered 405 once the key is verified, as the server does.
  * - `trustedProxies`: CIDRs whose `X-Forwarded-For` is believed (default none: the socket peer).
  *
  * An allowed request continues with the decision in `req.latchkey`.
@@ -34,9 +35,11 @@ function express(engine, options = {}) {
     const path = (req.originalUrl ?? req.url ?? '/').split('?')[0]
     let decision
     let ip
+    let needed
+    let act
     try {
-      const needed = area ?? (areaFor ? areaFor(req) : native.areaForPath(routed(path))) ?? undefined
-      const act = needed ? (action ?? native.actionForMethod(req.method) ?? undefined) : undefined
+      needed = area ?? (areaFor ? areaFor(req) : native.areaForPath(routed(path))) ?? undefined
+      act = needed ? (action ?? native.actionForMethod(req.method) ?? undefined) : undefined
       const credential = native.credentialFromHeaders(lines(req, 'x-api-key'), lines(req, 'authorization'))
       ip = proxies.clientIp(req.socket?.remoteAddress, header(req, 'x-forwarded-for')) ?? undefined
       decision = engine.verify(credential, { area: act ? needed : undefined, action: act, ip, path })
@@ -61,6 +64,13 @@ function express(engine, options = {}) {
     res.set(decision.headers)
     if (!decision.allowed) {
       res.status(decision.status).json(decision.refusalBody())
+      return
+    }
+    if (needed && !act) {
+      // An area's path, a method that implies no action (OPTIONS, PROPFIND, …): no permission
+      // could be checked, and a handler taking any method (app.all) would run unguarded. The
+      // server's routes answer such a method 405 after the key is verified; so does this.
+      res.status(405).json(native.methodNotAllowedBody())
       return
     }
     req.latchkey = decision

@@ -75,6 +75,9 @@ export declare function decisionCodes(): any
 /** The message of decision code `code` (0 = allowed), naming `missing` for `FORBIDDEN`. */
 export declare function decisionMessage(code: number, missing?: number | undefined | null): string
 
+/** The server's body for 405: a method an area's routes do not serve. */
+export declare function methodNotAllowedBody(): any
+
 /**
  * How `Engine.open` and `Engine.memory` set the engine up (checked in the typed layer for
  * types, here for ranges).

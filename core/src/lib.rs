@@ -72,7 +72,10 @@ pub use portal::{
 };
 pub use secret::{Digest, Secret};
 pub use stores::{NewStore, Plan, Store, StorePatch, StoreSettings, Tier};
-pub use verify::{Decision, DenyCode, LimitState, VerifyRequest, verify_arguments};
+pub use verify::{
+    Decision, DenyCode, LimitState, METHOD_NOT_ALLOWED, VerifyRequest, method_not_allowed_body,
+    verify_arguments,
+};
 pub use webhooks::{
     DEFAULT_DELIVERIES, DELIVERY_RETENTION, DeliveryPass, EVENTS as WEBHOOK_EVENTS,
     MAX_ATTEMPTS as MAX_WEBHOOK_ATTEMPTS, MAX_DELIVERIES, MAX_WEBHOOKS, RESPONSE_KEEP,

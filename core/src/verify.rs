@@ -125,6 +125,24 @@ impl fmt::Display for DenyCode {
     }
 }
 
+/// The code and message of a method an area's routes do not serve (405).
+pub const METHOD_NOT_ALLOWED: (&str, &str) = ("METHOD_NOT_ALLOWED", "Method not allowed");
+
+/// The body every front end answers 405 with. The server's method router answers it for a
+/// method its routes do not serve. The middlewares, which cannot see the application's routes,
+/// answer it on an area's path when the method implies no action (see [`crate::Action::for_method`]):
+/// a handler that takes any method would otherwise run with no permission checked.
+pub fn method_not_allowed_body() -> serde_json::Value {
+    let (code, message) = METHOD_NOT_ALLOWED;
+    serde_json::json!({
+        "success": false,
+        "data": null,
+        "message": message,
+        "errors": [],
+        "code": code,
+    })
+}
+
 /// Reads the area, action and client address a front end passes to verify as text (names in
 /// any case), naming every problem: an unknown area or action, an unreadable address, or an
 /// area without an action (or the reverse). `None` for a route that needs only a valid key.

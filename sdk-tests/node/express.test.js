@@ -219,3 +219,33 @@ test('the area is derived from the path as Express routes it, whatever its case'
   // A route of no area stays authenticated only, in any case.
   assert.equal(await status('/API/V1/ORDERS-EXPORT'), 200)
 })
+
+test('a method that implies no action is answered 405 on an area path, as the server does', async (t) => {
+  const eng = latchkey.Engine.memory()
+  const { store } = eng.createStore('Methods')
+  const coupons = eng.createKey(store.id, { name: 'coupons', permissions: ['Coupons:View'] })
+  const app = expressApp()
+  app.use('/api/v1', latchkey.express(eng))
+  app.all('/api/v1/orders', (req, res) => res.json({ leaked: true }))
+  app.all('/api/v1/me', (req, res) => res.json({ key: req.latchkey.keyId }))
+  const { base, stop } = await serve(app)
+  t.after(stop)
+  for (const method of ['OPTIONS', 'PROPFIND', 'SEARCH']) {
+    const res = await new Promise((resolve, reject) => {
+      const req = require('node:http').request(`${base}/api/v1/orders`, { method, headers: { 'X-Api-Key': coupons.key } }, (r) => {
+        let body = ''
+        r.on('data', (c) => (body += c))
+        r.on('end', () => resolve({ status: r.statusCode, body, headers: r.headers }))
+      })
+      req.on('error', reject)
+      req.end()
+    })
+    assert.equal(res.status, 405, method)
+    assert.deepEqual(JSON.parse(res.body), { success: false, data: null, message: 'Method not allowed', errors: [], code: 'METHOD_NOT_ALLOWED' })
+    assert.ok('x-ratelimit-limit' in res.headers, 'the key was verified and charged')
+  }
+  // Without a key it is the key that is refused first, as on the server.
+  assert.equal((await fetch(`${base}/api/v1/orders`, { method: 'OPTIONS' })).status, 401)
+  // A path of no area passes any method (authenticated only, as documented).
+  assert.equal((await fetch(`${base}/api/v1/me`, { method: 'OPTIONS', headers: { 'X-Api-Key': coupons.key } })).status, 200)
+})

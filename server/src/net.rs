@@ -73,7 +73,7 @@ pub async fn envelope(State(state): State<AppState>, request: Request, next: Nex
     {
         let headers = response.headers().clone();
         let (code, message) = match status {
-            StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", "Method not allowed"),
+            StatusCode::METHOD_NOT_ALLOWED => latchkey::METHOD_NOT_ALLOWED,
             StatusCode::NOT_FOUND => ("NOT_FOUND", "No such route"),
             _ => ("ERROR", status.canonical_reason().unwrap_or("Error")),
         };

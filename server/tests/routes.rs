@@ -631,6 +631,16 @@ async fn storefront_health_metrics_limits_and_fallbacks() {
     let wrong_method = h.call("PUT", "/healthz", &[], None).await;
     assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_wrapper(&wrong_method);
+    // On an area's route the key is verified first, then the method refused: the rule the
+    // middlewares follow for a method that implies no action.
+    let options = h
+        .call("OPTIONS", "/api/v1/orders", &[("X-Api-Key", &h.key)], None)
+        .await;
+    assert_eq!(options.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(options.body, latchkey::method_not_allowed_body());
+    assert!(options.headers.contains_key("x-ratelimit-limit"));
+    let keyless = h.call("OPTIONS", "/api/v1/orders", &[], None).await;
+    assert_eq!(keyless.status, StatusCode::UNAUTHORIZED);
 
     // 413 over the body limit, 400 for broken JSON, both wrapped.
     let big = format!("{{\"name\": \"{}\"}}", "x".repeat(2 << 20));

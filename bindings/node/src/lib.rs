@@ -399,6 +399,12 @@ pub fn credential_from_headers(
     .map(|c| c.into_owned())
 }
 
+/// The server's body for 405: a method an area's routes do not serve.
+#[napi]
+pub fn method_not_allowed_body() -> Value {
+    latchkey::method_not_allowed_body()
+}
+
 /// The action an HTTP method needs (GET/HEAD → View, POST/PUT/PATCH → Edit, DELETE → Delete).
 #[napi]
 pub fn action_for_method(method: String) -> Option<&'static str> {

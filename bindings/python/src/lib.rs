@@ -629,6 +629,12 @@ fn credential_from_headers(
     .map(|c| c.into_owned())
 }
 
+/// The server's body for 405 (a method an area's routes do not serve), as JSON text.
+#[pyfunction]
+fn method_not_allowed_json() -> String {
+    latchkey::method_not_allowed_body().to_string()
+}
+
 /// The action an HTTP method needs (GET/HEAD → View, POST/PUT/PATCH → Edit, DELETE → Delete).
 #[pyfunction]
 fn action_for_method(method: &str) -> Option<&'static str> {
@@ -639,6 +645,7 @@ fn action_for_method(method: &str) -> Option<&'static str> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(credential_from_headers, m)?)?;
     m.add_function(wrap_pyfunction!(action_for_method, m)?)?;
+    m.add_function(wrap_pyfunction!(method_not_allowed_json, m)?)?;
     m.add_class::<Engine>()?;
     m.add_class::<Decision>()?;
     m.add_class::<TrustedProxies>()?;

@@ -146,3 +146,42 @@ def test_every_header_line_counts_like_the_server(setup):
         for headers in (twice, twice_auth):
             answer = client.get("/api/v1/orders", headers=headers)
             assert (answer.status_code, answer.json()["code"]) == (401, "INVALID"), (target, headers)
+
+
+def test_a_method_that_implies_no_action_is_answered_405_like_the_server(setup):
+    """On an area's route, OPTIONS or PROPFIND names no action, so no permission can be
+    checked: the route must not run. The key is verified first (401 without one)."""
+    eng, store, _ = setup
+    coupons = eng.create_key(store.id, name="coupons", permissions={"Coupons": ["View"]})
+    methods = ["GET", "OPTIONS", "PROPFIND"]
+
+    app = FastAPI()
+    install(app)
+
+    @app.api_route("/api/v1/orders", methods=methods)
+    def orders(d=Depends(require(eng, "Orders"))):
+        return {"leaked": True}
+
+    @app.api_route("/api/v1/orders/fixed", methods=methods)
+    def fixed(d=Depends(require(eng, "Coupons", "View"))):
+        return {"ok": True}
+
+    async def leak(request):
+        return JSONResponse({"leaked": True})
+
+    inner = Starlette(routes=[Route("/api/v1/orders", leak, methods=methods)])
+    middleware = LatchkeyMiddleware(inner, eng, area_for=lambda p: "Orders")
+    for target in (app, middleware):
+        client = TestClient(target, raise_server_exceptions=False)
+        assert client.get("/api/v1/orders", headers={"x-api-key": coupons.key}).status_code == 403
+        for method in ("OPTIONS", "PROPFIND"):
+            answer = client.request(method, "/api/v1/orders", headers={"x-api-key": coupons.key})
+            assert answer.status_code == 405, (target, method, answer.text)
+            assert answer.json() == {"success": False, "data": None, "message": "Method not allowed",
+                                     "errors": [], "code": "METHOD_NOT_ALLOWED"}
+            assert "x-ratelimit-limit" in answer.headers
+            assert client.request(method, "/api/v1/orders").status_code == 401
+    # An action given outright applies to every method.
+    client = TestClient(app)
+    assert client.request("OPTIONS", "/api/v1/orders/fixed", headers={"x-api-key": coupons.key}).status_code == 200
+    assert [e.status for e in eng.logs(store.id)].count(405) == 4

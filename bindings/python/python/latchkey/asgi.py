@@ -24,9 +24,23 @@ import time
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import Engine
-from ._native import Decision, TrustedProxies, action_for_method, credential_from_headers
+from ._native import (
+    Decision,
+    TrustedProxies,
+    action_for_method,
+    credential_from_headers,
+    method_not_allowed_json,
+)
 
-__all__ = ["LatchkeyDenied", "LatchkeyMiddleware", "install", "require", "refusal_body", "client_ip"]
+__all__ = [
+    "LatchkeyDenied",
+    "LatchkeyMethodNotAllowed",
+    "LatchkeyMiddleware",
+    "install",
+    "require",
+    "refusal_body",
+    "client_ip",
+]
 
 
 def refusal_body(decision: Decision) -> Dict[str, Any]:
@@ -49,6 +63,16 @@ class LatchkeyDenied(Exception):
         self.decision = decision
 
 
+class LatchkeyMethodNotAllowed(LatchkeyDenied):
+    """Raised by `require` (with an area and no action) for a method that implies no action
+    (OPTIONS, PROPFIND, …): no permission could be checked, so the route is not run. The key
+    was verified (`decision` is allowed); `install` answers 405 as the server does."""
+
+    def __init__(self, decision: Decision) -> None:
+        Exception.__init__(self, "Method not allowed")
+        self.decision = decision
+
+
 def _decide(
     engine: Engine,
     lines: Callable[[str], List[str]],
@@ -60,13 +84,20 @@ def _decide(
     proxies: TrustedProxies,
 ) -> Tuple[Decision, Optional[str]]:
     """`lines(name)` is every line of a header, in order: a proxy may add its own
-    `X-Forwarded-For` line after the client's, and a credential sent twice is refused."""
+    `X-Forwarded-For` line after the client's, and a credential sent twice is refused.
+
+    The third value is true when `area` applies but the method implies no action: the key is
+    then only verified, and the caller answers 405 if it is allowed (as the server's routes
+    answer a method they do not serve)."""
     credential = credential_from_headers(lines("x-api-key"), lines("authorization"))
     forwarded = lines("x-forwarded-for")
     ip = proxies.client_ip(peer, ", ".join(forwarded) if forwarded else None)
     if area is not None and action is None:
         action = action_for_method(method)
-    return engine.verify(credential, area=area, action=action if area else None, ip=ip, path=path), ip
+    unserved = area is not None and action is None
+    if unserved or area is None:
+        return engine.verify(credential, ip=ip, path=path), ip, unserved
+    return engine.verify(credential, area=area, action=action, ip=ip, path=path), ip, False
 
 
 # What the request log needs once the response status is known: scope["state"][_PENDING].
@@ -91,13 +122,15 @@ def require(
     async def dependency(request: Request, response: Response) -> Decision:
         started = time.perf_counter()
         peer = request.client.host if request.client else None
-        decision, ip = _decide(
+        decision, ip, unserved = _decide(
             engine, request.headers.getlist, request.method, request.url.path, peer, area, action, proxies
         )
         request.state.latchkey = decision
         setattr(request.state, _PENDING, (engine, ip, started))
         if not decision.allowed:
             raise LatchkeyDenied(decision)
+        if unserved:
+            raise LatchkeyMethodNotAllowed(decision)
         for name, value in decision.headers:
             response.headers[name] = value
         return decision
@@ -114,6 +147,8 @@ def install(app: Any) -> None:
     async def handler(_request: Any, exc: Exception) -> JSONResponse:
         assert isinstance(exc, LatchkeyDenied)
         d = exc.decision
+        if isinstance(exc, LatchkeyMethodNotAllowed):
+            return JSONResponse(json.loads(method_not_allowed_json()), status_code=405, headers=dict(d.headers))
         return JSONResponse(refusal_body(d), status_code=d.status, headers=dict(d.headers))
 
     app.add_exception_handler(LatchkeyDenied, handler)
@@ -159,19 +194,21 @@ class LatchkeyMiddleware:
         peer = client[0] if client else None
         started = time.perf_counter()
         method = scope.get("method", "GET")
-        decision, ip = _decide(
+        decision, ip, unserved = _decide(
             self.engine, lambda name: headers.get(name, []), method, path, peer, area, None, self.proxies
         )
         extra: List[Tuple[bytes, bytes]] = [(n.lower().encode(), v.encode()) for n, v in decision.headers]
-        if not decision.allowed:
-            body = json.dumps(refusal_body(decision)).encode()
+        if not decision.allowed or unserved:
+            # A method that implies no action on an area's path: 405, as the server's routes.
+            answered = 405 if decision.allowed else decision.status
+            body = (method_not_allowed_json() if decision.allowed else json.dumps(refusal_body(decision))).encode()
             await send({
                 "type": "http.response.start",
-                "status": decision.status,
+                "status": answered,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())] + extra,
             })
             await send({"type": "http.response.body", "body": body})
-            _record(self.engine, decision, method, path, decision.status, ip, started)
+            _record(self.engine, decision, method, path, answered, ip, started)
             return
         scope.setdefault("state", {})["latchkey"] = decision
         status = [500]
