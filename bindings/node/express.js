@@ -3,6 +3,8 @@
 // Latchkey server does (status, wrapper body, rate-limit headers); records every request that
 // named a key in the store's request log with its final status.
 
+// The legacy parser, as Express's router (through `parseurl`) parses request targets.
+const { parse: legacyParse } = require('node:url')
 const native = require('./native.js')
 const { call, invalid } = require('./errors.js')
 
@@ -32,7 +34,7 @@ function express(engine, options = {}) {
 
   return function latchkey(req, res, next) {
     const started = process.hrtime.bigint()
-    const path = (req.originalUrl ?? req.url ?? '/').split('?')[0]
+    const path = pathname(req)
     let decision
     let ip
     let needed
@@ -79,11 +81,23 @@ function express(engine, options = {}) {
 }
 
 /**
- * The path as Express's router matches it: ASCII case ignored. An app's router ignores case
- * unless `case sensitive routing` is set, and an `express.Router()` does by default whatever
- * the app's setting, so the case is always folded: otherwise `GET /API/V1/ORDERS` would reach
- * the orders handler with no area derived, and any key of the store would pass. Folding
- * can only ask for a permission on a path that does not route; never skip one.
+ * The request's path as Express's router matched it: its own parse of the target, so an
+ * absolute-form target (`GET http://host/api/v1/orders`) or a `#fragment` yields the path
+ * the handler was chosen by. (Splitting the raw URL at `?` did not: such a request reached
+ * the orders handler with no area derived.) Outside Express, the same legacy parse Express
+ * uses (`parseurl`, over `url.parse`).
+ */
+function pathname(req) {
+  if (typeof req.path === 'string') return (req.baseUrl ?? '') + req.path
+  return legacyParse(req.url ?? '/').pathname ?? '/'
+}
+
+/**
+ * The path with its ASCII case folded, as Express matches routes: an app's router ignores
+ * case unless `case sensitive routing` is set, and an `express.Router()` does by default
+ * whatever the app's setting, so the case is always folded: otherwise `GET /API/V1/ORDERS`
+ * would reach the orders handler with no area derived, and any key of the store would pass.
+ * Folding can only ask for a permission on a path that does not route; never skip one.
  */
 function routed(path) {
   return path.replace(/[A-Z]/g, (c) => c.toLowerCase())

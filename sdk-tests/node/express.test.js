@@ -249,3 +249,21 @@ test('a method that implies no action is answered 405 on an area path, as the se
   // A path of no area passes any method (authenticated only, as documented).
   assert.equal((await fetch(`${base}/api/v1/me`, { method: 'OPTIONS', headers: { 'X-Api-Key': coupons.key } })).status, 200)
 })
+
+test('the area comes from the path Express routed by: absolute-form targets, fragments', async (t) => {
+  const eng = latchkey.Engine.memory()
+  const { store } = eng.createStore('Targets')
+  const coupons = eng.createKey(store.id, { name: 'coupons', permissions: ['Coupons:View'] })
+  const app = ordersApp(eng)
+  app.get('/api/v1/orders/:id', (req, res) => res.json({ id: req.params.id }))
+  const { base, stop } = await serve(app)
+  t.after(stop)
+  const targets = ['http://shop.example/api/v1/orders', 'http://shop.example:80/API/v1/orders?a=1', '/api/v1/orders#x', '/api/v1/orders/..']
+  for (const target of targets) {
+    assert.equal(await rawGet(base, target, [['X-Api-Key', coupons.key]]), 403, target)
+  }
+  assert.equal(await rawGet(base, 'http://shop.example/api/v1/coupons', [['X-Api-Key', coupons.key]]), 200)
+  // The log names the path, not the whole target.
+  const log = await logOf(eng, store.id, targets.length + 1)
+  assert.deepEqual(new Set(log.map((e) => e.path)), new Set(['/api/v1/orders', '/API/v1/orders', '/api/v1/orders/..', '/api/v1/coupons']))
+})
