@@ -81,7 +81,7 @@ class Record:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Record):
-            return self._data == other._data
+            return bool(self._data == other._data)
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]

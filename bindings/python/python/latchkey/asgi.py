@@ -21,7 +21,7 @@ the nearest untrusted address of `X-Forwarded-For` is used (as the server does).
 
 import json
 import time
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, MutableMapping, Optional, Sequence, Tuple
 
 from . import Engine
 from ._native import (
@@ -82,7 +82,7 @@ def _decide(
     area: Optional[str],
     action: Optional[str],
     proxies: TrustedProxies,
-) -> Tuple[Decision, Optional[str]]:
+) -> Tuple[Decision, Optional[str], bool]:
     """`lines(name)` is every line of a header, in order: a proxy may add its own
     `X-Forwarded-For` line after the client's, and a credential sent twice is refused.
 
@@ -155,9 +155,11 @@ def install(app: Any) -> None:
     app.add_middleware(_RequestLog)
 
 
-Scope = Dict[str, Any]
-Receive = Callable[[], Awaitable[Dict[str, Any]]]
-Send = Callable[[Dict[str, Any]], Awaitable[None]]
+# The ASGI types as Starlette declares them, so a Starlette or FastAPI app fits either side.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 
 class LatchkeyMiddleware:
@@ -213,7 +215,7 @@ class LatchkeyMiddleware:
         scope.setdefault("state", {})["latchkey"] = decision
         status = [500]
 
-        async def send_with_headers(message: Dict[str, Any]) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
                 message = dict(message)
@@ -246,7 +248,7 @@ class _RequestLog:
             return
         status = [500]
 
-        async def capture(message: Dict[str, Any]) -> None:
+        async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)

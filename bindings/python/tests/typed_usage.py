@@ -1,0 +1,30 @@
+"""Not a test module: `make python` type-checks it with `mypy --strict`, with the package, so
+the stubs and annotations stay usable from typed code (Starlette and FastAPI included)."""
+
+from typing import Dict, Optional
+
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
+from starlette.applications import Starlette
+
+import latchkey
+from latchkey.asgi import LatchkeyMiddleware, install, require
+
+eng = latchkey.Engine.memory(cache_mb=8, webhook_timeout=5.0)
+store, default_key = eng.create_store("Typed")
+created = eng.create_key(store.id, name="ERP", permissions={"Orders": ["View"]})
+decision = eng.verify(created.key, area="Orders", action="View", ip="127.0.0.1", path="/api/v1/orders")
+allowed: bool = decision.allowed
+headers = decision.headers
+
+app = FastAPI()
+install(app)
+
+
+@app.get("/orders")
+def orders(d: latchkey.Decision = Depends(require(eng, "Orders"))) -> Dict[str, Optional[str]]:
+    return {"key": d.key_id}
+
+
+wrapped = LatchkeyMiddleware(Starlette(), eng, area_for=lambda path: "Orders")
+clients = [TestClient(wrapped), TestClient(app)]
