@@ -74,6 +74,10 @@ struct Serve {
     /// Seconds before a request is answered 503.
     #[arg(long, env = "LATCHKEY_REQUEST_TIMEOUT", default_value_t = 30)]
     request_timeout: u64,
+    /// Seconds a connection has to send each request's line and headers (1 to 300), counted
+    /// from when it may send one, so this also closes a keep-alive connection left idle.
+    #[arg(long, env = "LATCHKEY_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
     /// Per-client-IP limits by route prefix, replacing the defaults: PREFIX=LIMIT/SECONDS
     /// (e.g. /api/v1/=1000/900); repeat for several, longest prefix wins.
     #[arg(long, env = "LATCHKEY_IP_SCOPES", value_delimiter = ',')]
@@ -282,6 +286,9 @@ fn serve(args: Serve) -> Result<(), String> {
     if args.request_timeout == 0 {
         problems.push("--request-timeout: must be more than 0".into());
     }
+    if !(1..=300).contains(&args.header_timeout) {
+        problems.push("--header-timeout: must be between 1 and 300".into());
+    }
     let webhook_timeout = Duration::from_secs(args.webhook_timeout);
     if let Some(problem) = WebhookOptions::timeout_problem(webhook_timeout) {
         problems.push(format!("--webhook-timeout: {problem}"));
@@ -333,6 +340,8 @@ fn serve(args: Serve) -> Result<(), String> {
         request_timeout: Duration::from_secs(args.request_timeout),
         ..Config::new(secret)
     };
+    let request_timeout = config.request_timeout;
+    let header_timeout = Duration::from_secs(args.header_timeout);
     let state = AppState::new(engine.clone(), config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -352,13 +361,11 @@ fn serve(args: Serve) -> Result<(), String> {
         // Tests and scripts read the bound address (the port may have been 0) from this line,
         // and take the banner above as complete once it appears.
         eprintln!("latchkey: listening on http://{bound}");
-        axum::serve(
-            listener,
-            app(state).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(|e| format!("server error: {e}"))
+        // Requests in flight get their own timeout's worth to finish after SIGTERM.
+        let drain = request_timeout.saturating_add(Duration::from_secs(1));
+        latchkey_server::serve::serve(listener, app(state), header_timeout, drain, shutdown())
+            .await;
+        Ok::<(), String>(())
     })?;
     // Requests are drained; write what is buffered before exiting.
     engine.flush().map_err(|e| format!("final flush: {e}"))?;

@@ -575,3 +575,85 @@ fn admin_commands_refuse_a_missing_database_and_create_nothing() {
     assert!(output.status.success());
     assert!(db.exists());
 }
+
+/// True when the server closes `stream` within `limit` (anything it sends is read past).
+fn closed_within(stream: &mut std::net::TcpStream, limit: std::time::Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return started.elapsed() < limit,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn a_slow_or_idle_connection_is_closed_and_sigterm_still_drains() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&dir.path().join("slow.redb"), &["--header-timeout", "1"]);
+    let address = server.base.trim_start_matches("http://").to_owned();
+
+    // Half a request head, as a slowloris client sends it.
+    let mut slow = TcpStream::connect(&address).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(5)),
+        "a partial head is cut off"
+    );
+    // Nothing at all.
+    let mut silent = TcpStream::connect(&address).unwrap();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5)),
+        "a silent connection is closed"
+    );
+    // A keep-alive connection after its request: answered, then closed when left idle.
+    let mut idle = TcpStream::connect(&address).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)),
+        "an idle connection is closed"
+    );
+    let client = Client::new(&server);
+    assert_eq!(
+        client
+            .send("GET", "/healthz", ("Accept", "*/*"), None)
+            .status,
+        200,
+        "other clients are served"
+    );
+
+    // SIGTERM with a slow client connected: the server stops within its drain.
+    let mut hanging = TcpStream::connect(&address).unwrap();
+    hanging.write_all(b"GET /healthz HT").unwrap();
+    let mut server = server;
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "SIGTERM did not stop the server"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
