@@ -73,8 +73,8 @@ pub use portal::{
 pub use secret::{Digest, Secret};
 pub use stores::{NewStore, Plan, Store, StorePatch, StoreSettings, Tier};
 pub use verify::{
-    Decision, DenyCode, LimitState, METHOD_NOT_ALLOWED, VerifyRequest, method_not_allowed_body,
-    verify_arguments,
+    Decision, DenyCode, KeyIdentity, LimitState, METHOD_NOT_ALLOWED, VerifyRequest,
+    method_not_allowed_body, verify_arguments,
 };
 pub use webhooks::{
     DEFAULT_DELIVERIES, DELIVERY_RETENTION, DeliveryPass, EVENTS as WEBHOOK_EVENTS,

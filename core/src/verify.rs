@@ -291,6 +291,47 @@ impl<const N: usize> Inline<N> {
     }
 }
 
+/// The key a decision names (its id, store and environment) as one small `Copy` value, so a
+/// front end that keeps something per key (the Node binding numbers the identities it has
+/// reported) can hash and compare it without measuring or validating strings on every call.
+/// Hashes its key id only (ids are unique; equal identities have equal ids).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyIdentity {
+    store_id: StoreId,
+    key_id: Inline<24>,
+    environment: Inline<32>,
+}
+
+impl KeyIdentity {
+    pub fn key_id(&self) -> &str {
+        self.key_id.as_str()
+    }
+
+    pub fn store_id(&self) -> StoreId {
+        self.store_id
+    }
+
+    pub fn environment(&self) -> &str {
+        self.environment.as_str()
+    }
+}
+
+impl std::hash::Hash for KeyIdentity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(&self.key_id.bytes);
+    }
+}
+
+impl fmt::Debug for KeyIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyIdentity")
+            .field("key_id", &self.key_id)
+            .field("store_id", &self.store_id)
+            .field("environment", &self.environment)
+            .finish()
+    }
+}
+
 /// Who a successful decision is for: copied out of the index entry. In this order because
 /// the entry's checks read the first two (see `index::KeyEntry`).
 #[derive(Debug, Clone, Copy)]
@@ -387,6 +428,16 @@ impl Decision {
 
     pub fn store_id(&self) -> Option<StoreId> {
         self.key.as_ref().map(|k| k.store_id)
+    }
+
+    /// The key's id, store and environment together (see [`KeyIdentity`]); `None` exactly
+    /// when [`Decision::key_id`] is.
+    pub fn key_identity(&self) -> Option<KeyIdentity> {
+        self.key.as_ref().map(|k| KeyIdentity {
+            store_id: k.store_id,
+            key_id: k.key_id,
+            environment: k.environment,
+        })
     }
 
     pub fn environment(&self) -> Option<&str> {

@@ -63,7 +63,29 @@ fn every_format_verifies_and_carries_its_context() {
         assert_eq!(d.store_id(), Some(store.id));
         assert_eq!(d.environment(), Some("test"));
         assert_eq!(d.permissions(), Some(perms(json!({"Orders": ["View"]}))));
+        // The same three, as one value; equal for every decision naming the key, and
+        // different from another key's.
+        let identity = d.key_identity().unwrap();
+        assert_eq!(
+            (
+                identity.key_id(),
+                identity.store_id(),
+                identity.environment()
+            ),
+            (created.key.id.as_str(), store.id, "test")
+        );
+        let again = verify(&engine, &created.credential(), Area::Coupons, Action::Edit);
+        assert_eq!(again.key_identity(), Some(identity));
+        let other = verify(
+            &engine,
+            &default_key.credential(),
+            Area::Orders,
+            Action::View,
+        );
+        assert_ne!(other.key_identity(), Some(identity));
     }
+    let unknown = verify(&engine, "nonsense", Area::Orders, Action::View);
+    assert_eq!(unknown.key_identity(), None);
 }
 
 #[test]

@@ -190,6 +190,12 @@ test('decisions name the right key however keys alternate, and arguments are che
   assert.throws(() => eng.verify(42, { area: 7, ip: '1.2.3.4' }), (err) => err.problems.length === 2)
   assert.throws(() => eng.verify(a.credential, { ip: 7 }), { code: 'VALIDATION' })
   assert.throws(() => eng.verify(a.credential, { ip: '999.1.1.1' }), (err) => err.problems[0].startsWith('ip:'))
+  // A path that is not a string is refused, with or without a client address.
+  for (const ip of [undefined, '1.2.3.4']) {
+    assert.throws(() => eng.verify(a.credential, { ip, path: 7 }), (err) => err.problems.join() === 'path: expected a string')
+    assert.throws(() => eng.verify(a.credential, { ip, path: {} }), { code: 'VALIDATION' })
+    assert.equal(eng.verify(a.credential, { ip, path: null }).allowed, true)
+  }
   // Credentials longer than the native stack buffer are read whole, and refused as invalid.
   assert.equal(eng.verify('x'.repeat(5000)).code, 'INVALID')
   assert.equal(eng.verify(a.credential + 'x'.repeat(300)).code, 'INVALID')

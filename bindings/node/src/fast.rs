@@ -32,7 +32,7 @@ use std::hash::BuildHasher;
 use std::mem::MaybeUninit;
 use std::ptr;
 
-use latchkey::{DenyCode, Permission, StoreId, VerifyRequest};
+use latchkey::{DenyCode, KeyIdentity, Permission, VerifyRequest};
 use napi::sys;
 use napi::sys::{Status, TypedarrayType, ValueType};
 
@@ -75,24 +75,19 @@ struct Verifier {
 /// round was sent, so a slot it reads is always the latest one written.
 #[derive(Default)]
 struct Identities {
-    table: hashbrown::HashTable<(Box<str>, StoreId, Box<str>, u32)>,
+    table: hashbrown::HashTable<(KeyIdentity, u32)>,
     hasher: foldhash::fast::RandomState,
 }
 
 impl Identities {
     const CAP: usize = 1 << 16;
 
-    fn hash(&self, key_id: &str, store: StoreId, environment: &str) -> u64 {
-        self.hasher.hash_one((key_id, store, environment))
-    }
-
     /// The number of this identity, and whether it is new (so its strings must be sent).
-    fn number(&mut self, key_id: &str, store: StoreId, environment: &str) -> (u32, bool) {
-        let hash = self.hash(key_id, store, environment);
-        let same = |(k, s, e, _): &(Box<str>, StoreId, Box<str>, u32)| {
-            &**k == key_id && *s == store && &**e == environment
-        };
-        if let Some(&(_, _, _, n)) = self.table.find(hash, same) {
+    /// Looked up on every verify that names a key: `KeyIdentity` is fixed-size, so this hashes
+    /// and compares words, never strings.
+    fn number(&mut self, identity: KeyIdentity) -> (u32, bool) {
+        let hash = self.hasher.hash_one(identity);
+        if let Some(&(_, n)) = self.table.find(hash, |(known, _)| *known == identity) {
             return (n, false);
         }
         if self.table.len() >= Self::CAP {
@@ -101,11 +96,8 @@ impl Identities {
         // Below CAP (2^16), so it fits a u32.
         let n = self.table.len() as u32;
         let hasher = &self.hasher;
-        self.table.insert_unique(
-            hash,
-            (key_id.into(), store, environment.into(), n),
-            |(k, s, e, _)| hasher.hash_one((&**k, *s, &**e)),
-        );
+        self.table
+            .insert_unique(hash, (identity, n), |(known, _)| hasher.hash_one(known));
         (n, true)
     }
 }
@@ -235,24 +227,25 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
                 None
             });
     let mut index = -1i32;
-    let mut kind = 0;
-    unsafe { sys::napi_typeof(env, argv[1], &mut kind) };
-    let permission = if kind == ValueType::napi_number
-        && unsafe { sys::napi_get_value_int32(env, argv[1], &mut index) } == Status::napi_ok
-    {
-        match u32::try_from(index) {
-            Ok(i) => Permission::from_index(i).or_else(|| {
-                problems.push(format!("permission: no permission numbered {i}"));
-                None
-            }),
-            Err(_) => None,
-        }
-    } else {
-        if kind != ValueType::napi_undefined {
-            problems.push("permission: expected a permission number".to_owned());
-        }
-        None
-    };
+    // Read first and asked its type only when it is not a number: `napi_typeof` tests the
+    // kinds one by one, which costs more than the read.
+    let permission =
+        if unsafe { sys::napi_get_value_int32(env, argv[1], &mut index) } == Status::napi_ok {
+            match u32::try_from(index) {
+                Ok(i) => Permission::from_index(i).or_else(|| {
+                    problems.push(format!("permission: no permission numbered {i}"));
+                    None
+                }),
+                Err(_) => None,
+            }
+        } else {
+            let mut kind = 0;
+            unsafe { sys::napi_typeof(env, argv[1], &mut kind) };
+            if kind != ValueType::napi_undefined {
+                problems.push("permission: expected a permission number".to_owned());
+            }
+            None
+        };
     let (mut ip_buf, mut ip_heap) = ([MaybeUninit::<u8>::uninit(); STACK_STRING], String::new());
     let ip = match unsafe { read_string(env, argv[2], &mut ip_buf, &mut ip_heap) } {
         Ok(None) => None,
@@ -317,16 +310,12 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
     let code = code as i32;
 
     let mut result = ptr::null_mut();
-    let (Some(key_id), Some(store_id)) = (decision.key_id(), decision.store_id()) else {
+    let Some(identity) = decision.key_identity() else {
         out[Slot::Key as usize] = -1.0;
         unsafe { sys::napi_create_int32(env, code, &mut result) };
         return result;
     };
-    let environment = decision.environment().unwrap_or_default();
-    let (number, new) = verifier
-        .identities
-        .borrow_mut()
-        .number(key_id, store_id, environment);
+    let (number, new) = verifier.identities.borrow_mut().number(identity);
     out[Slot::Key as usize] = f64::from(number);
     if !new {
         unsafe { sys::napi_create_int32(env, code, &mut result) };
@@ -338,7 +327,8 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
         sys::napi_create_array_with_length(env, 4, &mut result);
         sys::napi_create_int32(env, code, &mut element);
         sys::napi_set_element(env, result, 0, element);
-        for (i, text) in [key_id, store_id.as_str(), environment]
+        let store_id = identity.store_id();
+        for (i, text) in [identity.key_id(), store_id.as_str(), identity.environment()]
             .into_iter()
             .enumerate()
         {
