@@ -221,7 +221,8 @@ class Engine {
     }
     let code
     try {
-      code = this.#verify(credential, permission, ip, path)
+      // The native function takes the address last, and only when there is one.
+      code = ip == null ? this.#verify(credential, permission, path) : this.#verify(credential, permission, path, ip)
     } catch (err) {
       throw typed(err)
     }

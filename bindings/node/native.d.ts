@@ -27,10 +27,10 @@ export declare class Engine {
    */
   callAsync(op: string, args: any): Promise<string>
   /**
-   * A `verify(credential, permissionNumber, ip, path)` function bound to this engine that
+   * A `verify(credential, permissionNumber, path, ip?)` function bound to this engine that
    * writes the decision's limit fields into `out` (a `Float64Array` of 6); see `src/fast.rs`.
    */
-  bindVerify(out: Float64Array): (credential?: string | null, permission?: number, ip?: string | null, path?: string | null) => number | [number, string, string, string]
+  bindVerify(out: Float64Array): (credential?: string | null, permission?: number, path?: string | null, ip?: string | null) => number | [number, string, string, string]
   /**
    * Records the request a decision answered in its store's request log (buffered; never
    * blocks): the store and key the decision named and its code number (0 = allowed).

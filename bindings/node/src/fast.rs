@@ -193,7 +193,9 @@ unsafe fn read_string<'b>(
     Ok(Some(heap.as_str()))
 }
 
-/// `verify(credential, permissionIndex, ip, path)`; see the module documentation.
+/// `verify(credential, permissionIndex, path[, ip])`; see the module documentation. The address
+/// is last so an in-process caller, which has none, leaves it out: an absent argument is known
+/// from the count, where an `undefined` one costs a failed read and a type test.
 unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
     let mut argc = 4usize;
     let mut argv = [ptr::null_mut(); 4];
@@ -247,7 +249,12 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
             None
         };
     let (mut ip_buf, mut ip_heap) = ([MaybeUninit::<u8>::uninit(); STACK_STRING], String::new());
-    let ip = match unsafe { read_string(env, argv[2], &mut ip_buf, &mut ip_heap) } {
+    let read_ip = if argc < 4 {
+        Ok(None)
+    } else {
+        unsafe { read_string(env, argv[3], &mut ip_buf, &mut ip_heap) }
+    };
+    let ip = match read_ip {
         Ok(None) => None,
         Ok(Some(text)) => latchkey::parse_ip(text).or_else(|| {
             problems.push(format!(
@@ -263,7 +270,7 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
     };
     let (mut path_buf, mut path_heap) =
         ([MaybeUninit::<u8>::uninit(); STACK_STRING], String::new());
-    let path = unsafe { read_string(env, argv[3], &mut path_buf, &mut path_heap) }
+    let path = unsafe { read_string(env, argv[2], &mut path_buf, &mut path_heap) }
         .unwrap_or_else(|()| {
             problems.push("path: expected a string".to_owned());
             None
@@ -350,7 +357,7 @@ unsafe extern "C" fn finalize(env: sys::napi_env, data: *mut c_void, _hint: *mut
     unsafe { sys::napi_delete_reference(env, verifier.out_ref) };
 }
 
-/// A JS function `verify(credential, permissionIndex, ip, path)` bound to `engine`, writing
+/// A JS function `verify(credential, permissionIndex, path[, ip])` bound to `engine`, writing
 /// its limit fields into `out` (a `Float64Array` of [`OUT_LEN`]).
 pub(crate) fn bind(
     env: sys::napi_env,

@@ -211,11 +211,11 @@ impl Engine {
         }))
     }
 
-    /// A `verify(credential, permissionNumber, ip, path)` function bound to this engine that
+    /// A `verify(credential, permissionNumber, path, ip?)` function bound to this engine that
     /// writes the decision's limit fields into `out` (a `Float64Array` of 6); see `src/fast.rs`.
     #[napi(
         ts_args_type = "out: Float64Array",
-        ts_return_type = "(credential?: string | null, permission?: number, ip?: string | null, path?: string | null) => number | [number, string, string, string]"
+        ts_return_type = "(credential?: string | null, permission?: number, path?: string | null, ip?: string | null) => number | [number, string, string, string]"
     )]
     pub fn bind_verify<'env>(&self, env: &'env Env, out: Unknown<'env>) -> Result<Unknown<'env>> {
         let function = fast::bind(env.raw(), self.engine.clone(), out.raw())?;
