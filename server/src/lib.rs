@@ -66,21 +66,40 @@ impl Config {
     }
 }
 
+/// Upper bounds (seconds) of the request-duration histogram's buckets, as Prometheus's `le`
+/// labels; a last, unbounded bucket follows.
+const DURATION_BOUNDS: [&str; 14] = [
+    "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
+    "0.25", "1", "5", "30",
+];
+/// The same bounds in microseconds, to place a duration without floating point.
+const DURATION_BOUNDS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+    5_000_000, 30_000_000,
+];
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: AtomicU64,
     /// By status class: 2xx, 3xx, 4xx, 5xx.
     by_class: [AtomicU64; 4],
     /// Verify decisions by code, in `latchkey::DenyCode::ALL` order, then `OK`.
     decisions: [AtomicU64; 10],
+    /// Requests by duration bucket (not cumulative; summed when scraped), the last unbounded.
+    durations: [AtomicU64; 15],
+    /// The sum of all durations, in nanoseconds (584 years of request time before it wraps).
+    duration_ns: AtomicU64,
 }
 
 impl Metrics {
-    fn count(&self, status: StatusCode) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+    fn count(&self, status: StatusCode, took: std::time::Duration) {
         let class = usize::from(status.as_u16() / 100).saturating_sub(2).min(3);
         self.by_class[class].fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = DURATION_BOUNDS_US.partition_point(|&bound| bound < us);
+        self.durations[bucket].fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.duration_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
     fn decision(&self, code: Option<latchkey::DenyCode>) {
@@ -183,6 +202,30 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
             m.by_class[i].load(Ordering::Relaxed)
         );
     }
+    family(
+        &mut out,
+        "latchkey_http_request_duration_seconds",
+        "histogram",
+        "Time from a request's head to its response (the body may stream after).",
+    );
+    let mut cumulative = 0u64;
+    for (i, bucket) in m.durations.iter().enumerate() {
+        cumulative += bucket.load(Ordering::Relaxed);
+        let le = DURATION_BOUNDS.get(i).copied().unwrap_or("+Inf");
+        let _ = writeln!(
+            out,
+            "latchkey_http_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        );
+    }
+    // Nanoseconds to seconds: f64 is exact to the nanosecond for 104 days of request time,
+    // and a sum that large only needs its leading digits.
+    #[allow(clippy::cast_precision_loss)]
+    let sum = m.duration_ns.load(Ordering::Relaxed) as f64 / 1e9;
+    let _ = writeln!(out, "latchkey_http_request_duration_seconds_sum {sum}");
+    let _ = writeln!(
+        out,
+        "latchkey_http_request_duration_seconds_count {cumulative}"
+    );
     family(
         &mut out,
         "latchkey_verify_decisions_total",

@@ -56,6 +56,7 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 /// Request id, timeout, a wrapper body on empty error responses, metrics.
 pub async fn envelope(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let id = request_id(request.headers());
     let timeout = state.config.request_timeout;
     let mut response = match tokio::time::timeout(timeout, next.run(request)).await {
@@ -85,7 +86,7 @@ pub async fn envelope(State(state): State<AppState>, request: Request, next: Nex
         }
     }
     response.headers_mut().insert(REQUEST_ID, id);
-    state.metrics.count(status);
+    state.metrics.count(status, started.elapsed());
     response
 }
 

@@ -705,6 +705,34 @@ async fn storefront_health_metrics_limits_and_fallbacks() {
         "{text}"
     );
     assert!(text.contains("latchkey_http_requests_total{class=\"4xx\"}"));
+    // The duration histogram counts every request answered before this scrape, once: its
+    // buckets are cumulative and end at the total of the status classes.
+    let value = |line: &str| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+    let answered: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("latchkey_http_requests_total{"))
+        .map(value)
+        .sum();
+    let buckets: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("latchkey_http_request_duration_seconds_bucket{"))
+        .map(value)
+        .collect();
+    assert_eq!(buckets.len(), 15, "{text}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{text}");
+    assert!(answered > 10.0, "{text}");
+    assert_eq!(buckets[14], answered, "{text}");
+    assert!(text.contains("latchkey_http_request_duration_seconds_bucket{le=\"+Inf\"}"));
+    let count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("latchkey_http_request_duration_seconds_count "))
+        .expect("the histogram's count");
+    assert_eq!(count.parse::<f64>().unwrap(), answered);
+    let sum = text
+        .lines()
+        .find_map(|l| l.strip_prefix("latchkey_http_request_duration_seconds_sum "))
+        .expect("the histogram's sum");
+    assert!(sum.parse::<f64>().unwrap() > 0.0, "{text}");
     // A gauge, not a counter: what is pending depends on when the writer last ran.
     let pending = text
         .lines()
