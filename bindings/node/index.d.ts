@@ -121,9 +121,10 @@ export interface KeyChanges {
 export interface AuditEvent {
   seq: number
   at: string
-  action: 'key_created' | 'key_updated' | 'key_regenerated' | 'key_revoked'
+  action: 'key_created' | 'key_updated' | 'key_regenerated' | 'key_revoked' | 'store_updated'
   storeId: string
-  keyId: string
+  /** The key the event is about; `null` for a change to the store's settings. */
+  keyId: string | null
   actor: { type: string; id: string }
   /** The fields an update changed. */
   changes: string[]

@@ -164,10 +164,10 @@ class Engine {
     return output(this.#call('listStores', {}))
   }
   updateStore(storeId, changes) {
-    return output(this.#call('updateStore', { storeId, patch: input(changes) }))
+    return output(this.#call('updateStore', { storeId, actor: this.#actor, patch: input(changes) }))
   }
   async updateStoreAsync(storeId, changes) {
-    return output(await this.#callAsync('updateStore', { storeId, patch: input(changes) }))
+    return output(await this.#callAsync('updateStore', { storeId, actor: this.#actor, patch: input(changes) }))
   }
 
   // ---- keys (SPEC §3) -----------------------------------------------------------------------

@@ -156,6 +156,7 @@ fn million_keys() -> (Engine, Vec<String>) {
         engine
             .update_store(
                 sid,
+                &latchkey::Actor::admin("bench"),
                 StorePatch {
                     max_scoped_keys: Some(999),
                     ..Default::default()

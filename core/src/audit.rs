@@ -1,5 +1,5 @@
-//! Audit events: who created, changed, regenerated or revoked which key, and when. Written in
-//! the same transaction as the change they describe.
+//! Audit events: who created, changed, regenerated or revoked which key, or changed the
+//! store's settings, and when. Written in the same transaction as the change they describe.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -22,7 +22,7 @@ impl Actor {
     }
 }
 
-/// What happened to the key.
+/// What happened: to a key, or to the store's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
@@ -30,6 +30,9 @@ pub enum AuditAction {
     KeyUpdated,
     KeyRegenerated,
     KeyRevoked,
+    /// The store's settings changed (`changes` names them; e.g. `api_enabled` when the REST
+    /// API was switched off).
+    StoreUpdated,
 }
 
 /// One audit record.
@@ -41,7 +44,9 @@ pub struct AuditEvent {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     pub store_id: StoreId,
-    pub key_id: String,
+    /// The key the event is about; `None` for a store's own events (`StoreUpdated`).
+    #[serde(default)]
+    pub key_id: Option<String>,
     pub action: AuditAction,
     pub actor: Actor,
     /// The fields an update changed (names only, never values).

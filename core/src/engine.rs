@@ -16,6 +16,7 @@ use crossbeam_queue::SegQueue;
 use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::audit::{Actor, AuditAction, AuditEvent};
@@ -31,7 +32,7 @@ use crate::permissions::{Action, Area, Permission, PermissionSet};
 use crate::rates::Rates;
 use crate::secret::Secret;
 use crate::storage::{self, AUDIT, KEYS, STORES, USAGE};
-use crate::stores::{NewStore, Store, StorePatch};
+use crate::stores::{NewStore, Store, StorePatch, StoreSettings};
 use crate::verify::{Decision, DenyCode, LimitState, VerifyRequest};
 use crate::webhooks::WebhookOptions;
 
@@ -530,7 +531,7 @@ impl Engine {
     }
 
     /// Changes a store's settings. Takes effect for the very next verify.
-    pub fn update_store(&self, store_id: &str, patch: StorePatch) -> Result<Store> {
+    pub fn update_store(&self, store_id: &str, actor: &Actor, patch: StorePatch) -> Result<Store> {
         let inner = &*self.inner;
         let _writer = inner.writer.lock();
         let now = inner.clock.now();
@@ -557,10 +558,16 @@ impl Engine {
                 }
             }
         }
+        let changes = changed_settings(&record.store.settings, &settings)?;
         record.store.settings = settings;
         record.updated_at = now;
         tx.open_table(STORES)?
             .insert(store_id, storage::encode(&record)?.as_slice())?;
+        // A patch that changes nothing leaves no event (as a key update that changes nothing).
+        if !changes.is_empty() {
+            let action = AuditAction::StoreUpdated;
+            append_audit(&tx, record.store.id, None, action, actor, changes, now)?;
+        }
         tx.commit()?;
         if let Some(live) = inner.stores.read().get(&record.store.id) {
             live.set(&record.store.settings);
@@ -1240,7 +1247,7 @@ fn write_change(
         AuditAction::KeyCreated => Some("api_key.created"),
         AuditAction::KeyRegenerated => Some("api_key.regenerated"),
         AuditAction::KeyRevoked => Some("api_key.revoked"),
-        AuditAction::KeyUpdated => None,
+        AuditAction::KeyUpdated | AuditAction::StoreUpdated => None,
     };
     if let Some(event) = event {
         let data = serde_json::to_value(record.to_key())
@@ -1268,23 +1275,55 @@ fn write_audit(
     changes: Vec<String>,
     now: OffsetDateTime,
 ) -> Result<()> {
+    let key_id = Some(record.id.clone());
+    append_audit(tx, record.store_id, key_id, action, actor, changes, now)
+}
+
+fn append_audit(
+    tx: &WriteTransaction,
+    store_id: StoreId,
+    key_id: Option<String>,
+    action: AuditAction,
+    actor: &Actor,
+    changes: Vec<String>,
+    now: OffsetDateTime,
+) -> Result<()> {
     let seq = storage::next_audit_seq(tx)?;
     let event = AuditEvent {
         v: AuditEvent::VERSION,
         seq,
         at: now,
-        store_id: record.store_id,
-        key_id: record.id.clone(),
+        store_id,
+        key_id,
         action,
         actor: actor.clone(),
         changes,
     };
     let mut audit = tx.open_table(AUDIT)?;
     audit.insert(
-        (record.store_id.as_str(), seq),
+        (store_id.as_str(), seq),
         storage::encode(&event)?.as_slice(),
     )?;
     Ok(())
+}
+
+/// The names of the settings that differ, compared as they are stored (so a setting added
+/// later is covered without being listed here), in alphabetical order. Names only, as for
+/// keys.
+fn changed_settings(before: &StoreSettings, after: &StoreSettings) -> Result<Vec<String>> {
+    let as_map = |settings: &StoreSettings| match serde_json::to_value(settings) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(Error::Corrupt("cannot encode store settings".into())),
+    };
+    let (before, after) = (as_map(before)?, as_map(after)?);
+    let mut changed: Vec<String> = after
+        .iter()
+        .filter(|(name, value)| before.get(*name) != Some(*value))
+        .map(|(name, _)| name.clone())
+        .collect();
+    // The map's order depends on serde_json's features, which the whole build unifies.
+    changed.sort_unstable();
+    Ok(changed)
 }
 
 /// A key that creates keys can never grant a permission it does not hold itself.

@@ -123,7 +123,7 @@ impl Op {
             Op::CreateStore => &["actor", "input"],
             Op::GetStore | Op::ListKeys | Op::ListWebhooks => &["storeId"],
             Op::ListStores | Op::Flush | Op::DeliverWebhooks | Op::StartWebhookWorker => &[],
-            Op::UpdateStore => &["storeId", "patch"],
+            Op::UpdateStore => &["storeId", "actor", "patch"],
             Op::CreateKey => &["storeId", "actor", "input"],
             Op::GetKey => &["storeId", "keyId"],
             Op::UpdateKey => &["storeId", "actor", "keyId", "patch"],
@@ -296,11 +296,10 @@ pub fn call(engine: &Engine, op: Op, args: &Value) -> Result<Value> {
             Ok(json!(engine.list_stores()?))
         }
         Op::UpdateStore => {
-            let (store, patch) = (a.text("storeId"), a.object("patch"));
+            let (store, actor, patch) = (a.text("storeId"), a.actor(), a.object("patch"));
             a.finish()?;
-            Ok(json!(
-                engine.update_store(store, StorePatch::from_json(patch)?)?
-            ))
+            let patch = StorePatch::from_json(patch)?;
+            Ok(json!(engine.update_store(store, &actor, patch)?))
         }
         Op::CreateKey => {
             let (store, actor, input) = (a.text("storeId"), a.actor(), a.object("input"));

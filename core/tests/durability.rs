@@ -20,6 +20,7 @@ fn child(path: &str) -> ! {
     engine
         .update_store(
             sid,
+            &admin(),
             StorePatch {
                 max_scoped_keys: Some(10_000),
                 ..Default::default()

@@ -735,7 +735,7 @@ fn storefront_shows_active_packages_of_the_default_environment() {
         ..Default::default()
     };
     assert!(
-        engine.update_store(sid, patch).is_err(),
+        engine.update_store(sid, &admin(), patch).is_err(),
         "live still has its default key"
     );
 }

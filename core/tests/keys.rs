@@ -86,6 +86,7 @@ fn stores_list_and_update_with_validation() {
     let err = engine
         .update_store(
             a.id.as_str(),
+            &admin(),
             StorePatch {
                 name: Some(String::new()),
                 key_prefix: Some("X".into()),
@@ -106,6 +107,7 @@ fn stores_list_and_update_with_validation() {
     let renamed = engine
         .update_store(
             a.id.as_str(),
+            &admin(),
             StorePatch {
                 name: Some("Renamed".into()),
                 key_prefix: Some("shop".into()),
@@ -138,13 +140,15 @@ fn an_environment_in_use_cannot_be_removed() {
         ..Default::default()
     };
     assert_eq!(
-        code_of(engine.update_store(store.id.as_str(), drop_test())),
+        code_of(engine.update_store(store.id.as_str(), &admin(), drop_test())),
         "CONFLICT"
     );
     engine
         .revoke_key(store.id.as_str(), &admin(), &key.key.id)
         .unwrap();
-    engine.update_store(store.id.as_str(), drop_test()).unwrap();
+    engine
+        .update_store(store.id.as_str(), &admin(), drop_test())
+        .unwrap();
 }
 
 #[test]
@@ -170,6 +174,7 @@ fn scoped_keys_are_capped_per_store() {
     engine
         .update_store(
             sid,
+            &admin(),
             StorePatch {
                 max_scoped_keys: Some(6),
                 ..Default::default()
@@ -258,6 +263,7 @@ fn expiry_defaults_to_the_store_ttl_and_can_be_none() {
     engine
         .update_store(
             sid,
+            &admin(),
             StorePatch {
                 default_key_ttl_days: Patch::Null,
                 ..Default::default()
@@ -560,6 +566,29 @@ fn audit_records_who_did_what_newest_first() {
     assert_eq!(engine.audit(other.id.as_str(), 10).unwrap().len(), 1);
     // A revoked key is gone from reads.
     assert_eq!(code_of(engine.get_key(sid, &key.key.id)), "NOT_FOUND");
+
+    // The store's settings: who switched the REST API off, and what else changed with it.
+    let ops = Actor::admin("ops");
+    let patch = StorePatch::from_json(&json!({"api_enabled": false, "name": "Renamed"})).unwrap();
+    engine.update_store(sid, &ops, patch).unwrap();
+    // A patch that changes nothing (the same value again) leaves no event.
+    let same = StorePatch::from_json(&json!({"api_enabled": false})).unwrap();
+    engine.update_store(sid, &ops, same).unwrap();
+    // Nor does one that is refused (`live` still has the default key).
+    let bad = StorePatch::from_json(&json!({"environments": ["test"], "name": "X"})).unwrap();
+    assert_eq!(code_of(engine.update_store(sid, &ops, bad)), "CONFLICT");
+    let events = engine.audit(sid, 10).unwrap();
+    assert_eq!(events.len(), 6);
+    let latest = &events[0];
+    assert_eq!(latest.action, AuditAction::StoreUpdated);
+    assert_eq!((latest.key_id.as_deref(), &latest.actor), (None, &ops));
+    assert_eq!(latest.changes, ["api_enabled", "name"]);
+    let shown = serde_json::to_value(latest).unwrap();
+    assert_eq!(
+        (shown["action"].clone(), shown["key_id"].clone()),
+        (json!("store_updated"), json!(null))
+    );
+    assert_eq!(events[1].key_id.as_deref(), Some(key.key.id.as_str()));
 }
 
 #[test]
@@ -632,6 +661,7 @@ fn reopening_the_database_keeps_everything() {
         engine
             .update_store(
                 sid,
+                &admin(),
                 StorePatch {
                     name: Some("Kept".into()),
                     ..Default::default()
@@ -673,7 +703,8 @@ fn reopening_the_database_keeps_everything() {
         Some(DenyCode::Inactive)
     );
     assert_eq!(engine.list_keys(sid).unwrap().len(), 3);
-    assert_eq!(engine.audit(sid, 100).unwrap().len(), 6);
+    // Five key creations (the default key's too), a revocation, an update, the rename.
+    assert_eq!(engine.audit(sid, 100).unwrap().len(), 7);
 }
 
 #[test]

@@ -171,7 +171,7 @@ fn precedence_is_key_then_store_then_server_default() {
         default_rate_limit: latchkey::Patch::Set(RateLimit::per_minute(5)),
         ..Default::default()
     };
-    engine.update_store(sid, patch).unwrap();
+    engine.update_store(sid, &admin(), patch).unwrap();
     assert_eq!(
         orders(&engine, &plain.credential()).limit().unwrap().limit,
         5

@@ -122,7 +122,9 @@ fn each_store_keeps_its_log_for_its_retention() {
         log_retention_days: Some(7),
         ..Default::default()
     };
-    engine.update_store(store.id.as_str(), patch).unwrap();
+    engine
+        .update_store(store.id.as_str(), &admin(), patch)
+        .unwrap();
     engine.record_request(entry(
         &engine,
         store.id,
@@ -149,6 +151,7 @@ fn each_store_keeps_its_log_for_its_retention() {
     let err = engine
         .update_store(
             store.id.as_str(),
+            &admin(),
             StorePatch {
                 log_retention_days: Some(0),
                 ..Default::default()

@@ -53,7 +53,7 @@ impl Run {
             "update_store" => {
                 let patch = StorePatch::from_json(&step["patch"]).map_err(fail)?;
                 self.engine
-                    .update_store(&self.store(step), patch)
+                    .update_store(&self.store(step), &admin, patch)
                     .map_err(fail)?;
             }
             "create_key" => {
@@ -107,6 +107,34 @@ impl Run {
                     assert_eq!(
                         Some(page.items.len() as u64),
                         step["expect_count"].as_u64(),
+                        "{step}"
+                    );
+                }
+            }
+            "audit" => {
+                // The newest events, newest first: action, key (by name; null for a store
+                // event), changed fields, and the scenario's actor on every one.
+                let expected = step["expect"].as_array().expect("`expect` events");
+                let events = self
+                    .engine
+                    .audit(&self.store(step), expected.len())
+                    .map_err(fail)?;
+                let shown: Vec<Value> = events
+                    .iter()
+                    .map(|e| serde_json::to_value(e).unwrap())
+                    .collect();
+                assert_eq!(shown.len(), expected.len(), "{step}");
+                for (event, want) in shown.iter().zip(expected) {
+                    let key = want["key"]
+                        .as_str()
+                        .map(|name| json!(self.keys[name].0))
+                        .unwrap_or(Value::Null);
+                    assert_eq!(event["action"], want["action"], "{step}");
+                    assert_eq!(event["key_id"], key, "{step}");
+                    assert_eq!(event["changes"], want["changes"], "{step}");
+                    assert_eq!(
+                        event["actor"],
+                        json!({"type": "admin", "id": "scenario"}),
                         "{step}"
                     );
                 }

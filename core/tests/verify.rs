@@ -175,6 +175,7 @@ fn expired_then_inactive_then_store_checks_in_order() {
     engine
         .update_store(
             sid,
+            &admin(),
             StorePatch {
                 require_pro: Some(true),
                 ..Default::default()
@@ -188,6 +189,7 @@ fn expired_then_inactive_then_store_checks_in_order() {
     engine
         .update_store(
             sid,
+            &admin(),
             StorePatch {
                 api_enabled: Some(false),
                 ..Default::default()
@@ -224,6 +226,7 @@ fn plan_required_lifts_with_an_active_pro_plan_and_returns_when_it_lapses() {
     engine
         .update_store(
             sid,
+            &admin(),
             StorePatch {
                 require_pro: Some(true),
                 plan: Some(Plan {
@@ -433,6 +436,7 @@ fn thousands_of_keys_stay_exact_through_growth_regeneration_and_revocation() {
     engine
         .update_store(
             sid,
+            &admin(),
             StorePatch {
                 max_scoped_keys: Some(3_000),
                 ..Default::default()

@@ -298,6 +298,14 @@ test('settings save, permissions become editable, and keyboard users can close d
   await edit.getByRole('button', { name: 'Save' }).click()
   await page.getByRole('cell', { name: 'Orders: View · Packages: View' }).waitFor()
 
+  // The audit trail shows the settings change, the setting it changed and who changed it.
+  await page.getByRole('link', { name: 'Audit trail' }).click()
+  await page.getByRole('heading', { name: 'Audit trail' }).waitFor()
+  const change = await page.locator('tbody tr', { hasText: 'store updated' }).first().textContent()
+  assert.match(change, /store settings.*permissions_editable/)
+  await page.getByRole('link', { name: 'API keys' }).click()
+  await page.getByRole('heading', { name: 'API keys' }).waitFor()
+
   await page.getByRole('button', { name: 'Create API key' }).click()
   await page.getByRole('dialog').waitFor()
   await page.keyboard.press('Escape')

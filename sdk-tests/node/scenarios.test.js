@@ -67,6 +67,20 @@ class Run {
         assert.equal(page.items.length, step.expect_count, JSON.stringify(step))
         break
       }
+      case 'audit': {
+        // The newest events, newest first: action, key (by name; null for a store event),
+        // changed fields, and the scenario's actor on every one.
+        const events = this.eng.audit(store(), { limit: step.expect.length })
+        const seen = events.map((e) => [e.action, e.keyId, e.changes, e.actor])
+        const wanted = step.expect.map((w) => [
+          w.action,
+          w.key === null ? null : this.keys[w.key][0],
+          w.changes,
+          { type: 'admin', id: 'scenario' },
+        ])
+        assert.deepEqual(seen, wanted, JSON.stringify(step))
+        break
+      }
       default:
         throw new Error(`unknown op ${step.op}`)
     }

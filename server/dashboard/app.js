@@ -624,8 +624,9 @@ async function auditTab(body, store) {
         h('thead', {}, h('tr', {}, ['Time', 'Change', 'Key', 'By', 'Details'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, events.map((e) => h('tr', {},
           h('td', {}, when(e.at)),
-          h('td', {}, e.action.replace('key_', 'key ')),
-          h('td', {}, names[e.key_id] || h('code', {}, e.key_id)),
+          h('td', {}, e.action.replace('_', ' ')),
+          // A store's own events (settings changed) name no key.
+          h('td', {}, e.key_id === null ? 'store settings' : names[e.key_id] || h('code', {}, e.key_id)),
           h('td', {}, `${e.actor.type} ${e.actor.id}`),
           h('td', {}, e.changes.join(', ') || '—')))))
       : h('p', { class: 'empty' }, 'No changes yet.'))

@@ -224,7 +224,7 @@ async fn update_store(
     guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
     let body = guard!(json_object(&state, &headers, body, false).await);
     let updated = StorePatch::from_json(&body)
-        .and_then(|patch| state.engine.update_store(&store_id, patch))
+        .and_then(|patch| state.engine.update_store(&store_id, &actor(&claims), patch))
         .map(|s| json!(s));
     result(StatusCode::OK, updated)
 }

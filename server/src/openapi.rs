@@ -324,7 +324,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             &[("limit", "integer")],
-            "Key audit trail, newest first"
+            "Audit trail (keys and store settings), newest first"
         ),
         op!(
             "get",

@@ -442,7 +442,16 @@ async fn management_api_with_a_token() {
     let audit = h
         .admin("GET", &format!("/api/stores/{sid}/audit"), None)
         .await;
-    assert!(audit.body["data"].as_array().unwrap().len() >= 3);
+    let events = audit.body["data"].as_array().unwrap();
+    assert!(events.len() >= 3);
+    // Switching the REST API off is in the trail, with the token's subject as the actor.
+    let switched = events
+        .iter()
+        .find(|e| e["action"] == "store_updated")
+        .expect("the settings change is audited");
+    assert_eq!(switched["key_id"], Value::Null);
+    assert_eq!(switched["changes"], json!(["api_enabled"]));
+    assert_eq!(switched["actor"], json!({"type": "admin", "id": "ops"}));
     let logs = h
         .admin("GET", &format!("/api/stores/{sid}/logs?status=403"), None)
         .await;

@@ -294,11 +294,18 @@ impl Engine {
         self.call(py, |e| Ok(to_text(&json!(e.list_stores()?))))
     }
 
-    fn update_store(&self, py: Python<'_>, store_id: &str, patch: &str) -> PyResult<String> {
+    fn update_store(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        actor: &str,
+        patch: &str,
+    ) -> PyResult<String> {
         let patch = parse_json(py, patch)?;
+        let actor = Actor::admin(actor);
         self.call(py, move |e| {
             let patch = latchkey::StorePatch::from_json(&patch)?;
-            Ok(to_text(&json!(e.update_store(store_id, patch)?)))
+            Ok(to_text(&json!(e.update_store(store_id, &actor, patch)?)))
         })
     }
 

@@ -49,6 +49,16 @@ class Run:
         elif op == "list_entities":
             page = self.eng.list(self.stores[step["store"]], step["area"], environment=step.get("environment", "live"))
             assert len(page.items) == step["expect_count"], step
+        elif op == "audit":
+            # The newest events, newest first: action, key (by name; None for a store
+            # event), changed fields, and the scenario's actor on every one.
+            expected = step["expect"]
+            events = self.eng.audit(self.stores[step["store"]], limit=len(expected))
+            assert len(events) == len(expected), step
+            for event, want in zip(events, expected):
+                key = self.keys[want["key"]][0] if want["key"] is not None else None
+                assert (event.action, event.key_id, event.changes) == (want["action"], key, want["changes"]), step
+                assert event.actor == {"type": "admin", "id": "scenario"}, step
         else:
             raise AssertionError(f"unknown op {op}")
 

@@ -77,7 +77,7 @@ pub fn allow_permission_edits(engine: &Engine, store_id: &str) {
         permissions_editable: Some(true),
         ..Default::default()
     };
-    engine.update_store(store_id, patch).unwrap();
+    engine.update_store(store_id, &admin(), patch).unwrap();
 }
 
 /// Activates or deactivates a key as the administrator.

@@ -204,7 +204,7 @@ class Engine:
         return [Store(s) for s in json.loads(self._native.list_stores())]
 
     def update_store(self, store_id: str, **settings: Any) -> Store:
-        return Store(json.loads(self._native.update_store(store_id, _dump(settings))))
+        return Store(json.loads(self._native.update_store(store_id, self.actor, _dump(settings))))
 
     # ---- keys -----------------------------------------------------------------------------
 
