@@ -121,10 +121,20 @@ export interface KeyChanges {
 export interface AuditEvent {
   seq: number
   at: string
-  action: 'key_created' | 'key_updated' | 'key_regenerated' | 'key_revoked' | 'store_updated'
+  action:
+    | 'key_created'
+    | 'key_updated'
+    | 'key_regenerated'
+    | 'key_revoked'
+    | 'store_updated'
+    | 'webhook_created'
+    | 'webhook_updated'
+    | 'webhook_deleted'
   storeId: string
-  /** The key the event is about; `null` for a change to the store's settings. */
+  /** The key the event is about; `null` for a store's or a webhook's event. */
   keyId: string | null
+  /** The webhook endpoint a `webhook_*` event is about (absent on other events). */
+  webhookId?: string
   actor: { type: string; id: string }
   /** The fields an update changed. */
   changes: string[]

@@ -277,10 +277,10 @@ class Engine {
 
   /** Registers an endpoint `{url, events, active?}`; the result's `secret` is shown this once. */
   createWebhook(storeId, endpoint) {
-    return output(this.#call('createWebhook', { storeId, input: input(endpoint) }))
+    return output(this.#call('createWebhook', { storeId, actor: this.#actor, input: input(endpoint) }))
   }
   async createWebhookAsync(storeId, endpoint) {
-    return output(await this.#callAsync('createWebhook', { storeId, input: input(endpoint) }))
+    return output(await this.#callAsync('createWebhook', { storeId, actor: this.#actor, input: input(endpoint) }))
   }
   listWebhooks(storeId) {
     return output(this.#call('listWebhooks', { storeId }))
@@ -289,16 +289,16 @@ class Engine {
     return output(this.#call('getWebhook', { storeId, webhookId }))
   }
   updateWebhook(storeId, webhookId, changes) {
-    return output(this.#call('updateWebhook', { storeId, webhookId, patch: input(changes) }))
+    return output(this.#call('updateWebhook', { storeId, actor: this.#actor, webhookId, patch: input(changes) }))
   }
   async updateWebhookAsync(storeId, webhookId, changes) {
-    return output(await this.#callAsync('updateWebhook', { storeId, webhookId, patch: input(changes) }))
+    return output(await this.#callAsync('updateWebhook', { storeId, actor: this.#actor, webhookId, patch: input(changes) }))
   }
   deleteWebhook(storeId, webhookId) {
-    this.#call('deleteWebhook', { storeId, webhookId })
+    this.#call('deleteWebhook', { storeId, actor: this.#actor, webhookId })
   }
   async deleteWebhookAsync(storeId, webhookId) {
-    await this.#callAsync('deleteWebhook', { storeId, webhookId })
+    await this.#callAsync('deleteWebhook', { storeId, actor: this.#actor, webhookId })
   }
   /** Deliveries with every attempt, newest first (default 50, at most 500). */
   webhookDeliveries(storeId, webhookId, { limit } = {}) {

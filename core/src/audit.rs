@@ -1,5 +1,5 @@
-//! Audit events: who created, changed, regenerated or revoked which key, or changed the
-//! store's settings, and when. Written in the same transaction as the change they describe.
+//! Audit events: who created, changed, regenerated or revoked which key, changed the store's
+//! settings, or added, changed or removed a webhook endpoint, and when. Written in the same transaction as the change they describe.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -22,7 +22,7 @@ impl Actor {
     }
 }
 
-/// What happened: to a key, or to the store's settings.
+/// What happened: to a key, to the store's settings, or to a webhook endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
@@ -33,6 +33,12 @@ pub enum AuditAction {
     /// The store's settings changed (`changes` names them; e.g. `api_enabled` when the REST
     /// API was switched off).
     StoreUpdated,
+    /// A webhook endpoint was registered (`webhook_id` names it).
+    WebhookCreated,
+    /// An endpoint's `url`, `events` or `active` changed (`changes` names which).
+    WebhookUpdated,
+    /// An endpoint was removed, with its deliveries.
+    WebhookDeleted,
 }
 
 /// One audit record.
@@ -47,6 +53,9 @@ pub struct AuditEvent {
     /// The key the event is about; `None` for a store's own events (`StoreUpdated`).
     #[serde(default)]
     pub key_id: Option<String>,
+    /// The webhook endpoint the event is about (`Webhook*` events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_id: Option<String>,
     pub action: AuditAction,
     pub actor: Actor,
     /// The fields an update changed (names only, never values).

@@ -565,8 +565,8 @@ impl Engine {
             .insert(store_id, storage::encode(&record)?.as_slice())?;
         // A patch that changes nothing leaves no event (as a key update that changes nothing).
         if !changes.is_empty() {
-            let action = AuditAction::StoreUpdated;
-            append_audit(&tx, record.store.id, None, action, actor, changes, now)?;
+            let subject = Subject::Store(record.store.id);
+            append_audit(&tx, subject, AuditAction::StoreUpdated, actor, changes, now)?;
         }
         tx.commit()?;
         if let Some(live) = inner.stores.read().get(&record.store.id) {
@@ -1247,7 +1247,11 @@ fn write_change(
         AuditAction::KeyCreated => Some("api_key.created"),
         AuditAction::KeyRegenerated => Some("api_key.regenerated"),
         AuditAction::KeyRevoked => Some("api_key.revoked"),
-        AuditAction::KeyUpdated | AuditAction::StoreUpdated => None,
+        AuditAction::KeyUpdated
+        | AuditAction::StoreUpdated
+        | AuditAction::WebhookCreated
+        | AuditAction::WebhookUpdated
+        | AuditAction::WebhookDeleted => None,
     };
     if let Some(event) = event {
         let data = serde_json::to_value(record.to_key())
@@ -1275,26 +1279,40 @@ fn write_audit(
     changes: Vec<String>,
     now: OffsetDateTime,
 ) -> Result<()> {
-    let key_id = Some(record.id.clone());
-    append_audit(tx, record.store_id, key_id, action, actor, changes, now)
+    let subject = Subject::Key(record.store_id, &record.id);
+    append_audit(tx, subject, action, actor, changes, now)
 }
 
-fn append_audit(
+/// What an audit event is about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Subject<'a> {
+    Key(StoreId, &'a str),
+    Store(StoreId),
+    Webhook(StoreId, &'a str),
+}
+
+/// Appends an audit event in the caller's write transaction, so it commits with the change.
+pub(crate) fn append_audit(
     tx: &WriteTransaction,
-    store_id: StoreId,
-    key_id: Option<String>,
+    subject: Subject<'_>,
     action: AuditAction,
     actor: &Actor,
     changes: Vec<String>,
     now: OffsetDateTime,
 ) -> Result<()> {
     let seq = storage::next_audit_seq(tx)?;
+    let (store_id, key_id, webhook_id) = match subject {
+        Subject::Key(store, key) => (store, Some(key.to_owned()), None),
+        Subject::Store(store) => (store, None, None),
+        Subject::Webhook(store, webhook) => (store, None, Some(webhook.to_owned())),
+    };
     let event = AuditEvent {
         v: AuditEvent::VERSION,
         seq,
         at: now,
         store_id,
         key_id,
+        webhook_id,
         action,
         actor: actor.clone(),
         changes,

@@ -134,9 +134,10 @@ impl Op {
             Op::ListEntities => &["storeId", "environment", "area", "limit", "cursor"],
             Op::UpdateEntity => &["storeId", "environment", "area", "id", "input"],
             Op::Logs => &["storeId", "query"],
-            Op::CreateWebhook => &["storeId", "input"],
-            Op::GetWebhook | Op::DeleteWebhook | Op::TestWebhook => &["storeId", "webhookId"],
-            Op::UpdateWebhook => &["storeId", "webhookId", "patch"],
+            Op::CreateWebhook => &["storeId", "actor", "input"],
+            Op::GetWebhook | Op::TestWebhook => &["storeId", "webhookId"],
+            Op::DeleteWebhook => &["storeId", "actor", "webhookId"],
+            Op::UpdateWebhook => &["storeId", "actor", "webhookId", "patch"],
             Op::WebhookDeliveries => &["storeId", "webhookId", "limit"],
         }
     }
@@ -386,9 +387,9 @@ pub fn call(engine: &Engine, op: Op, args: &Value) -> Result<Value> {
             Ok(Value::Null)
         }
         Op::CreateWebhook => {
-            let (store, input) = (a.text("storeId"), a.object("input"));
+            let (store, actor, input) = (a.text("storeId"), a.actor(), a.object("input"));
             a.finish()?;
-            engine.create_webhook(store, input)
+            engine.create_webhook(store, &actor, input)
         }
         Op::ListWebhooks => {
             let store = a.text("storeId");
@@ -401,15 +402,15 @@ pub fn call(engine: &Engine, op: Op, args: &Value) -> Result<Value> {
             engine.get_webhook(store, webhook)
         }
         Op::UpdateWebhook => {
-            let (store, webhook) = (a.text("storeId"), a.text("webhookId"));
+            let (store, actor, webhook) = (a.text("storeId"), a.actor(), a.text("webhookId"));
             let patch = a.object("patch");
             a.finish()?;
-            engine.update_webhook(store, webhook, patch)
+            engine.update_webhook(store, &actor, webhook, patch)
         }
         Op::DeleteWebhook => {
-            let (store, webhook) = (a.text("storeId"), a.text("webhookId"));
+            let (store, actor, webhook) = (a.text("storeId"), a.actor(), a.text("webhookId"));
             a.finish()?;
-            engine.delete_webhook(store, webhook)?;
+            engine.delete_webhook(store, &actor, webhook)?;
             Ok(Value::Null)
         }
         Op::WebhookDeliveries => {

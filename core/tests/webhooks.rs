@@ -123,7 +123,7 @@ fn engine(allow_private: bool) -> (Engine, FakeClock) {
 
 fn subscribe(engine: &Engine, store: &str, url: &str, events: &[&str]) -> (String, String) {
     let created = engine
-        .create_webhook(store, &json!({"url": url, "events": events}))
+        .create_webhook(store, &admin(), &json!({"url": url, "events": events}))
         .unwrap();
     (
         created["id"].as_str().unwrap().to_owned(),
@@ -232,7 +232,7 @@ fn order_events_reach_only_subscribed_active_endpoints_of_their_store() {
     subscribe(&engine, sid, &keys_only.url, &["api_key.created"]);
     let (off, _) = subscribe(&engine, sid, &disabled.url, &["api_key.created"]);
     engine
-        .update_webhook(sid, &off, &json!({"active": false}))
+        .update_webhook(sid, &admin(), &off, &json!({"active": false}))
         .unwrap();
     // A key in another store is not this store's event.
     common::scoped(&engine, &other, json!({"Orders": ["View"]}));
@@ -356,7 +356,7 @@ fn gone_disables_the_endpoint_and_enabling_clears_the_reason() {
     assert_eq!(engine.deliver_webhooks().unwrap().queued, 0);
     assert_eq!(receiver.received().len(), 1);
     let enabled = engine
-        .update_webhook(sid, &webhook, &json!({"active": true}))
+        .update_webhook(sid, &admin(), &webhook, &json!({"active": true}))
         .unwrap();
     assert_eq!(enabled["disabled_reason"], Value::Null);
 }
@@ -421,7 +421,7 @@ fn test_dispatch_reports_status_truncated_body_and_errors() {
     let (webhook, secret) = subscribe(&engine, sid, &receiver.url, &["order.created"]);
     // A test dispatch goes out even while the endpoint is disabled.
     engine
-        .update_webhook(sid, &webhook, &json!({"active": false}))
+        .update_webhook(sid, &admin(), &webhook, &json!({"active": false}))
         .unwrap();
     let result = engine.test_webhook(sid, &webhook).unwrap();
     assert_eq!(result["status_code"], 418);
@@ -447,6 +447,7 @@ fn test_dispatch_reports_status_truncated_body_and_errors() {
     engine
         .update_webhook(
             sid,
+            &admin(),
             &webhook,
             &json!({"url": format!("http://127.0.0.1:{port}/")}),
         )
@@ -465,7 +466,7 @@ fn deleting_an_endpoint_drops_its_pending_deliveries() {
     let (webhook, _) = subscribe(&engine, sid, &receiver.url, &["api_key.created"]);
     common::scoped(&engine, &store, json!({"Orders": ["View"]}));
     assert!(engine.deliver_webhooks().unwrap().next_due_ms.is_some());
-    engine.delete_webhook(sid, &webhook).unwrap();
+    engine.delete_webhook(sid, &admin(), &webhook).unwrap();
     assert_eq!(engine.deliver_webhooks().unwrap().next_due_ms, None);
     assert_eq!(
         engine
@@ -589,7 +590,11 @@ fn disguised_internal_addresses_are_refused_at_registration() {
     assert!(urls.len() >= 30);
     for url in &urls {
         let err = engine
-            .create_webhook(sid, &json!({"url": url, "events": ["order.created"]}))
+            .create_webhook(
+                sid,
+                &admin(),
+                &json!({"url": url, "events": ["order.created"]}),
+            )
             .unwrap_err();
         let problems = err.problems().join("; ");
         assert!(problems.contains("refused"), "{url}: {problems}");
@@ -603,13 +608,19 @@ fn disguised_internal_addresses_are_refused_at_registration() {
     let created = engine
         .create_webhook(
             sid,
+            &admin(),
             &json!({"url": "https://hooks.example.com/x", "events": ["order.created"]}),
         )
         .unwrap();
     let id = created["id"].as_str().unwrap();
     assert!(
         engine
-            .update_webhook(sid, id, &json!({"url": "http://[::ffff:127.0.0.1]/"}))
+            .update_webhook(
+                sid,
+                &admin(),
+                id,
+                &json!({"url": "http://[::ffff:127.0.0.1]/"})
+            )
             .is_err()
     );
     assert_eq!(
@@ -640,6 +651,7 @@ fn disguised_internal_addresses_are_refused_at_dispatch_without_connecting() {
                 let created = engine
                     .create_webhook(
                         store.id.as_str(),
+                        &admin(),
                         &json!({"url": url, "events": ["api_key.created"]}),
                     )
                     .unwrap();
@@ -675,6 +687,7 @@ fn a_private_target_is_allowed_when_the_engine_allows_it() {
     let created = engine
         .create_webhook(
             store.id.as_str(),
+            &admin(),
             &json!({"url": "http://2130706433:9/x", "events": ["order.created"]}),
         )
         .unwrap();

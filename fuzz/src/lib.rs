@@ -173,9 +173,15 @@ fn engine_body(engine: &Engine, which: u8, value: &Value) -> latchkey::Result<()
     let area = Area::ALL[usize::from(which / 10) % Area::ALL.len()];
     match which % 10 {
         5 => engine.create_entity(&scope, area, value).map(drop),
-        6 => engine.create_webhook(store.id.as_str(), value).map(drop),
+        6 => engine
+            .create_webhook(store.id.as_str(), &latchkey::Actor::admin("fuzz"), value)
+            .map(drop),
         7 => engine
-            .update_store(store.id.as_str(), &latchkey::Actor::admin("fuzz"), StorePatch::from_json(value)?)
+            .update_store(
+                store.id.as_str(),
+                &latchkey::Actor::admin("fuzz"),
+                StorePatch::from_json(value)?,
+            )
             .map(drop),
         // An update of the area's first entity (once the fuzzer has created one).
         8 => match engine

@@ -271,6 +271,13 @@ test('webhooks: create, send a test and see the answer, deliveries, delete', asy
   await page.getByRole('button', { name: 'Save webhook' }).click()
   await page.getByRole('alert').waitFor()
   assert.match(await page.getByRole('alert').textContent(), /url/)
+
+  // Both endpoints' creation and deletion are in the audit trail.
+  await page.getByRole('link', { name: 'Audit trail' }).click()
+  await page.getByRole('heading', { name: 'Audit trail' }).waitFor()
+  const trail = await page.locator('tbody').textContent()
+  for (const change of ['webhook created', 'webhook deleted']) assert.ok(trail.includes(change), change)
+  assert.match(trail, /webhook wh_[a-z0-9]+/)
   await page.close()
 })
 

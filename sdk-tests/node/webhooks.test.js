@@ -69,7 +69,7 @@ test('key events are delivered signed, once, without the key secret', async () =
 test('a test dispatch reports what the endpoint answered', async () => {
   const r = await receiver(418)
   try {
-    const eng = latchkey.Engine.memory({ allowPrivateWebhooks: true })
+    const eng = latchkey.Engine.memory({ allowPrivateWebhooks: true, actor: 'deploy-bot' })
     const { store } = eng.createStore('Hooks')
     const hook = await eng.createWebhookAsync(store.id, { url: r.url, events: ['order.created'] })
     const result = await eng.testWebhookAsync(store.id, hook.id)
@@ -82,6 +82,13 @@ test('a test dispatch reports what the endpoint answered', async () => {
     assert.equal(off.active, false)
     eng.deleteWebhook(store.id, hook.id)
     assert.throws(() => eng.getWebhook(store.id, hook.id), { code: 'NOT_FOUND' })
+    // The endpoint's life is in the audit trail, by the engine's actor (a test send is not).
+    const trail = eng.audit(store.id, { limit: 3 }).map((e) => [e.action, e.webhookId, e.keyId, e.actor.id, e.changes])
+    assert.deepEqual(trail, [
+      ['webhook_deleted', hook.id, null, 'deploy-bot', []],
+      ['webhook_updated', hook.id, null, 'deploy-bot', ['active']],
+      ['webhook_created', hook.id, null, 'deploy-bot', []],
+    ])
   } finally {
     await r.close()
   }

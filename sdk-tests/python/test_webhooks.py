@@ -118,6 +118,9 @@ def test_a_tampered_body_or_a_foreign_secret_fails_verification(receiver: Receiv
     other = eng.create_webhook(store.id, url=receiver.url, events=["order.created"])
     with pytest.raises(WebhookVerificationError):
         Webhook(other.secret).verify(body, headers)
+    # Both endpoints are in the audit trail, by the engine's actor.
+    trail = [(e.action, e.webhook_id, e.actor["id"]) for e in eng.audit(store.id) if e.action.startswith("webhook_")]
+    assert trail == [("webhook_created", other.id, "python"), ("webhook_created", hook.id, "python")]
 
 
 @pytest.mark.parametrize("minutes", [6, -6])

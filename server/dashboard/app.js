@@ -621,12 +621,13 @@ async function auditTab(body, store) {
     h('h2', { id: 'tab-title' }, 'Audit trail'),
     events.length
       ? h('table', {},
-        h('thead', {}, h('tr', {}, ['Time', 'Change', 'Key', 'By', 'Details'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('thead', {}, h('tr', {}, ['Time', 'Change', 'Subject', 'By', 'Details'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, events.map((e) => h('tr', {},
           h('td', {}, when(e.at)),
           h('td', {}, e.action.replace('_', ' ')),
-          // A store's own events (settings changed) name no key.
-          h('td', {}, e.key_id === null ? 'store settings' : names[e.key_id] || h('code', {}, e.key_id)),
+          // A store's own events name no key: its settings, or one of its webhook endpoints.
+          h('td', {}, e.key_id !== null ? names[e.key_id] || h('code', {}, e.key_id)
+            : e.webhook_id ? h('span', {}, 'webhook ', h('code', {}, e.webhook_id)) : 'store settings'),
           h('td', {}, `${e.actor.type} ${e.actor.id}`),
           h('td', {}, e.changes.join(', ') || '—')))))
       : h('p', { class: 'empty' }, 'No changes yet.'))

@@ -434,9 +434,9 @@ async fn create_webhook(
 ) -> Response {
     guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
     let body = guard!(json_object(&state, &headers, body, false).await);
-    let engine = state.engine.clone();
+    let (engine, actor) = (state.engine.clone(), actor(&claims));
     blocking(StatusCode::CREATED, move || {
-        engine.create_webhook(&store_id, &body)
+        engine.create_webhook(&store_id, &actor, &body)
     })
     .await
 }
@@ -500,9 +500,9 @@ async fn update_webhook(
 ) -> Response {
     guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
     let body = guard!(json_object(&state, &headers, body, false).await);
-    let engine = state.engine.clone();
+    let (engine, actor) = (state.engine.clone(), actor(&claims));
     blocking(StatusCode::OK, move || {
-        engine.update_webhook(&store_id, &webhook_id, &body)
+        engine.update_webhook(&store_id, &actor, &webhook_id, &body)
     })
     .await
 }
@@ -513,7 +513,9 @@ async fn delete_webhook(
     Path((store_id, webhook_id)): Path<(String, String)>,
 ) -> Response {
     guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
-    let done = state.engine.delete_webhook(&store_id, &webhook_id);
+    let done = state
+        .engine
+        .delete_webhook(&store_id, &actor(&claims), &webhook_id);
     result(
         StatusCode::OK,
         done.map(|()| json!({"id": webhook_id, "deleted": true})),

@@ -324,7 +324,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             &[("limit", "integer")],
-            "Audit trail (keys and store settings), newest first"
+            "Audit trail (keys, store settings, webhooks), newest first"
         ),
         op!(
             "get",

@@ -528,6 +528,41 @@ async fn management_api_with_a_token() {
         "{}",
         internal.body
     );
+    // The endpoint's creation and its switch-off are audited, by the token's subject; the
+    // refused change is not.
+    let audit = h
+        .admin("GET", &format!("/api/stores/{sid}/audit?limit=2"), None)
+        .await;
+    let trail: Vec<_> = audit.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].clone(),
+                e["webhook_id"].clone(),
+                e["actor"]["id"].clone(),
+                e["changes"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            (
+                json!("webhook_updated"),
+                json!(hid),
+                json!("ops"),
+                json!(["active"])
+            ),
+            (
+                json!("webhook_created"),
+                json!(hid),
+                json!("ops"),
+                json!([])
+            ),
+        ]
+    );
     let deliveries = format!("/api/stores/{sid}/webhooks/{hid}/deliveries");
     let none = h.admin("GET", &deliveries, None).await;
     assert_eq!(none.body["data"], json!([]));

@@ -509,10 +509,17 @@ impl Engine {
     // ---- webhooks (SPEC §8) ---------------------------------------------------------------
 
     /// The endpoint with its `secret`, this once.
-    fn create_webhook(&self, py: Python<'_>, store_id: &str, input: &str) -> PyResult<String> {
+    fn create_webhook(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        actor: &str,
+        input: &str,
+    ) -> PyResult<String> {
         let input = parse_json(py, input)?;
+        let actor = Actor::admin(actor);
         self.call(py, move |e| {
-            Ok(to_text(&e.create_webhook(store_id, &input)?))
+            Ok(to_text(&e.create_webhook(store_id, &actor, &input)?))
         })
     }
 
@@ -528,17 +535,28 @@ impl Engine {
         &self,
         py: Python<'_>,
         store_id: &str,
+        actor: &str,
         webhook_id: &str,
         patch: &str,
     ) -> PyResult<String> {
         let patch = parse_json(py, patch)?;
+        let actor = Actor::admin(actor);
         self.call(py, move |e| {
-            Ok(to_text(&e.update_webhook(store_id, webhook_id, &patch)?))
+            Ok(to_text(
+                &e.update_webhook(store_id, &actor, webhook_id, &patch)?,
+            ))
         })
     }
 
-    fn delete_webhook(&self, py: Python<'_>, store_id: &str, webhook_id: &str) -> PyResult<()> {
-        self.call(py, |e| e.delete_webhook(store_id, webhook_id))
+    fn delete_webhook(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        actor: &str,
+        webhook_id: &str,
+    ) -> PyResult<()> {
+        let actor = Actor::admin(actor);
+        self.call(py, |e| e.delete_webhook(store_id, &actor, webhook_id))
     }
 
     #[pyo3(signature = (store_id, webhook_id, limit=None))]

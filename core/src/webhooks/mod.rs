@@ -29,8 +29,9 @@ pub use delivery::{
 };
 pub use guard::refused_address;
 
+use crate::audit::{Actor, AuditAction};
 use crate::clock::Clock;
-use crate::engine::{Engine, Inner, ReadStores};
+use crate::engine::{Engine, Inner, ReadStores, Subject, append_audit};
 use crate::error::{Error, Result};
 use crate::ids::StoreId;
 use crate::input::{Fields, boolean, string, string_list};
@@ -250,7 +251,7 @@ impl Engine {
     /// Unless the engine allows private targets, a URL whose host is, or now resolves to, an
     /// internal address is refused (see [`refused_address`]). This may wait briefly for a name
     /// lookup, so call it off any event loop.
-    pub fn create_webhook(&self, store_id: &str, input: &Value) -> Result<Value> {
+    pub fn create_webhook(&self, store_id: &str, actor: &Actor, input: &Value) -> Result<Value> {
         let inner = self.inner();
         let mut f = Fields::new(input, "webhook")?;
         let url = f.required("url", url);
@@ -295,6 +296,9 @@ impl Engine {
             (sid, endpoint.id.as_str()),
             storage::encode(&endpoint)?.as_slice(),
         )?;
+        let subject = Subject::Webhook(store.id, &endpoint.id);
+        let action = AuditAction::WebhookCreated;
+        append_audit(&tx, subject, action, actor, Vec::new(), endpoint.created_at)?;
         tx.commit()?;
         let mut out = endpoint.output();
         out["secret"] = Value::String(secret.expose().to_owned());
@@ -329,7 +333,13 @@ impl Engine {
     }
 
     /// Changes an endpoint's `url`, `events` or `active`. Enabling clears `disabled_reason`.
-    pub fn update_webhook(&self, store_id: &str, webhook_id: &str, input: &Value) -> Result<Value> {
+    pub fn update_webhook(
+        &self,
+        store_id: &str,
+        actor: &Actor,
+        webhook_id: &str,
+        input: &Value,
+    ) -> Result<Value> {
         let inner = self.inner();
         let mut f = Fields::new(input, "webhook")?;
         let url = f.optional("url", url);
@@ -347,13 +357,23 @@ impl Engine {
         let store = tx.store(store_id)?;
         let key = (store.id.as_str(), webhook_id);
         let mut endpoint = load_endpoint(&tx.open_table(WEBHOOKS)?, key.0, webhook_id)?;
-        if let Some(url) = url {
-            endpoint.url = url.to_string();
+        let mut changes = Vec::new();
+        if let Some(url) = url.map(|url| url.to_string())
+            && url != endpoint.url
+        {
+            endpoint.url = url;
+            changes.push("url".to_owned());
         }
-        if let Some(events) = events {
+        if let Some(events) = events
+            && events != endpoint.events
+        {
             endpoint.events = events;
+            changes.push("events".to_owned());
         }
         if let Some(active) = active {
+            if active != endpoint.active {
+                changes.push("active".to_owned());
+            }
             endpoint.active = active;
             if active {
                 endpoint.disabled_reason = None;
@@ -361,12 +381,18 @@ impl Engine {
         }
         tx.open_table(WEBHOOKS)?
             .insert(key, storage::encode(&endpoint)?.as_slice())?;
+        // As for keys and stores, a patch that changes nothing leaves no event.
+        if !changes.is_empty() {
+            let subject = Subject::Webhook(store.id, webhook_id);
+            let (action, now) = (AuditAction::WebhookUpdated, inner.clock.now());
+            append_audit(&tx, subject, action, actor, changes, now)?;
+        }
         tx.commit()?;
         Ok(endpoint.output())
     }
 
     /// Deletes an endpoint with its deliveries (pending ones are not sent).
-    pub fn delete_webhook(&self, store_id: &str, webhook_id: &str) -> Result<()> {
+    pub fn delete_webhook(&self, store_id: &str, actor: &Actor, webhook_id: &str) -> Result<()> {
         let inner = self.inner();
         let _writer = inner.writer.lock();
         let tx = storage::write(&inner.db)?;
@@ -379,6 +405,9 @@ impl Engine {
             return Err(Error::not_found("webhook", webhook_id));
         }
         Inner::forget_deliveries(&tx, store.id.as_str(), webhook_id)?;
+        let subject = Subject::Webhook(store.id, webhook_id);
+        let (action, now) = (AuditAction::WebhookDeleted, inner.clock.now());
+        append_audit(&tx, subject, action, actor, Vec::new(), now)?;
         tx.commit()?;
         Ok(())
     }
@@ -448,6 +477,7 @@ mod tests {
         let err = engine
             .create_webhook(
                 sid,
+                &Actor::admin("t"),
                 &json!({"url": "ftp://x", "events": ["order.paid", "order.created"], "x": 1}),
             )
             .unwrap_err();
@@ -467,13 +497,17 @@ mod tests {
         ] {
             assert!(
                 engine
-                    .create_webhook(sid, &json!({"url": bad, "events": ["order.created"]}))
+                    .create_webhook(
+                        sid,
+                        &Actor::admin("t"),
+                        &json!({"url": bad, "events": ["order.created"]})
+                    )
                     .is_err(),
                 "{bad}"
             );
         }
         let created = engine
-            .create_webhook(sid, &json!({"url": "https://example.com/hooks", "events": ["order.created", "order.created"]}))
+            .create_webhook(sid, &Actor::admin("t"), &json!({"url": "https://example.com/hooks", "events": ["order.created", "order.created"]}))
             .unwrap();
         let secret = created["secret"].as_str().unwrap().to_owned();
         assert!(secret.starts_with("whsec_"));
@@ -481,7 +515,7 @@ mod tests {
         let id = created["id"].as_str().unwrap();
         let listed = engine.list_webhooks(sid).unwrap();
         let updated = engine
-            .update_webhook(sid, id, &json!({"active": false}))
+            .update_webhook(sid, &Actor::admin("t"), id, &json!({"active": false}))
             .unwrap();
         assert_eq!(updated["active"], false);
         for text in [
@@ -494,11 +528,74 @@ mod tests {
                 "{text}"
             );
         }
-        engine.delete_webhook(sid, id).unwrap();
+        engine.delete_webhook(sid, &Actor::admin("t"), id).unwrap();
         assert_eq!(
-            engine.delete_webhook(sid, id).unwrap_err().code(),
+            engine
+                .delete_webhook(sid, &Actor::admin("t"), id)
+                .unwrap_err()
+                .code(),
             "NOT_FOUND"
         );
         assert!(engine.list_webhooks(sid).unwrap().is_empty());
+
+        // Every stored change is in the audit trail, with who made it; refused ones are not,
+        // nor is an update that changes nothing.
+        let ops = Actor::admin("ops");
+        let again = engine
+            .create_webhook(
+                sid,
+                &ops,
+                &json!({"url": "https://example.com/b", "events": ["order.created"]}),
+            )
+            .unwrap();
+        let again = again["id"].as_str().unwrap();
+        let patch = json!({"url": "https://example.com/c", "events": ["order.created"]});
+        engine.update_webhook(sid, &ops, again, &patch).unwrap();
+        engine.update_webhook(sid, &ops, again, &patch).unwrap();
+        let events = engine.audit(sid, 100).unwrap();
+        let webhook_events: Vec<_> = events
+            .iter()
+            .filter(|e| e.webhook_id.is_some())
+            .map(|e| {
+                let who = match &e.actor {
+                    Actor::Admin(who) | Actor::Key(who) => who.as_str(),
+                };
+                (
+                    e.action,
+                    e.webhook_id.as_deref().unwrap(),
+                    who,
+                    e.changes.join(","),
+                )
+            })
+            .collect();
+        use AuditAction::*;
+        assert_eq!(
+            webhook_events,
+            [
+                (WebhookUpdated, again, "ops", "url".to_owned()),
+                (WebhookCreated, again, "ops", String::new()),
+                (WebhookDeleted, id, "t", String::new()),
+                (WebhookUpdated, id, "t", "active".to_owned()),
+                (WebhookCreated, id, "t", String::new()),
+            ]
+        );
+        assert!(
+            events
+                .iter()
+                .all(|e| e.key_id.is_none() || e.webhook_id.is_none())
+        );
+        let shown = serde_json::to_value(&events[0]).unwrap();
+        assert_eq!(
+            (&shown["action"], &shown["webhook_id"], &shown["key_id"]),
+            (&json!("webhook_updated"), &json!(again), &Value::Null)
+        );
+        // A key's event carries no webhook_id field at all.
+        let key_event = events.iter().find(|e| e.key_id.is_some()).unwrap();
+        assert!(
+            serde_json::to_value(key_event)
+                .unwrap()
+                .get("webhook_id")
+                .is_none()
+        );
     }
 }

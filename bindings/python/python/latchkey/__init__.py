@@ -325,7 +325,7 @@ class Engine:
     ) -> Record:
         """Registers an endpoint; the result's `secret` (`whsec_…`) is shown this once."""
         fields = dict(url=url, events=events, active=active)
-        return Record(json.loads(self._native.create_webhook(store_id, _dump(fields))))
+        return Record(json.loads(self._native.create_webhook(store_id, self.actor, _dump(fields))))
 
     def list_webhooks(self, store_id: str) -> List[Record]:
         return [Record(w) for w in json.loads(self._native.list_webhooks(store_id))]
@@ -335,10 +335,10 @@ class Engine:
 
     def update_webhook(self, store_id: str, webhook_id: str, **changes: Any) -> Record:
         """Changes `url`, `events` or `active`."""
-        return Record(json.loads(self._native.update_webhook(store_id, webhook_id, _dump(changes))))
+        return Record(json.loads(self._native.update_webhook(store_id, self.actor, webhook_id, _dump(changes))))
 
     def delete_webhook(self, store_id: str, webhook_id: str) -> None:
-        self._native.delete_webhook(store_id, webhook_id)
+        self._native.delete_webhook(store_id, self.actor, webhook_id)
 
     def webhook_deliveries(self, store_id: str, webhook_id: str, *, limit: Optional[int] = None) -> List[Record]:
         """The endpoint's deliveries with every attempt, newest first (default 50, at most 500)."""
