@@ -1,5 +1,6 @@
 //! Audit events: who created, changed, regenerated or revoked which key, changed the store's
-//! settings, or added, changed or removed a webhook endpoint, and when. Written in the same transaction as the change they describe.
+//! settings, or added, changed or removed a webhook endpoint, and when. Written in the same
+//! transaction as the change they describe.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -50,7 +51,7 @@ pub struct AuditEvent {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     pub store_id: StoreId,
-    /// The key the event is about; `None` for a store's own events (`StoreUpdated`).
+    /// The key the event is about; `None` for the store's and its webhooks' events.
     #[serde(default)]
     pub key_id: Option<String>,
     /// The webhook endpoint the event is about (`Webhook*` events only).

@@ -1259,7 +1259,8 @@ fn write_change(
         let scope = crate::entities::Scope::new(record.store_id, record.environment.clone());
         crate::entities::write_outbox(tx, &scope, now, vec![(event, data)])?;
     }
-    write_audit(tx, record, action, actor, changes, now)
+    let subject = Subject::Key(record.store_id, &record.id);
+    append_audit(tx, subject, action, actor, changes, now)
 }
 
 fn write_key(tx: &WriteTransaction, record: &KeyRecord) -> Result<()> {
@@ -1269,18 +1270,6 @@ fn write_key(tx: &WriteTransaction, record: &KeyRecord) -> Result<()> {
         storage::encode(record)?.as_slice(),
     )?;
     Ok(())
-}
-
-fn write_audit(
-    tx: &WriteTransaction,
-    record: &KeyRecord,
-    action: AuditAction,
-    actor: &Actor,
-    changes: Vec<String>,
-    now: OffsetDateTime,
-) -> Result<()> {
-    let subject = Subject::Key(record.store_id, &record.id);
-    append_audit(tx, subject, action, actor, changes, now)
 }
 
 /// What an audit event is about.

@@ -300,20 +300,25 @@ pub fn credential_from_headers<'a>(
     authorization: impl IntoIterator<Item = &'a str>,
 ) -> Option<std::borrow::Cow<'a, str>> {
     use std::borrow::Cow;
-    let mut keys = x_api_key.into_iter();
-    let key = keys.next();
-    if keys.next().is_some() {
-        return Some(Cow::Borrowed(UNREADABLE_CREDENTIAL));
+    /// The header's one line, trimmed and non-empty; `Err` when it was sent more than once.
+    fn only_line<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<Option<&'a str>, ()> {
+        let mut lines = lines.into_iter();
+        let first = lines.next();
+        match lines.next() {
+            Some(_) => Err(()),
+            None => Ok(first.map(str::trim).filter(|line| !line.is_empty())),
+        }
     }
-    if let Some(key) = key.map(str::trim).filter(|k| !k.is_empty()) {
-        return Some(Cow::Borrowed(key));
+    let unreadable = || Some(Cow::Borrowed(UNREADABLE_CREDENTIAL));
+    match only_line(x_api_key) {
+        Err(()) => return unreadable(),
+        Ok(Some(key)) => return Some(Cow::Borrowed(key)),
+        Ok(None) => {}
     }
-    let mut auths = authorization.into_iter();
-    let auth = auths.next();
-    if auths.next().is_some() {
-        return Some(Cow::Borrowed(UNREADABLE_CREDENTIAL));
-    }
-    let auth = auth.map(str::trim).filter(|a| !a.is_empty())?;
+    let Ok(auth) = only_line(authorization) else {
+        return unreadable();
+    };
+    let auth = auth?;
     let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
