@@ -85,6 +85,10 @@ struct Serve {
     /// No per-client-IP route limits at all.
     #[arg(long, conflicts_with = "ip_scope")]
     no_ip_scopes: bool,
+    /// Failed authentications (401s) a client address may make before it is answered 429
+    /// until the window passes: LIMIT/SECONDS (default 100/900), or `off`.
+    #[arg(long, env = "LATCHKEY_AUTH_FAILURES")]
+    auth_failures: Option<String>,
     /// Let webhooks target loopback, private, link-local and other internal addresses (refused
     /// by default, at registration and at every dispatch).
     #[arg(long, env = "LATCHKEY_ALLOW_PRIVATE_WEBHOOKS")]
@@ -102,15 +106,20 @@ struct Serve {
 fn ip_scope(text: &str) -> Result<latchkey::IpScope, String> {
     let bad = || format!("--ip-scope: `{text}` is not PREFIX=LIMIT/SECONDS");
     let (prefix, rate) = text.split_once('=').ok_or_else(bad)?;
-    let (limit, window) = rate.split_once('/').ok_or_else(bad)?;
     Ok(latchkey::IpScope::new(
         prefix.trim(),
-        latchkey::RateLimit {
-            limit: limit.trim().parse().map_err(|_| bad())?,
-            window_seconds: window.trim().parse().map_err(|_| bad())?,
-            algorithm: latchkey::Algorithm::FixedWindow,
-        },
+        per_window(rate).ok_or_else(bad)?,
     ))
+}
+
+/// `LIMIT/SECONDS` as a fixed-window limit (ranges are checked with the other rate options).
+fn per_window(text: &str) -> Option<latchkey::RateLimit> {
+    let (limit, window) = text.split_once('/')?;
+    Some(latchkey::RateLimit {
+        limit: limit.trim().parse().ok()?,
+        window_seconds: window.trim().parse().ok()?,
+        algorithm: latchkey::Algorithm::FixedWindow,
+    })
 }
 
 #[derive(Args, Debug)]
@@ -314,6 +323,16 @@ fn serve(args: Serve) -> Result<(), String> {
             .iter()
             .filter_map(|text| ip_scope(text).map_err(|p| problems.push(p)).ok())
             .collect();
+    }
+    match args.auth_failures.as_deref().map(str::trim) {
+        None => {}
+        Some("off") => options.rates.brute_force = None,
+        Some(text) => match per_window(text) {
+            Some(limit) => options.rates.brute_force = Some(limit),
+            None => problems.push(format!(
+                "--auth-failures: `{text}` is not LIMIT/SECONDS or off"
+            )),
+        },
     }
     problems.extend(
         options

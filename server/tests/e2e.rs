@@ -328,6 +328,33 @@ fn the_seed_flows_over_http_and_a_kill_9() {
 }
 
 #[test]
+fn the_auth_failure_limit_is_configurable_and_can_be_switched_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = "lk_abcdefgh_0000000000000000000000000000000000";
+    // Two failures in the window, then 429 for that address, even with a good key.
+    let server = Server::start_with(&dir.path().join("a.redb"), &["--auth-failures", "2/900"]);
+    let client = Client::new(&server);
+    let created = client.admin("POST", "/api/stores", Some(json!({"name": "Limits"})));
+    let key = created.body["data"]["default_key"]["key"]
+        .as_str()
+        .expect("the default key")
+        .to_owned();
+    for _ in 0..2 {
+        assert_eq!(client.with_key("/api/v1/packages", bad).status, 401);
+    }
+    let blocked = client.with_key("/api/v1/packages", &key);
+    assert_eq!(blocked.status, 429, "{:?}", blocked.body);
+    assert!(blocked.retry_after.is_some());
+    drop(server);
+    // Off: failures are answered 401 however many there are.
+    let server = Server::start_with(&dir.path().join("b.redb"), &["--auth-failures", "off"]);
+    let client = Client::new(&server);
+    for _ in 0..150 {
+        assert_eq!(client.with_key("/api/v1/packages", bad).status, 401);
+    }
+}
+
+#[test]
 fn serve_refuses_bad_configuration_naming_every_problem() {
     let output = Command::new(env!("CARGO_BIN_EXE_latchkey"))
         .args([
@@ -342,6 +369,8 @@ fn serve_refuses_bad_configuration_naming_every_problem() {
             "0",
             "--webhook-timeout",
             "18446744073709551615",
+            "--auth-failures",
+            "ten",
         ])
         .env_remove("LATCHKEY_DB")
         .output()
@@ -354,6 +383,7 @@ fn serve_refuses_bad_configuration_naming_every_problem() {
         "--body-limit",
         "--cache-mb: must be between 1 and",
         "--webhook-timeout: must be more than zero and at most 300 seconds",
+        "--auth-failures: `ten` is not LIMIT/SECONDS or off",
         "--db",
     ] {
         assert!(stderr.contains(needle), "{needle}: {stderr}");
