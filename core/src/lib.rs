@@ -59,19 +59,27 @@ pub use error::{Error, Result};
 pub use ids::StoreId;
 pub use input::{Patch, parse_cidrs};
 pub use keys::{
-    CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, NewKey, UNREADABLE_CREDENTIAL,
-    credential_from_headers, is_token,
+    CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, MAX_ALLOWLIST_ENTRIES, MAX_DESCRIPTION_CHARS,
+    MAX_KEY_NAME_CHARS, MAX_META_BYTES, NewKey, UNREADABLE_CREDENTIAL, credential_from_headers,
+    is_token,
 };
 pub use limiter::{Limiter, LimiterOptions};
-pub use limits::{Algorithm, DEFAULT_LIMIT_ENV, IpScope, RateLimit, RateOptions};
+pub use limits::{
+    Algorithm, DEFAULT_LIMIT_ENV, IpScope, MAX_PER_MINUTE, MAX_WINDOW_SECONDS, MIN_PER_MINUTE,
+    RateLimit, RateOptions,
+};
 pub use logs::{LOG_BUFFER, LOG_FLUSH_AT, LogEntry, LogQuery};
-pub use money::Money;
+pub use money::{MAX_AMOUNT, Money};
 pub use permissions::{Action, Area, Permission, PermissionSet};
 pub use portal::{
     MAX_PORTAL_TTL_SECONDS, PORTAL_PERMISSION, PORTAL_TTL_SECONDS, PortalCustomer, PortalSession,
 };
 pub use secret::{Digest, Secret};
-pub use stores::{NewStore, Plan, Store, StorePatch, StoreSettings, Tier};
+pub use stores::{
+    MAX_ENVIRONMENTS, MAX_KEY_TTL_DAYS, MAX_LOG_RETENTION_DAYS,
+    MAX_NAME_CHARS as MAX_STORE_NAME_CHARS, MAX_SCOPED_KEYS_LIMIT, NewStore, Plan, Store,
+    StorePatch, StoreSettings, Tier,
+};
 pub use verify::{
     Decision, DenyCode, KeyIdentity, LimitState, METHOD_NOT_ALLOWED, VerifyRequest,
     method_not_allowed_body, verify_arguments,

@@ -17,93 +17,188 @@ pub enum Auth {
 }
 
 /// One route.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Operation {
     pub method: &'static str,
-    pub path: &'static str,
+    pub path: String,
     pub auth: Auth,
-    pub summary: &'static str,
+    pub summary: String,
     /// The request body's schema (a component name).
-    pub body: Option<&'static str>,
+    pub body: Option<String>,
     /// The success status.
     pub ok: u16,
-    /// Query parameters: name and JSON type.
-    pub query: &'static [(&'static str, &'static str)],
+    /// Query parameters.
+    pub query: &'static [Param],
+    /// What the success response's `data` holds.
+    pub data: Data,
 }
 
-const PAGE: &[(&str, &str)] = &[("limit", "integer"), ("cursor", "string")];
-const NONE: &[(&str, &str)] = &[];
+/// A success response's `data`: a component schema, a list of them, or a cursor page
+/// (`{items, next_cursor}`) of them.
+#[derive(Debug, Clone)]
+pub enum Data {
+    One(String),
+    List(String),
+    Page(String),
+    /// Not the wrapper (`/metrics`, `/openapi.json`).
+    Raw,
+}
+
+impl Data {
+    fn one(schema: &str) -> Data {
+        Data::One(schema.to_owned())
+    }
+
+    fn list(schema: &str) -> Data {
+        Data::List(schema.to_owned())
+    }
+
+    fn page(schema: &str) -> Data {
+        Data::Page(schema.to_owned())
+    }
+}
+
+/// A query parameter and what it accepts (as the handlers check it).
+#[derive(Debug, Clone, Copy)]
+pub enum Param {
+    /// `limit`: 1 to this many.
+    Limit(u64),
+    /// `cursor`: the `next_cursor` of a previous page.
+    Cursor,
+    /// A key id to filter by.
+    KeyId,
+    /// An HTTP status, 100–599.
+    Status,
+    /// An RFC 3339 date-time bound (`since`, `until`).
+    Time(&'static str),
+}
+
+impl Param {
+    fn name(self) -> &'static str {
+        match self {
+            Param::Limit(_) => "limit",
+            Param::Cursor => "cursor",
+            Param::KeyId => "key_id",
+            Param::Status => "status",
+            Param::Time(name) => name,
+        }
+    }
+
+    fn schema(self) -> Value {
+        match self {
+            Param::Limit(max) => json!({"type": "integer", "minimum": 1, "maximum": max}),
+            Param::Cursor | Param::KeyId => json!({"type": "string"}),
+            Param::Status => json!({"type": "integer", "minimum": 100, "maximum": 599}),
+            Param::Time(_) => json!({"type": "string", "format": "date-time"}),
+        }
+    }
+}
+
+const PAGE: &[Param] = &[Param::Limit(latchkey::MAX_PAGE as u64), Param::Cursor];
+const NONE: &[Param] = &[];
+/// The audit trail and the request log read at most this many entries a call.
+const LOG_LIMIT: &[Param] = &[Param::Limit(1_000)];
 
 macro_rules! op {
-    ($method:literal, $path:expr, $auth:ident, $ok:literal, $body:expr, $query:expr, $summary:expr) => {
+    ($method:literal, $path:expr, $auth:ident, $ok:literal, $body:expr, $query:expr, $data:expr, $summary:expr) => {
         Operation {
             method: $method,
-            path: $path,
+            path: $path.into(),
             auth: Auth::$auth,
-            summary: $summary,
-            body: $body,
+            summary: $summary.into(),
+            body: $body.map(str::to_owned),
             ok: $ok,
             query: $query,
+            data: $data,
         }
     };
 }
 
-macro_rules! entity {
-    ($slug:literal, $schema:literal, $name:literal) => {
-        [
-            op!(
-                "get",
-                concat!("/api/v1/", $slug),
-                Key,
-                200,
-                None,
-                PAGE,
-                concat!("List ", $name, " (cursor pages)")
-            ),
-            op!(
-                "post",
-                concat!("/api/v1/", $slug),
-                Key,
-                201,
-                Some($schema),
-                NONE,
-                concat!("Create a ", $name)
-            ),
-            op!(
-                "get",
-                concat!("/api/v1/", $slug, "/{id}"),
-                Key,
-                200,
-                None,
-                NONE,
-                concat!("Read a ", $name)
-            ),
-            op!(
-                "patch",
-                concat!("/api/v1/", $slug, "/{id}"),
-                Key,
-                200,
-                Some("Patch"),
-                NONE,
-                concat!("Change a ", $name)
-            ),
-            op!(
-                "delete",
-                concat!("/api/v1/", $slug, "/{id}"),
-                Key,
-                200,
-                None,
-                NONE,
-                concat!("Delete a ", $name, " (where the area allows)")
-            ),
-        ]
-    };
+/// The routes of one entity area; `patch` and `delete` only where the area offers Edit and
+/// Delete, and no `post` for subscriptions (created by orders; SPEC §2).
+fn entity(ops: &mut Vec<Operation>, area: latchkey::Area, schema: &str, name: &str) {
+    let list = format!("/api/v1/{}", area.route_segment());
+    let one = format!("{list}/{{id}}");
+    let offers = |action| area.actions().contains(&action);
+    ops.push(op!(
+        "get",
+        list.clone(),
+        Key,
+        200,
+        None,
+        PAGE,
+        Data::page(schema),
+        format!("List {name}s (cursor pages, oldest first)")
+    ));
+    if offers(latchkey::Action::Edit) && area != latchkey::Area::Subscriptions {
+        ops.push(op!(
+            "post",
+            list,
+            Key,
+            201,
+            Some(format!("New{schema}").as_str()),
+            NONE,
+            Data::one(schema),
+            format!("Create a {name}")
+        ));
+    }
+    ops.push(op!(
+        "get",
+        one.clone(),
+        Key,
+        200,
+        None,
+        NONE,
+        Data::one(schema),
+        format!("Read a {name}")
+    ));
+    if offers(latchkey::Action::Edit) {
+        ops.push(op!(
+            "patch",
+            one.clone(),
+            Key,
+            200,
+            Some(format!("{schema}Patch").as_str()),
+            NONE,
+            Data::one(schema),
+            format!("Change a {name}")
+        ));
+    }
+    if offers(latchkey::Action::Delete) {
+        ops.push(op!(
+            "delete",
+            one,
+            Key,
+            200,
+            None,
+            NONE,
+            Data::one("Deleted"),
+            format!("Delete a {name}")
+        ));
+    }
 }
 
 /// Every route of the server.
 pub fn operations() -> Vec<Operation> {
+    let logs: &[Param] = &[
+        Param::KeyId,
+        Param::Status,
+        Param::Time("since"),
+        Param::Time("until"),
+        Param::Limit(1_000),
+    ];
+    let deliveries: &[Param] = &[Param::Limit(latchkey::MAX_DELIVERIES as u64)];
     let mut ops = vec![
-        op!("get", "/healthz", Public, 200, None, NONE, "Liveness"),
+        op!(
+            "get",
+            "/healthz",
+            Public,
+            200,
+            None,
+            NONE,
+            Data::one("Health"),
+            "Liveness"
+        ),
         op!(
             "get",
             "/api/meta",
@@ -111,6 +206,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::one("Meta"),
             "Areas and the actions each offers, key formats, limit algorithms, webhook events"
         ),
         op!(
@@ -120,6 +216,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::Raw,
             "Prometheus metrics"
         ),
         op!(
@@ -129,6 +226,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::Raw,
             "This document"
         ),
         op!(
@@ -138,6 +236,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::list("Key"),
             "List the keys of the caller's environment"
         ),
         op!(
@@ -147,6 +246,7 @@ pub fn operations() -> Vec<Operation> {
             201,
             Some("NewKey"),
             NONE,
+            Data::one("CreatedKey"),
             "Create a key (never more powerful than the caller)"
         ),
         op!(
@@ -156,6 +256,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::one("Revoked"),
             "Revoke a key"
         ),
         op!(
@@ -165,6 +266,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::one("CreatedKey"),
             "Issue a new secret for a key"
         ),
         op!(
@@ -172,8 +274,9 @@ pub fn operations() -> Vec<Operation> {
             "/api/v1/auth/portal-sessions",
             Key,
             201,
-            Some("PortalSession"),
+            Some("NewPortalSession"),
             NONE,
+            Data::one("PortalSession"),
             "Open a customer portal session (Customers:View)"
         ),
         op!(
@@ -183,6 +286,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             PAGE,
+            Data::page("Order"),
             "The session customer's orders"
         ),
         op!(
@@ -192,6 +296,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             PAGE,
+            Data::page("Subscription"),
             "The session customer's subscriptions"
         ),
         op!(
@@ -201,6 +306,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             PAGE,
+            Data::page("Package"),
             "Active packages of a store"
         ),
         op!(
@@ -210,6 +316,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             PAGE,
+            Data::page("Category"),
             "Categories of a store"
         ),
         op!(
@@ -219,6 +326,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::list("Store"),
             "List the stores the token covers"
         ),
         op!(
@@ -228,6 +336,7 @@ pub fn operations() -> Vec<Operation> {
             201,
             Some("NewStore"),
             NONE,
+            Data::one("CreatedStore"),
             "Create a store and its default key"
         ),
         op!(
@@ -237,6 +346,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::one("Store"),
             "Read a store's settings"
         ),
         op!(
@@ -246,6 +356,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             Some("StorePatch"),
             NONE,
+            Data::one("Store"),
             "Change a store's settings"
         ),
         op!(
@@ -255,6 +366,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::list("Key"),
             "List a store's keys (masked)"
         ),
         op!(
@@ -264,6 +376,7 @@ pub fn operations() -> Vec<Operation> {
             201,
             Some("NewKey"),
             NONE,
+            Data::one("CreatedKey"),
             "Create a key (secret shown once)"
         ),
         op!(
@@ -273,6 +386,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::one("Key"),
             "Read a key (masked)"
         ),
         op!(
@@ -282,6 +396,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             Some("KeyPatch"),
             NONE,
+            Data::one("Key"),
             "Change a key"
         ),
         op!(
@@ -291,6 +406,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::one("Revoked"),
             "Revoke a key"
         ),
         op!(
@@ -300,6 +416,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::one("CreatedKey"),
             "Issue a new secret for a key"
         ),
         op!(
@@ -308,13 +425,8 @@ pub fn operations() -> Vec<Operation> {
             Admin,
             200,
             None,
-            &[
-                ("key_id", "string"),
-                ("status", "integer"),
-                ("since", "string"),
-                ("until", "string"),
-                ("limit", "integer")
-            ],
+            logs,
+            Data::list("LogEntry"),
             "The request log, newest first"
         ),
         op!(
@@ -323,7 +435,8 @@ pub fn operations() -> Vec<Operation> {
             Admin,
             200,
             None,
-            &[("limit", "integer")],
+            LOG_LIMIT,
+            Data::list("AuditEvent"),
             "Audit trail (keys, store settings, webhooks), newest first"
         ),
         op!(
@@ -333,6 +446,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::list("Webhook"),
             "List webhook endpoints"
         ),
         op!(
@@ -342,6 +456,7 @@ pub fn operations() -> Vec<Operation> {
             201,
             Some("NewWebhook"),
             NONE,
+            Data::one("CreatedWebhook"),
             "Register an endpoint (secret shown once)"
         ),
         op!(
@@ -351,6 +466,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             Some("WebhookPatch"),
             NONE,
+            Data::one("Webhook"),
             "Change an endpoint"
         ),
         op!(
@@ -360,6 +476,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::one("Webhook"),
             "One endpoint (without its secret)"
         ),
         op!(
@@ -369,6 +486,7 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::one("Deleted"),
             "Delete an endpoint and its deliveries"
         ),
         op!(
@@ -377,7 +495,8 @@ pub fn operations() -> Vec<Operation> {
             Admin,
             200,
             None,
-            &[("limit", "integer")],
+            deliveries,
+            Data::list("Delivery"),
             "Deliveries with every attempt, newest first"
         ),
         op!(
@@ -387,188 +506,568 @@ pub fn operations() -> Vec<Operation> {
             200,
             None,
             NONE,
+            Data::one("WebhookTest"),
             "Send a signed webhook.test event now: {status_code, body, error, duration_ms}"
         ),
     ];
-    for group in [
-        entity!("packages", "NewPackage", "package"),
-        entity!("categories", "NewCategory", "category"),
-        entity!("coupons", "NewCoupon", "coupon"),
-        entity!("sales", "NewSale", "sale"),
-        entity!("gift-cards", "NewGiftCard", "gift card"),
-        entity!("orders", "NewOrder", "order"),
-        entity!("customers", "NewCustomer", "customer"),
-        entity!("bans", "NewBan", "ban"),
-        entity!("subscriptions", "Patch", "subscription"),
-        entity!("products", "NewProduct", "product"),
+    use latchkey::Area;
+    for (area, schema, name) in [
+        (Area::Packages, "Package", "package"),
+        (Area::Categories, "Category", "category"),
+        (Area::Coupons, "Coupon", "coupon"),
+        (Area::Sales, "Sale", "sale"),
+        (Area::GiftCards, "GiftCard", "gift card"),
+        (Area::Orders, "Order", "order"),
+        (Area::Customers, "Customer", "customer"),
+        (Area::Bans, "Ban", "ban"),
+        (Area::Subscriptions, "Subscription", "subscription"),
+        (Area::Products, "Product", "product"),
     ] {
-        ops.extend(group);
+        entity(&mut ops, area, schema, name);
     }
     ops
 }
 
+fn string(min: usize, max: usize) -> Value {
+    json!({"type": "string", "minLength": min, "maxLength": max})
+}
+
+fn nullable(schema: Value) -> Value {
+    json!({"anyOf": [schema, {"type": "null"}]})
+}
+
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn time() -> Value {
+    json!({"type": "string", "format": "date-time"})
+}
+
+/// A request body: the listed fields only (unknown fields are refused with a 400).
+fn input(required: &[&str], properties: Value) -> Value {
+    json!({"type": "object", "required": required, "properties": properties,
+           "additionalProperties": false})
+}
+
+/// A response object: every listed field is always present (null when unset), except
+/// those named in `optional`, and no other.
+fn output(optional: &[&str], properties: Value) -> Value {
+    let required: Vec<&String> = properties
+        .as_object()
+        .map(|map| {
+            map.keys()
+                .filter(|k| !optional.contains(&k.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({"type": "object", "required": required, "properties": properties,
+           "additionalProperties": false})
+}
+
+/// Merges the properties of `extra` into the object schema `base` (required where `extra`
+/// requires them).
+fn extend(mut base: Value, extra: Value) -> Value {
+    if let (Some(props), Some(more)) = (
+        base["properties"].as_object().cloned(),
+        extra["properties"].as_object(),
+    ) {
+        let mut props = props;
+        props.extend(more.clone());
+        base["properties"] = Value::Object(props);
+    }
+    if let (Some(required), Some(more)) = (
+        base["required"].as_array().cloned(),
+        extra["required"].as_array(),
+    ) {
+        let mut required = required;
+        required.extend(more.iter().cloned());
+        base["required"] = Value::Array(required);
+    }
+    base
+}
+
+/// A body for PATCH: the fields of `create`, none required; those in `nullable` may be null
+/// to clear them.
+fn patch_of(create: &Value, nullable_fields: &[&str]) -> Value {
+    let mut patch = create.clone();
+    patch["required"] = json!([]);
+    if let Some(props) = patch["properties"].as_object_mut() {
+        for name in nullable_fields {
+            if let Some(schema) = props.get_mut(*name) {
+                *schema = nullable(schema.take());
+            }
+        }
+    }
+    patch
+}
+
 fn money() -> Value {
-    json!({"type": "object", "required": ["amount", "currency"], "properties": {
-        "amount": {"type": "integer", "minimum": 0}, "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$"}}})
+    input(
+        &["amount", "currency"],
+        json!({"amount": {"type": "integer", "minimum": 0, "maximum": latchkey::MAX_AMOUNT},
+               "currency": {"type": "string", "description": "ISO 4217 code, any case"}}),
+    )
 }
 
 fn discount() -> Value {
-    json!({"type": "object", "required": ["type", "value"], "properties": {
-        "type": {"enum": ["percentage", "fixed"]}, "value": {"type": "integer", "minimum": 0},
-        "currency": {"type": "string"}}})
+    input(
+        &["type", "value"],
+        json!({"type": {"enum": ["percentage", "fixed"]},
+               "value": {"type": "integer", "minimum": 0, "maximum": latchkey::MAX_AMOUNT,
+                         "description": "0–100 for a percentage; minor units for a fixed amount"},
+               "currency": {"type": "string", "description": "ISO 4217; fixed discounts only"}}),
+    )
 }
 
-fn object(required: &[&str], properties: Value) -> Value {
-    json!({"type": "object", "required": required, "properties": properties})
+/// An id of an entity kind (`pkg_…`): the shape only; existence is checked by the route.
+fn id_of(prefix: &str) -> Value {
+    json!({"type": "string", "pattern": format!("^{prefix}_[A-Za-z0-9]{{20}}$")})
+}
+
+fn rate_limit() -> Value {
+    json!({"oneOf": [
+        {"type": "integer", "minimum": latchkey::MIN_PER_MINUTE, "maximum": latchkey::MAX_PER_MINUTE,
+         "description": "requests per minute"},
+        input(&["limit"], json!({
+            "limit": {"type": "integer", "minimum": 1},
+            "window_seconds": {"type": "integer", "minimum": 1, "maximum": latchkey::MAX_WINDOW_SECONDS},
+            "algorithm": {"enum": ["fixed_window", "sliding_window", "token_bucket"]}}))],
+        "description": "A limit of 1–10,000 requests per minute-equivalent"})
+}
+
+fn permissions_input() -> Value {
+    json!({"oneOf": [
+        {"type": "object", "additionalProperties": {"type": "array", "items": {"enum": ["View", "Edit", "Delete"]}},
+         "description": "{Area: [Action]}"},
+        {"type": "array", "items": {"type": "string"}, "description": "scope strings: orders:read, orders:write"},
+        {"const": "*", "description": "everything"}]})
 }
 
 /// Request body schemas.
-fn schemas() -> Map<String, Value> {
-    let time = json!({"type": "string", "format": "date-time"});
-    let permissions = json!({"oneOf": [
-        {"type": "object", "additionalProperties": {"type": "array", "items": {"enum": ["View", "Edit", "Delete"]}}},
-        {"type": "array", "items": {"type": "string"}},
-        {"const": "*"}]});
-    let rate_limit = json!({"oneOf": [{"type": "integer"}, {"type": "null"}, {"type": "object", "required": ["limit"], "properties": {
-        "limit": {"type": "integer", "minimum": 1}, "window_seconds": {"type": "integer", "minimum": 1, "maximum": 86400},
-        "algorithm": {"enum": ["fixed_window", "sliding_window", "token_bucket"]}}}]});
-    let store_settings = json!({
-        "name": {"type": "string", "minLength": 1, "maxLength": 200},
-        "api_enabled": {"type": "boolean"},
-        "plan": {"type": "object", "properties": {"tier": {"enum": ["free", "pro"]}, "expires_at": time}},
-        "require_pro": {"type": "boolean"},
-        "key_prefix": {"type": "string", "pattern": "^[a-z]{2,8}$"},
-        "default_rate_limit": rate_limit,
-        "max_scoped_keys": {"type": "integer", "minimum": 0},
-        "default_key_ttl_days": {"type": ["integer", "null"], "minimum": 1},
-        "permissions_editable": {"type": "boolean"},
-        "environments": {"type": "array", "items": {"type": "string"}},
-        "log_retention_days": {"type": "integer", "minimum": 1, "maximum": 365}});
-    let key_fields = json!({
-        "name": {"type": "string", "minLength": 1, "maxLength": 200},
-        "description": {"type": ["string", "null"]},
-        "permissions": permissions,
-        "format": {"enum": ["token", "hex", "pair"]},
-        "environment": {"type": "string"},
-        "rate_limit": rate_limit,
-        "ip_allowlist": {"type": "array", "items": {"type": "string"}},
-        "expires_at": {"type": ["string", "null"], "format": "date-time"},
-        "meta": {"type": "object"},
-        "active": {"type": "boolean"}});
-    let mut out = Map::new();
+fn bodies(out: &mut Map<String, Value>) {
     let mut put = |name: &str, schema: Value| {
         out.insert(name.to_owned(), schema);
     };
-    put("Patch", json!({"type": "object"}));
-    put("NewStore", object(&["name"], store_settings.clone()));
-    put("StorePatch", object(&[], store_settings));
-    put(
-        "NewKey",
-        object(&["name", "permissions"], key_fields.clone()),
+    let store = input(
+        &["name"],
+        json!({
+            "name": string(1, latchkey::MAX_STORE_NAME_CHARS),
+            "api_enabled": {"type": "boolean"},
+            "plan": input(&["tier"], json!({"tier": {"enum": ["free", "pro"]}, "expires_at": nullable(time())})),
+            "require_pro": {"type": "boolean"},
+            "key_prefix": {"type": "string", "pattern": "^[a-z]{2,8}$"},
+            "default_rate_limit": nullable(rate_limit()),
+            "max_scoped_keys": {"type": "integer", "minimum": 0, "maximum": latchkey::MAX_SCOPED_KEYS_LIMIT},
+            "default_key_ttl_days": nullable(json!({"type": "integer", "minimum": 1, "maximum": latchkey::MAX_KEY_TTL_DAYS})),
+            "permissions_editable": {"type": "boolean"},
+            "environments": {"type": "array", "minItems": 1, "maxItems": latchkey::MAX_ENVIRONMENTS,
+                             "items": {"type": "string", "pattern": "^[a-z0-9_-]{1,32}$"}},
+            "log_retention_days": {"type": "integer", "minimum": 1, "maximum": latchkey::MAX_LOG_RETENTION_DAYS}}),
     );
-    put("KeyPatch", object(&[], key_fields));
     put(
-        "PortalSession",
-        object(
+        "StorePatch",
+        patch_of(&store, &["default_rate_limit", "default_key_ttl_days"]),
+    );
+    put("NewStore", store);
+    let key = input(
+        &["name", "permissions"],
+        json!({
+            "name": string(1, latchkey::MAX_KEY_NAME_CHARS),
+            "description": nullable(string(0, latchkey::MAX_DESCRIPTION_CHARS)),
+            "permissions": permissions_input(),
+            "format": {"enum": ["token", "hex", "pair"]},
+            "environment": {"type": "string"},
+            "rate_limit": nullable(rate_limit()),
+            "ip_allowlist": nullable(json!({"type": "array", "maxItems": latchkey::MAX_ALLOWLIST_ENTRIES,
+                                            "items": {"type": "string", "description": "an address or CIDR"}})),
+            "expires_at": nullable(time()),
+            "meta": {"type": "object", "description": "at most 4,096 bytes of JSON"},
+            "active": {"type": "boolean"}}),
+    );
+    let mut key_patch = patch_of(&key, &[]);
+    if let Some(props) = key_patch["properties"].as_object_mut() {
+        // Fixed at creation.
+        props.remove("format");
+        props.remove("environment");
+    }
+    put("KeyPatch", key_patch);
+    put("NewKey", key);
+    put(
+        "NewPortalSession",
+        input(
             &["customer_id"],
-            json!({"customer_id": {"type": "string"}, "ttl_seconds": {"type": "integer"}}),
+            json!({"customer_id": {"type": "string"},
+                   "ttl_seconds": {"type": "integer", "minimum": 60, "maximum": latchkey::MAX_PORTAL_TTL_SECONDS}}),
         ),
+    );
+    let webhook = input(
+        &["url", "events"],
+        json!({"url": {"type": "string", "description": "http or https; internal addresses refused"},
+               "events": {"type": "array", "minItems": 1, "items": {"enum": latchkey::WEBHOOK_EVENTS}},
+               "active": {"type": "boolean"}}),
+    );
+    put("WebhookPatch", patch_of(&webhook, &[]));
+    put("NewWebhook", webhook);
+
+    let name = || string(1, 200);
+    let category = input(
+        &["name"],
+        json!({"name": name(), "description": string(0, 5_000), "parent_id": id_of("cat")}),
     );
     put(
-        "NewWebhook",
-        object(
-            &["url", "events"],
-            json!({"url": {"type": "string", "format": "uri"},
-        "events": {"type": "array", "items": {"enum": latchkey::WEBHOOK_EVENTS}}, "active": {"type": "boolean"}}),
-        ),
+        "CategoryPatch",
+        patch_of(&category, &["description", "parent_id"]),
+    );
+    put("NewCategory", category);
+    let package = input(
+        &["name", "price"],
+        json!({"name": name(), "description": string(0, 5_000), "price": money(),
+               "category_id": id_of("cat"), "type": {"enum": ["single", "subscription"]},
+               "active": {"type": "boolean"}}),
     );
     put(
-        "WebhookPatch",
-        object(
-            &[],
-            json!({"url": {"type": "string", "format": "uri"},
-        "events": {"type": "array", "items": {"enum": latchkey::WEBHOOK_EVENTS}}, "active": {"type": "boolean"}}),
-        ),
+        "PackagePatch",
+        patch_of(&package, &["description", "category_id"]),
+    );
+    put("NewPackage", package);
+    let product = input(
+        &["sku", "name", "price"],
+        json!({"sku": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}, "name": name(),
+               "price": money(), "stock": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000},
+               "category_id": id_of("cat"), "active": {"type": "boolean"}}),
+    );
+    put("ProductPatch", patch_of(&product, &["category_id"]));
+    put("NewProduct", product);
+    let coupon = input(
+        &["code", "discount"],
+        json!({"code": {"type": "string", "pattern": "^[A-Za-z0-9_-]{3,32}$"}, "discount": discount(),
+               "starts_at": time(), "expires_at": time(),
+               "max_uses": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000}}),
     );
     put(
-        "NewCategory",
-        object(
-            &["name"],
-            json!({"name": {"type": "string"}, "description": {"type": "string"}, "parent_id": {"type": "string"}}),
-        ),
+        "CouponPatch",
+        patch_of(&coupon, &["starts_at", "expires_at", "max_uses"]),
     );
-    put(
-        "NewPackage",
-        object(
-            &["name", "price"],
-            json!({"name": {"type": "string"}, "description": {"type": "string"},
-        "price": money(), "category_id": {"type": "string"}, "type": {"enum": ["single", "subscription"]}, "active": {"type": "boolean"}}),
-        ),
+    put("NewCoupon", coupon);
+    let sale = input(
+        &["name", "discount", "package_ids", "starts_at"],
+        json!({"name": name(), "discount": discount(),
+               "package_ids": {"type": "array", "minItems": 1, "maxItems": 1_000, "items": id_of("pkg")},
+               "starts_at": time(), "ends_at": time()}),
     );
-    put(
-        "NewProduct",
-        object(
-            &["sku", "name", "price"],
-            json!({"sku": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
-        "name": {"type": "string"}, "price": money(), "stock": {"type": "integer", "minimum": 0}, "category_id": {"type": "string"}, "active": {"type": "boolean"}}),
-        ),
+    put("SalePatch", patch_of(&sale, &["ends_at"]));
+    put("NewSale", sale);
+    let gift_card = input(
+        &["balance"],
+        json!({"balance": money(), "note": string(0, 1_000), "expires_at": time()}),
     );
-    put(
-        "NewCoupon",
-        object(
-            &["code", "discount"],
-            json!({"code": {"type": "string", "pattern": "^[A-Za-z0-9_-]{3,32}$"},
-        "discount": discount(), "starts_at": time, "expires_at": time, "max_uses": {"type": "integer", "minimum": 1}}),
-        ),
+    let mut gift_card_patch = patch_of(&gift_card, &["note", "expires_at"]);
+    gift_card_patch["properties"]["void"] = json!({"type": "boolean"});
+    put("GiftCardPatch", gift_card_patch);
+    put("NewGiftCard", gift_card);
+    let customer = input(
+        &["email"],
+        json!({"email": {"type": "string", "format": "email"}, "name": name()}),
     );
-    put(
-        "NewSale",
-        object(
-            &["name", "discount", "package_ids", "starts_at"],
-            json!({"name": {"type": "string"},
-        "discount": discount(), "package_ids": {"type": "array", "items": {"type": "string"}}, "starts_at": time, "ends_at": time}),
-        ),
-    );
-    put(
-        "NewGiftCard",
-        object(
-            &["balance"],
-            json!({"balance": money(), "note": {"type": "string"}, "expires_at": time}),
-        ),
-    );
-    put(
-        "NewCustomer",
-        object(
-            &["email"],
-            json!({"email": {"type": "string", "format": "email"}, "name": {"type": "string"}}),
-        ),
-    );
+    put("CustomerPatch", patch_of(&customer, &["name"]));
+    put("NewCustomer", customer);
     put(
         "NewBan",
-        object(
+        input(
             &["type", "value"],
-            json!({"type": {"enum": ["user", "ip", "email"]}, "value": {"type": "string"},
-        "reason": {"type": "string"}, "expires_at": time}),
+            json!({"type": {"enum": ["user", "ip", "email"]},
+                   "value": {"type": "string", "description": "a user name (1–200 characters), an address or CIDR, or an email"},
+                   "reason": string(0, 1_000), "expires_at": time()}),
+        ),
+    );
+    put(
+        "BanPatch",
+        input(
+            &[],
+            json!({"reason": nullable(string(0, 1_000)), "expires_at": nullable(time())}),
         ),
     );
     put(
         "NewOrder",
-        object(
+        input(
             &["items"],
-            json!({"customer_id": {"type": "string"}, "email": {"type": "string", "format": "email"},
-        "items": {"type": "array", "items": {"type": "object", "properties": {"package_id": {"type": "string"},
-            "product_id": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1}}}},
-        "coupon_code": {"type": "string"}}),
+            json!({"customer_id": id_of("cus"), "email": {"type": "string", "format": "email"},
+                   "items": {"type": "array", "minItems": 1, "items": input(&["quantity"], json!({
+                       "package_id": id_of("pkg"), "product_id": id_of("prd"),
+                       "quantity": {"type": "integer", "minimum": 1}}))},
+                   "coupon_code": {"type": "string"}}),
         ),
     );
     put(
-        "Wrapper",
-        object(
-            &["success", "data", "message", "errors"],
-            json!({"success": {"type": "boolean"}, "data": {},
-        "message": {"type": ["string", "null"]}, "errors": {"type": "array", "items": {"type": "string"}},
-        "code": {"type": "string"}}),
+        "OrderPatch",
+        input(
+            &[],
+            json!({"status": {"enum": ["pending", "completed", "cancelled", "refunded"]}}),
         ),
+    );
+}
+
+/// Response `data` schemas.
+fn outputs(out: &mut Map<String, Value>) {
+    let mut put = |name: &str, schema: Value| {
+        out.insert(name.to_owned(), schema);
+    };
+    let text = || json!({"type": "string"});
+    let maybe_text = || nullable(text());
+    let money = || {
+        output(
+            &[],
+            json!({"amount": {"type": "integer"}, "currency": text()}),
+        )
+    };
+    let discount = || {
+        output(
+            &["currency"],
+            json!({"type": {"enum": ["percentage", "fixed"]},
+                                                    "value": {"type": "integer"}, "currency": text()}),
+        )
+    };
+    let limit = || {
+        nullable(output(
+            &[],
+            json!({"limit": {"type": "integer"}, "window_seconds": {"type": "integer"},
+                                               "algorithm": {"enum": ["fixed_window", "sliding_window", "token_bucket"]}}),
+        ))
+    };
+    put("Health", output(&[], json!({"status": {"const": "ok"}})));
+    put(
+        "Meta",
+        output(
+            &[],
+            json!({
+        "areas": {"type": "array", "items": output(&[], json!({"name": text(), "actions": {"type": "array", "items": text()}}))},
+        "formats": {"type": "array", "items": text()},
+        "algorithms": {"type": "array", "items": text()},
+        "webhook_events": {"type": "array", "items": text()}}),
+        ),
+    );
+    put(
+        "Deleted",
+        output(&[], json!({"id": text(), "deleted": {"const": true}})),
+    );
+    put(
+        "Revoked",
+        output(&[], json!({"id": text(), "revoked": {"const": true}})),
+    );
+    let store = output(
+        &[],
+        json!({
+        "id": text(), "name": text(), "api_enabled": {"type": "boolean"},
+        "plan": output(&[], json!({"tier": {"enum": ["free", "pro"]}, "expires_at": nullable(time())})),
+        "require_pro": {"type": "boolean"}, "key_prefix": text(), "default_rate_limit": limit(),
+        "max_scoped_keys": {"type": "integer"}, "default_key_ttl_days": nullable(json!({"type": "integer"})),
+        "permissions_editable": {"type": "boolean"}, "environments": {"type": "array", "items": text()},
+        "log_retention_days": {"type": "integer"}, "created_at": time()}),
+    );
+    put("Store", store);
+    let key = output(
+        &["consumer_key"],
+        json!({
+        "id": text(), "store_id": text(), "name": text(), "description": maybe_text(),
+        "kind": {"enum": ["default", "scoped"]}, "format": {"enum": ["token", "hex", "pair"]},
+        "environment": text(),
+        "permissions": {"type": "object", "additionalProperties": {"type": "array", "items": {"enum": ["View", "Edit", "Delete"]}}},
+        "active": {"type": "boolean"}, "masked": text(), "consumer_key": text(), "rate_limit": limit(),
+        "ip_allowlist": {"type": "array", "items": text()}, "expires_at": nullable(time()),
+        "created_at": time(), "updated_at": time(), "last_used_at": nullable(time()),
+        "last_used_ip": maybe_text(), "meta": {"type": "object"}}),
+    );
+    let mut created = extend(
+        key.clone(),
+        json!({"properties": {
+        "key": {"type": "string", "description": "the secret (token and hex formats); shown only here"},
+        "consumer_secret": {"type": "string", "description": "the secret (pair format); shown only here"}}}),
+    );
+    created["oneOf"] =
+        json!([{"required": ["key"]}, {"required": ["consumer_key", "consumer_secret"]}]);
+    put("Key", key);
+    put("CreatedKey", created);
+    put(
+        "CreatedStore",
+        output(
+            &[],
+            json!({"store": reference("Store"), "default_key": reference("CreatedKey")}),
+        ),
+    );
+    put(
+        "PortalSession",
+        output(&[], json!({"token": text(), "expires_at": time()})),
+    );
+    put(
+        "LogEntry",
+        output(
+            &[],
+            json!({
+        "at": time(), "key_id": maybe_text(), "method": text(), "path": text(),
+        "status": {"type": "integer"}, "ip": maybe_text(), "code": text(), "latency_us": {"type": "integer"}}),
+        ),
+    );
+    put(
+        "AuditEvent",
+        output(
+            &["webhook_id"],
+            json!({
+        "v": {"type": "integer"}, "seq": {"type": "integer"}, "at": time(), "store_id": text(),
+        "key_id": maybe_text(), "webhook_id": text(),
+        "action": {"enum": ["key_created", "key_updated", "key_regenerated", "key_revoked",
+                            "store_updated", "webhook_created", "webhook_updated", "webhook_deleted"]},
+        "actor": output(&[], json!({"type": {"enum": ["admin", "key"]}, "id": text()})),
+        "changes": {"type": "array", "items": text()}}),
+        ),
+    );
+    let webhook = output(
+        &["disabled_reason"],
+        json!({
+        "id": text(), "url": text(), "events": {"type": "array", "items": text()},
+        "active": {"type": "boolean"}, "disabled_reason": maybe_text(), "created_at": time()}),
+    );
+    put(
+        "CreatedWebhook",
+        extend(
+            webhook.clone(),
+            json!({"properties": {"secret": text()}, "required": ["secret"]}),
+        ),
+    );
+    put("Webhook", webhook);
+    let attempt = || {
+        output(
+            &[],
+            json!({"at": time(), "status_code": nullable(json!({"type": "integer"})),
+                                        "body": text(), "error": maybe_text(), "duration_ms": {"type": "integer"}}),
+        )
+    };
+    put(
+        "Delivery",
+        output(
+            &[],
+            json!({
+        "id": text(), "webhook_id": text(), "event_id": text(), "event_type": text(),
+        "state": {"enum": ["pending", "succeeded", "failed"]},
+        "attempts": {"type": "array", "items": attempt()}, "next_attempt_at": nullable(time()),
+        "created_at": time(), "payload": {}}),
+        ),
+    );
+    put(
+        "WebhookTest",
+        output(
+            &[],
+            json!({"status_code": nullable(json!({"type": "integer"})), "body": text(),
+                                         "error": maybe_text(), "duration_ms": {"type": "integer"}, "delivery_id": text()}),
+        ),
+    );
+
+    let id = text;
+    let when = time;
+    put(
+        "Category",
+        output(
+            &[],
+            json!({"id": id(), "name": text(), "description": maybe_text(),
+                                       "parent_id": maybe_text(), "created_at": when(), "updated_at": when()}),
+        ),
+    );
+    put(
+        "Package",
+        output(
+            &[],
+            json!({"id": id(), "name": text(), "description": maybe_text(), "price": money(),
+                                      "category_id": maybe_text(), "type": {"enum": ["single", "subscription"]},
+                                      "active": {"type": "boolean"}, "created_at": when(), "updated_at": when()}),
+        ),
+    );
+    put(
+        "Product",
+        output(
+            &[],
+            json!({"id": id(), "sku": text(), "name": text(), "price": money(),
+                                      "stock": {"type": "integer"}, "category_id": maybe_text(),
+                                      "active": {"type": "boolean"}, "created_at": when(), "updated_at": when()}),
+        ),
+    );
+    put(
+        "Coupon",
+        output(
+            &[],
+            json!({"id": id(), "code": text(), "discount": discount(),
+                                     "starts_at": nullable(when()), "expires_at": nullable(when()),
+                                     "max_uses": nullable(json!({"type": "integer"})), "uses": {"type": "integer"},
+                                     "created_at": when()}),
+        ),
+    );
+    put(
+        "Sale",
+        output(
+            &[],
+            json!({"id": id(), "name": text(), "discount": discount(),
+                                   "package_ids": {"type": "array", "items": text()}, "starts_at": when(),
+                                   "ends_at": nullable(when()), "created_at": when()}),
+        ),
+    );
+    put(
+        "GiftCard",
+        output(
+            &["code"],
+            json!({"id": id(), "code": {"type": "string", "description": "create response only"},
+                                             "masked_code": text(), "balance": money(), "note": maybe_text(),
+                                             "expires_at": nullable(when()), "void": {"type": "boolean"},
+                                             "created_at": when()}),
+        ),
+    );
+    put(
+        "Customer",
+        output(
+            &[],
+            json!({"id": id(), "email": {"type": "string", "description": "masked: j***@example.com"},
+                                       "name": maybe_text(), "created_at": when()}),
+        ),
+    );
+    put(
+        "Ban",
+        output(
+            &[],
+            json!({"id": id(), "type": {"enum": ["user", "ip", "email"]}, "value": text(),
+                                  "reason": maybe_text(), "expires_at": nullable(when()), "created_at": when()}),
+        ),
+    );
+    put(
+        "Order",
+        output(
+            &[],
+            json!({"id": id(), "customer_id": text(),
+        "items": {"type": "array", "items": output(&["package_id", "product_id"], json!({
+            "package_id": text(), "product_id": text(), "name": text(), "quantity": {"type": "integer"},
+            "unit_price": {"type": "integer"}, "discount": {"type": "integer"}}))},
+        "subtotal": {"type": "integer"}, "discount": {"type": "integer"}, "total": {"type": "integer"},
+        "currency": text(), "coupon_code": maybe_text(),
+        "status": {"enum": ["pending", "completed", "cancelled", "refunded"]}, "created_at": when()}),
+        ),
+    );
+    put(
+        "Subscription",
+        output(
+            &[],
+            json!({"id": id(), "customer_id": text(), "package_id": text(),
+                                           "order_id": text(), "status": text(), "started_at": when(),
+                                           "next_payment_at": when()}),
+        ),
+    );
+}
+
+fn schemas() -> Map<String, Value> {
+    let mut out = Map::new();
+    bodies(&mut out);
+    outputs(&mut out);
+    out.insert(
+        "Error".to_owned(),
+        output(&[], json!({"success": {"const": false}, "data": {"type": "null"},
+                           "message": {"type": "string"}, "errors": {"type": "array", "items": {"type": "string"}},
+                           "code": {"type": "string", "description": "stable and machine-readable: VALIDATION, NOT_FOUND, INVALID, …"}})),
     );
     out
 }
@@ -582,9 +1081,27 @@ fn security(auth: Auth) -> Value {
     }
 }
 
+/// The success body: the wrapper around `data`.
+fn success(data: &Data) -> Value {
+    let data = match data {
+        Data::One(name) => reference(name),
+        Data::List(name) => json!({"type": "array", "items": reference(name)}),
+        Data::Page(name) => output(
+            &[],
+            json!({"items": {"type": "array", "items": reference(name)},
+                                               "next_cursor": nullable(json!({"type": "string"}))}),
+        ),
+        Data::Raw => Value::Null,
+    };
+    output(
+        &[],
+        json!({"success": {"const": true}, "data": data, "message": {"type": "null"},
+                       "errors": {"type": "array", "maxItems": 0}}),
+    )
+}
+
 /// The OpenAPI document.
 pub fn document() -> Value {
-    let wrapper = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Wrapper"}}});
     let mut paths = Map::new();
     for op in operations() {
         let mut parameters: Vec<Value> = op
@@ -593,29 +1110,31 @@ pub fn document() -> Value {
             .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
-        parameters.extend(
-            op.query
-                .iter()
-                .map(|(name, kind)| json!({"name": name, "in": "query", "required": false, "schema": {"type": kind}})),
-        );
+        parameters.extend(op.query.iter().map(|param| {
+            json!({"name": param.name(), "in": "query", "required": false, "schema": param.schema()})
+        }));
         let mut responses = Map::new();
-        let ok = if op.path == "/metrics" {
-            json!({"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}})
-        } else if op.path == "/openapi.json" {
-            json!({"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}})
-        } else {
-            json!({"description": "Success", "content": wrapper})
+        let ok = match (&op.data, op.path.as_str()) {
+            (Data::Raw, "/metrics") => {
+                json!({"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}})
+            }
+            (Data::Raw, _) => {
+                json!({"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}})
+            }
+            (data, _) => {
+                json!({"description": "Success", "content": {"application/json": {"schema": success(data)}}})
+            }
         };
         responses.insert(op.ok.to_string(), ok);
         let errors: &[u16] = match op.auth {
             Auth::Public if op.path.starts_with("/api/") => &[400, 404, 429],
             Auth::Public => &[],
-            _ => &[400, 401, 403, 404, 405, 409, 413, 429],
+            _ => &[400, 401, 403, 404, 405, 409, 413, 415, 429],
         };
         for status in errors {
             responses.insert(
                 status.to_string(),
-                json!({"description": "Refused", "content": wrapper}),
+                json!({"description": "Refused", "content": {"application/json": {"schema": reference("Error")}}}),
             );
         }
         let mut operation = json!({
@@ -625,19 +1144,19 @@ pub fn document() -> Value {
             "responses": responses,
             "security": security(op.auth),
         });
-        if let Some(schema) = op.body {
+        if let Some(schema) = &op.body {
             operation["requestBody"] = json!({"required": true, "content": {"application/json": {
-                "schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
+                "schema": reference(schema)}}});
         }
         let entry = paths
-            .entry(op.path.to_owned())
+            .entry(op.path.clone())
             .or_insert_with(|| Value::Object(Map::new()));
         entry[op.method] = operation;
     }
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Latchkey", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "API keys for commerce platforms (SPEC §7). Every body is the wrapper {success, data, message, errors, code}."},
+                 "description": "API keys for commerce platforms (SPEC §7). Every body is the wrapper {success, data, message, errors}; refusals add a stable `code`."},
         "paths": paths,
         "components": {
             "schemas": schemas(),
