@@ -128,7 +128,10 @@ fn entity(ops: &mut Vec<Operation>, area: latchkey::Area, schema: &str, name: &s
         None,
         PAGE,
         Data::page(schema),
-        format!("List {name}s (cursor pages, oldest first)")
+        format!(
+            "List {} (cursor pages, oldest first)",
+            area.route_segment().replace('-', " ")
+        )
     ));
     if offers(latchkey::Action::Edit) && area != latchkey::Area::Subscriptions {
         ops.push(op!(
