@@ -313,7 +313,7 @@ async fn regenerate_key(
 }
 
 fn parse_time(
-    params: &std::collections::HashMap<String, String>,
+    params: &net::Query<'_>,
     name: &str,
     problems: &mut Vec<String>,
 ) -> Option<OffsetDateTime> {
@@ -352,7 +352,7 @@ async fn logs(
         }
     });
     let query = LogQuery {
-        key_id: params.get("key_id").cloned(),
+        key_id: params.get("key_id").map(str::to_owned),
         status,
         since: parse_time(&params, "since", &mut problems),
         until: parse_time(&params, "until", &mut problems),

@@ -151,7 +151,7 @@ fn page_params(uri: &Uri) -> Result<(Option<usize>, Option<String>), Response> {
         None
     });
     if problems.is_empty() {
-        Ok((limit, params.remove("cursor")))
+        Ok((limit, params.take("cursor")))
     } else {
         Err(respond::invalid(problems))
     }

@@ -1,8 +1,7 @@
 //! What every request goes through: request id, timeout, the wrapper on bodies the router
 //! leaves empty, metrics; and the readers shared by handlers (client IP, JSON body, query).
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::body::{Body, HttpBody};
@@ -139,15 +138,37 @@ pub async fn json_object(
     }
 }
 
+/// A request's query parameters as [`query`] read them: each allowed name at most once,
+/// percent-decoded. Borrowed from the request line where no decoding was needed: the keyed
+/// list routes read one on every request.
+#[derive(Debug, Default)]
+pub struct Query<'a> {
+    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+impl Query<'_> {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(known, _)| known == name)
+            .map(|(_, value)| value.as_ref())
+    }
+
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        let at = self.pairs.iter().position(|(known, _)| known == name)?;
+        Some(self.pairs.swap_remove(at).1.into_owned())
+    }
+}
+
 /// A route's query parameters. Each name must be one the route reads (`allowed`) and come at
 /// most once: a misspelt `limt=5` or a second `limit` would otherwise be ignored silently.
 /// Every unknown or repeated name is added to `problems`, once each.
-pub fn query(
-    request_query: Option<&str>,
+pub fn query<'a>(
+    request_query: Option<&'a str>,
     allowed: &[&str],
     problems: &mut Vec<String>,
-) -> HashMap<String, String> {
-    let mut out = HashMap::new();
+) -> Query<'a> {
+    let mut out = Query::default();
     let mut refused: Vec<String> = Vec::new();
     for pair in request_query
         .unwrap_or_default()
@@ -156,7 +177,7 @@ pub fn query(
     {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let name = decode(k);
-        let problem = if !allowed.contains(&name.as_str()) {
+        let problem = if !allowed.contains(&name.as_ref()) {
             let reads = if allowed.is_empty() {
                 "none".to_owned()
             } else {
@@ -166,14 +187,11 @@ pub fn query(
                 "query: unknown parameter `{}` (this route reads {reads})",
                 name.escape_debug()
             )
+        } else if out.get(&name).is_some() {
+            format!("query: `{name}` given more than once")
         } else {
-            match out.entry(name) {
-                Entry::Vacant(slot) => {
-                    slot.insert(decode(v));
-                    continue;
-                }
-                Entry::Occupied(seen) => format!("query: `{}` given more than once", seen.key()),
-            }
+            out.pairs.push((name, decode(v)));
+            continue;
         };
         if !refused.contains(&problem) {
             refused.push(problem);
@@ -183,8 +201,11 @@ pub fn query(
     out
 }
 
-/// Percent-decoding for query strings (`+` is a space).
-fn decode(text: &str) -> String {
+/// Percent-decoding for query strings (`+` is a space); the text itself when it has neither.
+fn decode(text: &str) -> Cow<'_, str> {
+    if !text.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(text);
+    }
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -204,11 +225,11 @@ fn decode(text: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// `limit` as a page size: `Ok(None)` when absent, a problem when not a whole number.
-pub fn limit_param(params: &HashMap<String, String>) -> Result<Option<usize>, String> {
+pub fn limit_param(params: &Query<'_>) -> Result<Option<usize>, String> {
     params
         .get("limit")
         .map(|v| {
@@ -216,4 +237,39 @@ pub fn limit_param(params: &HashMap<String, String>) -> Result<Option<usize>, St
                 .map_err(|_| format!("limit: `{v}` is not a whole number"))
         })
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decodes_only_what_is_encoded_and_names_every_problem() {
+        let mut problems = Vec::new();
+        let mut params = query(
+            Some("%6Cimit=2&cursor=a%2Bb+c&since=x&limit=3&limit=4&&cursor"),
+            &["limit", "cursor"],
+            &mut problems,
+        );
+        assert_eq!(params.get("limit"), Some("2"));
+        assert_eq!(limit_param(&params), Ok(Some(2)));
+        assert_eq!(params.take("cursor").as_deref(), Some("a+b c"));
+        assert_eq!(params.get("cursor"), None);
+        assert_eq!(
+            problems,
+            [
+                "query: unknown parameter `since` (this route reads limit, cursor)",
+                "query: `limit` given more than once",
+                "query: `cursor` given more than once",
+            ]
+        );
+        // Nothing to decode: the values are the request line's own text.
+        let plain = query(Some("limit=20"), &["limit"], &mut Vec::new());
+        assert!(matches!(plain.pairs[0].1, Cow::Borrowed("20")));
+        let bad = query(Some("limit=ten"), &["limit"], &mut Vec::new());
+        assert_eq!(
+            limit_param(&bad),
+            Err("limit: `ten` is not a whole number".to_owned())
+        );
+    }
 }
