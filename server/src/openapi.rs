@@ -1103,21 +1103,76 @@ fn success(data: &Data) -> Value {
     )
 }
 
+impl Operation {
+    fn id(&self) -> String {
+        format!(
+            "{}{}",
+            self.method,
+            self.path.replace(['/', '{', '}', '-', '.'], "_")
+        )
+    }
+
+    fn path_params(&self) -> impl Iterator<Item = &str> {
+        self.path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+    }
+}
+
+/// Links from an operation that creates something to the routes of what it created (the id in
+/// its answer fills the route's last parameter; the others come from the request), so clients
+/// and schemathesis's stateful phase can follow a create with its reads, changes and deletes.
+fn links(op: &Operation, all: &[Operation]) -> Map<String, Value> {
+    let mut out = Map::new();
+    let Data::One(schema) = &op.data else {
+        return out;
+    };
+    if op.method != "post" || op.path.ends_with('}') {
+        return out;
+    }
+    let id_at = if schema == "CreatedStore" {
+        "$response.body#/data/store/id"
+    } else {
+        "$response.body#/data/id"
+    };
+    let prefix = format!("{}/{{", op.path);
+    for target in all {
+        // Only routes whose every other parameter the request already had.
+        let Some((created, _)) = target
+            .path
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once('}'))
+            .filter(|(_, after)| !after.contains('{'))
+        else {
+            continue;
+        };
+        let mut parameters: Map<String, Value> = op
+            .path_params()
+            .map(|name| (name.to_owned(), json!(format!("$request.path.{name}"))))
+            .collect();
+        parameters.insert(created.to_owned(), json!(id_at));
+        out.insert(
+            target.id(),
+            json!({"operationId": target.id(), "parameters": parameters}),
+        );
+    }
+    out
+}
+
 /// The OpenAPI document.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for op in operations() {
+    let all = operations();
+    for op in &all {
         let mut parameters: Vec<Value> = op
-            .path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .path_params()
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
         parameters.extend(op.query.iter().map(|param| {
             json!({"name": param.name(), "in": "query", "required": false, "schema": param.schema()})
         }));
         let mut responses = Map::new();
-        let ok = match (&op.data, op.path.as_str()) {
+        let mut ok = match (&op.data, op.path.as_str()) {
             (Data::Raw, "/metrics") => {
                 json!({"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}})
             }
@@ -1128,6 +1183,10 @@ pub fn document() -> Value {
                 json!({"description": "Success", "content": {"application/json": {"schema": success(data)}}})
             }
         };
+        let links = links(op, &all);
+        if !links.is_empty() {
+            ok["links"] = Value::Object(links);
+        }
         responses.insert(op.ok.to_string(), ok);
         let errors: &[u16] = match op.auth {
             Auth::Public if op.path.starts_with("/api/") => &[400, 404, 429],
@@ -1142,7 +1201,7 @@ pub fn document() -> Value {
         }
         let mut operation = json!({
             "summary": op.summary,
-            "operationId": format!("{}{}", op.method, op.path.replace(['/', '{', '}', '-', '.'], "_")),
+            "operationId": op.id(),
             "parameters": parameters,
             "responses": responses,
             "security": security(op.auth),

@@ -62,7 +62,8 @@ def passes(banner: dict) -> dict[str, list[str]]:
         "the keyed API with its key": [*key, "--include-path-regex", "^/api/v1/",
                                        "--exclude-path-regex", "^/api/v1/api-keys/"],
         "the management API with its token": [*admin, "--include-path-regex", "^/api/(stores|meta)"],
-        "the key's own revocation and regeneration": [*key, "--include-path-regex", "^/api/v1/api-keys/"],
+        "the keyed API's own keys, revocation and regeneration included": [
+            *key, "--include-path-regex", "^/api/v1/api-keys"],
         "every route without credentials": [],
     }
 
