@@ -33,7 +33,7 @@ crash:
 # `httpx` is deprecated there) and `httpx` before it: both are installed, so either resolves.
 python:
 	@test -x $(PYVENV)/bin/python || python3 -m venv $(PYVENV)
-	$(PYVENV)/bin/pip install -q --disable-pip-version-check "maturin>=1.9,<2" "pytest>=8" "fastapi>=0.110" "httpx>=0.27" "httpx2>=2" "standardwebhooks>=1.0" "schemathesis>=4,<5" "mypy>=1.10"
+	$(PYVENV)/bin/pip install -q --disable-pip-version-check "maturin>=1.9,<2" "pytest>=8" "fastapi>=0.110" "httpx>=0.27" "httpx2>=2" "standardwebhooks>=1.0" "schemathesis>=4,<5" "jsonschema-rs>=0.20" "mypy>=1.10"
 	cd bindings/python && VIRTUAL_ENV=$(PYVENV) PATH=$(PYVENV)/bin:$$PATH maturin develop -q
 	# The package's annotations and stubs, as typed code using it sees them.
 	$(PYVENV)/bin/mypy --strict bindings/python/python/latchkey bindings/python/tests/typed_usage.py
