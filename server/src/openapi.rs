@@ -1159,6 +1159,38 @@ fn links(op: &Operation, all: &[Operation]) -> Map<String, Value> {
     out
 }
 
+/// The headers a response of `op` with `status` carries: every response has its request id
+/// (the caller's `X-Request-Id` when well-formed); API responses carry the limit that applied,
+/// when one did; a 429 says when to come back.
+fn headers(op: &Operation, status: u16) -> Value {
+    let mut out = Map::new();
+    out.insert(
+        "X-Request-Id".into(),
+        json!({"required": true, "description": "the caller's X-Request-Id (1-64 of [A-Za-z0-9_-]) or a new one",
+               "schema": {"type": "string", "minLength": 1, "maxLength": 64}}),
+    );
+    if op.path.starts_with("/api/v1/") {
+        for (name, description) in [
+            ("X-RateLimit-Limit", "the governing limit"),
+            ("X-RateLimit-Remaining", "requests left in its window"),
+            ("X-RateLimit-Reset", "when the window resets (unix seconds)"),
+        ] {
+            out.insert(
+                name.into(),
+                json!({"description": description, "schema": {"type": "integer", "minimum": 0}}),
+            );
+        }
+    }
+    if status == 429 {
+        out.insert(
+            "Retry-After".into(),
+            json!({"required": true, "description": "whole seconds to wait",
+                   "schema": {"type": "integer", "minimum": 1}}),
+        );
+    }
+    Value::Object(out)
+}
+
 /// The OpenAPI document.
 pub fn document() -> Value {
     let mut paths = Map::new();
@@ -1187,6 +1219,7 @@ pub fn document() -> Value {
         if !links.is_empty() {
             ok["links"] = Value::Object(links);
         }
+        ok["headers"] = headers(op, op.ok);
         responses.insert(op.ok.to_string(), ok);
         let errors: &[u16] = match op.auth {
             Auth::Public if op.path.starts_with("/api/") => &[400, 404, 429],
@@ -1196,7 +1229,8 @@ pub fn document() -> Value {
         for status in errors {
             responses.insert(
                 status.to_string(),
-                json!({"description": "Refused", "content": {"application/json": {"schema": reference("Error")}}}),
+                json!({"description": "Refused", "headers": headers(op, *status),
+                       "content": {"application/json": {"schema": reference("Error")}}}),
             );
         }
         let mut operation = json!({

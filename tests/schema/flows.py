@@ -5,7 +5,8 @@ schemathesis (schema.py) sends generated input, which seldom gets far enough to 
 order, a subscription, a portal session or a webhook delivery, so the schemas of those answers
 would go unchecked. This script walks the seeds' flows on a live server (`serve --dev`, with a
 local webhook receiver) and validates every response against the document: the status must be
-one the operation documents, and the body must match that status's schema. It also checks that
+one the operation documents, the body must match that status's schema, and the documented
+headers must be there (when required) and match theirs. It also checks that
 the walk reached every documented operation.
 
     python3 tests/schema/flows.py [--binary PATH]
@@ -64,9 +65,9 @@ class Walk:
             **headers, **({"Content-Type": "application/json"} if data is not None else {})})
         try:
             with urllib.request.urlopen(request) as response:
-                status, raw = response.status, response.read()
+                status, raw, got = response.status, response.read(), response.headers
         except urllib.error.HTTPError as refused:
-            status, raw = refused.code, refused.read()
+            status, raw, got = refused.code, refused.read(), refused.headers
         answer = json.loads(raw) if raw else None
         where = f"{method.upper()} {path} -> {status}"
         if expect is not None and status != expect:
@@ -81,6 +82,17 @@ class Walk:
         if documented is None:
             self.problems.append(f"{where}: status not documented ({sorted(op['responses'])})")
             return answer or {}
+        for name, header in documented.get("headers", {}).items():
+            value = got.get(name)
+            if value is None:
+                if header.get("required"):
+                    self.problems.append(f"{where}: no {name} header")
+                continue
+            parsed: object = value
+            if header["schema"].get("type") == "integer":
+                parsed = int(value) if re.fullmatch(r"-?[0-9]+", value) else value
+            for error in jsonschema_rs.Draft202012Validator(header["schema"]).iter_errors(parsed):
+                self.problems.append(f"{where}: {name}: {error.message}")
         schema = documented["content"]["application/json"]["schema"]
         validator = jsonschema_rs.Draft202012Validator({**schema, "components": self.doc["components"]})
         for error in validator.iter_errors(answer):
@@ -223,6 +235,10 @@ def walk(w: Walk, banner: dict, hook_url: str) -> None:
 
     # Refusals.
     w.call("get", "/api/v1/packages", {}, expect=401)
+    tight = w.call("post", f"{s}/api-keys", admin, {"name": "Tight", "permissions": "*", "rate_limit": 1},
+                   expect=201)["data"]
+    w.call("get", "/api/v1/packages", {"X-Api-Key": tight["key"]}, expect=200)
+    w.call("get", "/api/v1/packages", {"X-Api-Key": tight["key"]}, expect=429)
     w.call("post", "/api/v1/packages", dev_key, {"name": "", "price": {"amount": -1}}, expect=400)
     w.call("get", "/api/v1/packages/pkg_000000000000000000000", dev_key, expect=404)
     w.call("get", f"{s}/logs?limit=5&status=200", admin, expect=200)

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Schema conformance (issue #10): schemathesis against a live server's /openapi.json.
 
-Starts `latchkey serve --dev` on a free loopback port, then runs schemathesis twice: with
-credentials (the printed management token and API key) and without any. The checks are
-`not_a_server_error` (no 5xx for any input), `response_schema_conformance` (every answer
-matches the document) and `negative_data_rejection` (input outside the schema is refused).
+Runs schemathesis in four passes (see `passes`), each on a fresh `latchkey serve --dev` on a
+free loopback port: the keyed API with the printed key, the management API with the printed
+token, the key routes, and every route without credentials. The checks are
+`not_a_server_error` (no 5xx for any input), `response_schema_conformance` and
+`response_headers_conformance` (every answer matches the document) and
+`negative_data_rejection` (input outside the schema is refused).
 Exit status: schemathesis's, the first non-zero one.
 
     python3 tests/schema/schema.py [--st PATH] [--binary PATH] [--max-examples N]
@@ -22,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CHECKS = "not_a_server_error,response_schema_conformance,negative_data_rejection"
+CHECKS = "not_a_server_error,response_schema_conformance,response_headers_conformance,negative_data_rejection"
 
 
 def start(binary: Path) -> tuple[subprocess.Popen, str, dict]:
