@@ -4,6 +4,8 @@
 //!   under load: a quarter of the queue) recorded and written in one batch, on a database file,
 //!   as the server's writer thread does. The figure is per batch; per entry, divide by 16,384.
 //! - `logs/read_100_newest`: the newest 100 entries of a store's log of 200,000.
+//! - `logs/read_rare_key`: the entries of a key that made one request, the store's first, in
+//!   that log (a filter that matches almost nothing reads the whole log).
 //!
 //! The writer runs on its own thread, beside the threads serving requests: what it costs per
 //! entry is CPU the requests do not get (issue #5's keyed route).
@@ -52,6 +54,17 @@ fn benches(c: &mut Criterion) {
         .create_store(&Actor::admin("bench"), NewStore::named("Bench"))
         .expect("store");
     let sid = store.id;
+    engine.record_request(LogEntry::new(
+        OffsetDateTime::now_utc(),
+        sid,
+        Some("key_rarely_used_0000000"),
+        "GET",
+        "/api/v1/packages",
+        200,
+        None,
+        "OK",
+        80,
+    ));
     let newest = LogQuery {
         limit: Some(1),
         ..LogQuery::default()
@@ -89,6 +102,16 @@ fn benches(c: &mut Criterion) {
                 .logs(sid.as_str(), black_box(&hundred))
                 .expect("logs")
         })
+    });
+    // A key that made one request, before everything else: its page is at the far end.
+    let rare = LogQuery {
+        key_id: Some("key_rarely_used_0000000".to_owned()),
+        limit: Some(100),
+        ..LogQuery::default()
+    };
+    group.sample_size(10);
+    group.bench_function("read_rare_key", |b| {
+        b.iter(|| engine.logs(sid.as_str(), black_box(&rare)).expect("logs"))
     });
     group.finish();
 }

@@ -28,8 +28,8 @@ use crate::ids::StoreId;
 use crate::storage;
 
 /// (store, unix nanos of the newest entry in the row, sequence) → a chunk of that store's
-/// entries (version 3), or one entry at that time (versions 1 and 2, written by earlier
-/// releases and still read). The sequence orders rows written in the same nanosecond.
+/// entries with its summary (version 4), a chunk without (version 3), or one entry at that
+/// time (versions 1 and 2); earlier releases' rows are still read. The sequence orders rows written in the same nanosecond.
 pub(crate) const LOGS: TableDefinition<(&str, i64, u64), &[u8]> =
     TableDefinition::new("request_log");
 
@@ -131,6 +131,8 @@ struct Stored {
 const COMPACT: u8 = 2;
 /// First byte of a version 3 row: a chunk of entries.
 const CHUNK: u8 = 3;
+/// First byte of a version 4 row: a [`Summary`] of the chunk, then the chunk as version 3.
+const SUMMARIZED: u8 = 4;
 /// The length written for an absent key id (no real string is 4 GiB long).
 const ABSENT: u32 = u32::MAX;
 /// Entries in a chunk, at most: rows of about 3 KB, within a redb page, and few entries to
@@ -147,7 +149,8 @@ const CHUNK_SPAN: i64 = 1_000_000_000;
 ///
 /// Version 2 stored one entry per row as `2` and these fields, the time and store being the
 /// row key's. Version 3 stores a chunk: `3`, the number of entries (u32), then per entry its
-/// time (i64 unix nanos) and these fields.
+/// time (i64 unix nanos) and these fields. Version 4 (written now) is `4`, the chunk's
+/// [`Summary`] (five u64), then the version 3 chunk.
 ///
 /// A row per chunk rather than per entry: the log is written for every API request, on a
 /// thread beside the ones serving them, and a B-tree insert per entry was most of its cost
@@ -247,8 +250,104 @@ impl Queued {
     }
 }
 
-/// A version 3 row holding `entries` (all of one store).
+/// What a row holds, enough to pass over it unread when a query filters by key or status.
+/// Without it, a filter that matches little (the one request of a key used once, the 500s of
+/// a healthy store) decoded every entry of the store's log.
+///
+/// `keys` is a Bloom filter of the rows' key ids (256 bits, two bits a key); `statuses` has
+/// bit `status % 64` set for each status. Both answer "maybe" or "no". The hash is FNV-1a,
+/// fixed: summaries are stored, so every release must compute the same bits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Summary {
+    keys: [u64; 4],
+    statuses: u64,
+}
+
+impl Summary {
+    const LEN: usize = 5 * 8;
+
+    fn key_bits(key_id: &[u8]) -> [usize; 2] {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for &byte in key_id {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        // Bits 0-7 and 32-39: two 8-bit positions from the hash's two halves.
+        [(hash & 0xff) as usize, ((hash >> 32) & 0xff) as usize]
+    }
+
+    fn add(&mut self, key_id: Option<&[u8]>, status: u16) {
+        if let Some(key_id) = key_id {
+            for bit in Self::key_bits(key_id) {
+                self.keys[bit / 64] |= 1 << (bit % 64);
+            }
+        }
+        self.statuses |= 1 << (status % 64);
+    }
+
+    /// False only when no entry of the row can match.
+    fn may_match(&self, key_id: Option<&str>, status: Option<u16>) -> bool {
+        let key = key_id.is_none_or(|key| {
+            Self::key_bits(key.as_bytes())
+                .iter()
+                .all(|&bit| self.keys[bit / 64] & (1 << (bit % 64)) != 0)
+        });
+        key && status.is_none_or(|s| self.statuses & (1 << (s % 64)) != 0)
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        for word in self.keys.iter().chain([&self.statuses]) {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+    }
+
+    /// The summary of a stored row, when it has one (version 4).
+    fn of_row(bytes: &[u8]) -> Option<Summary> {
+        let (&SUMMARIZED, rest) = bytes.split_first()? else {
+            return None;
+        };
+        let mut words = rest
+            .get(..Self::LEN)?
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()));
+        let mut next = || words.next().unwrap_or(u64::MAX);
+        Some(Summary {
+            keys: [next(), next(), next(), next()],
+            statuses: next(),
+        })
+    }
+}
+
+/// The key id and status in an entry's stored fields (see [`encode_fields`]), without
+/// decoding the rest.
+fn key_and_status(fields: &[u8]) -> (Option<&[u8]>, u16) {
+    let mut reader = Reader(fields);
+    let status = reader.array().map_or(0, u16::from_le_bytes);
+    let key = (|| {
+        reader.array::<8>()?;
+        let skip = match reader.array::<1>()? {
+            [4] => 4,
+            [6] => 16,
+            _ => 0,
+        };
+        reader.0 = reader.0.get(skip..)?;
+        let len = u32::from_le_bytes(reader.array()?);
+        if len == ABSENT {
+            return None;
+        }
+        reader.0.get(..usize::try_from(len).ok()?)
+    })();
+    (key, status)
+}
+
+/// A version 4 row holding `entries` (all of one store): their [`Summary`], then the chunk.
 fn encode_chunk(out: &mut Vec<u8>, entries: &[Queued]) -> Result<()> {
+    let mut summary = Summary::default();
+    for entry in entries {
+        let (key, status) = key_and_status(&entry.fields);
+        summary.add(key, status);
+    }
+    out.push(SUMMARIZED);
+    summary.write(out);
     out.push(CHUNK);
     let count = u32::try_from(entries.len())
         .map_err(|_| Error::Corrupt("log entry chunk: over 4 billion entries".into()))?;
@@ -275,6 +374,14 @@ fn decode_row(bytes: &[u8], store: StoreId, key_at: i64) -> Result<Vec<(i64, Log
             reader.finish().ok_or_else(corrupt)?;
             Ok(vec![(key_at, entry)])
         }
+        Some(&SUMMARIZED) => decode_row(
+            bytes
+                .get(1 + Summary::LEN..)
+                .filter(|chunk| chunk.first() == Some(&CHUNK))
+                .ok_or_else(corrupt)?,
+            store,
+            key_at,
+        ),
         Some(&CHUNK) => {
             let mut reader = Reader(&bytes[1..]);
             let count = u32::from_le_bytes(reader.array().ok_or_else(corrupt)?);
@@ -289,7 +396,7 @@ fn decode_row(bytes: &[u8], store: StoreId, key_at: i64) -> Result<Vec<(i64, Log
             Ok(entries)
         }
         Some(version) => Err(Error::Corrupt(format!(
-            "log entry record version {version} is newer than this release reads ({CHUNK})"
+            "log entry record version {version} is newer than this release reads ({SUMMARIZED})"
         ))),
         None => Err(Error::Corrupt("log entry record: empty".into())),
     }
@@ -692,6 +799,7 @@ impl Engine {
         for item in table.range((sid, from, 0)..=last)?.rev() {
             let (key, value) = item?;
             let (_, newest, seq) = key.value();
+            let row = value.value();
             while waiting
                 .peek()
                 .is_some_and(|w: &Waiting| (w.at, w.seq) > (newest, seq))
@@ -701,10 +809,12 @@ impl Engine {
                     return Ok(out);
                 }
             }
-            for (index, (at, entry)) in decode_row(value.value(), store.id, newest)?
-                .into_iter()
-                .enumerate()
+            if Summary::of_row(row)
+                .is_some_and(|summary| !summary.may_match(query.key_id.as_deref(), query.status))
             {
+                continue;
+            }
+            for (index, (at, entry)) in decode_row(row, store.id, newest)?.into_iter().enumerate() {
                 if (from..=to).contains(&at) && wanted(&entry) {
                     waiting.push(Waiting {
                         at,
@@ -836,12 +946,51 @@ mod tests {
             entry.at += time::Duration::milliseconds(n as i64 * 7);
         }
         let bytes = chunk(&entries);
-        assert_eq!(bytes[0], CHUNK);
+        assert_eq!(bytes[0], SUMMARIZED);
+        assert_eq!(bytes[1 + Summary::LEN], CHUNK);
         // The key's time is the newest entry's; each entry keeps its own.
         let read = decode_row(&bytes, store(), nanos(entries[2].at)).unwrap();
         let expected: Vec<_> = entries.iter().map(|e| (nanos(e.at), e.clone())).collect();
         assert_eq!(read, expected);
         assert!(decode_row(&chunk(&[]), store(), 0).unwrap().is_empty());
+    }
+
+    /// Chunks written before summaries (version 3) still read, and are never passed over.
+    #[test]
+    fn version_3_chunks_still_read() {
+        let entries = samples();
+        let bytes = chunk(&entries);
+        let v3 = &bytes[1 + Summary::LEN..];
+        assert_eq!(v3[0], CHUNK);
+        let read = decode_row(v3, store(), 0).unwrap();
+        let expected: Vec<_> = entries.iter().map(|e| (nanos(e.at), e.clone())).collect();
+        assert_eq!(read, expected);
+        assert_eq!(Summary::of_row(v3), None);
+    }
+
+    /// The summary answers "no" only for keys and statuses no entry has.
+    #[test]
+    fn summaries_pass_over_rows_that_cannot_match() {
+        let mut entries = samples();
+        entries[1].status = 503;
+        let summary = Summary::of_row(&chunk(&entries)).unwrap();
+        for entry in &entries {
+            assert!(summary.may_match(entry.key_id.as_deref(), Some(entry.status)));
+        }
+        assert!(summary.may_match(None, None));
+        assert!(!summary.may_match(None, Some(200)));
+        // Among many other key ids, nearly all are answered "no" (two bits of 256 each).
+        let others = (0..1000)
+            .filter(|n| summary.may_match(Some(&format!("key_{n:020}")), None))
+            .count();
+        assert!(others < 50, "{others} of 1000 absent keys passed");
+        // Each stored form of an address and key is skipped to the key correctly.
+        for entry in &entries {
+            let queued = Queued::new(entry.store_id, entry.at, &entry.parts()).unwrap();
+            let (key, status) = key_and_status(&queued.fields);
+            assert_eq!(key, entry.key_id.as_deref().map(str::as_bytes));
+            assert_eq!(status, entry.status);
+        }
     }
 
     /// Rows of one entry written before chunks (version 2) still read.
@@ -890,10 +1039,15 @@ mod tests {
         assert!(decode_row(&bad_ip, store(), 0).is_err());
         // A count larger than the entries there: refused, without allocating for the count.
         let mut too_many = chunk(&samples());
-        too_many[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        let count = 2 + Summary::LEN;
+        too_many[count..count + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_row(&too_many, store(), 0).is_err());
+        // A summary followed by anything but a chunk.
+        let mut not_chunk = chunk(&samples());
+        not_chunk[1 + Summary::LEN] = COMPACT;
+        assert!(decode_row(&not_chunk, store(), 0).is_err());
         let mut newer = compact(&one);
-        newer[0] = 4;
+        newer[0] = SUMMARIZED + 1;
         let error = decode_row(&newer, store(), 0).unwrap_err();
         assert!(error.to_string().contains("newer"), "{error}");
     }
@@ -960,9 +1114,15 @@ mod tests {
                     latency_us,
                 })
                 .collect();
-            let read = decode_row(&chunk(&entries), store(), 0).unwrap();
+            let bytes = chunk(&entries);
+            let read = decode_row(&bytes, store(), 0).unwrap();
             let expected: Vec<_> = entries.iter().map(|e| (nanos(e.at), e.clone())).collect();
             prop_assert_eq!(read, expected);
+            // No entry is ever passed over by its row's summary.
+            let summary = Summary::of_row(&bytes).unwrap();
+            for entry in &entries {
+                prop_assert!(summary.may_match(entry.key_id.as_deref(), Some(entry.status)));
+            }
             if let Some(first) = entries.first() {
                 prop_assert_eq!(&single(&compact(first), nanos(first.at)).unwrap(), first);
             }
