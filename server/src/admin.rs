@@ -135,21 +135,13 @@ macro_rules! guard {
     };
 }
 
-/// Runs engine work that may wait on the network (a webhook target's name lookup, a test
-/// dispatch) on the blocking pool, off the async workers.
+/// Engine work that may wait on the network (a webhook target's name lookup, a test
+/// dispatch) or the disk, answered from the blocking pool (see [`net::off_workers`]).
 async fn blocking(
     status: StatusCode,
     work: impl FnOnce() -> latchkey::Result<Value> + Send + 'static,
 ) -> Response {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(value) => result(status, value),
-        Err(_) => respond::fail(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "The request could not be completed",
-            Vec::new(),
-        ),
-    }
+    result(status, net::off_workers(work).await)
 }
 
 /// What a client needs to build forms: the areas with the actions each offers, key formats,
@@ -181,9 +173,11 @@ async fn create_store(
 ) -> Response {
     guard!(allow(&claims, "Stores:Create", None));
     let body = guard!(json_object(&state, &headers, body, false).await);
-    let created = NewStore::from_json(&body)
-        .and_then(|input| state.engine.create_store(&actor(&claims), input))
-        .map(|(store, key)| json!({"store": store, "default_key": key.to_json()}));
+    let engine = state.engine.clone();
+    let created =
+        net::off_workers(move || engine.create_store(&actor(&claims), NewStore::from_json(&body)?))
+            .await
+            .map(|(store, key)| json!({"store": store, "default_key": key.to_json()}));
     result(StatusCode::CREATED, created)
 }
 
@@ -223,9 +217,12 @@ async fn update_store(
 ) -> Response {
     guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
     let body = guard!(json_object(&state, &headers, body, false).await);
-    let updated = StorePatch::from_json(&body)
-        .and_then(|patch| state.engine.update_store(&store_id, &actor(&claims), patch))
-        .map(|s| json!(s));
+    let engine = state.engine.clone();
+    let updated = net::off_workers(move || {
+        engine.update_store(&store_id, &actor(&claims), StorePatch::from_json(&body)?)
+    })
+    .await
+    .map(|s| json!(s));
     result(StatusCode::OK, updated)
 }
 
@@ -250,9 +247,12 @@ async fn create_key(
 ) -> Response {
     guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
     let body = guard!(json_object(&state, &headers, body, false).await);
-    let created = NewKey::from_json(&body)
-        .and_then(|key| state.engine.create_key(&store_id, &actor(&claims), key))
-        .map(|c| c.to_json());
+    let engine = state.engine.clone();
+    let created = net::off_workers(move || {
+        engine.create_key(&store_id, &actor(&claims), NewKey::from_json(&body)?)
+    })
+    .await
+    .map(|c| c.to_json());
     result(StatusCode::CREATED, created)
 }
 
@@ -277,13 +277,17 @@ async fn update_key(
 ) -> Response {
     guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
     let body = guard!(json_object(&state, &headers, body, false).await);
-    let updated = KeyPatch::from_json(&body)
-        .and_then(|patch| {
-            state
-                .engine
-                .update_key(&store_id, &actor(&claims), &key_id, patch)
-        })
-        .map(|k| json!(k));
+    let engine = state.engine.clone();
+    let updated = net::off_workers(move || {
+        engine.update_key(
+            &store_id,
+            &actor(&claims),
+            &key_id,
+            KeyPatch::from_json(&body)?,
+        )
+    })
+    .await
+    .map(|k| json!(k));
     result(StatusCode::OK, updated)
 }
 
@@ -293,7 +297,10 @@ async fn revoke_key(
     Path((store_id, key_id)): Path<(String, String)>,
 ) -> Response {
     guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
-    let done = state.engine.revoke_key(&store_id, &actor(&claims), &key_id);
+    let engine = state.engine.clone();
+    let revoked = key_id.clone();
+    let done =
+        net::off_workers(move || engine.revoke_key(&store_id, &actor(&claims), &revoked)).await;
     result(
         StatusCode::OK,
         done.map(|()| json!({"id": key_id, "revoked": true})),
@@ -306,9 +313,9 @@ async fn regenerate_key(
     Path((store_id, key_id)): Path<(String, String)>,
 ) -> Response {
     guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
-    let created = state
-        .engine
-        .regenerate_key(&store_id, &actor(&claims), &key_id);
+    let engine = state.engine.clone();
+    let created =
+        net::off_workers(move || engine.regenerate_key(&store_id, &actor(&claims), &key_id)).await;
     result(StatusCode::OK, created.map(|c| c.to_json()))
 }
 
@@ -361,7 +368,9 @@ async fn logs(
     if !problems.is_empty() {
         return respond::invalid(problems);
     }
-    let entries = state.engine.logs(&store_id, &query).map(|entries| {
+    let engine = state.engine.clone();
+    let entries = net::off_workers(move || engine.logs(&store_id, &query));
+    let entries = entries.await.map(|entries| {
         let items: Vec<Value> = entries
             .iter()
             .map(|e| {
@@ -404,13 +413,9 @@ async fn audit(
     if !problems.is_empty() {
         return respond::invalid(problems);
     }
-    result(
-        StatusCode::OK,
-        state
-            .engine
-            .audit(&store_id, limit)
-            .map(|events| json!(events)),
-    )
+    let engine = state.engine.clone();
+    let events = net::off_workers(move || engine.audit(&store_id, limit)).await;
+    result(StatusCode::OK, events.map(|events| json!(events)))
 }
 
 async fn list_webhooks(
@@ -513,9 +518,10 @@ async fn delete_webhook(
     Path((store_id, webhook_id)): Path<(String, String)>,
 ) -> Response {
     guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
-    let done = state
-        .engine
-        .delete_webhook(&store_id, &actor(&claims), &webhook_id);
+    let engine = state.engine.clone();
+    let deleted = webhook_id.clone();
+    let done =
+        net::off_workers(move || engine.delete_webhook(&store_id, &actor(&claims), &deleted)).await;
     result(
         StatusCode::OK,
         done.map(|()| json!({"id": webhook_id, "deleted": true})),

@@ -193,10 +193,9 @@ async fn create(
         Ok(body) => body,
         Err(response) => return response,
     };
-    result(
-        StatusCode::CREATED,
-        state.engine.create_entity(&auth.scope, area, &body),
-    )
+    let engine = state.engine.clone();
+    let created = net::off_workers(move || engine.create_entity(&auth.scope, area, &body)).await;
+    result(StatusCode::CREATED, created)
 }
 
 async fn read(
@@ -225,10 +224,10 @@ async fn update(
         Ok(body) => body,
         Err(response) => return response,
     };
-    result(
-        StatusCode::OK,
-        state.engine.update_entity(&auth.scope, area, &id, &body),
-    )
+    let engine = state.engine.clone();
+    let updated =
+        net::off_workers(move || engine.update_entity(&auth.scope, area, &id, &body)).await;
+    result(StatusCode::OK, updated)
 }
 
 async fn remove(
@@ -238,7 +237,9 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Response {
     let area = entity_area(&uri);
-    let done = state.engine.delete_entity(&auth.scope, area, &id);
+    let engine = state.engine.clone();
+    let deleted = id.clone();
+    let done = net::off_workers(move || engine.delete_entity(&auth.scope, area, &deleted)).await;
     result(
         StatusCode::OK,
         done.map(|()| json!({"id": id, "deleted": true})),
@@ -275,13 +276,12 @@ async fn create_key(
         Ok(body) => body,
         Err(response) => return response,
     };
-    let created = NewKey::from_json(&body).and_then(|key| {
-        state.engine.create_key(
-            auth.scope.store_id.as_str(),
-            &Actor::Key(auth.key_id.clone()),
-            key,
-        )
-    });
+    let engine = state.engine.clone();
+    let created = net::off_workers(move || {
+        let key = NewKey::from_json(&body)?;
+        engine.create_key(auth.scope.store_id.as_str(), &Actor::Key(auth.key_id), key)
+    })
+    .await;
     result(StatusCode::CREATED, created.map(|c| c.to_json()))
 }
 
@@ -290,11 +290,16 @@ async fn revoke_key(
     axum::Extension(auth): axum::Extension<Authed>,
     Path(id): Path<String>,
 ) -> Response {
-    let done = state.engine.revoke_key(
-        auth.scope.store_id.as_str(),
-        &Actor::Key(auth.key_id.clone()),
-        &id,
-    );
+    let engine = state.engine.clone();
+    let revoked = id.clone();
+    let done = net::off_workers(move || {
+        engine.revoke_key(
+            auth.scope.store_id.as_str(),
+            &Actor::Key(auth.key_id),
+            &revoked,
+        )
+    })
+    .await;
     result(
         StatusCode::OK,
         done.map(|()| json!({"id": id, "revoked": true})),
@@ -306,11 +311,11 @@ async fn regenerate_key(
     axum::Extension(auth): axum::Extension<Authed>,
     Path(id): Path<String>,
 ) -> Response {
-    let created = state.engine.regenerate_key(
-        auth.scope.store_id.as_str(),
-        &Actor::Key(auth.key_id.clone()),
-        &id,
-    );
+    let engine = state.engine.clone();
+    let created = net::off_workers(move || {
+        engine.regenerate_key(auth.scope.store_id.as_str(), &Actor::Key(auth.key_id), &id)
+    })
+    .await;
     result(StatusCode::OK, created.map(|c| c.to_json()))
 }
 
@@ -408,15 +413,16 @@ async fn open_portal(
     let Some(customer_id) = customer_id.filter(|_| problems.is_empty()) else {
         return respond::invalid(problems);
     };
-    let session = state
-        .engine
-        .create_portal_session(&auth.scope, customer_id, ttl)
-        .map(|s| {
-            json!({
-                "token": s.token.expose(),
-                "expires_at": s.expires_at.format(&time::format_description::well_known::Rfc3339).ok(),
-            })
-        });
+    let engine = state.engine.clone();
+    let customer_id = customer_id.to_owned();
+    let session =
+        net::off_workers(move || engine.create_portal_session(&auth.scope, &customer_id, ttl));
+    let session = session.await.map(|s| {
+        json!({
+            "token": s.token.expose(),
+            "expires_at": s.expires_at.format(&time::format_description::well_known::Rfc3339).ok(),
+        })
+    });
     result(StatusCode::CREATED, session)
 }
 

@@ -138,6 +138,20 @@ pub async fn json_object(
     }
 }
 
+/// Runs engine work that commits (and so waits for the disk to sync) or reads through a
+/// store's whole log, on tokio's blocking pool: a slow disk then holds one of its threads,
+/// not one of the async workers (as many as cores) that answer every other request, keyed
+/// reads included. A panic in `work` is answered as a storage failure (nothing acknowledged).
+pub async fn off_workers<T: Send + 'static>(
+    work: impl FnOnce() -> latchkey::Result<T> + Send + 'static,
+) -> latchkey::Result<T> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|_| {
+        Err(latchkey::Error::Storage(
+            "the operation did not complete".into(),
+        ))
+    })
+}
+
 /// A request's query parameters as [`query`] read them: each allowed name at most once,
 /// percent-decoded. Borrowed from the request line where no decoding was needed: the keyed
 /// list routes read one on every request.
@@ -242,6 +256,17 @@ pub fn limit_param(params: &Query<'_>) -> Result<Option<usize>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn engine_work_runs_off_the_async_worker_and_a_panic_is_an_error() {
+        let worker = std::thread::current().id();
+        let ran_on = off_workers(|| Ok(std::thread::current().id()))
+            .await
+            .unwrap();
+        assert_ne!(ran_on, worker);
+        let failed = off_workers::<()>(|| panic!("boom")).await.unwrap_err();
+        assert_eq!(failed.code(), "STORAGE");
+    }
 
     #[test]
     fn query_decodes_only_what_is_encoded_and_names_every_problem() {
