@@ -1,5 +1,7 @@
-//! `/openapi.json`: the OpenAPI 3.1 document, generated from [`OPERATIONS`], the table of
-//! every route this server answers (a test checks that each entry is served).
+//! `/openapi.json`: the OpenAPI 3.1 document, generated from [`operations`], the table of
+//! every route this server answers (a test checks that each entry is served), and the schemas
+//! of its request bodies and answers (`tests/schema/` checks the server against them: fuzzed
+//! input through schemathesis, and the seeds' flows with real data).
 
 use serde_json::{Map, Value, json};
 
