@@ -19,7 +19,6 @@ import base64
 import http.server
 import json
 import re
-import subprocess
 import sys
 import threading
 import urllib.error
@@ -27,8 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import jsonschema_rs
-
-ROOT = Path(__file__).resolve().parents[2]
+from schema import ROOT, start  # beside this file
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
@@ -98,29 +96,6 @@ class Walk:
         for error in validator.iter_errors(answer):
             self.problems.append(f"{where}: {error.message} at {list(error.instance_path)}")
         return answer or {}
-
-
-def start(binary: Path) -> tuple[subprocess.Popen, str, dict]:
-    proc = subprocess.Popen([str(binary), "serve", "--dev", "--no-ip-scopes", "--auth-failures", "off",
-                             "--allow-private-webhooks", "--listen", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    banner = {}
-    assert proc.stdout and proc.stderr
-    for line in proc.stdout:
-        match = re.match(r"\s+(store|API key|admin token):\s+(\S+)", line)
-        if match:
-            banner[match[1]] = match[2]
-        if len(banner) == 3:
-            break
-    for line in proc.stderr:
-        if "listening on http://" in line:
-            base = line.rsplit(" ", 1)[1].strip()
-            break
-    else:
-        raise RuntimeError("the server did not start")
-    for stream in (proc.stdout, proc.stderr):
-        threading.Thread(target=lambda s=stream: [None for _ in s], daemon=True).start()
-    return proc, base, banner
 
 
 def walk(w: Walk, banner: dict, hook_url: str) -> None:
@@ -255,7 +230,7 @@ def main() -> int:
     args = parser.parse_args()
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    proc, base, banner = start(args.binary)
+    proc, base, banner = start(args.binary, "--allow-private-webhooks")
     try:
         with urllib.request.urlopen(f"{base}/openapi.json") as response:
             doc = json.load(response)

@@ -27,12 +27,14 @@ ROOT = Path(__file__).resolve().parents[2]
 CHECKS = "not_a_server_error,response_schema_conformance,response_headers_conformance,negative_data_rejection"
 
 
-def start(binary: Path) -> tuple[subprocess.Popen, str, dict]:
+def start(binary: Path, *extra: str) -> tuple[subprocess.Popen, str, dict]:
+    """`serve --dev` (with `extra` flags) on a free loopback port: the process, its base URL and
+    the banner's store, API key and admin token."""
     # No per-IP route limits and no brute-force limit: thousands of requests from one address
     # (hundreds of them refused 401, which the brute-force limit counts) would otherwise be
     # 429s, which are correct answers but test nothing behind them.
     proc = subprocess.Popen([str(binary), "serve", "--dev", "--no-ip-scopes", "--auth-failures", "off",
-                             "--listen", "127.0.0.1:0"],
+                             *extra, "--listen", "127.0.0.1:0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     banner = {}
     assert proc.stdout and proc.stderr
@@ -55,9 +57,8 @@ def start(binary: Path) -> tuple[subprocess.Popen, str, dict]:
 
 def passes(banner: dict) -> dict[str, list[str]]:
     """schemathesis arguments of each pass, by name. Each pass gets a fresh server: the
-    stateful phase chains real ids, so a pass that may revoke, regenerate or switch off the
-    credential it runs with goes last on its server (the keyed pass leaves those routes to the
-    management pass, whose token they cannot revoke)."""
+    stateful phase chains real ids, so the routes that may revoke or regenerate the key a pass
+    runs with (`/api/v1/api-keys…`) get a pass of their own, after the rest of the keyed API."""
     key = ["-H", f"X-Api-Key: {banner['API key']}"]
     admin = ["-H", f"Authorization: Bearer {banner['admin token']}"]
     return {
