@@ -54,7 +54,10 @@ pub use audit::{Actor, AuditAction, AuditEvent};
 pub use client::{client_ip, parse_ip};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use engine::{CACHE_MB, DEFAULT_CACHE_BYTES, Engine, EngineOptions};
-pub use entities::{DEFAULT_PAGE, MAX_PAGE, OutboxEvent, Page, PageJson, Scope};
+pub use entities::{
+    DEFAULT_PAGE, ENTITY_DESCRIPTION_MAX_CHARS, ENTITY_NAME_MAX_CHARS, MAX_PAGE, OutboxEvent, Page,
+    PageJson, Scope,
+};
 pub use error::{Error, Result};
 pub use ids::StoreId;
 pub use input::{Patch, parse_cidrs};
@@ -68,7 +71,7 @@ pub use limits::{
     Algorithm, DEFAULT_LIMIT_ENV, IpScope, MAX_PER_MINUTE, MAX_WINDOW_SECONDS, MIN_PER_MINUTE,
     RateLimit, RateOptions,
 };
-pub use logs::{LOG_BUFFER, LOG_FLUSH_AT, LogEntry, LogQuery};
+pub use logs::{LOG_BUFFER, LOG_FLUSH_AT, LogEntry, LogQuery, MAX_LOG_READ};
 pub use money::{MAX_AMOUNT, Money};
 pub use permissions::{Action, Area, Permission, PermissionSet};
 pub use portal::{

@@ -35,6 +35,8 @@ pub(crate) const LOGS: TableDefinition<(&str, i64, u64), &[u8]> =
 
 /// Entries waiting to be written, at most.
 pub const LOG_BUFFER: usize = 65_536;
+/// Entries one read of the request log (and of the audit trail) returns, at most.
+pub const MAX_LOG_READ: usize = 1_000;
 /// Entries waiting that wake the maintenance thread to write them before its tick. Without
 /// it the queue was written only every tick (10 s by default), so any load above 6,554
 /// requests a second lost most of its log.
@@ -500,8 +502,8 @@ impl LogQuery {
                 integer(v).and_then(|n| {
                     usize::try_from(n)
                         .ok()
-                        .filter(|n| (1..=1_000).contains(n))
-                        .ok_or_else(|| "must be between 1 and 1000".to_owned())
+                        .filter(|n| (1..=MAX_LOG_READ).contains(n))
+                        .ok_or_else(|| format!("must be between 1 and {MAX_LOG_READ}"))
                 })
             })
             .into_update()
@@ -772,8 +774,8 @@ impl Engine {
     pub fn logs(&self, store_id: &str, query: &LogQuery) -> Result<Vec<LogEntry>> {
         let mut problems = Problems::new();
         let limit = query.limit.unwrap_or(100);
-        if !(1..=1_000).contains(&limit) {
-            problems.push("limit: must be between 1 and 1000");
+        if !(1..=MAX_LOG_READ).contains(&limit) {
+            problems.push(format!("limit: must be between 1 and {MAX_LOG_READ}"));
         }
         if let (Some(since), Some(until)) = (query.since, query.until)
             && until < since

@@ -407,8 +407,11 @@ async fn audit(
             100
         }
     };
-    if !(1..=1_000).contains(&limit) {
-        problems.push("limit: must be between 1 and 1000".to_owned());
+    if !(1..=latchkey::MAX_LOG_READ).contains(&limit) {
+        problems.push(format!(
+            "limit: must be between 1 and {}",
+            latchkey::MAX_LOG_READ
+        ));
     }
     if !problems.is_empty() {
         return respond::invalid(problems);

@@ -98,8 +98,14 @@ impl Param {
 
 const PAGE: &[Param] = &[Param::Limit(latchkey::MAX_PAGE as u64), Param::Cursor];
 const NONE: &[Param] = &[];
-/// The audit trail and the request log read at most this many entries a call.
-const LOG_LIMIT: &[Param] = &[Param::Limit(1_000)];
+const AUDIT: &[Param] = &[Param::Limit(latchkey::MAX_LOG_READ as u64)];
+const LOGS: &[Param] = &[
+    Param::KeyId,
+    Param::Status,
+    Param::Time("since"),
+    Param::Time("until"),
+    Param::Limit(latchkey::MAX_LOG_READ as u64),
+];
 
 macro_rules! op {
     ($method:literal, $path:expr, $auth:ident, $ok:literal, $body:expr, $query:expr, $data:expr, $summary:expr) => {
@@ -185,13 +191,6 @@ fn entity(ops: &mut Vec<Operation>, area: latchkey::Area, schema: &str, name: &s
 
 /// Every route of the server.
 pub fn operations() -> Vec<Operation> {
-    let logs: &[Param] = &[
-        Param::KeyId,
-        Param::Status,
-        Param::Time("since"),
-        Param::Time("until"),
-        Param::Limit(1_000),
-    ];
     let deliveries: &[Param] = &[Param::Limit(latchkey::MAX_DELIVERIES as u64)];
     let mut ops = vec![
         op!(
@@ -430,7 +429,7 @@ pub fn operations() -> Vec<Operation> {
             Admin,
             200,
             None,
-            logs,
+            LOGS,
             Data::list("LogEntry"),
             "The request log, newest first"
         ),
@@ -440,7 +439,7 @@ pub fn operations() -> Vec<Operation> {
             Admin,
             200,
             None,
-            LOG_LIMIT,
+            AUDIT,
             Data::list("AuditEvent"),
             "Audit trail (keys, store settings, webhooks), newest first"
         ),
@@ -715,10 +714,11 @@ fn bodies(out: &mut Map<String, Value>) {
     put("WebhookPatch", patch_of(&webhook, &[]));
     put("NewWebhook", webhook);
 
-    let name = || string(1, 200);
+    let name = || string(1, latchkey::ENTITY_NAME_MAX_CHARS);
+    let description = || string(0, latchkey::ENTITY_DESCRIPTION_MAX_CHARS);
     let category = input(
         &["name"],
-        json!({"name": name(), "description": string(0, 5_000), "parent_id": id_of("cat")}),
+        json!({"name": name(), "description": description(), "parent_id": id_of("cat")}),
     );
     put(
         "CategoryPatch",
@@ -727,7 +727,7 @@ fn bodies(out: &mut Map<String, Value>) {
     put("NewCategory", category);
     let package = input(
         &["name", "price"],
-        json!({"name": name(), "description": string(0, 5_000), "price": money(),
+        json!({"name": name(), "description": description(), "price": money(),
                "category_id": id_of("cat"), "type": {"enum": ["single", "subscription"]},
                "active": {"type": "boolean"}}),
     );

@@ -5,7 +5,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::customers::{Customer, email};
-use super::rules::{name, present, text};
+use super::rules::{NAME_MAX, name, present, text};
 use super::{Ctx, Entity, Kind};
 use crate::error::Result;
 use crate::input::{Fields, Patch, string, timestamp};
@@ -52,7 +52,7 @@ fn ban_value(ban_type: BanType, value: &Value) -> Result<String, String> {
                 .map_err(|problems| problems.join("; "))
         }
         BanType::Email => email(value).map(|e| Customer::email_key(&e)),
-        BanType::User => name(200)(value),
+        BanType::User => name(NAME_MAX)(value),
     }
 }
 

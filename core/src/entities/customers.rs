@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::rules::{check_unique, name, present};
+use super::rules::{NAME_MAX, check_unique, name, present};
 use super::{Ctx, Entity, Kind, unique};
 use crate::error::Result;
 use crate::input::{Fields, string};
@@ -71,7 +71,7 @@ impl Entity for Customer {
     fn create(id: String, input: &Value, ctx: &mut Ctx<'_>) -> Result<Self> {
         let mut f = Fields::new(input, "customer")?;
         let email = f.required("email", email);
-        let name = f.optional("name", name(200));
+        let name = f.optional("name", name(NAME_MAX));
         let mut problems = f.finish();
         let key = email.as_deref().map(Customer::email_key);
         check_unique(
@@ -94,7 +94,7 @@ impl Entity for Customer {
     fn update(&mut self, input: &Value, ctx: &mut Ctx<'_>) -> Result<()> {
         let mut f = Fields::new(input, "customer")?;
         let email = f.optional("email", email);
-        let name = f.patch("name", name(200));
+        let name = f.patch("name", name(NAME_MAX));
         let mut problems = f.finish();
         let key = email.as_deref().map(Customer::email_key);
         let own = Some(self.id.as_str());

@@ -47,6 +47,9 @@ use crate::verify::Decision;
 
 pub use outbox::OutboxEvent;
 pub(crate) use outbox::{OUTBOX, outbox_position, write_outbox};
+pub use rules::{
+    DESCRIPTION_MAX as ENTITY_DESCRIPTION_MAX_CHARS, NAME_MAX as ENTITY_NAME_MAX_CHARS,
+};
 
 /// (store, environment, kind tag, id) → the record.
 pub(crate) const ENTITIES: TableDefinition<(&str, &str, u8, &str), &[u8]> =

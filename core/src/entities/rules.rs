@@ -7,8 +7,10 @@ use super::{Ctx, Kind};
 use crate::error::{Error, Problems, Result};
 use crate::input::{char_len, string};
 
-pub(crate) const NAME_MAX: usize = 200;
-pub(crate) const DESCRIPTION_MAX: usize = 5_000;
+/// Characters of an entity's name (and of a user ban's value), at most.
+pub const NAME_MAX: usize = 200;
+/// Characters of an entity's description, at most.
+pub const DESCRIPTION_MAX: usize = 5_000;
 
 /// A value that was checked to be present when the problems list came back empty.
 pub(super) fn present<T>(value: Option<T>, field: &str) -> Result<T> {

@@ -5,7 +5,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::discount::Discount;
-use super::rules::{check_order, check_ref, id_of, name, present};
+use super::rules::{NAME_MAX, check_order, check_ref, id_of, name, present};
 use super::{Ctx, Entity, Kind};
 use crate::error::{Problems, Result};
 use crate::input::{Fields, timestamp};
@@ -72,7 +72,7 @@ impl Entity for Sale {
 
     fn create(id: String, input: &Value, ctx: &mut Ctx<'_>) -> Result<Self> {
         let mut f = Fields::new(input, "sale")?;
-        let name = f.required("name", name(200));
+        let name = f.required("name", name(NAME_MAX));
         let discount = f.required("discount", Discount::from_json);
         let package_ids = f.required("package_ids", package_ids);
         let starts_at = f.required("starts_at", timestamp);
@@ -98,7 +98,7 @@ impl Entity for Sale {
 
     fn update(&mut self, input: &Value, ctx: &mut Ctx<'_>) -> Result<()> {
         let mut f = Fields::new(input, "sale")?;
-        let name = f.optional("name", name(200));
+        let name = f.optional("name", name(NAME_MAX));
         let discount = f.optional("discount", Discount::from_json);
         let package_ids = f.optional("package_ids", package_ids);
         let starts_at = f.optional("starts_at", timestamp);
