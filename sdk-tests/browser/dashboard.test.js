@@ -160,7 +160,7 @@ test('the console walks a key from creation to deletion', async () => {
   assert.ok(await edit.getByLabel('Orders: View').isDisabled(), 'permissions are fixed in this store')
   await edit.getByLabel(/Activated/).uncheck()
   await edit.getByRole('button', { name: 'Save' }).click()
-  await page.getByText('Deactivated').waitFor()
+  await page.getByText('Deactivated', { exact: true }).waitFor()
   const refused = await call('/api/v1/packages', key)
   assert.equal(refused.status, 403)
   assert.equal(refused.body.code, 'INACTIVE')
