@@ -935,8 +935,13 @@ impl Engine {
         Ok(())
     }
 
-    /// The store's audit events, newest first, at most `limit`.
+    /// The store's audit events, newest first, at most `limit` (1 to [`MAX_LOG_READ`]).
+    ///
+    /// [`MAX_LOG_READ`]: crate::MAX_LOG_READ
     pub fn audit(&self, store_id: &str, limit: usize) -> Result<Vec<AuditEvent>> {
+        let mut problems = Problems::new();
+        crate::logs::check_read_limit(limit, &mut problems);
+        problems.finish()?;
         let tx = storage::read(&self.inner.db)?;
         load_store(&tx.open_table(STORES)?, store_id)?;
         let table = tx.open_table(AUDIT)?;

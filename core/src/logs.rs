@@ -37,6 +37,14 @@ pub(crate) const LOGS: TableDefinition<(&str, i64, u64), &[u8]> =
 pub const LOG_BUFFER: usize = 65_536;
 /// Entries one read of the request log (and of the audit trail) returns, at most.
 pub const MAX_LOG_READ: usize = 1_000;
+
+/// The one rule for how many request-log entries or audit events a read may ask for, so the
+/// server, the bindings and the core refuse the same limits.
+pub(crate) fn check_read_limit(limit: usize, problems: &mut Problems) {
+    if !(1..=MAX_LOG_READ).contains(&limit) {
+        problems.push(format!("limit: must be between 1 and {MAX_LOG_READ}"));
+    }
+}
 /// Entries waiting that wake the maintenance thread to write them before its tick. Without
 /// it the queue was written only every tick (10 s by default), so any load above 6,554
 /// requests a second lost most of its log.
@@ -774,9 +782,7 @@ impl Engine {
     pub fn logs(&self, store_id: &str, query: &LogQuery) -> Result<Vec<LogEntry>> {
         let mut problems = Problems::new();
         let limit = query.limit.unwrap_or(100);
-        if !(1..=MAX_LOG_READ).contains(&limit) {
-            problems.push(format!("limit: must be between 1 and {MAX_LOG_READ}"));
-        }
+        check_read_limit(limit, &mut problems);
         if let (Some(since), Some(until)) = (query.since, query.until)
             && until < since
         {

@@ -559,6 +559,19 @@ fn audit_records_who_did_what_newest_first() {
     assert_eq!(events[0].actor, admin());
     assert!(events.windows(2).all(|w| w[0].seq > w[1].seq));
     assert_eq!(engine.audit(sid, 2).unwrap().len(), 2);
+    // The read limit is the request log's: 1 to MAX_LOG_READ, refused outside it, whoever asks.
+    for limit in [0, latchkey::MAX_LOG_READ + 1] {
+        let refused = engine.audit(sid, limit).unwrap_err();
+        assert_eq!(refused.code(), "VALIDATION");
+        assert_eq!(
+            refused.problems(),
+            [format!(
+                "limit: must be between 1 and {}",
+                latchkey::MAX_LOG_READ
+            )]
+        );
+    }
+    assert_eq!(engine.audit(sid, latchkey::MAX_LOG_READ).unwrap().len(), 5);
     // Another store's audit is separate.
     let (other, _) = engine
         .create_store(&admin(), NewStore::named("Other"))

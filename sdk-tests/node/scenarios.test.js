@@ -70,7 +70,8 @@ class Run {
       case 'audit': {
         // The newest events, newest first: action, key (by name; null for a store event),
         // changed fields, and the scenario's actor on every one.
-        const events = this.eng.audit(store(), { limit: step.expect.length })
+        // `limit` defaults to the number of events expected (an error step has none).
+        const events = this.eng.audit(store(), { limit: step.limit ?? step.expect.length })
         const seen = events.map((e) => [e.action, e.keyId, e.changes, e.actor])
         const wanted = step.expect.map((w) => [
           w.action,

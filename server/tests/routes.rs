@@ -533,6 +533,15 @@ async fn management_api_with_a_token() {
     let audit = h
         .admin("GET", &format!("/api/stores/{sid}/audit?limit=2"), None)
         .await;
+    // The limit's range is the core's rule, answered like any validation problem.
+    let too_many = h
+        .admin("GET", &format!("/api/stores/{sid}/audit?limit=1001"), None)
+        .await;
+    assert_eq!(too_many.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        too_many.body["errors"],
+        json!(["limit: must be between 1 and 1000"])
+    );
     let trail: Vec<_> = audit.body["data"]
         .as_array()
         .unwrap()

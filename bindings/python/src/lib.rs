@@ -55,6 +55,24 @@ fn parse_json(py: Python<'_>, text: &str) -> PyResult<Value> {
     serde_json::from_str(text).map_err(|e| invalid(py, vec![format!("input: not JSON ({e})")]))
 }
 
+/// A count argument (`limit`): a Python `int` ≥ 0, else a `ValidationError` worded as the Node
+/// binding's (a negative or enormous `int` would otherwise be pyo3's `OverflowError`, and
+/// `True` would count as 1). The range a call allows is the core's to check.
+fn count(py: Python<'_>, name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let whole = value.is_instance_of::<pyo3::types::PyInt>()
+        && !value.is_instance_of::<pyo3::types::PyBool>();
+    match value.extract::<usize>() {
+        Ok(n) if whole => Ok(Some(n)),
+        _ => Err(invalid(
+            py,
+            vec![format!("{name}: expected a whole number ≥ 0")],
+        )),
+    }
+}
+
 fn to_text(value: &Value) -> String {
     value.to_string()
 }
@@ -376,7 +394,14 @@ impl Engine {
         self.call(py, move |e| e.revoke_key(store_id, &actor, key_id))
     }
 
-    fn audit(&self, py: Python<'_>, store_id: &str, limit: usize) -> PyResult<String> {
+    #[pyo3(signature = (store_id, limit=None))]
+    fn audit(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        limit: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<String> {
+        let limit = count(py, "limit", limit)?.unwrap_or(100);
         self.call(py, |e| Ok(to_text(&json!(e.audit(store_id, limit)?))))
     }
 
@@ -417,9 +442,10 @@ impl Engine {
         store_id: &str,
         environment: &str,
         area_name: &str,
-        limit: Option<usize>,
+        limit: Option<&Bound<'_, PyAny>>,
         cursor: Option<&str>,
     ) -> PyResult<String> {
+        let limit = count(py, "limit", limit)?;
         let scope = Scope::new(self::store_id(py, store_id)?, environment);
         let area = area(py, area_name)?;
         // The page as stored JSON (no record decoded): the same text `list_entities` gives.
@@ -565,8 +591,9 @@ impl Engine {
         py: Python<'_>,
         store_id: &str,
         webhook_id: &str,
-        limit: Option<usize>,
+        limit: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<String> {
+        let limit = count(py, "limit", limit)?;
         self.call(py, |e| {
             Ok(to_text(&json!(
                 e.list_webhook_deliveries(store_id, webhook_id, limit)?

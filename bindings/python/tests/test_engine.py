@@ -125,6 +125,32 @@ def test_errors_are_typed_and_name_every_problem(eng, shop):
         eng.create_key(store.id, name="x", permissions="*", expires_at=datetime(2030, 1, 1))
 
 
+def test_limits_are_checked_like_every_other_argument(eng, shop):
+    # A read's `limit` is a whole number within the core's range, whichever call takes it; a
+    # negative or non-integer one is the same ValidationError as in Node, not an OverflowError.
+    store, _ = shop
+    hook = eng.create_webhook(store.id, url="https://example.com/hook", events=["order.created"])
+    reads = {
+        "audit": lambda limit: eng.audit(store.id, limit=limit),
+        "list": lambda limit: eng.list(store.id, "Packages", limit=limit),
+        "logs": lambda limit: eng.logs(store.id, limit=limit),
+        "deliveries": lambda limit: eng.webhook_deliveries(store.id, hook.id, limit=limit),
+    }
+    for name, read in reads.items():
+        for bad in (-1, 10**30, True, "5", 2.0):
+            with pytest.raises(ValidationError) as err:
+                read(bad)
+            [problem] = err.value.problems
+            assert problem.startswith("limit: "), (name, bad, problem)
+        with pytest.raises(ValidationError) as err:
+            read(0)
+        assert err.value.problems[0].startswith("limit: must be between 1 and "), (name, err.value.problems)
+        read(1)
+    with pytest.raises(ValidationError) as err:
+        eng.audit(store.id, limit=1001)
+    assert err.value.problems == ["limit: must be between 1 and 1000"]
+
+
 def test_expiry_takes_aware_datetimes(eng, shop):
     store, _ = shop
     soon = datetime.now(timezone.utc) + timedelta(days=2)

@@ -423,7 +423,7 @@ impl Engine {
         let limit = limit.unwrap_or(DEFAULT_DELIVERIES);
         if !(1..=MAX_DELIVERIES).contains(&limit) {
             return Err(Error::invalid(vec![format!(
-                "limit: must be 1 to {MAX_DELIVERIES}"
+                "limit: must be between 1 and {MAX_DELIVERIES}"
             )]));
         }
         let sid = self.get_store(store_id)?.id;

@@ -255,6 +255,7 @@ class Engine:
         self._native.revoke_key(store_id, self.actor, key_id)
 
     def audit(self, store_id: str, limit: int = 100) -> List[Record]:
+        """Who created, changed or revoked what, newest first (at most `limit`, 1–1000)."""
         return [Record(e) for e in json.loads(self._native.audit(store_id, limit))]
 
     # ---- verify is the native function itself (see `verify` above); buffered writes --------
