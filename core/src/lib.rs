@@ -55,8 +55,9 @@ pub use client::{client_ip, parse_ip};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use engine::{CACHE_MB, DEFAULT_CACHE_BYTES, Engine, EngineOptions};
 pub use entities::{
-    DEFAULT_PAGE, ENTITY_DESCRIPTION_MAX_CHARS, ENTITY_NAME_MAX_CHARS, MAX_PAGE, OutboxEvent, Page,
-    PageJson, Scope,
+    DEFAULT_PAGE, ENTITY_COUNT_MAX, ENTITY_DESCRIPTION_MAX_CHARS, ENTITY_NAME_MAX_CHARS,
+    ENTITY_NOTE_MAX_CHARS, MAX_PAGE, ORDER_MAX_ITEMS, ORDER_MAX_QUANTITY, OutboxEvent, Page,
+    PageJson, SALE_PACKAGES_MAX, Scope,
 };
 pub use error::{Error, Result};
 pub use ids::StoreId;

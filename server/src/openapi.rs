@@ -739,7 +739,7 @@ fn bodies(out: &mut Map<String, Value>) {
     let product = input(
         &["sku", "name", "price"],
         json!({"sku": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}, "name": name(),
-               "price": money(), "stock": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000},
+               "price": money(), "stock": {"type": "integer", "minimum": 0, "maximum": latchkey::ENTITY_COUNT_MAX},
                "category_id": id_of("cat"), "active": {"type": "boolean"}}),
     );
     put("ProductPatch", patch_of(&product, &["category_id"]));
@@ -748,7 +748,7 @@ fn bodies(out: &mut Map<String, Value>) {
         &["code", "discount"],
         json!({"code": {"type": "string", "pattern": "^[A-Za-z0-9_-]{3,32}$"}, "discount": discount(),
                "starts_at": time(), "expires_at": time(),
-               "max_uses": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000}}),
+               "max_uses": {"type": "integer", "minimum": 1, "maximum": latchkey::ENTITY_COUNT_MAX}}),
     );
     put(
         "CouponPatch",
@@ -758,14 +758,14 @@ fn bodies(out: &mut Map<String, Value>) {
     let sale = input(
         &["name", "discount", "package_ids", "starts_at"],
         json!({"name": name(), "discount": discount(),
-               "package_ids": {"type": "array", "minItems": 1, "maxItems": 1_000, "items": id_of("pkg")},
+               "package_ids": {"type": "array", "minItems": 1, "maxItems": latchkey::SALE_PACKAGES_MAX, "items": id_of("pkg")},
                "starts_at": time(), "ends_at": time()}),
     );
     put("SalePatch", patch_of(&sale, &["ends_at"]));
     put("NewSale", sale);
     let gift_card = input(
         &["balance"],
-        json!({"balance": money(), "note": string(0, 1_000), "expires_at": time()}),
+        json!({"balance": money(), "note": string(0, latchkey::ENTITY_NOTE_MAX_CHARS), "expires_at": time()}),
     );
     let mut gift_card_patch = patch_of(&gift_card, &["note", "expires_at"]);
     gift_card_patch["properties"]["void"] = json!({"type": "boolean"});
@@ -783,14 +783,14 @@ fn bodies(out: &mut Map<String, Value>) {
             &["type", "value"],
             json!({"type": {"enum": ["user", "ip", "email"]},
                    "value": {"type": "string", "description": "a user name (1–200 characters), an address or CIDR, or an email"},
-                   "reason": string(0, 1_000), "expires_at": time()}),
+                   "reason": string(0, latchkey::ENTITY_NOTE_MAX_CHARS), "expires_at": time()}),
         ),
     );
     put(
         "BanPatch",
         input(
             &[],
-            json!({"reason": nullable(string(0, 1_000)), "expires_at": nullable(time())}),
+            json!({"reason": nullable(string(0, latchkey::ENTITY_NOTE_MAX_CHARS)), "expires_at": nullable(time())}),
         ),
     );
     put(
@@ -798,9 +798,10 @@ fn bodies(out: &mut Map<String, Value>) {
         input(
             &["items"],
             json!({"customer_id": id_of("cus"), "email": {"type": "string", "format": "email"},
-                   "items": {"type": "array", "minItems": 1, "items": input(&["quantity"], json!({
+                   "items": {"type": "array", "minItems": 1, "maxItems": latchkey::ORDER_MAX_ITEMS,
+                       "items": input(&["quantity"], json!({
                        "package_id": id_of("pkg"), "product_id": id_of("prd"),
-                       "quantity": {"type": "integer", "minimum": 1}}))},
+                       "quantity": {"type": "integer", "minimum": 1, "maximum": latchkey::ORDER_MAX_QUANTITY}}))},
                    "coupon_code": {"type": "string"}}),
         ),
     );

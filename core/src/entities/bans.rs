@@ -5,7 +5,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::customers::{Customer, email};
-use super::rules::{NAME_MAX, name, present, text};
+use super::rules::{NAME_MAX, NOTE_MAX, name, present, text};
 use super::{Ctx, Entity, Kind};
 use crate::error::Result;
 use crate::input::{Fields, Patch, string, timestamp};
@@ -67,7 +67,7 @@ impl Entity for Ban {
         let mut f = Fields::new(input, "ban")?;
         let ban_type = f.required("type", ban_type);
         let raw_value = f.required("value", |v| Ok::<_, String>(v.clone()));
-        let reason = f.optional("reason", text(1_000));
+        let reason = f.optional("reason", text(NOTE_MAX));
         let expires_at = f.optional("expires_at", timestamp);
         let mut problems = f.finish();
         let value = match (ban_type, &raw_value) {
@@ -96,7 +96,7 @@ impl Entity for Ban {
 
     fn update(&mut self, input: &Value, ctx: &mut Ctx<'_>) -> Result<()> {
         let mut f = Fields::new(input, "ban")?;
-        let reason = f.patch("reason", text(1_000));
+        let reason = f.patch("reason", text(NOTE_MAX));
         let expires_at = f.patch("expires_at", timestamp);
         let mut problems = f.finish();
         if let Patch::Set(at) = expires_at

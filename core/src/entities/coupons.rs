@@ -5,7 +5,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::discount::Discount;
-use super::rules::{check_order, check_unique, present};
+use super::rules::{COUNT_MAX, check_order, check_unique, present};
 use super::{Ctx, Entity, Kind, unique};
 use crate::error::Result;
 use crate::input::{Fields, integer, string, timestamp};
@@ -25,8 +25,8 @@ fn code(value: &Value) -> Result<String, String> {
 
 fn max_uses(value: &Value) -> Result<i64, String> {
     match integer(value) {
-        Ok(n) if (1..=1_000_000_000).contains(&n) => Ok(n),
-        _ => Err("must be a whole number from 1 to 1000000000".into()),
+        Ok(n) if (1..=COUNT_MAX).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number from 1 to {COUNT_MAX}")),
     }
 }
 

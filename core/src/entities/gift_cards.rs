@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::rules::{present, text};
+use super::rules::{NOTE_MAX, present, text};
 use super::{Ctx, Entity, Kind, unique};
 use crate::error::Result;
 use crate::input::{Fields, Patch, boolean, timestamp};
@@ -52,7 +52,7 @@ impl Entity for GiftCard {
     fn create(id: String, input: &Value, ctx: &mut Ctx<'_>) -> Result<Self> {
         let mut f = Fields::new(input, "gift card")?;
         let balance = f.required("balance", Money::from_json);
-        let note = f.optional("note", text(1_000));
+        let note = f.optional("note", text(NOTE_MAX));
         let expires_at = f.optional("expires_at", timestamp);
         let mut problems = f.finish();
         if expires_at.is_some_and(|at| at <= ctx.now) {
@@ -88,7 +88,7 @@ impl Entity for GiftCard {
     fn update(&mut self, input: &Value, ctx: &mut Ctx<'_>) -> Result<()> {
         let mut f = Fields::new(input, "gift card")?;
         let balance = f.optional("balance", Money::from_json);
-        let note = f.patch("note", text(1_000));
+        let note = f.patch("note", text(NOTE_MAX));
         let expires_at = f.patch("expires_at", timestamp);
         let void = f.optional("void", boolean);
         let mut problems = f.finish();

@@ -45,10 +45,12 @@ use crate::storage;
 use crate::stores::Store;
 use crate::verify::Decision;
 
+pub use orders::{MAX_ITEMS as ORDER_MAX_ITEMS, MAX_QUANTITY as ORDER_MAX_QUANTITY};
 pub use outbox::OutboxEvent;
 pub(crate) use outbox::{OUTBOX, outbox_position, write_outbox};
 pub use rules::{
-    DESCRIPTION_MAX as ENTITY_DESCRIPTION_MAX_CHARS, NAME_MAX as ENTITY_NAME_MAX_CHARS,
+    COUNT_MAX as ENTITY_COUNT_MAX, DESCRIPTION_MAX as ENTITY_DESCRIPTION_MAX_CHARS,
+    NAME_MAX as ENTITY_NAME_MAX_CHARS, NOTE_MAX as ENTITY_NOTE_MAX_CHARS, SALE_PACKAGES_MAX,
 };
 
 /// (store, environment, kind tag, id) → the record.

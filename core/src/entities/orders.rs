@@ -96,8 +96,10 @@ impl Entity for Order {
     }
 }
 
-const MAX_ITEMS: usize = 100;
-const MAX_QUANTITY: i64 = 1_000;
+/// Item lines one order may have, at most.
+pub const MAX_ITEMS: usize = 100;
+/// The largest quantity of one item line.
+pub const MAX_QUANTITY: i64 = 1_000;
 
 /// What an item line refers to.
 enum Line {

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::rules::{NAME_MAX, check_ref, check_unique, id_of, name, present};
+use super::rules::{COUNT_MAX, NAME_MAX, check_ref, check_unique, id_of, name, present};
 use super::{Ctx, Entity, Kind, unique};
 use crate::error::Result;
 use crate::input::{Fields, Patch, boolean, integer, string};
@@ -25,8 +25,8 @@ fn sku(value: &Value) -> Result<String, String> {
 
 fn stock(value: &Value) -> Result<i64, String> {
     match integer(value) {
-        Ok(n) if (0..=1_000_000_000).contains(&n) => Ok(n),
-        _ => Err("must be a whole number from 0 to 1000000000".into()),
+        Ok(n) if (0..=COUNT_MAX).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number from 0 to {COUNT_MAX}")),
     }
 }
 

@@ -11,6 +11,12 @@ use crate::input::{char_len, string};
 pub const NAME_MAX: usize = 200;
 /// Characters of an entity's description, at most.
 pub const DESCRIPTION_MAX: usize = 5_000;
+/// Characters of a short free-text note (a gift card's note, a ban's reason), at most.
+pub const NOTE_MAX: usize = 1_000;
+/// The largest count a record keeps (a product's stock, a coupon's uses).
+pub const COUNT_MAX: i64 = 1_000_000_000;
+/// Packages one sale may name, at most.
+pub const SALE_PACKAGES_MAX: usize = 1_000;
 
 /// A value that was checked to be present when the problems list came back empty.
 pub(super) fn present<T>(value: Option<T>, field: &str) -> Result<T> {

@@ -5,15 +5,15 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::discount::Discount;
-use super::rules::{NAME_MAX, check_order, check_ref, id_of, name, present};
+use super::rules::{NAME_MAX, SALE_PACKAGES_MAX, check_order, check_ref, id_of, name, present};
 use super::{Ctx, Entity, Kind};
 use crate::error::{Problems, Result};
 use crate::input::{Fields, timestamp};
 
 fn package_ids(value: &Value) -> Result<Vec<String>, String> {
     let items = value.as_array().ok_or("expected a list of package ids")?;
-    if items.is_empty() || items.len() > 1_000 {
-        return Err("must list 1 to 1000 packages".into());
+    if items.is_empty() || items.len() > SALE_PACKAGES_MAX {
+        return Err(format!("must list 1 to {SALE_PACKAGES_MAX} packages"));
     }
     let parse = id_of(Kind::Package);
     let mut ids = Vec::with_capacity(items.len());
