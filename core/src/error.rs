@@ -112,6 +112,12 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl From<Vec<String>> for Problems {
+    fn from(problems: Vec<String>) -> Self {
+        Self(problems)
+    }
+}
+
 /// Collects validation problems so one response can name all of them.
 #[derive(Debug, Default)]
 pub(crate) struct Problems(Vec<String>);

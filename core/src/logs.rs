@@ -484,6 +484,34 @@ pub struct LogQuery {
     pub limit: Option<usize>,
 }
 
+/// The parts of a request a caller outside the process describes, checked: a method (not
+/// empty), an HTTP status and a readable client address. Problems are pushed; the values
+/// returned stand in for the refused ones.
+fn request_parts(
+    method: &str,
+    status: i64,
+    ip: Option<&str>,
+    problems: &mut Vec<String>,
+) -> (u16, Option<IpAddr>) {
+    if method.trim().is_empty() {
+        problems.push("method: expected an HTTP method".to_owned());
+    }
+    let status = http_status(status).unwrap_or_else(|problem| {
+        problems.push(format!("status: {problem}"));
+        0
+    });
+    let ip = ip.and_then(|text| {
+        crate::parse_ip(text).or_else(|| {
+            problems.push(format!(
+                "ip: `{}` is not an IP address",
+                text.escape_debug()
+            ));
+            None
+        })
+    });
+    (status, ip)
+}
+
 /// `n` as an HTTP status (100–599), or the problem to name.
 fn http_status(n: i64) -> std::result::Result<u16, String> {
     u16::try_from(n)
@@ -714,6 +742,27 @@ impl Engine {
         }
     }
 
+    /// [`Engine::record_decision`] for a request described from outside the process (a
+    /// binding's `record_request`): the method, status and address are checked first, every
+    /// problem named (with `problems` the caller found already), and nothing is recorded when
+    /// there is one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_checked(
+        &self,
+        decision: &crate::Decision,
+        method: &str,
+        path: &str,
+        status: i64,
+        ip: Option<&str>,
+        latency_us: u64,
+        mut problems: Vec<String>,
+    ) -> Result<()> {
+        let (status, ip) = request_parts(method, status, ip, &mut problems);
+        Problems::from(problems).finish()?;
+        self.record_decision(decision, method, path, status, ip, latency_us);
+        Ok(())
+    }
+
     /// [`Engine::record_decision`] for a binding that carried the decision across as its parts
     /// (the store and key it named, its code; `None` for allowed). Checked like any outside
     /// input: a malformed store or key id, a status outside 100–599 or an unreadable address
@@ -730,16 +779,8 @@ impl Engine {
         ip: Option<&str>,
         latency_us: u64,
     ) -> Result<()> {
-        let mut problems = Problems::new();
-        let ip = ip.and_then(|text| {
-            crate::parse_ip(text).or_else(|| {
-                problems.push(format!(
-                    "ip: `{}` is not an IP address",
-                    text.escape_debug()
-                ));
-                None
-            })
-        });
+        let mut problems = Vec::new();
+        let (status, ip) = request_parts(method, i64::from(status), ip, &mut problems);
         let store = StoreId::parse(store_id);
         if store.is_none() {
             problems.push(format!("storeId: `{store_id}` is not a store id"));
@@ -747,11 +788,7 @@ impl Engine {
         if let Some(key_id) = key_id.filter(|k| !crate::ids::is_key_id(k)) {
             problems.push(format!("keyId: `{key_id}` is not a key id"));
         }
-        let status = http_status(i64::from(status)).unwrap_or_else(|problem| {
-            problems.push(format!("status: {problem}"));
-            0
-        });
-        problems.finish()?;
+        Problems::from(problems).finish()?;
         if let Some(store) = store {
             self.record_parts(
                 store,

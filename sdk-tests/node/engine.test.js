@@ -135,6 +135,8 @@ test('request log: recorded decisions are readable with filters', async () => {
   assert.equal(eng.logs(store.id, { status: 403 }).length, 1)
   assert.equal((await eng.logsAsync(store.id, { keyId: key.id, limit: 1 })).length, 1)
   assert.throws(() => eng.recordRequest(ok, { method: 'GET', path: '/', status: 1000, ip: 'x' }), (err) => err.problems.length === 2)
+  assert.throws(() => eng.recordRequest(ok, { method: ' ', path: '/', status: 99 }), (err) => err.problems.length === 2)
+  assert.equal(eng.logs(store.id).length, 2)
 })
 
 test('store entities keep the HTTP API shape and validate every field', async () => {

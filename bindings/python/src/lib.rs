@@ -512,19 +512,27 @@ impl Engine {
         decision: &Decision,
         method: &str,
         path: &str,
-        status: u16,
+        status: i64,
         ip: Option<&str>,
-        latency_us: u64,
+        latency_us: i64,
     ) -> PyResult<()> {
-        let ip = ip
-            .map(|text| {
-                latchkey::parse_ip(text)
-                    .ok_or_else(|| invalid(py, vec![format!("ip: `{text}` is not an IP address")]))
-            })
-            .transpose()?;
+        // The core checks the method, status and address; the latency's sign is Python's.
+        let mut problems = Vec::new();
+        let latency_us = u64::try_from(latency_us).unwrap_or_else(|_| {
+            problems.push("latency_us: must be a whole number ≥ 0".to_owned());
+            0
+        });
         self.engine
-            .record_decision(&decision.inner, method, path, status, ip, latency_us);
-        Ok(())
+            .record_checked(
+                &decision.inner,
+                method,
+                path,
+                status,
+                ip,
+                latency_us,
+                problems,
+            )
+            .map_err(|e| raise(py, &e))
     }
 
     /// Writes buffered last-use times and log entries now.

@@ -113,6 +113,20 @@ def test_log_filters_are_validated(setup):
     assert len(bad.value.problems) == 2
 
 
+def test_a_recorded_request_is_checked_and_every_problem_named(setup):
+    # The same core check as Node's recordRequest: nothing is written when a part is wrong.
+    eng, store, key = setup
+    ok = eng.verify(key.key, area="Orders", action="View")
+    with pytest.raises(latchkey.ValidationError) as bad:
+        eng.record_request(ok, method=" ", path="/", status=99, ip="x", latency_us=-1)
+    assert sorted(p.split(":")[0] for p in bad.value.problems) == ["ip", "latency_us", "method", "status"]
+    with pytest.raises(latchkey.ValidationError):
+        eng.record_request(ok, method="GET", path="/", status=600)
+    eng.record_request(ok, method="GET", path="/api/v1/orders", status=200, ip="203.0.113.7", latency_us=5)
+    eng.flush()
+    assert [(e.status, e.ip, e.latency_us) for e in eng.logs(store.id)] == [(200, "203.0.113.7", 5)]
+
+
 def test_every_header_line_counts_like_the_server(setup):
     """A proxy may add its own `X-Forwarded-For` line (HAProxy's `option forwardfor` does)
     after one the client sent: the client's line must not decide the address. A credential
