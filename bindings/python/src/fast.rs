@@ -29,7 +29,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyTuple};
 use pyo3::{Borrowed, ffi};
 
-use crate::{Decision, Engine, invalid};
+use crate::{Decision, Engine, closed, invalid};
 
 /// A method definition CPython may read from any thread.
 struct MethodDef(ffi::PyMethodDef);
@@ -205,11 +205,18 @@ fn decide<'py>(
     let path = arguments.text(4)?.unwrap_or("/");
     let (permission, ip) =
         latchkey::verify_arguments(area, action, ip).map_err(|e| invalid(py, e.problems()))?;
-    let inner = engine.get().engine.verify(&VerifyRequest {
+    // The read guard, not an `Arc` clone: a verify never releases the GIL, so it is held for
+    // the few hundred nanoseconds of the decision only.
+    let slot = engine.get().engine.read();
+    let Some(engine) = slot.as_ref() else {
+        return Err(closed(py));
+    };
+    let inner = engine.verify(&VerifyRequest {
         credential,
         permission,
         ip,
         path,
     });
+    drop(slot);
     Bound::new(py, Decision { inner })
 }

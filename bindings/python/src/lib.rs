@@ -46,6 +46,20 @@ fn raise(py: Python<'_>, err: &Error) -> PyErr {
     build().unwrap_or_else(|e| e)
 }
 
+/// `ClosedError` (code `CLOSED`): the engine was closed, as Node's `CLOSED`.
+fn closed(py: Python<'_>) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let class = py.import("latchkey.errors")?.getattr("ClosedError")?;
+        let message = "the engine is closed";
+        Ok(PyErr::from_value(class.call1((
+            message,
+            "CLOSED",
+            vec![message],
+        ))?))
+    };
+    build().unwrap_or_else(|e| e)
+}
+
 /// A validation error for a bad binding argument.
 fn invalid(py: Python<'_>, problems: Vec<String>) -> PyErr {
     raise(py, &Error::Validation(problems))
@@ -210,19 +224,35 @@ fn options(
     }
 }
 
+/// The engine, or `None` once closed.
+///
+/// A call takes its own `Arc` under the read lock and lets the lock go before it releases
+/// the GIL, so `close` never waits for a commit: it empties the slot, and the database file
+/// is released when the last call in flight drops its `Arc`. Every later call raises
+/// `ClosedError`.
 #[pyclass(frozen, module = "latchkey._native")]
 struct Engine {
-    engine: Arc<latchkey::Engine>,
+    engine: parking_lot::RwLock<Option<Arc<latchkey::Engine>>>,
 }
 
 impl Engine {
+    fn new(engine: latchkey::Engine) -> Self {
+        Self {
+            engine: parking_lot::RwLock::new(Some(Arc::new(engine))),
+        }
+    }
+
+    fn shared(&self, py: Python<'_>) -> PyResult<Arc<latchkey::Engine>> {
+        self.engine.read().clone().ok_or_else(|| closed(py))
+    }
+
     /// Runs `op` without the GIL and maps its error.
     fn call<T: Send>(
         &self,
         py: Python<'_>,
         op: impl FnOnce(&latchkey::Engine) -> latchkey::Result<T> + Send,
     ) -> PyResult<T> {
-        let engine = self.engine.clone();
+        let engine = self.shared(py)?;
         py.detach(move || op(&engine)).map_err(|e| raise(py, &e))
     }
 }
@@ -265,9 +295,7 @@ impl Engine {
         let engine = py
             .detach(|| latchkey::Engine::open_with(&path, options))
             .map_err(|e| raise(py, &e))?;
-        Ok(Engine {
-            engine: Arc::new(engine),
-        })
+        Ok(Engine::new(engine))
     }
 
     #[staticmethod]
@@ -286,9 +314,7 @@ impl Engine {
             Vec::new(),
         )?;
         let engine = latchkey::Engine::memory_with(options).map_err(|e| raise(py, &e))?;
-        Ok(Engine {
-            engine: Arc::new(engine),
-        })
+        Ok(Engine::new(engine))
     }
 
     /// `{"store": Store, "default_key": CreatedKey}` as JSON.
@@ -522,7 +548,7 @@ impl Engine {
             problems.push("latency_us: must be a whole number ≥ 0".to_owned());
             0
         });
-        self.engine
+        self.shared(py)?
             .record_checked(
                 &decision.inner,
                 method,
@@ -538,6 +564,21 @@ impl Engine {
     /// Writes buffered last-use times and log entries now.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         self.call(py, |e| e.flush())
+    }
+
+    /// Writes what is buffered and lets the database file go (once calls already running
+    /// finish). Every later call raises `ClosedError`; closing twice is harmless.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(engine) = self.engine.write().take() else {
+            return Ok(());
+        };
+        // Dropping the last `Arc` joins the engine's background threads: no GIL for that.
+        py.detach(move || {
+            let flushed = engine.flush();
+            drop(engine);
+            flushed
+        })
+        .map_err(|e| raise(py, &e))
     }
 
     // ---- webhooks (SPEC §8) ---------------------------------------------------------------

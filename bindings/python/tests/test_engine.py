@@ -224,3 +224,59 @@ def test_commits_release_the_gil(tmp_path):
     # Holding the GIL through the commits, the main thread would finish them in a few
     # milliseconds before the 200 ms switch interval let the counter run at all.
     assert during > 10_000, during
+
+
+def test_close_releases_the_file_and_later_calls_raise_closed(tmp_path):
+    path = tmp_path / "shop.redb"
+    with latchkey.Engine.open(path) as eng:
+        store, default_key = eng.create_store("Closing")
+        verify = eng.verify
+        # While open, the file is held: a second engine on it is refused.
+        with pytest.raises(latchkey.LatchkeyError):
+            latchkey.Engine.open(path)
+    for call in (
+        lambda: eng.list_stores(),
+        lambda: eng.flush(),
+        lambda: verify(default_key.credential, area="Orders", action="View"),
+        lambda: eng.verify(default_key.credential),
+    ):
+        with pytest.raises(latchkey.ClosedError) as err:
+            call()
+        assert err.value.code == "CLOSED" and isinstance(err.value, latchkey.LatchkeyError)
+    eng.close()  # twice is harmless
+    # The file was released with everything written: it opens again, and the key works.
+    again = latchkey.Engine.open(path)
+    assert again.verify(default_key.credential, area="Orders", action="View").allowed
+    assert [s.id for s in again.list_stores()] == [store.id]
+    again.close()
+
+
+def test_close_does_not_wait_for_calls_in_flight(tmp_path):
+    # A commit running without the GIL holds its own reference: close returns, the commit
+    # completes, and the file is released once it has.
+    path = tmp_path / "busy.redb"
+    eng = latchkey.Engine.open(path)
+    store, _ = eng.create_store("Busy")
+    done = []
+    first = threading.Event()
+
+    def create_many():
+        try:
+            for i in range(50):
+                eng.create(store.id, "Packages", {"name": f"p{i}", "price": {"amount": 1, "currency": "USD"}})
+                first.set()
+        except latchkey.ClosedError:
+            done.append("closed")
+        else:
+            done.append("all")
+
+    worker = threading.Thread(target=create_many)
+    worker.start()
+    assert first.wait(30)
+    eng.close()
+    worker.join()
+    assert done in (["closed"], ["all"])
+    reopened = latchkey.Engine.open(path)
+    packages = reopened.list(store.id, "Packages", limit=100).items
+    assert 0 < len(packages) <= 50
+    reopened.close()

@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from os import PathLike
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
+from types import TracebackType
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Type, Union
 
 from . import _native
 from ._native import Decision
 from .errors import (
+    ClosedError,
     ConflictError,
     ForbiddenError,
     LatchkeyError,
@@ -49,6 +51,7 @@ __all__ = [
     "PlanRequiredError",
     "NotAllowedError",
     "StorageError",
+    "ClosedError",
 ]
 
 _UNSET: Any = object()
@@ -262,6 +265,24 @@ class Engine:
 
     def flush(self) -> None:
         self._native.flush()
+
+    def close(self) -> None:
+        """Writes what is buffered and releases the database file (once calls already running
+        on other threads finish), so it may be opened again. Every later call, `verify`
+        included, raises `ClosedError`; closing twice is harmless. `with Engine.open(path) as
+        eng:` closes at the end of the block."""
+        self._native.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(
+        self,
+        kind: Optional[Type[BaseException]],
+        error: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        self.close()
 
     # ---- request log (SPEC §7, seed 004) --------------------------------------------------
 

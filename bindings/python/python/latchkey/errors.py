@@ -49,3 +49,7 @@ class NotAllowedError(LatchkeyError):
 
 class StorageError(LatchkeyError):
     """The database failed; the operation was not applied (500)."""
+
+
+class ClosedError(LatchkeyError):
+    """The engine was closed (`Engine.close`, or the end of its `with` block)."""
