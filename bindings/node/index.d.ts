@@ -221,6 +221,23 @@ export interface Page {
   nextCursor: string | null
 }
 
+export interface PortalSessionOptions extends EntityOptions {
+  /** Seconds the session lasts (60 to 86,400; default 900). */
+  ttlSeconds?: number
+}
+
+export interface PortalSession {
+  /** `cps_…`: shown this once; only its SHA-256 digest is stored. */
+  token: string
+  expiresAt: string
+}
+
+export interface PortalCustomer {
+  storeId: string
+  environment: string
+  customerId: string
+}
+
 export interface EngineOpenOptions {
   /** Who made changes, in the audit trail (default `node`). */
   actor?: string
@@ -354,6 +371,14 @@ export declare class Engine {
   updateAsync(storeId: string, area: Area | string, id: string, data: Entity, options?: EntityOptions): Promise<Entity>
   delete(storeId: string, area: Area | string, id: string, options?: EntityOptions): void
   deleteAsync(storeId: string, area: Area | string, id: string, options?: EntityOptions): Promise<void>
+
+  /** Opens a session for one customer (default 15 minutes, 60 s to a day); the token is shown this once. */
+  createPortalSession(storeId: string, customerId: string, options?: PortalSessionOptions): PortalSession
+  createPortalSessionAsync(storeId: string, customerId: string, options?: PortalSessionOptions): Promise<PortalSession>
+  /** Whose portal a token opens, or `null` (an unknown, malformed or expired token alike). */
+  portalCustomer(token: string): PortalCustomer | null
+  /** A page of the token's customer's orders or subscriptions, or `null` as `portalCustomer`. */
+  portalList(token: string, area: 'Orders' | 'Subscriptions' | string, options?: { limit?: number; cursor?: string }): Page | null
 }
 
 export declare class LatchkeyError extends Error {

@@ -344,6 +344,29 @@ class Engine {
   async deleteAsync(storeId, area, id, { environment } = {}) {
     await this.#callAsync('deleteEntity', { ...entityArgs(storeId, area, environment), id })
   }
+
+  // ---- customer portal sessions (SPEC §7, seed 001) -----------------------------------------
+
+  /** Opens a session for one customer: `{token, expiresAt}`, the `cps_…` token this once. */
+  createPortalSession(storeId, customerId, { environment, ttlSeconds } = {}) {
+    return output(this.#call('createPortalSession', portalArgs(storeId, customerId, environment, ttlSeconds)))
+  }
+  async createPortalSessionAsync(storeId, customerId, { environment, ttlSeconds } = {}) {
+    return output(await this.#callAsync('createPortalSession', portalArgs(storeId, customerId, environment, ttlSeconds)))
+  }
+  /** Whose portal a token opens, or `null` (an unknown, malformed or expired token alike). */
+  portalCustomer(token) {
+    return output(this.#call('portalCustomer', { token }))
+  }
+  /** A page of the token's customer's `Orders` or `Subscriptions`, or `null` as `portalCustomer`. */
+  portalList(token, area, { limit, cursor } = {}) {
+    const page = this.#call('portalList', { token, area, limit, cursor })
+    return page === null ? null : { items: page.items, nextCursor: page.next_cursor }
+  }
+}
+
+function portalArgs(storeId, customerId, environment, ttlSeconds) {
+  return { storeId, environment: environment ?? 'live', input: input({ customerId, ttlSeconds }) }
 }
 
 /**

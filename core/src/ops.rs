@@ -15,6 +15,7 @@ use crate::ids::StoreId;
 use crate::keys::{KeyPatch, NewKey};
 use crate::logs::LogQuery;
 use crate::permissions::Area;
+use crate::portal::NewPortalSession;
 use crate::stores::{NewStore, StorePatch};
 
 /// A management operation. Which arguments each takes is listed by [`Op::arguments`].
@@ -47,9 +48,12 @@ pub enum Op {
     TestWebhook,
     DeliverWebhooks,
     StartWebhookWorker,
+    CreatePortalSession,
+    PortalCustomer,
+    PortalList,
 }
 
-const ALL: [Op; 27] = [
+const ALL: [Op; 30] = [
     Op::CreateStore,
     Op::GetStore,
     Op::ListStores,
@@ -77,6 +81,9 @@ const ALL: [Op; 27] = [
     Op::TestWebhook,
     Op::DeliverWebhooks,
     Op::StartWebhookWorker,
+    Op::CreatePortalSession,
+    Op::PortalCustomer,
+    Op::PortalList,
 ];
 
 impl Op {
@@ -110,6 +117,9 @@ impl Op {
             Op::TestWebhook => "testWebhook",
             Op::DeliverWebhooks => "deliverWebhooks",
             Op::StartWebhookWorker => "startWebhookWorker",
+            Op::CreatePortalSession => "createPortalSession",
+            Op::PortalCustomer => "portalCustomer",
+            Op::PortalList => "portalList",
         }
     }
 
@@ -139,6 +149,9 @@ impl Op {
             Op::DeleteWebhook => &["storeId", "actor", "webhookId"],
             Op::UpdateWebhook => &["storeId", "actor", "webhookId", "patch"],
             Op::WebhookDeliveries => &["storeId", "webhookId", "limit"],
+            Op::CreatePortalSession => &["storeId", "environment", "input"],
+            Op::PortalCustomer => &["token"],
+            Op::PortalList => &["token", "area", "limit", "cursor"],
         }
     }
 
@@ -158,6 +171,8 @@ impl Op {
                 | Op::GetWebhook
                 | Op::WebhookDeliveries
                 | Op::StartWebhookWorker
+                | Op::PortalCustomer
+                | Op::PortalList
         )
     }
 }
@@ -439,6 +454,34 @@ pub fn call(engine: &Engine, op: Op, args: &Value) -> Result<Value> {
             a.finish()?;
             engine.start_webhook_worker()?;
             Ok(Value::Null)
+        }
+        Op::CreatePortalSession => {
+            let (scope, input) = (a.scope()?, a.object("input"));
+            a.finish()?;
+            // An empty store id is no store (as `target` answers for entities).
+            let scope =
+                scope.ok_or_else(|| Error::invalid(vec!["storeId: is required".to_owned()]))?;
+            let new = NewPortalSession::from_json(input)?;
+            let session =
+                engine.create_portal_session(&scope, &new.customer_id, new.ttl_seconds)?;
+            Ok(session.to_json())
+        }
+        Op::PortalCustomer => {
+            let token = a.text("token");
+            a.finish()?;
+            Ok(engine
+                .portal_customer(token)?
+                .map_or(Value::Null, |customer| customer.to_json()))
+        }
+        Op::PortalList => {
+            let (token, area) = (a.text("token"), a.area());
+            let (limit, cursor) = (a.count("limit"), a.optional_text("cursor"));
+            a.finish()?;
+            // `area` has named its problem (and `finish` refused) whenever it is `None`.
+            let area = area.ok_or_else(|| Error::invalid(vec!["area: is required".to_owned()]))?;
+            Ok(engine
+                .portal_page(token, area, limit, cursor)?
+                .map_or(Value::Null, Value::from))
         }
     }
 }

@@ -4,13 +4,16 @@
 
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::clock::Clock;
 use crate::engine::Engine;
 use crate::entities::{Kind, Page, Scope, Show, decode_cursor};
 use crate::error::{Error, Result};
 use crate::ids::StoreId;
+use crate::input::{Fields, integer, string};
 use crate::permissions::Area;
 use crate::secret::{BASE62, Digest, Secret, random_chars};
 use crate::storage;
@@ -45,11 +48,63 @@ pub struct PortalSession {
     pub expires_at: OffsetDateTime,
 }
 
+impl PortalSession {
+    /// `{token, expires_at}`: the one answer that shows the token.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "token": self.token.expose(),
+            "expires_at": self.expires_at.format(&Rfc3339).ok(),
+        })
+    }
+}
+
+/// What opening a portal session asks for: `{customer_id, ttl_seconds?}` (the body of
+/// `POST /api/v1/auth/portal-sessions`), every problem named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPortalSession {
+    pub customer_id: String,
+    /// Seconds the session lasts (60 to a day; default 15 minutes).
+    pub ttl_seconds: Option<i64>,
+}
+
+impl NewPortalSession {
+    pub fn from_json(value: &Value) -> Result<Self> {
+        let mut fields = Fields::new(value, "portal session")?;
+        let customer_id = fields.required("customer_id", string);
+        let ttl_seconds = fields.optional("ttl_seconds", |v| integer(v).and_then(ttl));
+        fields.finish().finish()?;
+        Ok(Self {
+            customer_id: customer_id.unwrap_or_default(),
+            ttl_seconds,
+        })
+    }
+}
+
+/// A session lifetime within 60 seconds and [`MAX_PORTAL_TTL_SECONDS`], or the problem.
+fn ttl(seconds: i64) -> std::result::Result<i64, String> {
+    if (60..=MAX_PORTAL_TTL_SECONDS).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(format!("must be from 60 to {MAX_PORTAL_TTL_SECONDS}"))
+    }
+}
+
 /// Whose portal a session token opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortalCustomer {
     pub scope: Scope,
     pub customer_id: String,
+}
+
+impl PortalCustomer {
+    /// `{store_id, environment, customer_id}`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "store_id": self.scope.store_id,
+            "environment": self.scope.environment,
+            "customer_id": self.customer_id,
+        })
+    }
 }
 
 fn digest(token: &str) -> String {
@@ -65,12 +120,8 @@ impl Engine {
         customer_id: &str,
         ttl_seconds: Option<i64>,
     ) -> Result<PortalSession> {
-        let ttl = ttl_seconds.unwrap_or(PORTAL_TTL_SECONDS);
-        if !(60..=MAX_PORTAL_TTL_SECONDS).contains(&ttl) {
-            return Err(Error::invalid(vec![format!(
-                "ttl_seconds: must be from 60 to {MAX_PORTAL_TTL_SECONDS}"
-            )]));
-        }
+        let ttl = ttl(ttl_seconds.unwrap_or(PORTAL_TTL_SECONDS))
+            .map_err(|problem| Error::invalid(vec![format!("ttl_seconds: {problem}")]))?;
         // The customer must exist in this scope (404 otherwise, like any other read).
         self.get_entity(scope, Area::Customers, customer_id)?;
         let token = format!("{TOKEN_PREFIX}{}", random_chars(BASE62, 40)?);
@@ -124,6 +175,21 @@ impl Engine {
             scope: Scope::new(session.store_id, session.environment),
             customer_id: session.customer_id,
         }))
+    }
+
+    /// One page of the orders or subscriptions of the customer a session token opens; `None`
+    /// when the token opens no live session (unknown, malformed or expired alike).
+    pub fn portal_page(
+        &self,
+        token: &str,
+        area: Area,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<Option<Page>> {
+        match self.portal_customer(token)? {
+            Some(customer) => self.portal_list(&customer, area, limit, cursor).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// One page of the portal customer's orders or subscriptions.

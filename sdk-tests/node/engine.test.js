@@ -153,6 +153,34 @@ test('store entities keep the HTTP API shape and validate every field', async ()
   assert.throws(() => eng.get(store.id, 'Packages', pkg.id), { code: 'NOT_FOUND' })
 })
 
+test('portal sessions show one customer their own orders, and nothing else', async () => {
+  const { eng, store } = shop()
+  const pkg = eng.create(store.id, 'Packages', { name: 'VIP', price: { amount: 999, currency: 'USD' } })
+  const ann = eng.create(store.id, 'Customers', { email: 'ann@example.com', name: 'Ann' })
+  const bob = eng.create(store.id, 'Customers', { email: 'bob@example.com', name: 'Bob' })
+  for (const customer of [ann, bob, ann]) {
+    eng.create(store.id, 'Orders', { customer_id: customer.id, items: [{ package_id: pkg.id, quantity: 1 }] })
+  }
+  const session = await eng.createPortalSessionAsync(store.id, ann.id, { ttlSeconds: 600 })
+  assert.match(session.token, /^cps_/)
+  assert.ok(Date.parse(session.expiresAt) > Date.now())
+  assert.deepEqual(eng.portalCustomer(session.token), { storeId: store.id, environment: 'live', customerId: ann.id })
+  const first = eng.portalList(session.token, 'Orders', { limit: 1 })
+  assert.deepEqual(first.items.map((o) => o.customer_id), [ann.id])
+  const rest = eng.portalList(session.token, 'Orders', { cursor: first.nextCursor })
+  assert.deepEqual([rest.items.map((o) => o.customer_id), rest.nextCursor], [[ann.id], null])
+  assert.deepEqual(eng.portalList(session.token, 'Subscriptions').items, [])
+  for (const token of ['cps_nope', '', `${session.token}x`]) {
+    assert.equal(eng.portalCustomer(token), null)
+    assert.equal(eng.portalList(token, 'Orders'), null)
+  }
+  assert.throws(() => eng.portalList(session.token, 'Packages'), { code: 'NOT_ALLOWED' })
+  assert.throws(() => eng.createPortalSession(store.id, ann.id, { ttlSeconds: 5 }), (err) =>
+    err.code === 'VALIDATION' && err.problems.join() === 'ttl_seconds: must be from 60 to 86400')
+  assert.throws(() => eng.createPortalSession(store.id, ann.id, { environment: 'test' }), { code: 'NOT_FOUND' })
+  assert.throws(() => eng.createPortalSession(store.id, 42), (err) => err.problems.join() === 'customer_id: expected a string')
+})
+
 test('helpers mirror the server: credentials, actions, areas, client address', () => {
   assert.equal(latchkey.credentialFromHeaders(undefined, 'Bearer abc'), 'abc')
   assert.equal(latchkey.credentialFromHeaders('k1', 'Bearer abc'), 'k1')

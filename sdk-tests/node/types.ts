@@ -47,7 +47,12 @@ async function usage(): Promise<void> {
   eng.createWebhook(store.id, { url: 'https://hooks.example.com/x', events: ['order.paid'] })
   // @ts-expect-error listed endpoints carry no secret
   void eng.listWebhooks(store.id)[0].secret
-  void [allowed, headers, keys, log, page, middleware, latchkey.version, secret, sent, attempts]
+  const session: latchkey.PortalSession = eng.createPortalSession(store.id, 'cus_1', { ttlSeconds: 600 })
+  const customer: latchkey.PortalCustomer | null = eng.portalCustomer(session.token)
+  const orders: Page | null = eng.portalList(session.token, 'Orders', { limit: 5 })
+  // @ts-expect-error the lifetime is a number of seconds
+  eng.createPortalSession(store.id, 'cus_1', { ttlSeconds: '10m' })
+  void [allowed, headers, keys, log, page, middleware, latchkey.version, secret, sent, attempts, customer, orders]
   eng.close()
 }
 

@@ -387,42 +387,12 @@ async fn open_portal(
         Ok(body) => body,
         Err(response) => return response,
     };
-    let mut problems = Vec::new();
-    let customer_id = body.get("customer_id").and_then(Value::as_str);
-    if customer_id.is_none() {
-        problems.push("customer_id: is required (a string)".to_owned());
-    }
-    let ttl = match body.get("ttl_seconds") {
-        None => None,
-        Some(v) => match v.as_i64() {
-            Some(n) => Some(n),
-            None => {
-                problems.push("ttl_seconds: expected an integer".into());
-                None
-            }
-        },
-    };
-    if let Some(map) = body.as_object() {
-        for name in map
-            .keys()
-            .filter(|k| *k != "customer_id" && *k != "ttl_seconds")
-        {
-            problems.push(format!("{name}: unknown field"));
-        }
-    }
-    let Some(customer_id) = customer_id.filter(|_| problems.is_empty()) else {
-        return respond::invalid(problems);
-    };
     let engine = state.engine.clone();
-    let customer_id = customer_id.to_owned();
-    let session =
-        net::off_workers(move || engine.create_portal_session(&auth.scope, &customer_id, ttl));
-    let session = session.await.map(|s| {
-        json!({
-            "token": s.token.expose(),
-            "expires_at": s.expires_at.format(&time::format_description::well_known::Rfc3339).ok(),
-        })
+    let session = net::off_workers(move || {
+        let new = latchkey::NewPortalSession::from_json(&body)?;
+        engine.create_portal_session(&auth.scope, &new.customer_id, new.ttl_seconds)
     });
+    let session = session.await.map(|s| s.to_json());
     result(StatusCode::CREATED, session)
 }
 

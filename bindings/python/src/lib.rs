@@ -448,6 +448,50 @@ impl Engine {
         })
     }
 
+    /// `{token, expires_at}` as JSON: the token this once.
+    fn create_portal_session(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        environment: &str,
+        input: &str,
+    ) -> PyResult<String> {
+        let scope = Scope::new(self::store_id(py, store_id)?, environment);
+        let input = parse_json(py, input)?;
+        self.call(py, move |e| {
+            let new = latchkey::NewPortalSession::from_json(&input)?;
+            let session = e.create_portal_session(&scope, &new.customer_id, new.ttl_seconds)?;
+            Ok(to_text(&session.to_json()))
+        })
+    }
+
+    /// `{store_id, environment, customer_id}` as JSON, or `None` when the token opens no
+    /// live session.
+    fn portal_customer(&self, py: Python<'_>, token: &str) -> PyResult<Option<String>> {
+        self.call(py, |e| {
+            Ok(e.portal_customer(token)?.map(|c| to_text(&c.to_json())))
+        })
+    }
+
+    /// A page of the token's customer's orders or subscriptions as JSON, or `None` as
+    /// `portal_customer`.
+    #[pyo3(signature = (token, area_name, limit=None, cursor=None))]
+    fn portal_list(
+        &self,
+        py: Python<'_>,
+        token: &str,
+        area_name: &str,
+        limit: Option<&Bound<'_, PyAny>>,
+        cursor: Option<&str>,
+    ) -> PyResult<Option<String>> {
+        let area = area(py, area_name)?;
+        let limit = count(py, "limit", limit)?;
+        self.call(py, move |e| {
+            Ok(e.portal_page(token, area, limit, cursor)?
+                .map(|page| to_text(&Value::from(page))))
+        })
+    }
+
     fn get_entity(
         &self,
         py: Python<'_>,

@@ -183,6 +183,37 @@ def test_store_entities(eng, shop):
         eng.get(store.id, "Packages", pkg.id)
 
 
+def test_portal_sessions_show_one_customer_their_own_orders(eng, shop):
+    store, _ = shop
+    pkg = eng.create(store.id, "Packages", {"name": "VIP", "price": {"amount": 999, "currency": "USD"}})
+    ann = eng.create(store.id, "Customers", {"email": "ann@example.com", "name": "Ann"})
+    bob = eng.create(store.id, "Customers", {"email": "bob@example.com", "name": "Bob"})
+    for customer in (ann, bob, ann):
+        eng.create(store.id, "Orders", {"customer_id": customer.id, "items": [{"package_id": pkg.id, "quantity": 1}]})
+    session = eng.create_portal_session(store.id, ann.id, ttl_seconds=600)
+    assert session.token.startswith("cps_") and session.expires_at
+    assert eng.portal_customer(session.token).to_dict() == {
+        "store_id": store.id, "environment": "live", "customer_id": ann.id}
+    orders = eng.portal_list(session.token, "Orders", limit=1)
+    assert [o.customer_id for o in orders.items] == [ann.id] and orders.next_cursor
+    rest = eng.portal_list(session.token, "Orders", cursor=orders.next_cursor)
+    assert [o.customer_id for o in rest.items] == [ann.id] and rest.next_cursor is None
+    assert eng.portal_list(session.token, "Subscriptions").items == []
+    # Anything but a live session's token opens nothing; other areas are not the portal's.
+    for token in ("cps_nope", "", session.token + "x"):
+        assert eng.portal_customer(token) is None and eng.portal_list(token, "Orders") is None
+    with pytest.raises(latchkey.NotAllowedError):
+        eng.portal_list(session.token, "Packages")
+    # The request is checked as the server checks it, every problem named; nothing is opened.
+    with pytest.raises(ValidationError) as bad:
+        eng.create_portal_session(store.id, ann.id, ttl_seconds=5)
+    assert bad.value.problems == ["ttl_seconds: must be from 60 to 86400"]
+    with pytest.raises(NotFoundError):
+        eng.create_portal_session(store.id, ann.id, environment="test")
+    with pytest.raises(ValidationError):
+        eng.portal_list(session.token, "Orders", limit=-1)
+
+
 def test_a_file_database_survives_reopening(tmp_path):
     path = tmp_path / "shop.redb"
     eng = latchkey.Engine.open(path)

@@ -128,6 +128,11 @@ def _encode(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def _page(text: str) -> "Page":
+    page = json.loads(text)
+    return Page({"items": [Record(i) for i in page["items"]], "next_cursor": page["next_cursor"]})
+
+
 def _dump(fields: Mapping[str, Any]) -> str:
     return json.dumps({k: v for k, v in fields.items() if v is not _UNSET}, default=_encode)
 
@@ -331,14 +336,42 @@ class Engine:
         limit: Optional[int] = None,
         cursor: Optional[str] = None,
     ) -> Page:
-        page = json.loads(self._native.list_entities(store_id, environment, area, limit, cursor))
-        return Page({"items": [Record(i) for i in page["items"]], "next_cursor": page["next_cursor"]})
+        return _page(self._native.list_entities(store_id, environment, area, limit, cursor))
 
     def update(self, store_id: str, area: str, id: str, data: Mapping[str, Any], *, environment: str = "live") -> Record:
         return Record(json.loads(self._native.update_entity(store_id, environment, area, id, _dump(data))))
 
     def delete(self, store_id: str, area: str, id: str, *, environment: str = "live") -> None:
         self._native.delete_entity(store_id, environment, area, id)
+
+    # ---- customer portal sessions (SPEC §7, seed 001) --------------------------------------
+
+    def create_portal_session(
+        self,
+        store_id: str,
+        customer_id: str,
+        *,
+        environment: str = "live",
+        ttl_seconds: Optional[int] = None,
+    ) -> Record:
+        """Opens a session for one customer (default 15 minutes, 60 s to a day):
+        `{token, expires_at}`, the `cps_…` token this once (only its digest is stored)."""
+        fields = {"customer_id": customer_id, "ttl_seconds": _UNSET if ttl_seconds is None else ttl_seconds}
+        return Record(json.loads(self._native.create_portal_session(store_id, environment, _dump(fields))))
+
+    def portal_customer(self, token: str) -> Optional[Record]:
+        """Whose portal `token` opens (`store_id`, `environment`, `customer_id`), or None for
+        an unknown, malformed or expired token alike."""
+        found = self._native.portal_customer(token)
+        return None if found is None else Record(json.loads(found))
+
+    def portal_list(
+        self, token: str, area: str, *, limit: Optional[int] = None, cursor: Optional[str] = None
+    ) -> Optional[Page]:
+        """A page of the token's customer's `Orders` or `Subscriptions` (nothing else), or None
+        as `portal_customer`."""
+        found = self._native.portal_list(token, area, limit, cursor)
+        return None if found is None else _page(found)
 
     # ---- webhooks (SPEC §8) ----------------------------------------------------------------
 
