@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
-use latchkey::{
-    Actor, Clock, Engine, EngineOptions, KeyFormat, NewKey, NewStore, PermissionSet, WebhookOptions,
-};
+use latchkey::{Actor, Clock, Engine, EngineOptions, NewKey, NewStore, WebhookOptions};
 use latchkey_server::{AppState, Config, app, jwt};
 use serde_json::json;
 
@@ -165,12 +163,29 @@ enum KeysCommand {
         store: String,
         #[arg(long)]
         name: String,
-        /// Permissions as JSON (`{"Orders":["View"]}`), scopes (`orders:read`) or `*`.
+        /// Permissions as JSON (`{"Orders":["View"]}`), scopes (`orders:read,packages:read`)
+        /// or `*`.
         #[arg(long)]
         permissions: String,
         /// token, hex or pair.
         #[arg(long, default_value = "token")]
         format: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// The store environment the key works in (default `live`).
+        #[arg(long)]
+        environment: Option<String>,
+        /// LIMIT/SECONDS, LIMIT/SECONDS/ALGORITHM (fixed_window, sliding_window,
+        /// token_bucket) or a JSON object; the store's default when absent.
+        #[arg(long)]
+        rate_limit: Option<String>,
+        /// Addresses or CIDRs the key may be used from (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        ip_allowlist: Vec<String>,
+        /// When the key stops working (RFC 3339), or `never`; the store's default TTL when
+        /// absent.
+        #[arg(long)]
+        expires_at: Option<String>,
     },
     /// Print a store's keys (JSON, secrets masked).
     List {
@@ -522,26 +537,51 @@ fn keys(command: KeysCommand) -> Result<(), String> {
             name,
             permissions,
             format,
+            description,
+            environment,
+            rate_limit,
+            ip_allowlist,
+            expires_at,
         } => {
+            // The flags become the body of `POST …/api-keys`, so the core checks them as it
+            // checks the API's, every problem named at once (by its flag).
             let mut problems = Vec::new();
-            let permissions = serde_json::from_str(&permissions)
-                .unwrap_or_else(|_| serde_json::Value::String(permissions.clone()));
-            let permissions = PermissionSet::from_input(&permissions).unwrap_or_else(|bad| {
-                problems.extend(bad.into_iter().map(|p| format!("--permissions: {p}")));
-                PermissionSet::empty()
+            let mut body = json!({
+                "name": name,
+                "permissions": permissions_flag(&permissions),
+                "format": format,
             });
-            let format = KeyFormat::parse(&format).unwrap_or_else(|| {
-                problems.push(format!(
-                    "--format: unknown `{format}` (expected token, hex or pair)"
-                ));
-                KeyFormat::Token
-            });
-            if !problems.is_empty() {
-                return Err(problems.join("\n"));
+            if let Some(description) = description {
+                body["description"] = json!(description);
             }
+            if let Some(environment) = environment {
+                body["environment"] = json!(environment);
+            }
+            if let Some(text) = rate_limit {
+                match rate_limit_flag(&text) {
+                    Some(limit) => body["rate_limit"] = limit,
+                    None => problems.push(format!(
+                        "--rate-limit: `{text}` is not LIMIT/SECONDS[/ALGORITHM] or a JSON object"
+                    )),
+                }
+            }
+            if !ip_allowlist.is_empty() {
+                body["ip_allowlist"] = json!(ip_allowlist);
+            }
+            match expires_at.as_deref() {
+                None => {}
+                Some("never") => body["expires_at"] = serde_json::Value::Null,
+                Some(text) => body["expires_at"] = json!(text),
+            }
+            let key = NewKey::from_json(&body);
+            if let Err(err) = &key {
+                problems.extend(err.problems().iter().map(|p| flag_problem(p)));
+            }
+            let key = match key {
+                Ok(key) if problems.is_empty() => key,
+                _ => return Err(problems.join("\n")),
+            };
             let engine = open_existing(&db)?;
-            let mut key = NewKey::new(name, permissions);
-            key.format = format;
             let created = engine
                 .create_key(&store, &cli_actor(), key)
                 .map_err(|e| e.problems().join("\n"))?;
@@ -567,6 +607,38 @@ fn keys(command: KeysCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A body field's problem (`ip_allowlist.0: …`) as its flag's (`--ip-allowlist.0: …`).
+fn flag_problem(problem: &str) -> String {
+    let field_end = problem.find([':', '.']).unwrap_or(problem.len());
+    let (field, rest) = problem.split_at(field_end);
+    format!("--{}{rest}", field.replace('_', "-"))
+}
+
+/// `--permissions`: a JSON object or list as is, else scope strings separated by commas
+/// (`orders:read,packages:read`) or `*`.
+fn permissions_flag(text: &str) -> serde_json::Value {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => value,
+        _ => json!(text.split(',').map(str::trim).collect::<Vec<_>>()),
+    }
+}
+
+/// `--rate-limit`: `LIMIT/SECONDS`, `LIMIT/SECONDS/ALGORITHM` or a JSON object, as the
+/// `rate_limit` field of a new key (whose ranges the core checks).
+fn rate_limit_flag(text: &str) -> Option<serde_json::Value> {
+    if text.trim_start().starts_with('{') {
+        return serde_json::from_str(text).ok();
+    }
+    let mut parts = text.trim().splitn(3, '/');
+    let limit: u64 = parts.next()?.trim().parse().ok()?;
+    let window: u64 = parts.next()?.trim().parse().ok()?;
+    let mut value = json!({"limit": limit, "window_seconds": window});
+    if let Some(algorithm) = parts.next() {
+        value["algorithm"] = json!(algorithm.trim());
+    }
+    Some(value)
 }
 
 /// Every file under `path` (directories recursively, symlinks not followed).

@@ -550,6 +550,109 @@ fn a_webhook_in_flight_at_kill_9_is_delivered_after_restart() {
 }
 
 #[test]
+fn keys_create_takes_the_api_settings_and_names_every_bad_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cli.redb");
+    let db_arg = db.to_str().unwrap();
+    let latchkey = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .args(args)
+            .env_remove("LATCHKEY_DB")
+            .output()
+            .unwrap()
+    };
+    let store = latchkey(&["stores", "create", "CLI Shop", "--db", db_arg]);
+    let store: Value = serde_json::from_slice(&store.stdout).unwrap();
+    let sid = store["store"]["id"].as_str().unwrap();
+    let create = |extra: &[&str]| {
+        let mut args = vec!["keys", "create", "--db", db_arg, "--store", sid];
+        args.extend_from_slice(extra);
+        latchkey(&args)
+    };
+
+    let made = create(&[
+        "--name",
+        "ERP",
+        "--permissions",
+        "orders:read, packages:read",
+        "--description",
+        "the ERP",
+        "--environment",
+        "test",
+        "--rate-limit",
+        "30/60/fixed_window",
+        "--ip-allowlist",
+        "203.0.113.0/24,2001:db8::/32",
+        "--expires-at",
+        "2031-06-01T00:00:00Z",
+    ]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let key: Value = serde_json::from_slice(&made.stdout).unwrap();
+    assert_eq!(
+        key["permissions"],
+        json!({"Orders": ["View"], "Packages": ["View"]})
+    );
+    assert_eq!(
+        (&key["description"], &key["environment"], &key["expires_at"]),
+        (
+            &json!("the ERP"),
+            &json!("test"),
+            &json!("2031-06-01T00:00:00Z")
+        )
+    );
+    assert_eq!(
+        key["rate_limit"],
+        json!({"limit": 30, "window_seconds": 60, "algorithm": "fixed_window"})
+    );
+    assert_eq!(
+        key["ip_allowlist"],
+        json!(["203.0.113.0/24", "2001:db8::/32"])
+    );
+    let never = create(&["--name", "n", "--permissions", "*", "--expires-at", "never"]);
+    let never: Value = serde_json::from_slice(&never.stdout).unwrap();
+    assert_eq!(never["expires_at"], Value::Null);
+
+    // Every bad flag is named by its flag, at once, and no key is made.
+    let refused = create(&[
+        "--name",
+        "",
+        "--permissions",
+        "{\"Nope\": [\"View\"]}",
+        "--format",
+        "morse",
+        "--rate-limit",
+        "lots",
+        "--ip-allowlist",
+        "10.0.0.0/33",
+        "--expires-at",
+        "tomorrow",
+    ]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    for flag in [
+        "--name:",
+        "--permissions:",
+        "--format:",
+        "--rate-limit:",
+        "--ip-allowlist:",
+        "--expires-at:",
+    ] {
+        assert!(stderr.contains(flag), "{flag} in {stderr}");
+    }
+    let listed = latchkey(&["keys", "list", "--db", db_arg, "--store", sid]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        3,
+        "default, ERP and `n` only"
+    );
+}
+
+#[test]
 fn admin_commands_refuse_a_missing_database_and_create_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("typo.redb");
