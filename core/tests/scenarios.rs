@@ -15,6 +15,25 @@ struct Run {
     stores: HashMap<String, String>,
     /// Credentials and key ids by name.
     keys: HashMap<String, (String, String)>,
+    /// Entity ids and portal session tokens by name.
+    entities: HashMap<String, String>,
+    sessions: HashMap<String, String>,
+}
+
+/// `input` with every string `"$name"` replaced by the id of the entity saved as `name`.
+fn resolve(input: &Value, entities: &HashMap<String, String>) -> Value {
+    match input {
+        Value::String(text) => match text.strip_prefix('$') {
+            Some(name) => json!(entities[name]),
+            None => input.clone(),
+        },
+        Value::Array(items) => items.iter().map(|v| resolve(v, entities)).collect(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| (k.clone(), resolve(v, entities)))
+            .collect(),
+        other => other.clone(),
+    }
 }
 
 fn text<'a>(step: &'a Value, field: &str) -> &'a str {
@@ -34,6 +53,14 @@ impl Run {
 
     fn key(&self, step: &Value) -> (String, String) {
         self.keys[text(step, "key")].clone()
+    }
+
+    /// A portal step's token: the session saved under `session`, or `token` as given.
+    fn token(&self, step: &Value) -> String {
+        match step["session"].as_str() {
+            Some(name) => self.sessions[name].clone(),
+            None => text(step, "token").to_owned(),
+        }
     }
 
     /// Runs one step; `Err(code, problems)` when the engine refused it.
@@ -96,9 +123,15 @@ impl Run {
                 let scope = Scope::new(store, step["environment"].as_str().unwrap_or("live"));
                 let area = Area::parse(text(step, "area")).expect("area");
                 if text(step, "op") == "create_entity" {
-                    self.engine
-                        .create_entity(&scope, area, &step["input"])
+                    let input = resolve(&step["input"], &self.entities);
+                    let created = self
+                        .engine
+                        .create_entity(&scope, area, &input)
                         .map_err(fail)?;
+                    if let Some(name) = step["as"].as_str() {
+                        let id = created["id"].as_str().expect("an entity id");
+                        self.entities.insert(name.to_owned(), id.to_owned());
+                    }
                 } else {
                     let page = self
                         .engine
@@ -110,6 +143,40 @@ impl Run {
                         "{step}"
                     );
                 }
+            }
+            "create_portal_session" => {
+                let store = latchkey::StoreId::parse(&self.store(step)).expect("store id");
+                let scope = Scope::new(store, step["environment"].as_str().unwrap_or("live"));
+                let customer = &self.entities[text(step, "customer")];
+                let session = self
+                    .engine
+                    .create_portal_session(&scope, customer, step["ttl_seconds"].as_i64())
+                    .map_err(fail)?;
+                self.sessions.insert(
+                    text(step, "as").to_owned(),
+                    session.token.expose().to_owned(),
+                );
+            }
+            "portal_customer" => {
+                let found = self
+                    .engine
+                    .portal_customer(&self.token(step))
+                    .map_err(fail)?;
+                let wanted = step["expect"].as_str().map(|name| &self.entities[name]);
+                assert_eq!(found.map(|c| c.customer_id).as_ref(), wanted, "{step}");
+            }
+            "portal_list" => {
+                let area = Area::parse(text(step, "area")).expect("area");
+                let limit = step["limit"].as_u64().map(|n| n as usize);
+                let page = self
+                    .engine
+                    .portal_page(&self.token(step), area, limit, None)
+                    .map_err(fail)?;
+                assert_eq!(
+                    page.map(|p| p.items.len() as u64),
+                    step["expect_count"].as_u64(),
+                    "{step}"
+                );
             }
             "audit" => {
                 // The newest events, newest first: action, key (by name; null for a store
@@ -210,6 +277,8 @@ fn every_shared_scenario_passes() {
             engine: Engine::memory().expect("engine"),
             stores: HashMap::new(),
             keys: HashMap::new(),
+            entities: HashMap::new(),
+            sessions: HashMap::new(),
         };
         for (i, step) in scenario["steps"]
             .as_array()

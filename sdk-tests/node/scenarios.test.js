@@ -24,6 +24,20 @@ class Run {
     this.eng = latchkey.Engine.memory({ actor: 'scenario' })
     this.stores = {}
     this.keys = {} // name -> [key id, credential]
+    this.entities = {} // name -> entity id
+    this.sessions = {} // name -> portal session token
+  }
+
+  /** `value` with every string "$name" replaced by the id of the entity saved as name. */
+  resolve(value) {
+    if (typeof value === 'string' && value.startsWith('$')) return this.entities[value.slice(1)]
+    if (Array.isArray(value)) return value.map((v) => this.resolve(v))
+    if (value === null || typeof value !== 'object') return value
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, this.resolve(v)]))
+  }
+
+  token(step) {
+    return step.session === undefined ? step.token : this.sessions[step.session]
   }
 
   step(step) {
@@ -59,9 +73,26 @@ class Run {
       case 'verify':
         this.verify(step)
         break
-      case 'create_entity':
-        this.eng.create(store(), step.area, step.input, { environment: step.environment ?? 'live' })
+      case 'create_entity': {
+        const created = this.eng.create(store(), step.area, this.resolve(step.input), { environment: step.environment ?? 'live' })
+        if (step.as !== undefined) this.entities[step.as] = created.id
         break
+      }
+      case 'create_portal_session': {
+        const options = { environment: step.environment, ttlSeconds: step.ttl_seconds }
+        this.sessions[step.as] = this.eng.createPortalSession(store(), this.entities[step.customer], options).token
+        break
+      }
+      case 'portal_customer': {
+        const found = this.eng.portalCustomer(this.token(step))
+        assert.equal(found?.customerId ?? null, step.expect === null ? null : this.entities[step.expect], JSON.stringify(step))
+        break
+      }
+      case 'portal_list': {
+        const page = this.eng.portalList(this.token(step), step.area, { limit: step.limit })
+        assert.equal(page === null ? null : page.items.length, step.expect_count, JSON.stringify(step))
+        break
+      }
       case 'list_entities': {
         const page = this.eng.list(store(), step.area, { environment: step.environment ?? 'live' })
         assert.equal(page.items.length, step.expect_count, JSON.stringify(step))

@@ -19,6 +19,21 @@ class Run:
         self.eng = latchkey.Engine.memory(actor="scenario")
         self.stores = {}
         self.keys = {}  # name -> (key id, credential)
+        self.entities = {}  # name -> entity id
+        self.sessions = {}  # name -> portal session token
+
+    def resolve(self, value):
+        """`value` with every string "$name" replaced by the id of the entity saved as name."""
+        if isinstance(value, str) and value.startswith("$"):
+            return self.entities[value[1:]]
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items()}
+        return value
+
+    def token(self, step):
+        return self.sessions[step["session"]] if "session" in step else step["token"]
 
     def step(self, step):
         op = step["op"]
@@ -44,8 +59,22 @@ class Run:
         elif op == "verify":
             self.verify(step)
         elif op == "create_entity":
-            self.eng.create(self.stores[step["store"]], step["area"], step["input"],
-                            environment=step.get("environment", "live"))
+            created = self.eng.create(self.stores[step["store"]], step["area"], self.resolve(step["input"]),
+                                      environment=step.get("environment", "live"))
+            if "as" in step:
+                self.entities[step["as"]] = created.id
+        elif op == "create_portal_session":
+            session = self.eng.create_portal_session(
+                self.stores[step["store"]], self.entities[step["customer"]],
+                environment=step.get("environment", "live"), ttl_seconds=step.get("ttl_seconds"))
+            self.sessions[step["as"]] = session.token
+        elif op == "portal_customer":
+            found = self.eng.portal_customer(self.token(step))
+            wanted = None if step["expect"] is None else self.entities[step["expect"]]
+            assert (found and found.customer_id) == wanted, step
+        elif op == "portal_list":
+            page = self.eng.portal_list(self.token(step), step["area"], limit=step.get("limit"))
+            assert (None if page is None else len(page.items)) == step["expect_count"], step
         elif op == "list_entities":
             page = self.eng.list(self.stores[step["store"]], step["area"], environment=step.get("environment", "live"))
             assert len(page.items) == step["expect_count"], step
