@@ -130,6 +130,7 @@ export interface AuditEvent {
     | 'webhook_created'
     | 'webhook_updated'
     | 'webhook_deleted'
+    | 'webhook_secret_rotated'
   storeId: string
   /** The key the event is about; `null` for a store's or a webhook's event. */
   keyId: string | null
@@ -265,9 +266,11 @@ export interface WebhookEndpoint {
   /** Why the engine disabled the endpoint (a `410 Gone`), or null. */
   disabledReason: string | null
   createdAt: string
+  /** Until when the secret replaced by the last rotation also signs deliveries, or null. */
+  previousSecretExpiresAt: string | null
 }
 
-/** The create answer: the endpoint and its signing secret (`whsec_…`), this once. */
+/** The create (or rotate) answer: the endpoint and its signing secret (`whsec_…`), this once. */
 export interface CreatedWebhook extends WebhookEndpoint {
   secret: string
 }
@@ -353,6 +356,9 @@ export declare class Engine {
     webhookId: string,
     changes: { url?: string; events?: WebhookEvent[]; active?: boolean },
   ): Promise<WebhookEndpoint>
+  /** A new signing secret, this once; the old one also signs for `overlapSeconds` (0 to 604,800; default a day). */
+  rotateWebhookSecret(storeId: string, webhookId: string, options?: { overlapSeconds?: number }): CreatedWebhook
+  rotateWebhookSecretAsync(storeId: string, webhookId: string, options?: { overlapSeconds?: number }): Promise<CreatedWebhook>
   deleteWebhook(storeId: string, webhookId: string): void
   deleteWebhookAsync(storeId: string, webhookId: string): Promise<void>
   webhookDeliveries(storeId: string, webhookId: string, options?: { limit?: number }): WebhookDelivery[]

@@ -294,6 +294,13 @@ class Engine {
   async updateWebhookAsync(storeId, webhookId, changes) {
     return output(await this.#callAsync('updateWebhook', { storeId, actor: this.#actor, webhookId, patch: input(changes) }))
   }
+  /** A new signing secret (in the result, this once); the old one also signs for `overlapSeconds` (default a day). */
+  rotateWebhookSecret(storeId, webhookId, { overlapSeconds } = {}) {
+    return output(this.#call('rotateWebhookSecret', { storeId, actor: this.#actor, webhookId, input: input({ overlapSeconds }) }))
+  }
+  async rotateWebhookSecretAsync(storeId, webhookId, { overlapSeconds } = {}) {
+    return output(await this.#callAsync('rotateWebhookSecret', { storeId, actor: this.#actor, webhookId, input: input({ overlapSeconds }) }))
+  }
   deleteWebhook(storeId, webhookId) {
     this.#call('deleteWebhook', { storeId, actor: this.#actor, webhookId })
   }

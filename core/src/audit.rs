@@ -40,6 +40,8 @@ pub enum AuditAction {
     WebhookUpdated,
     /// An endpoint was removed, with its deliveries.
     WebhookDeleted,
+    /// An endpoint's signing secret was replaced (the old one may sign for a while longer).
+    WebhookSecretRotated,
 }
 
 /// One audit record.

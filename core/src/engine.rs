@@ -1256,7 +1256,8 @@ fn write_change(
         | AuditAction::StoreUpdated
         | AuditAction::WebhookCreated
         | AuditAction::WebhookUpdated
-        | AuditAction::WebhookDeleted => None,
+        | AuditAction::WebhookDeleted
+        | AuditAction::WebhookSecretRotated => None,
     };
     if let Some(event) = event {
         let data = serde_json::to_value(record.to_key())

@@ -51,9 +51,10 @@ pub enum Op {
     CreatePortalSession,
     PortalCustomer,
     PortalList,
+    RotateWebhookSecret,
 }
 
-const ALL: [Op; 30] = [
+const ALL: [Op; 31] = [
     Op::CreateStore,
     Op::GetStore,
     Op::ListStores,
@@ -84,6 +85,7 @@ const ALL: [Op; 30] = [
     Op::CreatePortalSession,
     Op::PortalCustomer,
     Op::PortalList,
+    Op::RotateWebhookSecret,
 ];
 
 impl Op {
@@ -120,6 +122,7 @@ impl Op {
             Op::CreatePortalSession => "createPortalSession",
             Op::PortalCustomer => "portalCustomer",
             Op::PortalList => "portalList",
+            Op::RotateWebhookSecret => "rotateWebhookSecret",
         }
     }
 
@@ -148,6 +151,7 @@ impl Op {
             Op::GetWebhook | Op::TestWebhook => &["storeId", "webhookId"],
             Op::DeleteWebhook => &["storeId", "actor", "webhookId"],
             Op::UpdateWebhook => &["storeId", "actor", "webhookId", "patch"],
+            Op::RotateWebhookSecret => &["storeId", "actor", "webhookId", "input"],
             Op::WebhookDeliveries => &["storeId", "webhookId", "limit"],
             Op::CreatePortalSession => &["storeId", "environment", "input"],
             Op::PortalCustomer => &["token"],
@@ -454,6 +458,12 @@ pub fn call(engine: &Engine, op: Op, args: &Value) -> Result<Value> {
             a.finish()?;
             engine.start_webhook_worker()?;
             Ok(Value::Null)
+        }
+        Op::RotateWebhookSecret => {
+            let (store, actor, webhook) = (a.text("storeId"), a.actor(), a.text("webhookId"));
+            let input = a.object("input");
+            a.finish()?;
+            engine.rotate_webhook_secret(store, &actor, webhook, input)
         }
         Op::CreatePortalSession => {
             let (scope, input) = (a.scope()?, a.object("input"));

@@ -80,12 +80,20 @@ test('a test dispatch reports what the endpoint answered', async () => {
     assert.equal(JSON.parse(r.requests[0].body).type, 'webhook.test')
     const off = eng.updateWebhook(store.id, hook.id, { active: false })
     assert.equal(off.active, false)
+    // A rotation shows the new secret once; the old one signs for the overlap as well.
+    const rotated = await eng.rotateWebhookSecretAsync(store.id, hook.id, { overlapSeconds: 60 })
+    assert.match(rotated.secret, /^whsec_/)
+    assert.notEqual(rotated.secret, hook.secret)
+    assert.ok(Date.parse(rotated.previousSecretExpiresAt) > Date.now())
+    assert.equal(eng.getWebhook(store.id, hook.id).secret, undefined)
+    assert.throws(() => eng.rotateWebhookSecret(store.id, hook.id, { overlapSeconds: -1 }), { code: 'VALIDATION' })
     eng.deleteWebhook(store.id, hook.id)
     assert.throws(() => eng.getWebhook(store.id, hook.id), { code: 'NOT_FOUND' })
     // The endpoint's life is in the audit trail, by the engine's actor (a test send is not).
-    const trail = eng.audit(store.id, { limit: 3 }).map((e) => [e.action, e.webhookId, e.keyId, e.actor.id, e.changes])
+    const trail = eng.audit(store.id, { limit: 4 }).map((e) => [e.action, e.webhookId, e.keyId, e.actor.id, e.changes])
     assert.deepEqual(trail, [
       ['webhook_deleted', hook.id, null, 'deploy-bot', []],
+      ['webhook_secret_rotated', hook.id, null, 'deploy-bot', []],
       ['webhook_updated', hook.id, null, 'deploy-bot', ['active']],
       ['webhook_created', hook.id, null, 'deploy-bot', []],
     ])

@@ -123,6 +123,38 @@ def test_a_tampered_body_or_a_foreign_secret_fails_verification(receiver: Receiv
     assert trail == [("webhook_created", other.id, "python"), ("webhook_created", hook.id, "python")]
 
 
+def test_a_rotated_secret_keeps_verifying_until_its_overlap_ends(receiver: Receiver) -> None:
+    """The reference library accepts a delivery when any signature in the header verifies:
+    during an overlap, receivers holding the old secret and the new one both verify."""
+    eng = latchkey.Engine.memory(allow_private_webhooks=True)
+    store, _ = eng.create_store("Hooks")
+    hook = eng.create_webhook(store.id, url=receiver.url, events=["api_key.created"])
+    rotated = eng.rotate_webhook_secret(store.id, hook.id, overlap_seconds=3600)
+    assert rotated.secret != hook.secret and rotated.previous_secret_expires_at
+    eng.create_key(store.id, name="during", permissions={"Orders": ["View"]})
+    eng.deliver_webhooks()
+    headers, body = receiver.requests[-1]
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    for secret in (hook.secret, rotated.secret):
+        assert Webhook(secret).verify(body, headers)["type"] == "api_key.created"
+
+    # With no overlap the old secret stops at once (and the one before it is long gone).
+    final = eng.rotate_webhook_secret(store.id, hook.id, overlap_seconds=0)
+    assert final.previous_secret_expires_at is None
+    eng.create_key(store.id, name="after", permissions={"Orders": ["View"]})
+    eng.deliver_webhooks()
+    headers, body = receiver.requests[-1]
+    assert len(headers["webhook-signature"].split(" ")) == 1
+    Webhook(final.secret).verify(body, headers)
+    for stale in (hook.secret, rotated.secret):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(stale).verify(body, headers)
+    with pytest.raises(ValidationError) as bad:
+        eng.rotate_webhook_secret(store.id, hook.id, overlap_seconds=10**7)
+    assert bad.value.problems == ["overlap_seconds: must be from 0 to 604800 seconds"]
+    assert "whsec_" not in json.dumps(eng.get_webhook(store.id, hook.id).to_dict())
+
+
 @pytest.mark.parametrize("minutes", [6, -6])
 def test_a_timestamp_six_minutes_off_fails_verification(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch, minutes: int

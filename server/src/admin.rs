@@ -54,6 +54,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/api/stores/{store_id}/webhooks/{webhook_id}/test",
             post(test_webhook),
         )
+        .route(
+            "/api/stores/{store_id}/webhooks/{webhook_id}/rotate-secret",
+            post(rotate_webhook_secret),
+        )
         .route_layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
 
@@ -504,6 +508,23 @@ async fn update_webhook(
     let (engine, actor) = (state.engine.clone(), actor(&claims));
     blocking(StatusCode::OK, move || {
         engine.update_webhook(&store_id, &actor, &webhook_id, &body)
+    })
+    .await
+}
+
+async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path((store_id, webhook_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
+    // The body is optional (`{}` keeps the default overlap).
+    let body = guard!(json_object(&state, &headers, body, true).await);
+    let (engine, actor) = (state.engine.clone(), actor(&claims));
+    blocking(StatusCode::OK, move || {
+        engine.rotate_webhook_secret(&store_id, &actor, &webhook_id, &body)
     })
     .await
 }

@@ -27,6 +27,8 @@ pub struct Operation {
     pub summary: String,
     /// The request body's schema (a component name).
     pub body: Option<String>,
+    /// Whether a request may leave the body out (it then counts as `{}`).
+    pub body_optional: bool,
     /// The success status.
     pub ok: u16,
     /// Query parameters.
@@ -115,6 +117,7 @@ macro_rules! op {
             auth: Auth::$auth,
             summary: $summary.into(),
             body: $body.map(str::to_owned),
+            body_optional: false,
             ok: $ok,
             query: $query,
             data: $data,
@@ -513,6 +516,19 @@ pub fn operations() -> Vec<Operation> {
             Data::one("WebhookTest"),
             "Send a signed webhook.test event now: {status_code, body, error, duration_ms}"
         ),
+        Operation {
+            body_optional: true,
+            ..op!(
+                "post",
+                "/api/stores/{store_id}/webhooks/{webhook_id}/rotate-secret",
+                Admin,
+                200,
+                Some("SecretRotation"),
+                NONE,
+                Data::one("CreatedWebhook"),
+                "Replace the signing secret (the new one shown once); the old one also signs for overlap_seconds"
+            )
+        },
     ];
     use latchkey::Area;
     for (area, schema, name) in [
@@ -713,6 +729,14 @@ fn bodies(out: &mut Map<String, Value>) {
     );
     put("WebhookPatch", patch_of(&webhook, &[]));
     put("NewWebhook", webhook);
+    put(
+        "SecretRotation",
+        input(
+            &[],
+            json!({"overlap_seconds": {"type": "integer", "minimum": 0, "maximum": latchkey::MAX_SECRET_OVERLAP_SECONDS,
+                   "description": "how long the old secret also signs deliveries (default a day)"}}),
+        ),
+    );
 
     let name = || string(1, latchkey::ENTITY_NAME_MAX_CHARS);
     let description = || string(0, latchkey::ENTITY_DESCRIPTION_MAX_CHARS);
@@ -922,7 +946,8 @@ fn outputs(out: &mut Map<String, Value>) {
         "v": {"type": "integer"}, "seq": {"type": "integer"}, "at": time(), "store_id": text(),
         "key_id": maybe_text(), "webhook_id": text(),
         "action": {"enum": ["key_created", "key_updated", "key_regenerated", "key_revoked",
-                            "store_updated", "webhook_created", "webhook_updated", "webhook_deleted"]},
+                            "store_updated", "webhook_created", "webhook_updated", "webhook_deleted",
+                            "webhook_secret_rotated"]},
         "actor": output(&[], json!({"type": {"enum": ["admin", "key"]}, "id": text()})),
         "changes": {"type": "array", "items": text()}}),
         ),
@@ -931,7 +956,8 @@ fn outputs(out: &mut Map<String, Value>) {
         &["disabled_reason"],
         json!({
         "id": text(), "url": text(), "events": {"type": "array", "items": text()},
-        "active": {"type": "boolean"}, "disabled_reason": maybe_text(), "created_at": time()}),
+        "active": {"type": "boolean"}, "disabled_reason": maybe_text(), "created_at": time(),
+        "previous_secret_expires_at": nullable(time())}),
     );
     put(
         "CreatedWebhook",
@@ -1244,7 +1270,7 @@ pub fn document() -> Value {
             "security": security(op.auth),
         });
         if let Some(schema) = &op.body {
-            operation["requestBody"] = json!({"required": true, "content": {"application/json": {
+            operation["requestBody"] = json!({"required": !op.body_optional, "content": {"application/json": {
                 "schema": reference(schema)}}});
         }
         let entry = paths

@@ -1050,3 +1050,60 @@ async fn forwarded_for_from_an_untrusted_peer_does_not_escape_the_limits() {
     );
     assert!(blocked.headers.contains_key("retry-after"));
 }
+
+#[tokio::test]
+async fn a_webhook_secret_rotates_with_its_new_secret_shown_once() {
+    let h = harness();
+    let hooks = format!("/api/stores/{}/webhooks", h.store);
+    let created = h
+        .admin(
+            "POST",
+            &hooks,
+            Some(json!({"url": "https://example.com/h", "events": ["order.created"]})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.body["data"]["id"].as_str().unwrap().to_owned();
+    let old = created.body["data"]["secret"].as_str().unwrap().to_owned();
+    let rotate = format!("{hooks}/{id}/rotate-secret");
+
+    // No body: the default overlap of a day.
+    let rotated = h.admin("POST", &rotate, None).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let new = rotated.body["data"]["secret"].as_str().unwrap().to_owned();
+    assert!(new.starts_with("whsec_") && new != old);
+    let until = rotated.body["data"]["previous_secret_expires_at"]
+        .as_str()
+        .unwrap();
+    let until =
+        time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339).unwrap();
+    let day = until - time::OffsetDateTime::now_utc();
+    assert!(day > time::Duration::hours(23) && day <= time::Duration::hours(24));
+    let shown = h.admin("GET", &format!("{hooks}/{id}"), None).await;
+    assert!(!shown.body.to_string().contains("whsec_"), "{}", shown.body);
+
+    let refused = h
+        .admin(
+            "POST",
+            &rotate,
+            Some(json!({"overlap_seconds": 604_801, "why": 1})),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.body["errors"].as_array().unwrap().len(), 2);
+    let missing = h
+        .admin("POST", &format!("{hooks}/wh_nope/rotate-secret"), None)
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    let audit = h
+        .admin(
+            "GET",
+            &format!("/api/stores/{}/audit?limit=1", h.store),
+            None,
+        )
+        .await;
+    assert_eq!(audit.body["data"][0]["action"], "webhook_secret_rotated");
+    assert_eq!(audit.body["data"][0]["webhook_id"], json!(id));
+    assert_eq!(audit.body["data"][0]["actor"]["id"], "ops");
+}

@@ -141,6 +141,13 @@ def walk(w: Walk, banner: dict, hook_url: str) -> None:
     w.call("patch", f"{s}/webhooks/{hook['id']}", admin, {"events": ["order.created", "api_key.created"]},
            expect=200)
     w.call("post", f"{s}/webhooks/{hook['id']}/test", admin, expect=200)
+    # A rotation answers the endpoint with its new secret; the body may be left out.
+    rotated = w.call("post", f"{s}/webhooks/{hook['id']}/rotate-secret", admin, {"overlap_seconds": 3600},
+                     expect=200)
+    if not str((rotated.get("data") or {}).get("secret", "")).startswith("whsec_"):
+        w.problems.append(f"rotate-secret answered no new secret: {rotated}")
+    w.call("post", f"{s}/webhooks/{hook['id']}/rotate-secret", admin, expect=200)
+    w.call("post", f"{s}/webhooks/{hook['id']}/rotate-secret", admin, {"overlap_seconds": -1}, expect=400)
 
     # The store's entities, with the default key.
     category = w.call("post", "/api/v1/categories", dev_key, {"name": "Ranks", "description": "d"},

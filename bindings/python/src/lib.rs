@@ -678,6 +678,23 @@ impl Engine {
         self.call(py, |e| e.delete_webhook(store_id, &actor, webhook_id))
     }
 
+    /// The endpoint with its new `secret`, this once; `input` is `{overlap_seconds?}`.
+    fn rotate_webhook_secret(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        actor: &str,
+        webhook_id: &str,
+        input: &str,
+    ) -> PyResult<String> {
+        let input = parse_json(py, input)?;
+        let actor = Actor::admin(actor);
+        self.call(py, move |e| {
+            let rotated = e.rotate_webhook_secret(store_id, &actor, webhook_id, &input)?;
+            Ok(to_text(&rotated))
+        })
+    }
+
     #[pyo3(signature = (store_id, webhook_id, limit=None))]
     fn list_webhook_deliveries(
         &self,

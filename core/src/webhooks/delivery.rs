@@ -33,7 +33,7 @@ use time::format_description::well_known::Rfc3339;
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
-use super::{Endpoint, WEBHOOKS, WebhookOptions, guard, sign};
+use super::{Endpoint, WEBHOOKS, WebhookOptions, guard};
 use crate::clock::Clock;
 use crate::engine::Inner;
 use crate::entities::{OUTBOX, OutboxEvent};
@@ -691,7 +691,8 @@ fn post(
     let url = guard::parse_url(&endpoint.url)?;
     let addresses = guard::resolve(&url, options.allow_private, options.timeout)
         .map_err(|blocked| blocked.to_string())?;
-    let signature = sign::signature(&endpoint.secret.0, event_id, timestamp, payload.as_bytes())
+    let signature = endpoint
+        .signature(event_id, timestamp, payload.as_bytes())
         .map_err(|e| e.to_string())?;
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)

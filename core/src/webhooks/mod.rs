@@ -34,7 +34,7 @@ use crate::clock::Clock;
 use crate::engine::{Engine, Inner, ReadStores, Subject, append_audit};
 use crate::error::{Error, Result};
 use crate::ids::StoreId;
-use crate::input::{Fields, boolean, string, string_list};
+use crate::input::{Fields, boolean, integer, string, string_list};
 use crate::secret::{Secret, fill_random};
 use crate::storage;
 
@@ -58,6 +58,10 @@ const REGISTRATION_LOOKUP: Duration = Duration::from_secs(2);
 /// Deliveries listed by default, and at most.
 pub const DEFAULT_DELIVERIES: usize = 50;
 pub const MAX_DELIVERIES: usize = 500;
+/// How long a rotated-out signing secret keeps signing deliveries by default (a day), and at
+/// most (a week), so receivers can switch to the new one without dropping events.
+pub const DEFAULT_SECRET_OVERLAP_SECONDS: i64 = 24 * 3600;
+pub const MAX_SECRET_OVERLAP_SECONDS: i64 = 7 * 24 * 3600;
 
 /// How webhooks are delivered.
 #[derive(Debug, Clone)]
@@ -122,6 +126,15 @@ impl std::fmt::Debug for SigningSecret {
     }
 }
 
+/// The secret an endpoint had before its last rotation: it signs deliveries too (a second
+/// signature in the same header, as Standard Webhooks allows) until `until`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PreviousSecret {
+    secret: SigningSecret,
+    #[serde(with = "time::serde::rfc3339")]
+    until: OffsetDateTime,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Endpoint {
     v: u32,
@@ -139,6 +152,9 @@ struct Endpoint {
     /// The outbox position when the endpoint was created: it receives only later events.
     #[serde(default)]
     since_seq: u64,
+    /// Absent in records written before secrets could be rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous: Option<PreviousSecret>,
 }
 
 impl Endpoint {
@@ -152,7 +168,41 @@ impl Endpoint {
             "active": self.active,
             "disabled_reason": self.disabled_reason,
             "created_at": self.created_at.format(&Rfc3339).ok(),
+            "previous_secret_expires_at": self
+                .previous
+                .as_ref()
+                .and_then(|p| p.until.format(&Rfc3339).ok()),
         })
+    }
+
+    /// The `webhook-signature` header of a delivery sent at `timestamp`: the current secret's
+    /// signature, then the previous secret's while it lasts (space-separated; a receiver
+    /// accepts the delivery when any one of them verifies).
+    fn signature(&self, event_id: &str, timestamp: i64, body: &[u8]) -> Result<String> {
+        let mut header = sign::signature(&self.secret.0, event_id, timestamp, body)?;
+        if let Some(previous) = &self.previous
+            && timestamp < previous.until.unix_timestamp()
+        {
+            header.push(' ');
+            header.push_str(&sign::signature(
+                &previous.secret.0,
+                event_id,
+                timestamp,
+                body,
+            )?);
+        }
+        Ok(header)
+    }
+}
+
+/// A rotation's overlap in seconds: 0 (the old secret stops at once) to a week.
+fn overlap(seconds: i64) -> Result<i64, String> {
+    if (0..=MAX_SECRET_OVERLAP_SECONDS).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(format!(
+            "must be from 0 to {MAX_SECRET_OVERLAP_SECONDS} seconds"
+        ))
     }
 }
 
@@ -291,6 +341,7 @@ impl Engine {
             secret: SigningSecret(secret.expose().to_owned()),
             created_at: inner.clock.now(),
             since_seq: crate::entities::outbox_position(&tx)?,
+            previous: None,
         };
         tx.open_table(WEBHOOKS)?.insert(
             (sid, endpoint.id.as_str()),
@@ -410,6 +461,49 @@ impl Engine {
         append_audit(&tx, subject, action, actor, Vec::new(), now)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Replaces an endpoint's signing secret; the answer is the endpoint with the new `secret`,
+    /// shown this once. `{overlap_seconds?}` (0 to [`MAX_SECRET_OVERLAP_SECONDS`], default
+    /// [`DEFAULT_SECRET_OVERLAP_SECONDS`]): for that long, deliveries carry a signature by the
+    /// old secret as well, so a receiver keeps verifying while it switches over. A rotation
+    /// during an overlap ends the earlier one: only the secret being replaced keeps signing.
+    pub fn rotate_webhook_secret(
+        &self,
+        store_id: &str,
+        actor: &Actor,
+        webhook_id: &str,
+        input: &Value,
+    ) -> Result<Value> {
+        let inner = self.inner();
+        let mut f = Fields::new(input, "rotation")?;
+        let overlap = f.optional("overlap_seconds", |v| integer(v).and_then(overlap));
+        f.finish().finish()?;
+        let _writer = inner.writer.lock();
+        let tx = storage::write(&inner.db)?;
+        let store = tx.store(store_id)?;
+        let key = (store.id.as_str(), webhook_id);
+        let mut endpoint = load_endpoint(&tx.open_table(WEBHOOKS)?, key.0, webhook_id)?;
+        let now = inner.clock.now();
+        let secret = new_secret()?;
+        let old = std::mem::replace(
+            &mut endpoint.secret,
+            SigningSecret(secret.expose().to_owned()),
+        );
+        let overlap = overlap.unwrap_or(DEFAULT_SECRET_OVERLAP_SECONDS);
+        endpoint.previous = (overlap > 0).then(|| PreviousSecret {
+            secret: old,
+            until: now + time::Duration::seconds(overlap),
+        });
+        tx.open_table(WEBHOOKS)?
+            .insert(key, storage::encode(&endpoint)?.as_slice())?;
+        let subject = Subject::Webhook(store.id, webhook_id);
+        let action = AuditAction::WebhookSecretRotated;
+        append_audit(&tx, subject, action, actor, Vec::new(), now)?;
+        tx.commit()?;
+        let mut out = endpoint.output();
+        out["secret"] = Value::String(secret.expose().to_owned());
+        Ok(out)
     }
 
     /// An endpoint's deliveries with every attempt, newest first: `limit` of them (default
@@ -596,6 +690,82 @@ mod tests {
                 .unwrap()
                 .get("webhook_id")
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn a_rotated_secret_signs_alongside_the_new_one_until_its_overlap_ends() {
+        let engine = Engine::memory().unwrap();
+        let ops = Actor::admin("ops");
+        let (store, _) = engine
+            .create_store(&ops, NewStore::named("Rotate"))
+            .unwrap();
+        let sid = store.id.as_str();
+        let created = engine
+            .create_webhook(
+                sid,
+                &ops,
+                &json!({"url": "https://example.com/h", "events": ["order.created"]}),
+            )
+            .unwrap();
+        let (id, old) = (
+            created["id"].as_str().unwrap(),
+            created["secret"].as_str().unwrap(),
+        );
+        assert_eq!(created["previous_secret_expires_at"], Value::Null);
+
+        let bad = engine
+            .rotate_webhook_secret(sid, &ops, id, &json!({"overlap_seconds": -1, "x": 1}))
+            .unwrap_err();
+        assert_eq!(bad.problems().len(), 2, "{bad}");
+        let rotated = engine
+            .rotate_webhook_secret(sid, &ops, id, &json!({"overlap_seconds": 3600}))
+            .unwrap();
+        let new = rotated["secret"].as_str().unwrap();
+        assert!(new.starts_with("whsec_") && new != old);
+        assert!(rotated["previous_secret_expires_at"].is_string());
+        // Neither secret is readable afterwards.
+        for text in [
+            engine.get_webhook(sid, id).unwrap().to_string(),
+            json!(engine.list_webhooks(sid).unwrap()).to_string(),
+        ] {
+            assert!(!text.contains(old) && !text.contains(new), "{text}");
+        }
+
+        let endpoint = {
+            let tx = storage::read(&engine.inner().db).unwrap();
+            load_endpoint(&tx.open_table(WEBHOOKS).unwrap(), sid, id).unwrap()
+        };
+        let until = endpoint.previous.as_ref().unwrap().until.unix_timestamp();
+        let body = br#"{"type":"order.created"}"#;
+        let during = endpoint.signature("msg_1", until - 1, body).unwrap();
+        let expected = [
+            sign::signature(new, "msg_1", until - 1, body).unwrap(),
+            sign::signature(old, "msg_1", until - 1, body).unwrap(),
+        ];
+        assert_eq!(during, expected.join(" "));
+        let after = endpoint.signature("msg_1", until, body).unwrap();
+        assert_eq!(after, sign::signature(new, "msg_1", until, body).unwrap());
+
+        // Overlap 0: the old secret stops at once; the rotation is audited.
+        let at_once = engine
+            .rotate_webhook_secret(sid, &ops, id, &json!({"overlap_seconds": 0}))
+            .unwrap();
+        assert_eq!(at_once["previous_secret_expires_at"], Value::Null);
+        let trail = engine.audit(sid, 2).unwrap();
+        assert!(
+            trail
+                .iter()
+                .all(|e| e.action == AuditAction::WebhookSecretRotated
+                    && e.webhook_id.as_deref() == Some(id)
+                    && e.actor == ops)
+        );
+        assert_eq!(
+            engine
+                .rotate_webhook_secret(sid, &ops, "wh_missing", &json!({}))
+                .unwrap_err()
+                .code(),
+            "NOT_FOUND"
         );
     }
 }

@@ -382,6 +382,15 @@ class Engine:
         fields = dict(url=url, events=events, active=active)
         return Record(json.loads(self._native.create_webhook(store_id, self.actor, _dump(fields))))
 
+    def rotate_webhook_secret(
+        self, store_id: str, webhook_id: str, *, overlap_seconds: Optional[int] = None
+    ) -> Record:
+        """A new signing secret (the result's `secret`, shown this once). For `overlap_seconds`
+        (0 to 604800; default a day) deliveries also carry a signature by the old secret, so
+        receivers can switch over without dropping one."""
+        fields = {"overlap_seconds": _UNSET if overlap_seconds is None else overlap_seconds}
+        return Record(json.loads(self._native.rotate_webhook_secret(store_id, self.actor, webhook_id, _dump(fields))))
+
     def list_webhooks(self, store_id: str) -> List[Record]:
         return [Record(w) for w in json.loads(self._native.list_webhooks(store_id))]
 
