@@ -242,6 +242,25 @@ test('webhooks: create, send a test and see the answer, deliveries, delete', asy
   assert.equal(JSON.parse(received.at(-1).body).type, 'webhook.test')
   await page.getByRole('button', { name: 'Deliveries' }).click()
   await page.getByRole('cell', { name: /webhook\.test/ }).waitFor()
+
+  // Rotating shows the new secret once; for the overlap both secrets sign each delivery.
+  await page.getByRole('button', { name: `Rotate secret of ${url}` }).click()
+  await page.getByRole('dialog', { name: 'Rotate signing secret?' }).getByRole('button', { name: 'Rotate secret' }).click()
+  const rotatedDialog = page.getByRole('dialog', { name: 'Signing secret rotated' })
+  const rotated = (await rotatedDialog.locator('#secret-value').textContent()).trim()
+  assert.match(rotated, /^whsec_/)
+  assert.notEqual(rotated, secret)
+  await rotatedDialog.getByRole('button', { name: "I've saved it" }).click()
+  await rotatedDialog.waitFor({ state: 'detached' })
+  assert.ok(!(await page.content()).includes(rotated), 'the new secret left the page')
+  await page.getByText(/previous secret also signs until/).waitFor()
+  const before = received.length
+  await page.getByRole('button', { name: `Send test to ${url}` }).click()
+  for (const deadline = Date.now() + 10_000; received.length === before && Date.now() < deadline;) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  assert.equal(received.length, before + 1)
+  assert.equal(received.at(-1).headers['webhook-signature'].split(' ').length, 2)
   await assertLabelled(page)
   await shot(page, 'webhooks')
 
@@ -276,7 +295,7 @@ test('webhooks: create, send a test and see the answer, deliveries, delete', asy
   await page.getByRole('link', { name: 'Audit trail' }).click()
   await page.getByRole('heading', { name: 'Audit trail' }).waitFor()
   const trail = await page.locator('tbody').textContent()
-  for (const change of ['webhook created', 'webhook deleted']) assert.ok(trail.includes(change), change)
+  for (const change of ['webhook created', 'webhook secret rotated', 'webhook deleted']) assert.ok(trail.includes(change), change)
   assert.match(trail, /webhook wh_[a-z0-9]+/)
   await page.close()
 })

@@ -485,7 +485,8 @@ async function webhooksTab(body, store) {
   const rows = hooks.map((hook) => h('tr', {},
     h('td', {}, h('code', {}, hook.url), h('small', {}, hook.id)),
     h('td', {}, hook.events.join(', ')),
-    h('td', {}, h('span', { class: `badge ${hook.active ? 'on' : 'off'}` }, hook.active ? 'Active' : 'Disabled'), hook.disabled_reason ? h('small', {}, hook.disabled_reason) : null),
+    h('td', {}, h('span', { class: `badge ${hook.active ? 'on' : 'off'}` }, hook.active ? 'Active' : 'Disabled'), hook.disabled_reason ? h('small', {}, hook.disabled_reason) : null,
+      Date.parse(hook.previous_secret_expires_at) > Date.now() ? h('small', {}, `previous secret also signs until ${when(hook.previous_secret_expires_at)}`) : null),
     h('td', {}, h('div', { class: 'actions' },
       h('button', {
         type: 'button',
@@ -509,6 +510,22 @@ async function webhooksTab(body, store) {
         },
       }, 'Send test'),
       h('button', { type: 'button', onclick: () => showDeliveries(deliveries, store, hook) }, 'Deliveries'),
+      h('button', {
+        type: 'button',
+        'aria-label': `Rotate secret of ${hook.url}`,
+        onclick: async () => {
+          const why = `${hook.url} gets a new signing secret. For the next 24 hours every delivery is signed with the current secret as well, so the receiver can switch over without rejecting any.`
+          if (!(await confirmDialog('Rotate signing secret?', why, 'Rotate secret'))) return
+          try {
+            const rotated = await api('POST', `/api/stores/${store.id}/webhooks/${hook.id}/rotate-secret`, {})
+            showSecret('Signing secret rotated', 'New signing secret', rotated.secret, [
+              h('p', {}, `The previous secret also signs deliveries until ${when(rotated.previous_secret_expires_at)}.`)])
+            await refresh()
+          } catch (err) {
+            notice(err.message)
+          }
+        },
+      }, 'Rotate secret'),
       h('button', {
         type: 'button',
         onclick: async () => {
@@ -624,7 +641,7 @@ async function auditTab(body, store) {
         h('thead', {}, h('tr', {}, ['Time', 'Change', 'Subject', 'By', 'Details'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, events.map((e) => h('tr', {},
           h('td', {}, when(e.at)),
-          h('td', {}, e.action.replace('_', ' ')),
+          h('td', {}, e.action.replaceAll('_', ' ')),
           // A store's own events name no key: its settings, or one of its webhook endpoints.
           h('td', {}, e.key_id !== null ? names[e.key_id] || h('code', {}, e.key_id)
             : e.webhook_id ? h('span', {}, 'webhook ', h('code', {}, e.webhook_id)) : 'store settings'),
