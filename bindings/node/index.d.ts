@@ -153,6 +153,30 @@ export interface LogEntry {
   latencyUs: number
 }
 
+export interface KeyUsage {
+  /** `null` for credentials that named the store but matched none of its keys. */
+  keyId: string | null
+  requests: number
+  /** Answered with a status of 400 or more. */
+  errors: number
+  /** Refused by verify (any code but OK). */
+  denied: number
+  lastAt: string
+  averageLatencyUs: number
+}
+
+export interface Usage {
+  since: string
+  until: string
+  requests: number
+  /** By status class: `{ '2xx': 10, '4xx': 1 }`. */
+  byStatus: Record<string, number>
+  /** By verify decision code: `{ OK: 10, RATE_LIMITED: 1 }`. */
+  byCode: Record<string, number>
+  /** Busiest first. */
+  keys: KeyUsage[]
+}
+
 export interface LogQuery {
   keyId?: string
   status?: number
@@ -334,6 +358,9 @@ export declare class Engine {
   recordRequest(decision: Decision, options: RecordOptions): void
   logs(storeId: string, query?: LogQuery): LogEntry[]
   logsAsync(storeId: string, query?: LogQuery): Promise<LogEntry[]>
+  /** Requests per key in a period (default: the day before `until`, which defaults to now). */
+  usage(storeId: string, period?: { since?: Date | string; until?: Date | string }): Usage
+  usageAsync(storeId: string, period?: { since?: Date | string; until?: Date | string }): Promise<Usage>
   flush(): void
   /** Writes what is buffered and releases the database file; later calls throw `CLOSED`. */
   close(): void

@@ -260,6 +260,14 @@ class Engine {
     return output(await this.#callAsync('logs', { storeId, query: logQuery(query) }))
   }
 
+  /** Requests per key in a period (default: the day before `until`, which defaults to now). */
+  usage(storeId, { since, until } = {}) {
+    return output(this.#call('usage', { storeId, query: input({ since, until }) }))
+  }
+  async usageAsync(storeId, { since, until } = {}) {
+    return output(await this.#callAsync('usage', { storeId, query: input({ since, until }) }))
+  }
+
   /** Writes what is buffered and releases the database file; later calls throw `CLOSED`. */
   close() {
     call(() => this.#native.close())

@@ -47,6 +47,7 @@ mod rates;
 mod secret;
 mod storage;
 mod stores;
+mod usage;
 mod verify;
 mod webhooks;
 
@@ -85,6 +86,7 @@ pub use stores::{
     MAX_NAME_CHARS as MAX_STORE_NAME_CHARS, MAX_SCOPED_KEYS_LIMIT, NewStore, Plan, Store,
     StorePatch, StoreSettings, Tier,
 };
+pub use usage::{DEFAULT_USAGE_PERIOD, KeyUsage, Usage, UsageQuery};
 pub use verify::{
     Decision, DenyCode, KeyIdentity, LimitState, METHOD_NOT_ALLOWED, VerifyRequest,
     method_not_allowed_body, verify_arguments,

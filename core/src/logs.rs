@@ -150,7 +150,7 @@ const ABSENT: u32 = u32::MAX;
 const CHUNK_ENTRIES: usize = 32;
 /// Nanoseconds between a chunk's oldest and newest entry, at most (1 s): a reader that wants
 /// entries up to a time need not look at rows whose newest entry is later than that by more.
-const CHUNK_SPAN: i64 = 1_000_000_000;
+pub(crate) const CHUNK_SPAN: i64 = 1_000_000_000;
 
 /// The fields of an entry other than its time and store, as fixed-width fields and
 /// length-prefixed strings (little-endian): status (u16), latency in µs (u64), address (`0`;
@@ -379,7 +379,11 @@ fn encode_chunk(out: &mut Vec<u8>, entries: &[Queued]) -> Result<()> {
 
 /// The entries of a stored row of any version, each with its time in unix nanos; `store` and
 /// `key_at` are the row key's.
-fn decode_row(bytes: &[u8], store: StoreId, key_at: i64) -> Result<Vec<(i64, LogEntry)>> {
+pub(crate) fn decode_row(
+    bytes: &[u8],
+    store: StoreId,
+    key_at: i64,
+) -> Result<Vec<(i64, LogEntry)>> {
     let corrupt = || Error::Corrupt("log entry record: truncated or not UTF-8".into());
     match bytes.first() {
         Some(b'{') => {
@@ -617,7 +621,7 @@ impl LogBuffer {
     }
 }
 
-fn nanos(at: OffsetDateTime) -> i64 {
+pub(crate) fn nanos(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 

@@ -17,6 +17,7 @@ use crate::logs::LogQuery;
 use crate::permissions::Area;
 use crate::portal::NewPortalSession;
 use crate::stores::{NewStore, StorePatch};
+use crate::usage::UsageQuery;
 
 /// A management operation. Which arguments each takes is listed by [`Op::arguments`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +53,10 @@ pub enum Op {
     PortalCustomer,
     PortalList,
     RotateWebhookSecret,
+    Usage,
 }
 
-const ALL: [Op; 31] = [
+const ALL: [Op; 32] = [
     Op::CreateStore,
     Op::GetStore,
     Op::ListStores,
@@ -86,6 +88,7 @@ const ALL: [Op; 31] = [
     Op::PortalCustomer,
     Op::PortalList,
     Op::RotateWebhookSecret,
+    Op::Usage,
 ];
 
 impl Op {
@@ -123,6 +126,7 @@ impl Op {
             Op::PortalCustomer => "portalCustomer",
             Op::PortalList => "portalList",
             Op::RotateWebhookSecret => "rotateWebhookSecret",
+            Op::Usage => "usage",
         }
     }
 
@@ -146,7 +150,7 @@ impl Op {
             Op::GetEntity | Op::DeleteEntity => &["storeId", "environment", "area", "id"],
             Op::ListEntities => &["storeId", "environment", "area", "limit", "cursor"],
             Op::UpdateEntity => &["storeId", "environment", "area", "id", "input"],
-            Op::Logs => &["storeId", "query"],
+            Op::Logs | Op::Usage => &["storeId", "query"],
             Op::CreateWebhook => &["storeId", "actor", "input"],
             Op::GetWebhook | Op::TestWebhook => &["storeId", "webhookId"],
             Op::DeleteWebhook => &["storeId", "actor", "webhookId"],
@@ -177,6 +181,7 @@ impl Op {
                 | Op::StartWebhookWorker
                 | Op::PortalCustomer
                 | Op::PortalList
+                | Op::Usage
         )
     }
 }
@@ -399,6 +404,11 @@ pub fn call(engine: &Engine, op: Op, args: &Value) -> Result<Value> {
             let (store, query) = (a.text("storeId"), a.object("query"));
             a.finish()?;
             Ok(json!(engine.logs(store, &LogQuery::from_json(query)?)?))
+        }
+        Op::Usage => {
+            let (store, query) = (a.text("storeId"), a.object("query"));
+            a.finish()?;
+            Ok(json!(engine.usage(store, &UsageQuery::from_json(query)?)?))
         }
         Op::Flush => {
             a.finish()?;

@@ -369,3 +369,79 @@ proptest! {
         prop_assert_eq!(read, expected);
     }
 }
+
+#[test]
+fn usage_counts_each_keys_requests_in_the_period() {
+    use latchkey::UsageQuery;
+    let (engine, clock) = engine();
+    let (store, _) = store(&engine);
+    let (other, _) = engine
+        .create_store(&admin(), latchkey::NewStore::named("Other"))
+        .unwrap();
+    let start = engine.clock().now();
+    // Two days of traffic: a busy key, a quiet one that was refused once, another store's.
+    for hour in 0..48 {
+        engine.record_request(entry(&engine, store.id, "key_aaaaaaaaaaaaaaaa", "/a", 200));
+        if hour % 12 == 0 {
+            let status = if hour == 36 { 403 } else { 200 };
+            engine.record_request(entry(
+                &engine,
+                store.id,
+                "key_bbbbbbbbbbbbbbbb",
+                "/b",
+                status,
+            ));
+        }
+        engine.record_request(entry(&engine, other.id, "key_cccccccccccccccc", "/c", 200));
+        clock.advance(time::Duration::hours(1));
+    }
+    // The default period is the day before now.
+    let day = engine
+        .usage(store.id.as_str(), &UsageQuery::default())
+        .unwrap();
+    assert_eq!(day.until - day.since, time::Duration::days(1));
+    let counts: Vec<_> = day
+        .keys
+        .iter()
+        .map(|k| (k.key_id.as_deref().unwrap(), k.requests, k.errors, k.denied))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("key_aaaaaaaaaaaaaaaa", 24, 0, 0),
+            ("key_bbbbbbbbbbbbbbbb", 2, 1, 1),
+        ]
+    );
+    assert_eq!(day.requests, 26);
+    assert_eq!(day.by_status.get("2xx"), Some(&25));
+    assert_eq!(day.by_status.get("4xx"), Some(&1));
+    assert_eq!(day.by_code.get("FORBIDDEN"), Some(&1));
+    assert_eq!(day.keys[0].average_latency_us, 120);
+    assert_eq!(day.keys[0].last_at, start + time::Duration::hours(47));
+
+    // An explicit period, both ends included; an inverted one is refused.
+    let first_hours = UsageQuery {
+        since: Some(start),
+        until: Some(start + time::Duration::hours(2)),
+    };
+    let early = engine.usage(store.id.as_str(), &first_hours).unwrap();
+    assert_eq!((early.requests, early.keys.len()), (4, 2));
+    let inverted = UsageQuery {
+        since: first_hours.until,
+        until: first_hours.since,
+    };
+    assert_eq!(
+        engine
+            .usage(store.id.as_str(), &inverted)
+            .unwrap_err()
+            .problems(),
+        ["until: must not be before since"]
+    );
+    assert_eq!(
+        UsageQuery::from_json(&serde_json::json!({"since": "yesterday", "by": 1}))
+            .unwrap_err()
+            .problems()
+            .len(),
+        2
+    );
+}

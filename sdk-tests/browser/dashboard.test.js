@@ -155,6 +155,10 @@ test('the console walks a key from creation to deletion', async () => {
 
   // Deactivate it: the next request is refused.
   await page.getByRole('link', { name: 'API keys' }).click()
+  // The list counts its two requests of the last day, one of them refused.
+  const erp = page.locator('tr[data-key-id]', { hasText: 'Nightly order export' })
+  await erp.waitFor()
+  assert.match(await erp.locator('td').nth(7).textContent(), /^2\s*1 error$/)
   await page.getByRole('button', { name: 'Edit ERP' }).click()
   const edit = page.getByRole('dialog')
   assert.ok(await edit.getByLabel('Orders: View').isDisabled(), 'permissions are fixed in this store')

@@ -137,6 +137,13 @@ test('request log: recorded decisions are readable with filters', async () => {
   assert.throws(() => eng.recordRequest(ok, { method: 'GET', path: '/', status: 1000, ip: 'x' }), (err) => err.problems.length === 2)
   assert.throws(() => eng.recordRequest(ok, { method: ' ', path: '/', status: 99 }), (err) => err.problems.length === 2)
   assert.equal(eng.logs(store.id).length, 2)
+  // Usage sums the same log per key.
+  const usage = await eng.usageAsync(store.id)
+  assert.deepEqual([usage.requests, usage.byStatus, usage.byCode], [2, { '2xx': 1, '4xx': 1 }, { FORBIDDEN: 1, OK: 1 }])
+  assert.deepEqual(usage.keys.map((k) => [k.keyId, k.requests, k.errors, k.denied, k.averageLatencyUs]), [[key.id, 2, 1, 1, 6]])
+  const past = { since: new Date('2020-01-01T00:00:00Z'), until: new Date('2020-01-02T00:00:00Z') }
+  assert.equal(eng.usage(store.id, past).requests, 0)
+  assert.throws(() => eng.usage(store.id, { since: past.until, until: past.since }), { code: 'VALIDATION' })
 })
 
 test('store entities keep the HTTP API shape and validate every field', async () => {

@@ -306,7 +306,11 @@ const permissionSummary = (perms) =>
 // ---- keys -----------------------------------------------------------------------------------
 
 async function keysTab(body, store) {
-  const keys = await api('GET', `/api/stores/${store.id}/api-keys`)
+  const [keys, usage] = await Promise.all([
+    api('GET', `/api/stores/${store.id}/api-keys`),
+    api('GET', `/api/stores/${store.id}/usage`),
+  ])
+  const used = new Map(usage.keys.map((k) => [k.key_id, k]))
   const refresh = () => keysTab(body, store)
   const create = h('button', { class: 'primary', type: 'button', onclick: () => createKeyDialog(store, refresh) }, 'Create API key')
   const rows = keys.map((key) => {
@@ -332,6 +336,7 @@ async function keysTab(body, store) {
       h('td', {}, h('span', { class: `badge ${key.active ? 'on' : 'off'}` }, key.active ? 'Activated' : 'Deactivated'), key.kind === 'default' ? h('small', {}, 'default key') : null),
       h('td', {}, key.expires_at ? when(key.expires_at) : 'Never'),
       h('td', {}, when(key.last_used_at), key.last_used_ip ? h('small', {}, key.last_used_ip) : null),
+      requestsCell(used.get(key.id)),
       h('td', {}, h('div', { class: 'actions' },
         h('button', { type: 'button', onclick: () => editKeyDialog(store, key, refresh), 'aria-label': `Edit ${key.name}` }, 'Edit'),
         h('button', {
@@ -368,8 +373,15 @@ async function keysTab(body, store) {
     h('div', { class: 'row' }, h('h2', { id: 'tab-title' }, 'API keys'), create),
     h('p', { class: 'sub' }, `${keys.length - 1} of ${store.max_scoped_keys} scoped keys used.`),
     h('table', {},
-      h('thead', {}, h('tr', {}, ['Name', 'Key', 'Environment', 'Permissions', 'Status', 'Expires', 'Last used', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('thead', {}, h('tr', {}, ['Name', 'Key', 'Environment', 'Permissions', 'Status', 'Expires', 'Last used', 'Requests (24 h)', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, rows)))
+}
+
+/** A key's requests in the usage period, with its errors (status 400 or more) under them. */
+function requestsCell(usage) {
+  const errors = usage?.errors ?? 0
+  return h('td', {}, String(usage?.requests ?? 0),
+    errors ? h('small', {}, `${errors} error${errors === 1 ? '' : 's'}`) : null)
 }
 
 function createKeyDialog(store, refresh) {

@@ -36,6 +36,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
         .route("/api/stores/{store_id}/logs", get(logs))
         .route("/api/stores/{store_id}/audit", get(audit))
+        .route("/api/stores/{store_id}/usage", get(usage))
         .route(
             "/api/stores/{store_id}/webhooks",
             get(list_webhooks).post(create_webhook),
@@ -336,6 +337,27 @@ fn parse_time(
             None
         }
     }
+}
+
+async fn usage(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path(store_id): Path<String>,
+    request: Request,
+) -> Response {
+    guard!(allow(&claims, "Stores:View", Some(&store_id)));
+    let mut problems = Vec::new();
+    let params = net::query(request.uri().query(), &["since", "until"], &mut problems);
+    let query = latchkey::UsageQuery {
+        since: parse_time(&params, "since", &mut problems),
+        until: parse_time(&params, "until", &mut problems),
+    };
+    if !problems.is_empty() {
+        return respond::invalid(problems);
+    }
+    let engine = state.engine.clone();
+    let usage = net::off_workers(move || engine.usage(&store_id, &query)).await;
+    result(StatusCode::OK, usage.map(|u| json!(u)))
 }
 
 async fn logs(

@@ -108,6 +108,7 @@ const LOGS: &[Param] = &[
     Param::Time("until"),
     Param::Limit(latchkey::MAX_LOG_READ as u64),
 ];
+const USAGE: &[Param] = &[Param::Time("since"), Param::Time("until")];
 
 macro_rules! op {
     ($method:literal, $path:expr, $auth:ident, $ok:literal, $body:expr, $query:expr, $data:expr, $summary:expr) => {
@@ -445,6 +446,16 @@ pub fn operations() -> Vec<Operation> {
             AUDIT,
             Data::list("AuditEvent"),
             "Audit trail (keys, store settings, webhooks), newest first"
+        ),
+        op!(
+            "get",
+            "/api/stores/{store_id}/usage",
+            Admin,
+            200,
+            None,
+            USAGE,
+            Data::one("Usage"),
+            "Requests per key in a period (default: the day before until, which defaults to now), from the request log"
         ),
         op!(
             "get",
@@ -967,6 +978,21 @@ fn outputs(out: &mut Map<String, Value>) {
         ),
     );
     put("Webhook", webhook);
+    let count = || json!({"type": "integer", "minimum": 0});
+    put(
+        "Usage",
+        output(
+            &[],
+            json!({
+        "since": time(), "until": time(), "requests": count(),
+        "by_status": {"type": "object", "additionalProperties": count(),
+                      "propertyNames": {"pattern": "^[1-5]xx$"}},
+        "by_code": {"type": "object", "additionalProperties": count()},
+        "keys": {"type": "array", "items": output(&[], json!({
+            "key_id": maybe_text(), "requests": count(), "errors": count(), "denied": count(),
+            "last_at": time(), "average_latency_us": count()}))}}),
+        ),
+    );
     let attempt = || {
         output(
             &[],

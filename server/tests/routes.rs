@@ -1107,3 +1107,30 @@ async fn a_webhook_secret_rotates_with_its_new_secret_shown_once() {
     assert_eq!(audit.body["data"][0]["webhook_id"], json!(id));
     assert_eq!(audit.body["data"][0]["actor"]["id"], "ops");
 }
+
+#[tokio::test]
+async fn usage_counts_the_keys_requests_from_the_log() {
+    let h = harness();
+    for _ in 0..3 {
+        let listed = h.keyed("GET", "/api/v1/packages", &h.key, None).await;
+        assert_eq!(listed.status, StatusCode::OK);
+    }
+    let usage = format!("/api/stores/{}/usage", h.store);
+    let day = h.admin("GET", &usage, None).await;
+    assert_eq!(day.status, StatusCode::OK, "{}", day.body);
+    let data = &day.body["data"];
+    assert_eq!(data["requests"], 3);
+    assert_eq!(data["by_status"], json!({"2xx": 3}));
+    assert_eq!(data["keys"][0]["requests"], 3);
+    assert_eq!(data["keys"][0]["errors"], 0);
+    let bad = h
+        .admin("GET", &format!("{usage}?since=soon&colour=red"), None)
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        bad.body["errors"].as_array().unwrap().len(),
+        2,
+        "{}",
+        bad.body
+    );
+}

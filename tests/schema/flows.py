@@ -225,6 +225,10 @@ def walk(w: Walk, banner: dict, hook_url: str) -> None:
     w.call("get", "/api/v1/packages/pkg_000000000000000000000", dev_key, expect=404)
     w.call("get", f"{s}/logs?limit=5&status=200", admin, expect=200)
     w.call("get", f"{s}/audit?limit=50", admin, expect=200)
+    usage = w.call("get", f"{s}/usage", admin, expect=200)
+    if not (usage.get("data") or {}).get("keys"):
+        w.problems.append(f"usage counted no key's requests: {usage}")
+    w.call("get", f"{s}/usage?since=2030-01-02T00:00:00Z&until=2030-01-01T00:00:00Z", admin, expect=400)
     deliveries = w.call("get", f"{s}/webhooks/{hook['id']}/deliveries", admin, expect=200)
     if not deliveries.get("data"):
         w.problems.append("no webhook delivery was recorded")

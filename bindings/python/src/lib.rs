@@ -572,6 +572,15 @@ impl Engine {
         })
     }
 
+    /// Requests per key in a period, from a JSON object of `UsageQuery` fields.
+    fn usage(&self, py: Python<'_>, store_id: &str, query: &str) -> PyResult<String> {
+        let query = parse_json(py, query)?;
+        self.call(py, move |e| {
+            let query = latchkey::UsageQuery::from_json(&query)?;
+            Ok(to_text(&json!(e.usage(store_id, &query)?)))
+        })
+    }
+
     /// Records the request a decision answered in the store's request log (buffered; never
     /// blocks). Nothing is recorded for a credential that matched no key.
     #[pyo3(signature = (decision, method, path, status, ip=None, latency_us=0))]

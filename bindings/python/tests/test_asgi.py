@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
 import latchkey  # noqa: E402
+from datetime import datetime, timedelta, timezone  # noqa: E402
 from latchkey.asgi import LatchkeyMiddleware, client_ip, install, require  # noqa: E402
 
 
@@ -125,6 +126,25 @@ def test_a_recorded_request_is_checked_and_every_problem_named(setup):
     eng.record_request(ok, method="GET", path="/api/v1/orders", status=200, ip="203.0.113.7", latency_us=5)
     eng.flush()
     assert [(e.status, e.ip, e.latency_us) for e in eng.logs(store.id)] == [(200, "203.0.113.7", 5)]
+
+
+def test_usage_sums_the_log_per_key(setup):
+    eng, store, key = setup
+    for _ in range(3):
+        d = eng.verify(key.key, area="Orders", action="View")
+        eng.record_request(d, method="GET", path="/api/v1/orders", status=d.status, latency_us=10)
+    denied = eng.verify(key.key, area="Orders", action="Edit")
+    eng.record_request(denied, method="POST", path="/api/v1/orders", status=denied.status, latency_us=30)
+    usage = eng.usage(store.id)
+    assert (usage.requests, usage.by_status, usage.by_code) == (4, {"2xx": 3, "4xx": 1}, {"FORBIDDEN": 1, "OK": 3})
+    [mine] = usage.keys
+    counts = [mine[f] for f in ("key_id", "requests", "errors", "denied", "average_latency_us")]
+    assert counts == [key.id, 4, 1, 1, 15]
+    # A period in the past holds nothing; an inverted one is refused.
+    past = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    assert eng.usage(store.id, since=past, until=past + timedelta(days=1)).requests == 0
+    with pytest.raises(latchkey.ValidationError):
+        eng.usage(store.id, since=past + timedelta(days=1), until=past)
 
 
 def test_every_header_line_counts_like_the_server(setup):

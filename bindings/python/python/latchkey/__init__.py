@@ -319,6 +319,14 @@ class Engine:
         query = dict(key_id=key_id, status=status, since=since, until=until, limit=limit)
         return [Record(e) for e in json.loads(self._native.logs(store_id, _dump(query)))]
 
+    def usage(
+        self, store_id: str, *, since: Optional[datetime] = None, until: Optional[datetime] = None
+    ) -> Record:
+        """Requests per key in a period (default: the day before `until`, which defaults to
+        now): `requests`, `by_status`, `by_code` and `keys` (busiest first, each a dict of
+        `key_id`, `requests`, `errors`, `denied`, `last_at`, `average_latency_us`)."""
+        return Record(json.loads(self._native.usage(store_id, _dump(dict(since=since, until=until)))))
+
     # ---- store entities (SPEC §7) ----------------------------------------------------------
 
     def create(self, store_id: str, area: str, data: Mapping[str, Any], *, environment: str = "live") -> Record:
