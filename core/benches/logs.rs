@@ -6,6 +6,8 @@
 //! - `logs/read_100_newest`: the newest 100 entries of a store's log of 200,000.
 //! - `logs/read_rare_key`: the entries of a key that made one request, the store's first, in
 //!   that log (a filter that matches almost nothing reads the whole log).
+//! - `logs/usage_day`: `Engine::usage` over the same log, all of it within the default day:
+//!   every entry decoded and counted.
 //!
 //! The writer runs on its own thread, beside the threads serving requests: what it costs per
 //! entry is CPU the requests do not get (issue #5's keyed route).
@@ -14,7 +16,7 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use latchkey::{Actor, Engine, EngineOptions, LogEntry, LogQuery, NewStore, StoreId};
+use latchkey::{Actor, Engine, EngineOptions, LogEntry, LogQuery, NewStore, StoreId, UsageQuery};
 use time::OffsetDateTime;
 
 // The server's allocator, so the writer's allocations cost what they cost there.
@@ -112,6 +114,15 @@ fn benches(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("read_rare_key", |b| {
         b.iter(|| engine.logs(sid.as_str(), black_box(&rare)).expect("logs"))
+    });
+    group.bench_function("usage_day", |b| {
+        b.iter(|| {
+            let usage = engine
+                .usage(sid.as_str(), black_box(&UsageQuery::default()))
+                .expect("usage");
+            assert!(usage.requests >= 200_000);
+            usage
+        })
     });
     group.finish();
 }

@@ -28,3 +28,9 @@ def orders(d: latchkey.Decision = Depends(require(eng, "Orders"))) -> Dict[str, 
 
 wrapped = LatchkeyMiddleware(Starlette(), eng, area_for=lambda path: "Orders")
 clients = [TestClient(wrapped), TestClient(app)]
+
+requests: int = eng.usage(store.id).requests
+portal: Optional[latchkey.Page] = eng.portal_list("cps_x", "Orders", limit=5)
+opened: Optional[latchkey.Record] = eng.portal_customer("cps_x")
+with latchkey.Engine.memory() as scoped:
+    scoped.flush()
