@@ -96,8 +96,9 @@ impl Engine {
         let sid = store.id.as_str();
         let (from, to) = (nanos(since), nanos(until));
         let mut keys: HashMap<Option<String>, Tally> = HashMap::new();
-        let mut by_status = BTreeMap::new();
-        let mut by_code = BTreeMap::new();
+        // Status classes 1xx to 5xx by their digit (a stored status is 100–599).
+        let mut classes = [0u64; 6];
+        let mut by_code: BTreeMap<String, u64> = BTreeMap::new();
         let mut requests = 0;
         // A row is keyed by its newest entry: rows keyed before `from` hold nothing in the
         // period, and one keyed up to a chunk's span after `to` may still hold entries in it.
@@ -110,9 +111,7 @@ impl Engine {
                     continue;
                 }
                 requests += 1;
-                *by_status
-                    .entry(format!("{}xx", entry.status / 100))
-                    .or_insert(0) += 1;
+                classes[usize::from(entry.status / 100).min(5)] += 1;
                 let denied = entry.code != "OK";
                 let tally = keys.entry(entry.key_id).or_default();
                 tally.requests += 1;
@@ -120,7 +119,12 @@ impl Engine {
                 tally.denied += u64::from(denied);
                 tally.last_at = tally.last_at.max(at);
                 tally.latency_us += u128::from(entry.latency_us);
-                *by_code.entry(entry.code).or_insert(0) += 1;
+                match by_code.get_mut(&entry.code) {
+                    Some(count) => *count += 1,
+                    None => {
+                        by_code.insert(entry.code, 1);
+                    }
+                }
             }
         }
         let mut keys: Vec<KeyUsage> = keys
@@ -137,6 +141,10 @@ impl Engine {
             })
             .collect();
         keys.sort_by(|a, b| (b.requests, &a.key_id).cmp(&(a.requests, &b.key_id)));
+        let by_status = (1..classes.len())
+            .filter(|&class| classes[class] > 0)
+            .map(|class| (format!("{class}xx"), classes[class]))
+            .collect();
         Ok(Usage {
             since,
             until,
