@@ -279,6 +279,7 @@ export type WebhookEvent =
   | 'order.created'
   | 'subscription.created'
   | 'api_key.created'
+  | 'api_key.updated'
   | 'api_key.regenerated'
   | 'api_key.revoked'
 

@@ -1250,18 +1250,22 @@ fn write_change(
     write_key(tx, record)?;
     let event = match action {
         AuditAction::KeyCreated => Some("api_key.created"),
+        AuditAction::KeyUpdated => Some("api_key.updated"),
         AuditAction::KeyRegenerated => Some("api_key.regenerated"),
         AuditAction::KeyRevoked => Some("api_key.revoked"),
-        AuditAction::KeyUpdated
-        | AuditAction::StoreUpdated
+        AuditAction::StoreUpdated
         | AuditAction::WebhookCreated
         | AuditAction::WebhookUpdated
         | AuditAction::WebhookDeleted
         | AuditAction::WebhookSecretRotated => None,
     };
     if let Some(event) = event {
-        let data = serde_json::to_value(record.to_key())
+        let mut data = serde_json::to_value(record.to_key())
             .map_err(|e| Error::Corrupt(format!("cannot encode a key event: {e}")))?;
+        if action == AuditAction::KeyUpdated {
+            // Which fields an update set (their new values are the key's own fields).
+            data["changes"] = serde_json::json!(changes);
+        }
         let scope = crate::entities::Scope::new(record.store_id, record.environment.clone());
         crate::entities::write_outbox(tx, &scope, now, vec![(event, data)])?;
     }

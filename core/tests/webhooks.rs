@@ -164,9 +164,21 @@ fn key_events_are_delivered_signed_with_the_event_id_and_no_secret() {
         &engine,
         sid,
         &receiver.url,
-        &["api_key.created", "api_key.regenerated", "api_key.revoked"],
+        &[
+            "api_key.created",
+            "api_key.updated",
+            "api_key.regenerated",
+            "api_key.revoked",
+        ],
     );
     let created = common::scoped(&engine, &store, json!({"Orders": ["View"]}));
+    let off = latchkey::KeyPatch {
+        active: Some(false),
+        ..Default::default()
+    };
+    engine
+        .update_key(sid, &admin(), &created.key.id, off)
+        .unwrap();
     let regenerated = engine
         .regenerate_key(sid, &admin(), &created.key.id)
         .unwrap();
@@ -174,11 +186,11 @@ fn key_events_are_delivered_signed_with_the_event_id_and_no_secret() {
     let pass = engine.deliver_webhooks().unwrap();
     assert_eq!(
         (pass.queued, pass.attempted, pass.next_due_ms),
-        (3, 3, None)
+        (4, 4, None)
     );
 
     let got = receiver.received();
-    assert_eq!(got.len(), 3);
+    assert_eq!(got.len(), 4);
     let mut types = Vec::new();
     for request in &got {
         assert!(signature_valid(&secret, request), "{request:?}");
@@ -198,15 +210,25 @@ fn key_events_are_delivered_signed_with_the_event_id_and_no_secret() {
                 "a key secret in a webhook body"
             );
         }
+        if body["type"] == "api_key.updated" {
+            // The key as it is now, and which fields the update set.
+            assert_eq!(body["data"]["active"], false);
+            assert_eq!(body["data"]["changes"], json!(["active"]));
+        }
         types.push(body["type"].as_str().unwrap().to_owned());
     }
     types.sort();
     assert_eq!(
         types,
-        ["api_key.created", "api_key.regenerated", "api_key.revoked"]
+        [
+            "api_key.created",
+            "api_key.regenerated",
+            "api_key.revoked",
+            "api_key.updated"
+        ]
     );
     let listed = deliveries(&engine, sid, &webhook);
-    assert_eq!(listed.len(), 3);
+    assert_eq!(listed.len(), 4);
     for delivery in &listed {
         assert_eq!(delivery["state"], "succeeded");
         assert_eq!(delivery["attempts"][0]["status_code"], 204);
@@ -214,7 +236,7 @@ fn key_events_are_delivered_signed_with_the_event_id_and_no_secret() {
     }
     // Nothing new: a second pass sends nothing again.
     assert_eq!(engine.deliver_webhooks().unwrap().attempted, 0);
-    assert_eq!(receiver.received().len(), 3);
+    assert_eq!(receiver.received().len(), 4);
 }
 
 #[test]

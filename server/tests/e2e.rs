@@ -719,8 +719,20 @@ fn closed_within(stream: &mut std::net::TcpStream, limit: std::time::Duration) -
         match stream.read(&mut buf) {
             Ok(0) => return started.elapsed() < limit,
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
+            // The read timed out: still open after `limit`.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            // Reset, aborted, or any other end of the connection: closed, by the server.
+            Err(e) => {
+                eprintln!("closed with {:?} after {:?}", e.kind(), started.elapsed());
+                return started.elapsed() < limit;
+            }
         }
     }
 }
