@@ -390,6 +390,8 @@ export declare class Engine {
   deleteWebhook(storeId: string, webhookId: string): void
   deleteWebhookAsync(storeId: string, webhookId: string): Promise<void>
   webhookDeliveries(storeId: string, webhookId: string, options?: { limit?: number }): WebhookDelivery[]
+  /** Sends a finished delivery once more, now (no retries after it); 409 `CONFLICT` while it is pending or the endpoint is disabled. */
+  retryWebhookDelivery(storeId: string, webhookId: string, deliveryId: string): WebhookDelivery
   /** Sends a signed `webhook.test` event now, off the event loop. */
   testWebhookAsync(storeId: string, webhookId: string): Promise<WebhookTestResult>
   /** One delivery pass off the event loop. */

@@ -319,6 +319,10 @@ class Engine {
   webhookDeliveries(storeId, webhookId, { limit } = {}) {
     return output(this.#call('webhookDeliveries', { storeId, webhookId, limit }))
   }
+  /** Sends a finished delivery once more, now (no retries after it): the delivery, pending. */
+  retryWebhookDelivery(storeId, webhookId, deliveryId) {
+    return output(this.#call('retryWebhookDelivery', { storeId, webhookId, deliveryId }))
+  }
   /** Sends a signed `webhook.test` event now (off the event loop): `{statusCode, body, error, durationMs}`. */
   async testWebhookAsync(storeId, webhookId) {
     return output(await this.#callAsync('testWebhook', { storeId, webhookId }))

@@ -54,9 +54,10 @@ pub enum Op {
     PortalList,
     RotateWebhookSecret,
     Usage,
+    RetryWebhookDelivery,
 }
 
-const ALL: [Op; 32] = [
+const ALL: [Op; 33] = [
     Op::CreateStore,
     Op::GetStore,
     Op::ListStores,
@@ -89,6 +90,7 @@ const ALL: [Op; 32] = [
     Op::PortalList,
     Op::RotateWebhookSecret,
     Op::Usage,
+    Op::RetryWebhookDelivery,
 ];
 
 impl Op {
@@ -127,6 +129,7 @@ impl Op {
             Op::PortalList => "portalList",
             Op::RotateWebhookSecret => "rotateWebhookSecret",
             Op::Usage => "usage",
+            Op::RetryWebhookDelivery => "retryWebhookDelivery",
         }
     }
 
@@ -156,6 +159,7 @@ impl Op {
             Op::DeleteWebhook => &["storeId", "actor", "webhookId"],
             Op::UpdateWebhook => &["storeId", "actor", "webhookId", "patch"],
             Op::RotateWebhookSecret => &["storeId", "actor", "webhookId", "input"],
+            Op::RetryWebhookDelivery => &["storeId", "webhookId", "deliveryId"],
             Op::WebhookDeliveries => &["storeId", "webhookId", "limit"],
             Op::CreatePortalSession => &["storeId", "environment", "input"],
             Op::PortalCustomer => &["token"],
@@ -404,6 +408,12 @@ pub fn call(engine: &Engine, op: Op, args: &Value) -> Result<Value> {
             let (store, query) = (a.text("storeId"), a.object("query"));
             a.finish()?;
             Ok(json!(engine.logs(store, &LogQuery::from_json(query)?)?))
+        }
+        Op::RetryWebhookDelivery => {
+            let (store, webhook) = (a.text("storeId"), a.text("webhookId"));
+            let delivery = a.text("deliveryId");
+            a.finish()?;
+            engine.retry_webhook_delivery(store, webhook, delivery)
         }
         Op::Usage => {
             let (store, query) = (a.text("storeId"), a.object("query"));

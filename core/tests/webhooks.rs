@@ -782,3 +782,69 @@ fn the_cache_is_set_in_mib_within_range() {
         );
     }
 }
+
+/// A delivery that ended (here a 410, which also disables the endpoint) can be sent again by
+/// hand: one attempt, no schedule after it, the same event id; refused while pending or
+/// while the endpoint is disabled.
+#[test]
+fn a_finished_delivery_is_resent_once_by_hand() {
+    let (engine, _clock) = engine(true);
+    let receiver = Receiver::start(Box::new(|n| {
+        let status = [410, 500, 200][n.min(2)];
+        (status, Vec::new(), String::new(), Duration::ZERO)
+    }));
+    let (store, _) = common::store(&engine);
+    let sid = store.id.as_str();
+    let (webhook, _) = subscribe(&engine, sid, &receiver.url, &["api_key.created"]);
+    common::scoped(&engine, &store, json!({"Orders": ["View"]}));
+    engine.deliver_webhooks().unwrap();
+    let delivery = deliveries(&engine, sid, &webhook)[0].clone();
+    let id = delivery["id"].as_str().unwrap();
+    assert_eq!(delivery["state"], "failed");
+
+    let code = |r: latchkey::Result<Value>| r.unwrap_err().code();
+    assert_eq!(
+        code(engine.retry_webhook_delivery(sid, &webhook, id)),
+        "CONFLICT"
+    );
+    let on = json!({"active": true});
+    engine.update_webhook(sid, &admin(), &webhook, &on).unwrap();
+    let queued = engine.retry_webhook_delivery(sid, &webhook, id).unwrap();
+    assert_eq!(queued["state"], "pending");
+    assert!(queued["next_attempt_at"].is_string());
+    assert_eq!(
+        code(engine.retry_webhook_delivery(sid, &webhook, id)),
+        "CONFLICT"
+    );
+
+    // The resend fails (500): the delivery is failed again, with nothing scheduled.
+    let pass = engine.deliver_webhooks().unwrap();
+    assert_eq!((pass.attempted, pass.next_due_ms), (1, None));
+    let after = &deliveries(&engine, sid, &webhook)[0];
+    assert_eq!(after["state"], "failed");
+    assert_eq!(after["attempts"].as_array().unwrap().len(), 2);
+
+    // Resent again, it succeeds; every attempt carried the same event id.
+    engine.retry_webhook_delivery(sid, &webhook, id).unwrap();
+    engine.deliver_webhooks().unwrap();
+    let done = &deliveries(&engine, sid, &webhook)[0];
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(done["attempts"].as_array().unwrap().len(), 3);
+    let got = receiver.received();
+    assert_eq!(got.len(), 3);
+    assert!(
+        got.iter()
+            .all(|r| r.headers["webhook-id"] == got[0].headers["webhook-id"])
+    );
+
+    for missing in ["whd_9999999999999999", "whd_1", "nope"] {
+        assert_eq!(
+            code(engine.retry_webhook_delivery(sid, &webhook, missing)),
+            "NOT_FOUND"
+        );
+    }
+    assert_eq!(
+        code(engine.retry_webhook_delivery(sid, "wh_missing", id)),
+        "NOT_FOUND"
+    );
+}

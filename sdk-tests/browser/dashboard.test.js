@@ -246,6 +246,15 @@ test('webhooks: create, send a test and see the answer, deliveries, delete', asy
   assert.equal(JSON.parse(received.at(-1).body).type, 'webhook.test')
   await page.getByRole('button', { name: 'Deliveries' }).click()
   await page.getByRole('cell', { name: /webhook\.test/ }).waitFor()
+  // A finished delivery can be sent once more; the receiver gets the same event id again.
+  const sentBefore = received.length
+  await page.getByRole('button', { name: /^Resend delivery whd_/ }).first().click()
+  await page.getByText('Resending webhook.test.').waitFor()
+  for (const deadline = Date.now() + 10_000; received.length === sentBefore && Date.now() < deadline;) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  assert.equal(received.length, sentBefore + 1)
+  assert.equal(received.at(-1).headers['webhook-id'], received.at(-2).headers['webhook-id'])
 
   // Rotating shows the new secret once; for the overlap both secrets sign each delivery.
   await page.getByRole('button', { name: `Rotate secret of ${url}` }).click()

@@ -78,6 +78,14 @@ test('a test dispatch reports what the endpoint answered', async () => {
     assert.equal(result.error, null)
     assert.match(result.deliveryId, /^whd_/)
     assert.equal(JSON.parse(r.requests[0].body).type, 'webhook.test')
+    // The test dispatch is a finished delivery (418): it can be sent once more, by hand.
+    const resent = eng.retryWebhookDelivery(store.id, hook.id, result.deliveryId)
+    assert.equal(resent.state, 'pending')
+    assert.throws(() => eng.retryWebhookDelivery(store.id, hook.id, result.deliveryId), { code: 'CONFLICT' })
+    assert.equal((await eng.deliverWebhooksAsync()).attempted, 1)
+    assert.equal(r.requests.length, 2)
+    assert.equal(r.requests[1].headers['webhook-id'], r.requests[0].headers['webhook-id'])
+    assert.equal(eng.webhookDeliveries(store.id, hook.id)[0].attempts.length, 2)
     const off = eng.updateWebhook(store.id, hook.id, { active: false })
     assert.equal(off.active, false)
     // A rotation shows the new secret once; the old one signs for the overlap as well.

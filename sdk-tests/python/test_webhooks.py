@@ -155,6 +155,29 @@ def test_a_rotated_secret_keeps_verifying_until_its_overlap_ends(receiver: Recei
     assert "whsec_" not in json.dumps(eng.get_webhook(store.id, hook.id).to_dict())
 
 
+def test_a_finished_delivery_is_resent_by_hand(receiver: Receiver) -> None:
+    eng = latchkey.Engine.memory(allow_private_webhooks=True)
+    store, _ = eng.create_store("Hooks")
+    hook = eng.create_webhook(store.id, url=receiver.url, events=["api_key.created"])
+    receiver.status = 410  # gone: the delivery fails at once and the endpoint is disabled
+    eng.create_key(store.id, name="ERP", permissions={"Orders": ["View"]})
+    eng.deliver_webhooks()
+    [delivery] = eng.webhook_deliveries(store.id, hook.id)
+    assert delivery.state == "failed" and eng.get_webhook(store.id, hook.id).active is False
+    with pytest.raises(latchkey.ConflictError):
+        eng.retry_webhook_delivery(store.id, hook.id, delivery.id)
+    eng.update_webhook(store.id, hook.id, active=True)
+    receiver.status = 200
+    assert eng.retry_webhook_delivery(store.id, hook.id, delivery.id).state == "pending"
+    assert eng.deliver_webhooks().attempted == 1
+    [done] = eng.webhook_deliveries(store.id, hook.id)
+    assert (done.state, len(done.attempts)) == ("succeeded", 2)
+    first, second = receiver.requests
+    assert first[0]["webhook-id"] == second[0]["webhook-id"] and first[1] == second[1]
+    with pytest.raises(latchkey.NotFoundError):
+        eng.retry_webhook_delivery(store.id, hook.id, "whd_0000000000000000")
+
+
 @pytest.mark.parametrize("minutes", [6, -6])
 def test_a_timestamp_six_minutes_off_fails_verification(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch, minutes: int

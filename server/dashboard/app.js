@@ -581,15 +581,30 @@ async function showDeliveries(box, store, hook) {
     h('h2', {}, `Deliveries to ${hook.url}`),
     list.length
       ? h('table', {},
-        h('thead', {}, h('tr', {}, ['Event', 'State', 'Attempts', 'Last answer', 'Next attempt'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('thead', {}, h('tr', {}, ['Event', 'State', 'Attempts', 'Last answer', 'Next attempt', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, list.map((d) => {
           const last = d.attempts[d.attempts.length - 1]
+          // A finished delivery may be sent once more (the same event id, one attempt).
+          const resend = d.state === 'pending' ? null : h('button', {
+            type: 'button',
+            'aria-label': `Resend delivery ${d.id}`,
+            onclick: async () => {
+              try {
+                await api('POST', `/api/stores/${store.id}/webhooks/${hook.id}/deliveries/${d.id}/retry`)
+                notice(`Resending ${d.event_type}.`)
+                await showDeliveries(box, store, hook)
+              } catch (err) {
+                notice(`Not resent: ${err.message}`)
+              }
+            },
+          }, 'Resend')
           return h('tr', {},
             h('td', {}, d.event_type, h('small', {}, d.event_id)),
             h('td', {}, d.state),
             h('td', {}, d.attempts.length),
             h('td', {}, last ? (last.status_code ?? last.error) : '—'),
-            h('td', {}, when(d.next_attempt_at)))
+            h('td', {}, when(d.next_attempt_at)),
+            h('td', {}, resend))
         })))
       : h('p', { class: 'empty' }, 'Nothing delivered yet.'))
 }

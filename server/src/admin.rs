@@ -59,6 +59,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/api/stores/{store_id}/webhooks/{webhook_id}/rotate-secret",
             post(rotate_webhook_secret),
         )
+        .route(
+            "/api/stores/{store_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+            post(retry_webhook_delivery),
+        )
         .route_layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
 
@@ -547,6 +551,19 @@ async fn rotate_webhook_secret(
     let (engine, actor) = (state.engine.clone(), actor(&claims));
     blocking(StatusCode::OK, move || {
         engine.rotate_webhook_secret(&store_id, &actor, &webhook_id, &body)
+    })
+    .await
+}
+
+async fn retry_webhook_delivery(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path((store_id, webhook_id, delivery_id)): Path<(String, String, String)>,
+) -> Response {
+    guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
+    let engine = state.engine.clone();
+    blocking(StatusCode::OK, move || {
+        engine.retry_webhook_delivery(&store_id, &webhook_id, &delivery_id)
     })
     .await
 }

@@ -527,6 +527,16 @@ pub fn operations() -> Vec<Operation> {
             Data::one("WebhookTest"),
             "Send a signed webhook.test event now: {status_code, body, error, duration_ms}"
         ),
+        op!(
+            "post",
+            "/api/stores/{store_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+            Admin,
+            200,
+            None,
+            NONE,
+            Data::one("Delivery"),
+            "Send a finished delivery once more, now (409 while it is pending or the endpoint is disabled)"
+        ),
         Operation {
             body_optional: true,
             ..op!(

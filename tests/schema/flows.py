@@ -232,6 +232,19 @@ def walk(w: Walk, banner: dict, hook_url: str) -> None:
     deliveries = w.call("get", f"{s}/webhooks/{hook['id']}/deliveries", admin, expect=200)
     if not deliveries.get("data"):
         w.problems.append("no webhook delivery was recorded")
+    else:
+        # Send a finished delivery again. Then, with the endpoint disabled, a resend is a 409
+        # (as one of a still pending delivery is: the worker may or may not have sent it yet).
+        finished = next((d for d in deliveries["data"] if d["state"] != "pending"), None)
+        if finished is None:
+            w.problems.append("no finished webhook delivery to resend")
+        else:
+            again = f"{s}/webhooks/{hook['id']}/deliveries/{finished['id']}/retry"
+            w.call("post", again, admin, expect=200)
+            w.call("patch", f"{s}/webhooks/{hook['id']}", admin, {"active": False}, expect=200)
+            w.call("post", again, admin, expect=409)
+            w.call("patch", f"{s}/webhooks/{hook['id']}", admin, {"active": True}, expect=200)
+        w.call("post", f"{s}/webhooks/{hook['id']}/deliveries/whd_0000000000000000/retry", admin, expect=404)
     w.call("delete", f"{s}/webhooks/{hook['id']}", admin, expect=200)
 
 

@@ -687,6 +687,23 @@ impl Engine {
         self.call(py, |e| e.delete_webhook(store_id, &actor, webhook_id))
     }
 
+    /// The delivery queued for one more attempt, now, as JSON.
+    fn retry_webhook_delivery(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        webhook_id: &str,
+        delivery_id: &str,
+    ) -> PyResult<String> {
+        self.call(py, |e| {
+            Ok(to_text(&e.retry_webhook_delivery(
+                store_id,
+                webhook_id,
+                delivery_id,
+            )?))
+        })
+    }
+
     /// The endpoint with its new `secret`, this once; `input` is `{overlap_seconds?}`.
     fn rotate_webhook_secret(
         &self,

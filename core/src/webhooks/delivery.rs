@@ -37,7 +37,7 @@ use super::{Endpoint, WEBHOOKS, WebhookOptions, guard};
 use crate::clock::Clock;
 use crate::engine::Inner;
 use crate::entities::{OUTBOX, OutboxEvent};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::StoreId;
 use crate::secret::fill_random;
 use crate::storage;
@@ -136,6 +136,9 @@ struct Delivery {
     due_ms: Option<i64>,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
+    /// Queued again by hand ([`Inner::redeliver`]): one attempt, with no retries after it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    resend: bool,
 }
 
 impl Delivery {
@@ -208,6 +211,13 @@ impl Runtime {
 
 fn delivery_id(seq: u64) -> String {
     format!("whd_{seq:016}")
+}
+
+/// The sequence number a `whd_…` id names.
+fn delivery_seq(id: &str) -> Option<u64> {
+    id.strip_prefix("whd_")
+        .filter(|digits| digits.len() == 16 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|digits| digits.parse().ok())
 }
 
 fn now_ms(inner: &Inner) -> i64 {
@@ -320,6 +330,7 @@ impl Inner {
                         attempts: Vec::new(),
                         due_ms: Some(due_ms),
                         created_at: now,
+                        resend: false,
                     };
                     tx.open_table(DELIVERIES)?
                         .insert(delivery.key(), storage::encode(&delivery)?.as_slice())?;
@@ -425,11 +436,12 @@ impl Inner {
                 });
                 let gone = attempt.status_code == Some(410);
                 let succeeded = attempt.succeeded();
+                let resent = std::mem::take(&mut delivery.resend);
                 delivery.attempts.push(attempt);
                 delivery.due_ms = None;
                 delivery.state = if succeeded {
                     State::Succeeded
-                } else if gone || skipped || delivery.attempts.len() >= MAX_ATTEMPTS {
+                } else if gone || skipped || resent || delivery.attempts.len() >= MAX_ATTEMPTS {
                     State::Failed
                 } else {
                     let retry = u32::try_from(delivery.attempts.len()).unwrap_or(u32::MAX);
@@ -523,6 +535,7 @@ impl Inner {
             attempts: vec![attempt],
             due_ms: None,
             created_at: now,
+            resend: false,
         };
         // The endpoint may have been deleted while the request was out: then keep no record.
         if tx
@@ -538,6 +551,49 @@ impl Inner {
     }
 
     /// An endpoint's deliveries, newest first, at most `limit`.
+    /// Queues a finished delivery for one more attempt, due now, with the payload and event id
+    /// it had (receivers de-duplicate by `webhook-id`): for a receiver that was down past the
+    /// retry schedule, or fixed after refusing. A pending delivery is refused (it is already
+    /// going to be sent), as is one of a disabled endpoint (it would not be sent).
+    pub(crate) fn redeliver(&self, store_id: &str, webhook_id: &str, id: &str) -> Result<Value> {
+        let not_found = || Error::not_found("webhook delivery", id);
+        let seq = delivery_seq(id).ok_or_else(not_found)?;
+        let _writer = self.writer.lock();
+        let tx = storage::write(&self.db)?;
+        let endpoint = super::load_endpoint(&tx.open_table(WEBHOOKS)?, store_id, webhook_id)?;
+        let output = {
+            let mut deliveries = tx.open_table(DELIVERIES)?;
+            let key = (store_id, webhook_id, seq);
+            let mut delivery: Delivery = match deliveries.get(key)? {
+                Some(bytes) => {
+                    storage::decode(bytes.value(), Delivery::VERSION, "webhook delivery")?
+                }
+                None => return Err(not_found()),
+            };
+            if delivery.state == State::Pending {
+                return Err(Error::Conflict(
+                    "the delivery is pending: its next attempt is already scheduled".into(),
+                ));
+            }
+            if !endpoint.active {
+                return Err(Error::Conflict(
+                    "the endpoint is disabled: enable it to resend".into(),
+                ));
+            }
+            let due_ms = now_ms(self);
+            delivery.state = State::Pending;
+            delivery.due_ms = Some(due_ms);
+            delivery.resend = true;
+            tx.open_table(DUE)?
+                .insert((due_ms, seq), due_ref(store_id, webhook_id)?.as_slice())?;
+            deliveries.insert(key, storage::encode(&delivery)?.as_slice())?;
+            delivery.output()
+        };
+        tx.commit()?;
+        self.webhooks.wake();
+        Ok(output)
+    }
+
     pub(crate) fn list_deliveries(
         &self,
         store_id: &str,

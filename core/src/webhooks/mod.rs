@@ -527,6 +527,21 @@ impl Engine {
             .list_deliveries(sid.as_str(), webhook_id, limit)
     }
 
+    /// Queues a finished delivery (`whd_…`) for one more attempt now: a "resend" for a
+    /// receiver that was down past the retry schedule. One attempt, no retries after it; the
+    /// answer is the delivery, pending. Refused (409) while it is still pending or while the
+    /// endpoint is disabled.
+    pub fn retry_webhook_delivery(
+        &self,
+        store_id: &str,
+        webhook_id: &str,
+        delivery_id: &str,
+    ) -> Result<Value> {
+        let store = self.get_store(store_id)?;
+        self.inner()
+            .redeliver(store.id.as_str(), webhook_id, delivery_id)
+    }
+
     /// Sends a sample `webhook.test` event to the endpoint now, through the same guard and
     /// signature as real deliveries, and records it with its deliveries. Returns
     /// `{status_code, body, error, duration_ms, delivery_id}`; an unreachable endpoint is an

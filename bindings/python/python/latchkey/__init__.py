@@ -399,6 +399,12 @@ class Engine:
         fields = {"overlap_seconds": _UNSET if overlap_seconds is None else overlap_seconds}
         return Record(json.loads(self._native.rotate_webhook_secret(store_id, self.actor, webhook_id, _dump(fields))))
 
+    def retry_webhook_delivery(self, store_id: str, webhook_id: str, delivery_id: str) -> Record:
+        """Sends a finished delivery once more, now (one attempt, no retries after it): for a
+        receiver that was down past the retry schedule. `ConflictError` while the delivery is
+        pending or the endpoint is disabled."""
+        return Record(json.loads(self._native.retry_webhook_delivery(store_id, webhook_id, delivery_id)))
+
     def list_webhooks(self, store_id: str) -> List[Record]:
         return [Record(w) for w in json.loads(self._native.list_webhooks(store_id))]
 
