@@ -848,3 +848,38 @@ fn a_finished_delivery_is_resent_once_by_hand() {
         "NOT_FOUND"
     );
 }
+
+/// After its overlap a rotated-out secret is no longer shown as signing, nor used.
+#[test]
+fn a_rotation_overlap_ends_on_time() {
+    let (engine, clock) = engine(true);
+    let receiver = Receiver::answering(200);
+    let (store, _) = common::store(&engine);
+    let sid = store.id.as_str();
+    let (webhook, old) = subscribe(&engine, sid, &receiver.url, &["api_key.created"]);
+    let rotated = engine
+        .rotate_webhook_secret(sid, &admin(), &webhook, &json!({"overlap_seconds": 60}))
+        .unwrap();
+    let expires = rotated["previous_secret_expires_at"].clone();
+    assert!(expires.is_string());
+    assert_eq!(
+        engine.get_webhook(sid, &webhook).unwrap()["previous_secret_expires_at"],
+        expires
+    );
+    clock.advance(time::Duration::seconds(60));
+    assert_eq!(
+        engine.get_webhook(sid, &webhook).unwrap()["previous_secret_expires_at"],
+        Value::Null
+    );
+    let listed = engine.list_webhooks(sid).unwrap();
+    assert_eq!(listed[0]["previous_secret_expires_at"], Value::Null);
+    // A delivery now carries the new secret's signature only.
+    common::scoped(&engine, &store, json!({"Orders": ["View"]}));
+    engine.deliver_webhooks().unwrap();
+    let got = receiver.received();
+    let signatures = &got[0].headers["webhook-signature"];
+    assert_eq!(signatures.split(' ').count(), 1);
+    let new = rotated["secret"].as_str().unwrap();
+    assert!(signature_valid(new, &got[0]));
+    assert!(!signature_valid(&old, &got[0]));
+}

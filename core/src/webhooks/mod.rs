@@ -161,7 +161,8 @@ struct Endpoint {
 impl Endpoint {
     const VERSION: u32 = 1;
 
-    fn output(&self) -> Value {
+    /// The endpoint as shown at `now` (a previous secret whose overlap has ended is not).
+    fn output(&self, now: OffsetDateTime) -> Value {
         json!({
             "id": self.id,
             "url": self.url,
@@ -172,6 +173,7 @@ impl Endpoint {
             "previous_secret_expires_at": self
                 .previous
                 .as_ref()
+                .filter(|p| p.until > now)
                 .and_then(|p| p.until.format(&Rfc3339).ok()),
         })
     }
@@ -352,7 +354,7 @@ impl Engine {
         let action = AuditAction::WebhookCreated;
         append_audit(&tx, subject, action, actor, Vec::new(), endpoint.created_at)?;
         tx.commit()?;
-        let mut out = endpoint.output();
+        let mut out = endpoint.output(endpoint.created_at);
         out["secret"] = Value::String(secret.expose().to_owned());
         Ok(out)
     }
@@ -373,7 +375,8 @@ impl Engine {
             )?);
         }
         endpoints.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(endpoints.iter().map(Endpoint::output).collect())
+        let now = self.inner().clock.now();
+        Ok(endpoints.iter().map(|e| e.output(now)).collect())
     }
 
     /// One endpoint (without its secret).
@@ -381,7 +384,8 @@ impl Engine {
         let tx = storage::read(&self.inner().db)?;
         let store = tx.store(store_id)?;
         let table = tx.open_table(WEBHOOKS)?;
-        Ok(load_endpoint(&table, store.id.as_str(), webhook_id)?.output())
+        let now = self.inner().clock.now();
+        Ok(load_endpoint(&table, store.id.as_str(), webhook_id)?.output(now))
     }
 
     /// Changes an endpoint's `url`, `events` or `active`. Enabling clears `disabled_reason`.
@@ -409,6 +413,11 @@ impl Engine {
         let store = tx.store(store_id)?;
         let key = (store.id.as_str(), webhook_id);
         let mut endpoint = load_endpoint(&tx.open_table(WEBHOOKS)?, key.0, webhook_id)?;
+        // A rotated-out secret whose overlap has ended signs nothing: stop storing it.
+        let now = inner.clock.now();
+        if endpoint.previous.as_ref().is_some_and(|p| p.until <= now) {
+            endpoint.previous = None;
+        }
         let mut changes = Vec::new();
         if let Some(url) = url.map(|url| url.to_string())
             && url != endpoint.url
@@ -436,11 +445,11 @@ impl Engine {
         // As for keys and stores, a patch that changes nothing leaves no event.
         if !changes.is_empty() {
             let subject = Subject::Webhook(store.id, webhook_id);
-            let (action, now) = (AuditAction::WebhookUpdated, inner.clock.now());
+            let action = AuditAction::WebhookUpdated;
             append_audit(&tx, subject, action, actor, changes, now)?;
         }
         tx.commit()?;
-        Ok(endpoint.output())
+        Ok(endpoint.output(now))
     }
 
     /// Deletes an endpoint with its deliveries (pending ones are not sent).
@@ -502,7 +511,7 @@ impl Engine {
         let action = AuditAction::WebhookSecretRotated;
         append_audit(&tx, subject, action, actor, Vec::new(), now)?;
         tx.commit()?;
-        let mut out = endpoint.output();
+        let mut out = endpoint.output(now);
         out["secret"] = Value::String(secret.expose().to_owned());
         Ok(out)
     }
