@@ -282,6 +282,7 @@ export type WebhookEvent =
   | 'api_key.updated'
   | 'api_key.regenerated'
   | 'api_key.revoked'
+  | 'api_key.expiring'
 
 export interface WebhookEndpoint {
   id: string

@@ -1231,6 +1231,7 @@ fn insert_new_key(
         updated_at: now,
         meta: key.meta,
         revoked_at: None,
+        expiry_notice_for: None,
     };
     write_change(tx, &record, AuditAction::KeyCreated, actor, Vec::new(), now)?;
     Ok((record, secret))
@@ -1273,7 +1274,7 @@ fn write_change(
     append_audit(tx, subject, action, actor, changes, now)
 }
 
-fn write_key(tx: &WriteTransaction, record: &KeyRecord) -> Result<()> {
+pub(crate) fn write_key(tx: &WriteTransaction, record: &KeyRecord) -> Result<()> {
     let mut keys = tx.open_table(KEYS)?;
     keys.insert(
         (record.store_id.as_str(), record.id.as_str()),

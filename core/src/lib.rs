@@ -32,6 +32,7 @@ mod clock;
 mod engine;
 mod entities;
 mod error;
+mod expiry;
 mod ids;
 mod index;
 mod input;
@@ -61,6 +62,7 @@ pub use entities::{
     PageJson, SALE_PACKAGES_MAX, Scope,
 };
 pub use error::{Error, Result};
+pub use expiry::EXPIRY_NOTICE;
 pub use ids::StoreId;
 pub use input::{Patch, parse_cidrs};
 pub use keys::{

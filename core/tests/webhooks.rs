@@ -883,3 +883,57 @@ fn a_rotation_overlap_ends_on_time() {
     assert!(signature_valid(new, &got[0]));
     assert!(!signature_valid(&old, &got[0]));
 }
+
+/// `api_key.expiring`: once per expiry, a week ahead, for active keys only; the delivery
+/// passes look for them by themselves, at most hourly.
+#[test]
+fn keys_about_to_expire_are_announced_once_a_week_ahead() {
+    let (engine, clock) = engine(true);
+    let receiver = Receiver::answering(200);
+    let (store, _) = common::store(&engine);
+    let sid = store.id.as_str();
+    let (webhook, _) = subscribe(&engine, sid, &receiver.url, &["api_key.expiring"]);
+    let in_days = |days: i64| {
+        (clock.now() + time::Duration::days(days))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let create = |name: &str, expires: Value| {
+        let body = json!({"name": name, "permissions": "*", "expires_at": expires});
+        let key = latchkey::NewKey::from_json(&body).unwrap();
+        engine.create_key(sid, &admin(), key).unwrap().key.id
+    };
+    let soon = create("soon", json!(in_days(10)));
+    create("never", Value::Null);
+    let off = create("inactive", json!(in_days(8)));
+    let patch = latchkey::KeyPatch {
+        active: Some(false),
+        ..Default::default()
+    };
+    engine.update_key(sid, &admin(), &off, patch).unwrap();
+    let gone = create("revoked", json!(in_days(8)));
+    engine.revoke_key(sid, &admin(), &gone).unwrap();
+
+    // Ten days out: nothing yet (the first pass scans, and finds nothing due).
+    assert_eq!(engine.deliver_webhooks().unwrap().queued, 0);
+    clock.advance(time::Duration::days(3) + time::Duration::seconds(1));
+    let pass = engine.deliver_webhooks().unwrap();
+    assert_eq!((pass.queued, pass.attempted), (1, 1));
+    let got = receiver.received();
+    let body: Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(body["type"], "api_key.expiring");
+    assert_eq!(body["data"]["id"], soon.as_str());
+    assert!(body["data"]["expires_at"].is_string());
+    // Once per expiry.
+    assert_eq!(engine.notify_expiring_keys().unwrap(), 0);
+    // A new expiry, also within the week, is announced again: by the first pass an hour
+    // after the last scan, not by one within the hour.
+    let sooner = latchkey::KeyPatch::from_json(&json!({"expires_at": in_days(2)})).unwrap();
+    engine.update_key(sid, &admin(), &soon, sooner).unwrap();
+    clock.advance(time::Duration::minutes(59));
+    assert_eq!(engine.deliver_webhooks().unwrap().queued, 0);
+    clock.advance(time::Duration::minutes(1));
+    assert_eq!(engine.deliver_webhooks().unwrap().queued, 1);
+    assert_eq!(engine.notify_expiring_keys().unwrap(), 0);
+    assert_eq!(deliveries(&engine, sid, &webhook).len(), 2);
+}

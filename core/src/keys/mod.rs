@@ -68,6 +68,14 @@ pub(crate) struct KeyRecord {
     pub meta: Map<String, Value>,
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub revoked_at: Option<OffsetDateTime>,
+    /// The `expires_at` an `api_key.expiring` notice was written for (a changed expiry gets
+    /// its own notice).
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expiry_notice_for: Option<OffsetDateTime>,
 }
 
 impl KeyRecord {

@@ -189,6 +189,8 @@ pub(crate) struct Runtime {
     /// The worker thread, woken when a commit writes outbox events.
     waker: Mutex<Option<std::thread::Thread>>,
     pub worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// When a pass last looked for expiring keys (unix seconds; see `crate::expiry`).
+    pub expiry_scan: std::sync::atomic::AtomicI64,
 }
 
 impl Runtime {
@@ -198,6 +200,7 @@ impl Runtime {
             pass: Mutex::new(()),
             waker: Mutex::new(None),
             worker: Mutex::new(None),
+            expiry_scan: std::sync::atomic::AtomicI64::new(i64::MIN),
         }
     }
 
@@ -258,6 +261,8 @@ impl Inner {
     /// One pass: queue deliveries for new outbox events, then send every due one.
     pub(crate) fn deliver_webhooks(&self) -> Result<DeliveryPass> {
         let _pass = self.webhooks.pass.lock();
+        // Best effort: a failed scan is tried again an hour later; deliveries go on.
+        let _ = self.notify_expiring_keys_hourly();
         let queued = self.fan_out()?;
         let attempted = self.send_due()?;
         let next_due_ms = {

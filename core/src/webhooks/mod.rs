@@ -42,13 +42,14 @@ use crate::storage;
 pub(crate) const WEBHOOKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("webhooks");
 
 /// The events an endpoint can subscribe to.
-pub const EVENTS: [&str; 6] = [
+pub const EVENTS: [&str; 7] = [
     "order.created",
     "subscription.created",
     "api_key.created",
     "api_key.updated",
     "api_key.regenerated",
     "api_key.revoked",
+    "api_key.expiring",
 ];
 
 /// Endpoints a store may register.
