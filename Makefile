@@ -90,3 +90,4 @@ bench:
 	cargo bench -p latchkey --bench limiter
 	cargo bench -p latchkey --bench entities
 	cargo bench -p latchkey --bench logs
+	cargo bench -p latchkey --bench expiry
