@@ -6,7 +6,8 @@
 use std::sync::atomic::Ordering;
 
 use redb::ReadableTable;
-use time::Duration;
+use serde::Deserialize;
+use time::{Duration, OffsetDateTime};
 
 use crate::clock::Clock;
 use crate::engine::{Engine, Inner, write_key};
@@ -19,6 +20,41 @@ use crate::storage::{self, KEYS};
 pub const EXPIRY_NOTICE: Duration = Duration::days(7);
 /// The delivery passes look for expiring keys at most this often (a scan reads every key).
 const SCAN_EVERY_SECS: i64 = 3600;
+
+/// What the scan reads of a key record; the rest of its JSON is skipped, not decoded (a full
+/// record costs its permissions, allowlist and strings to build).
+#[derive(Deserialize)]
+struct Expiry {
+    v: u32,
+    active: bool,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    revoked_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    expiry_notice_for: Option<OffsetDateTime>,
+}
+
+impl Expiry {
+    /// Whether this key is owed a notice: active, not revoked, expiring in `(now, horizon]`,
+    /// and not yet announced for that expiry.
+    fn due(&self, now: OffsetDateTime, horizon: OffsetDateTime) -> bool {
+        self.revoked_at.is_none()
+            && self.active
+            && self.expires_at.is_some_and(|at| at > now && at <= horizon)
+            && self.expiry_notice_for != self.expires_at
+    }
+
+    fn of(record: &KeyRecord) -> Self {
+        Expiry {
+            v: record.v,
+            active: record.active,
+            expires_at: record.expires_at,
+            revoked_at: record.revoked_at,
+            expiry_notice_for: record.expiry_notice_for,
+        }
+    }
+}
 
 impl Engine {
     /// Writes an `api_key.expiring` event for every active key that expires within
@@ -48,22 +84,21 @@ impl Inner {
     pub(crate) fn notify_expiring_keys(&self) -> Result<usize> {
         let now = self.clock.now();
         let horizon = now + EXPIRY_NOTICE;
-        let due = |record: &KeyRecord| {
-            record.revoked_at.is_none()
-                && record.active
-                && record
-                    .expires_at
-                    .is_some_and(|at| at > now && at <= horizon)
-                && record.expiry_notice_for != record.expires_at
-        };
         // Most scans find nothing: read first, and write only when a notice is due.
         let found: Vec<(String, String)> = {
             let tx = storage::read(&self.db)?;
             let mut found = Vec::new();
             for item in tx.open_table(KEYS)?.iter()? {
                 let (key, value) = item?;
-                let record: KeyRecord = storage::decode(value.value(), KeyRecord::VERSION, "key")?;
-                if due(&record) {
+                let view: Expiry = serde_json::from_slice(value.value())
+                    .map_err(|e| Error::Corrupt(format!("key record: {e}")))?;
+                if view.v > KeyRecord::VERSION {
+                    return Err(Error::Corrupt(format!(
+                        "key record version {} is newer than this release reads",
+                        view.v
+                    )));
+                }
+                if view.due(now, horizon) {
                     let (store, id) = key.value();
                     found.push((store.to_owned(), id.to_owned()));
                 }
@@ -83,7 +118,7 @@ impl Inner {
                 .get((store.as_str(), id.as_str()))?
                 .map(|bytes| storage::decode::<KeyRecord>(bytes.value(), KeyRecord::VERSION, "key"))
                 .transpose()?;
-            let Some(mut record) = record.filter(|r| due(r)) else {
+            let Some(mut record) = record.filter(|r| Expiry::of(r).due(now, horizon)) else {
                 continue;
             };
             record.expiry_notice_for = record.expires_at;
