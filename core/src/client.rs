@@ -16,6 +16,12 @@ pub fn parse_ip(text: &str) -> Option<IpAddr> {
     }
 }
 
+/// A client address given as an argument (`ip`), or the problem to name: the one wording
+/// of a bad `ip` for verify, recorded requests and both bindings.
+pub fn parse_ip_argument(text: &str) -> Result<IpAddr, String> {
+    parse_ip(text).ok_or_else(|| format!("ip: `{}` is not an IP address", text.escape_debug()))
+}
+
 /// `a.b.c.d` with each part 0–255 in 1–3 digits and no leading zero; `None` otherwise.
 fn dotted_quad(bytes: &[u8]) -> Option<Ipv4Addr> {
     if !(7..=15).contains(&bytes.len()) {

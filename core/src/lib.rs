@@ -53,7 +53,7 @@ mod verify;
 mod webhooks;
 
 pub use audit::{Actor, AuditAction, AuditEvent};
-pub use client::{client_ip, parse_ip};
+pub use client::{client_ip, parse_ip, parse_ip_argument};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use engine::{CACHE_MB, DEFAULT_CACHE_BYTES, Engine, EngineOptions};
 pub use entities::{

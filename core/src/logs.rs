@@ -41,8 +41,16 @@ pub const MAX_LOG_READ: usize = 1_000;
 /// The one rule for how many request-log entries or audit events a read may ask for, so the
 /// server, the bindings and the core refuse the same limits.
 pub(crate) fn check_read_limit(limit: usize, problems: &mut Problems) {
-    if !(1..=MAX_LOG_READ).contains(&limit) {
-        problems.push(format!("limit: must be between 1 and {MAX_LOG_READ}"));
+    if let Err(problem) = read_limit(limit) {
+        problems.push(format!("limit: {problem}"));
+    }
+}
+
+fn read_limit(limit: usize) -> std::result::Result<usize, String> {
+    if (1..=MAX_LOG_READ).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(format!("must be between 1 and {MAX_LOG_READ}"))
     }
 }
 /// Entries waiting that wake the maintenance thread to write them before its tick. Without
@@ -505,13 +513,9 @@ fn request_parts(
         0
     });
     let ip = ip.and_then(|text| {
-        crate::parse_ip(text).or_else(|| {
-            problems.push(format!(
-                "ip: `{}` is not an IP address",
-                text.escape_debug()
-            ));
-            None
-        })
+        crate::parse_ip_argument(text)
+            .map_err(|problem| problems.push(problem))
+            .ok()
     });
     (status, ip)
 }
@@ -539,12 +543,8 @@ impl LogQuery {
         let until = fields.patch("until", timestamp).into_update().flatten();
         let limit = fields
             .patch("limit", |v| {
-                integer(v).and_then(|n| {
-                    usize::try_from(n)
-                        .ok()
-                        .filter(|n| (1..=MAX_LOG_READ).contains(n))
-                        .ok_or_else(|| format!("must be between 1 and {MAX_LOG_READ}"))
-                })
+                // A negative count is as far out of range as zero.
+                integer(v).and_then(|n| read_limit(usize::try_from(n).unwrap_or(0)))
             })
             .into_update()
             .flatten();

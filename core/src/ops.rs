@@ -15,7 +15,6 @@ use crate::ids::StoreId;
 use crate::keys::{KeyPatch, NewKey};
 use crate::logs::LogQuery;
 use crate::permissions::Area;
-use crate::portal::NewPortalSession;
 use crate::stores::{NewStore, StorePatch};
 use crate::usage::UsageQuery;
 
@@ -491,10 +490,9 @@ pub fn call(engine: &Engine, op: Op, args: &Value) -> Result<Value> {
             // An empty store id is no store (as `target` answers for entities).
             let scope =
                 scope.ok_or_else(|| Error::invalid(vec!["storeId: is required".to_owned()]))?;
-            let new = NewPortalSession::from_json(input)?;
-            let session =
-                engine.create_portal_session(&scope, &new.customer_id, new.ttl_seconds)?;
-            Ok(session.to_json())
+            Ok(engine
+                .create_portal_session_from_json(&scope, input)?
+                .to_json())
         }
         Op::PortalCustomer => {
             let token = a.text("token");

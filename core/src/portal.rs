@@ -112,6 +112,17 @@ fn digest(token: &str) -> String {
 }
 
 impl Engine {
+    /// [`Engine::create_portal_session`] from the request body `{customer_id, ttl_seconds?}`
+    /// (the server's and the bindings' one way in), every problem named.
+    pub fn create_portal_session_from_json(
+        &self,
+        scope: &Scope,
+        input: &Value,
+    ) -> Result<PortalSession> {
+        let new = NewPortalSession::from_json(input)?;
+        self.create_portal_session(scope, &new.customer_id, new.ttl_seconds)
+    }
+
     /// Opens a portal session for a customer of `scope`, valid for `ttl_seconds` (default 15
     /// minutes, at most a day).
     pub fn create_portal_session(

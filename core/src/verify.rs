@@ -169,13 +169,9 @@ pub fn verify_arguments(
         })
     });
     let ip = ip.and_then(|text| {
-        crate::parse_ip(text).or_else(|| {
-            problems.push(format!(
-                "ip: `{}` is not an IP address",
-                text.escape_debug()
-            ));
-            None
-        })
+        crate::parse_ip_argument(text)
+            .map_err(|problem| problems.push(problem))
+            .ok()
     });
     let permission = match (area, action) {
         (Some(area), Some(action)) => Some(Permission::new(area, action)),

@@ -78,6 +78,13 @@ async function assertLabelled(page) {
 
 const shot = (page, name) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true })
 
+/** Waits (up to 10 s) until the receiver has more than `count` requests. */
+async function receivedMore(count) {
+  for (const deadline = Date.now() + 10_000; received.length === count && Date.now() < deadline;) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
 async function call(pathname, key) {
   const response = await fetch(`${base}${pathname}`, { headers: { 'X-Api-Key': key } })
   return { status: response.status, body: await response.json() }
@@ -250,9 +257,7 @@ test('webhooks: create, send a test and see the answer, deliveries, delete', asy
   const sentBefore = received.length
   await page.getByRole('button', { name: /^Resend delivery whd_/ }).first().click()
   await page.getByText('Resending webhook.test.').waitFor()
-  for (const deadline = Date.now() + 10_000; received.length === sentBefore && Date.now() < deadline;) {
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
+  await receivedMore(sentBefore)
   assert.equal(received.length, sentBefore + 1)
   assert.equal(received.at(-1).headers['webhook-id'], received.at(-2).headers['webhook-id'])
 
@@ -269,9 +274,7 @@ test('webhooks: create, send a test and see the answer, deliveries, delete', asy
   await page.getByText(/previous secret also signs until/).waitFor()
   const before = received.length
   await page.getByRole('button', { name: `Send test to ${url}` }).click()
-  for (const deadline = Date.now() + 10_000; received.length === before && Date.now() < deadline;) {
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
+  await receivedMore(before)
   assert.equal(received.length, before + 1)
   assert.equal(received.at(-1).headers['webhook-signature'].split(' ').length, 2)
   await assertLabelled(page)

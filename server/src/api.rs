@@ -388,10 +388,8 @@ async fn open_portal(
         Err(response) => return response,
     };
     let engine = state.engine.clone();
-    let session = net::off_workers(move || {
-        let new = latchkey::NewPortalSession::from_json(&body)?;
-        engine.create_portal_session(&auth.scope, &new.customer_id, new.ttl_seconds)
-    });
+    let session =
+        net::off_workers(move || engine.create_portal_session_from_json(&auth.scope, &body));
     let session = session.await.map(|s| s.to_json());
     result(StatusCode::CREATED, session)
 }

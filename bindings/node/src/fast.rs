@@ -256,13 +256,9 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
     };
     let ip = match read_ip {
         Ok(None) => None,
-        Ok(Some(text)) => latchkey::parse_ip(text).or_else(|| {
-            problems.push(format!(
-                "ip: `{}` is not an IP address",
-                text.escape_debug()
-            ));
-            None
-        }),
+        Ok(Some(text)) => latchkey::parse_ip_argument(text)
+            .map_err(|problem| problems.push(problem))
+            .ok(),
         Err(()) => {
             problems.push("ip: expected a string".to_owned());
             None

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use latchkey::{Action, Actor, Area, Error, Scope, StoreId};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
 use serde_json::{Value, json};
 
 /// Raises the `latchkey.errors` class for an engine error, with its code and problems.
@@ -26,36 +25,36 @@ fn raise(py: Python<'_>, err: &Error) -> PyErr {
         "NOT_ALLOWED" => "NotAllowedError",
         _ => "StorageError",
     };
-    let build = || -> PyResult<PyErr> {
-        let errors = py.import("latchkey.errors")?;
-        let class = errors.getattr(class)?;
-        let message = match err {
-            Error::Validation(_) => "Validation failed".to_owned(),
-            other => other.to_string(),
-        };
-        let args = PyTuple::new(
-            py,
-            [
-                message.into_pyobject(py)?.into_any(),
-                err.code().into_pyobject(py)?.into_any(),
-                err.problems().into_pyobject(py)?.into_any(),
-            ],
-        )?;
-        Ok(PyErr::from_value(class.call1(args)?))
+    let message = match err {
+        Error::Validation(_) => "Validation failed".to_owned(),
+        other => other.to_string(),
     };
-    build().unwrap_or_else(|e| e)
+    exception(py, class, &message, err.code(), err.problems())
 }
 
 /// `ClosedError` (code `CLOSED`): the engine was closed, as Node's `CLOSED`.
 fn closed(py: Python<'_>) -> PyErr {
+    let message = "the engine is closed";
+    exception(
+        py,
+        "ClosedError",
+        message,
+        "CLOSED",
+        vec![message.to_owned()],
+    )
+}
+
+/// An instance of the `latchkey.errors` class `class` (or the error met making it).
+fn exception(
+    py: Python<'_>,
+    class: &str,
+    message: &str,
+    code: &str,
+    problems: Vec<String>,
+) -> PyErr {
     let build = || -> PyResult<PyErr> {
-        let class = py.import("latchkey.errors")?.getattr("ClosedError")?;
-        let message = "the engine is closed";
-        Ok(PyErr::from_value(class.call1((
-            message,
-            "CLOSED",
-            vec![message],
-        ))?))
+        let class = py.import("latchkey.errors")?.getattr(class)?;
+        Ok(PyErr::from_value(class.call1((message, code, problems))?))
     };
     build().unwrap_or_else(|e| e)
 }
@@ -459,9 +458,9 @@ impl Engine {
         let scope = Scope::new(self::store_id(py, store_id)?, environment);
         let input = parse_json(py, input)?;
         self.call(py, move |e| {
-            let new = latchkey::NewPortalSession::from_json(&input)?;
-            let session = e.create_portal_session(&scope, &new.customer_id, new.ttl_seconds)?;
-            Ok(to_text(&session.to_json()))
+            Ok(to_text(
+                &e.create_portal_session_from_json(&scope, &input)?.to_json(),
+            ))
         })
     }
 

@@ -409,48 +409,69 @@ impl Engine {
             problems.push(format!("url: {why}"));
         }
         problems.finish()?;
+        let (shown, ()) = self.change_endpoint(store_id, actor, webhook_id, |endpoint, _| {
+            let mut changes = Vec::new();
+            if let Some(url) = url.map(|url| url.to_string())
+                && url != endpoint.url
+            {
+                endpoint.url = url;
+                changes.push("url".to_owned());
+            }
+            if let Some(events) = events
+                && events != endpoint.events
+            {
+                endpoint.events = events;
+                changes.push("events".to_owned());
+            }
+            if let Some(active) = active {
+                if active != endpoint.active {
+                    changes.push("active".to_owned());
+                }
+                endpoint.active = active;
+                if active {
+                    endpoint.disabled_reason = None;
+                }
+            }
+            // As for keys and stores, a patch that changes nothing leaves no event.
+            let event = (!changes.is_empty()).then_some((AuditAction::WebhookUpdated, changes));
+            Ok((event, ()))
+        })?;
+        Ok(shown)
+    }
+
+    /// Changes one endpoint in one commit: `change` edits it (given the time) and names the
+    /// audit event to record, if any. A rotated-out secret whose overlap has ended is dropped
+    /// on the way (it signs nothing). Answers the endpoint as now shown, and what `change`
+    /// returned.
+    fn change_endpoint<T>(
+        &self,
+        store_id: &str,
+        actor: &Actor,
+        webhook_id: &str,
+        change: impl FnOnce(
+            &mut Endpoint,
+            OffsetDateTime,
+        ) -> Result<(Option<(AuditAction, Vec<String>)>, T)>,
+    ) -> Result<(Value, T)> {
+        let inner = self.inner();
         let _writer = inner.writer.lock();
         let tx = storage::write(&inner.db)?;
         let store = tx.store(store_id)?;
         let key = (store.id.as_str(), webhook_id);
         let mut endpoint = load_endpoint(&tx.open_table(WEBHOOKS)?, key.0, webhook_id)?;
-        // A rotated-out secret whose overlap has ended signs nothing: stop storing it.
         let now = inner.clock.now();
         if endpoint.previous.as_ref().is_some_and(|p| p.until <= now) {
             endpoint.previous = None;
         }
-        let mut changes = Vec::new();
-        if let Some(url) = url.map(|url| url.to_string())
-            && url != endpoint.url
-        {
-            endpoint.url = url;
-            changes.push("url".to_owned());
-        }
-        if let Some(events) = events
-            && events != endpoint.events
-        {
-            endpoint.events = events;
-            changes.push("events".to_owned());
-        }
-        if let Some(active) = active {
-            if active != endpoint.active {
-                changes.push("active".to_owned());
-            }
-            endpoint.active = active;
-            if active {
-                endpoint.disabled_reason = None;
-            }
-        }
+        let (event, answer) = change(&mut endpoint, now)?;
         tx.open_table(WEBHOOKS)?
             .insert(key, storage::encode(&endpoint)?.as_slice())?;
-        // As for keys and stores, a patch that changes nothing leaves no event.
-        if !changes.is_empty() {
+        if let Some((action, changes)) = event {
             let subject = Subject::Webhook(store.id, webhook_id);
-            let action = AuditAction::WebhookUpdated;
             append_audit(&tx, subject, action, actor, changes, now)?;
         }
         tx.commit()?;
-        Ok(endpoint.output(now))
+        Ok((endpoint.output(now), answer))
     }
 
     /// Deletes an endpoint with its deliveries (pending ones are not sent).
@@ -486,35 +507,28 @@ impl Engine {
         webhook_id: &str,
         input: &Value,
     ) -> Result<Value> {
-        let inner = self.inner();
         let mut f = Fields::new(input, "rotation")?;
         let overlap = f.optional("overlap_seconds", |v| integer(v).and_then(overlap));
         f.finish().finish()?;
-        let _writer = inner.writer.lock();
-        let tx = storage::write(&inner.db)?;
-        let store = tx.store(store_id)?;
-        let key = (store.id.as_str(), webhook_id);
-        let mut endpoint = load_endpoint(&tx.open_table(WEBHOOKS)?, key.0, webhook_id)?;
-        let now = inner.clock.now();
-        let secret = new_secret()?;
-        let old = std::mem::replace(
-            &mut endpoint.secret,
-            SigningSecret(secret.expose().to_owned()),
-        );
         let overlap = overlap.unwrap_or(DEFAULT_SECRET_OVERLAP_SECONDS);
-        endpoint.previous = (overlap > 0).then(|| PreviousSecret {
-            secret: old,
-            until: now + time::Duration::seconds(overlap),
-        });
-        tx.open_table(WEBHOOKS)?
-            .insert(key, storage::encode(&endpoint)?.as_slice())?;
-        let subject = Subject::Webhook(store.id, webhook_id);
-        let action = AuditAction::WebhookSecretRotated;
-        append_audit(&tx, subject, action, actor, Vec::new(), now)?;
-        tx.commit()?;
-        let mut out = endpoint.output(now);
-        out["secret"] = Value::String(secret.expose().to_owned());
-        Ok(out)
+        let (mut shown, secret) =
+            self.change_endpoint(store_id, actor, webhook_id, |endpoint, now| {
+                let secret = new_secret()?;
+                let old = std::mem::replace(
+                    &mut endpoint.secret,
+                    SigningSecret(secret.expose().to_owned()),
+                );
+                endpoint.previous = (overlap > 0).then(|| PreviousSecret {
+                    secret: old,
+                    until: now + time::Duration::seconds(overlap),
+                });
+                Ok((
+                    Some((AuditAction::WebhookSecretRotated, Vec::new())),
+                    secret,
+                ))
+            })?;
+        shown["secret"] = Value::String(secret.expose().to_owned());
+        Ok(shown)
     }
 
     /// An endpoint's deliveries with every attempt, newest first: `limit` of them (default
