@@ -4,6 +4,9 @@
 
 test: deps lint unit crash python schema node browser fuzz
 
+# One full run gains nothing from incremental caches (about 1 GB under target/debug).
+test: export CARGO_INCREMENTAL = 0
+
 # The Python binding is built with maturin into a virtual environment under target/.
 PYVENV := $(abspath target/pyvenv)
 
