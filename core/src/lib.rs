@@ -88,7 +88,7 @@ pub use stores::{
     MAX_NAME_CHARS as MAX_STORE_NAME_CHARS, MAX_SCOPED_KEYS_LIMIT, NewStore, Plan, Store,
     StorePatch, StoreSettings, Tier,
 };
-pub use usage::{DEFAULT_USAGE_PERIOD, KeyUsage, Usage, UsageQuery};
+pub use usage::{DEFAULT_USAGE_PERIOD, KeyUsage, MAX_USAGE_PERIOD, Usage, UsageQuery};
 pub use verify::{
     Decision, DenyCode, KeyIdentity, LimitState, METHOD_NOT_ALLOWED, VerifyRequest,
     method_not_allowed_body, verify_arguments,

@@ -18,8 +18,13 @@ use crate::storage;
 /// The period a usage summary covers by default: the last day.
 pub const DEFAULT_USAGE_PERIOD: Duration = Duration::days(1);
 
+/// The longest period one summary covers: a month, the default log retention and then some.
+/// A summary decodes every entry of its period (about 160 ns each), so a store keeping a year
+/// of a busy log asks month by month rather than holding a reader for minutes.
+pub const MAX_USAGE_PERIOD: Duration = Duration::days(31);
+
 /// The period of a usage summary: `until` (default now) back to `since` (default a day
-/// before `until`).
+/// before `until`), at most [`MAX_USAGE_PERIOD`] long.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageQuery {
     pub since: Option<OffsetDateTime>,
@@ -88,6 +93,11 @@ impl Engine {
         let mut problems = Problems::new();
         if until < since {
             problems.push("until: must not be before since");
+        } else if until - since > MAX_USAGE_PERIOD {
+            problems.push(format!(
+                "since: the period may be at most {} days",
+                MAX_USAGE_PERIOD.whole_days()
+            ));
         }
         problems.finish()?;
         self.inner().flush_logs()?;

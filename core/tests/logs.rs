@@ -437,6 +437,23 @@ fn usage_counts_each_keys_requests_in_the_period() {
             .problems(),
         ["until: must not be before since"]
     );
+    // A month and a day is refused; exactly the longest period is not.
+    let longest = UsageQuery {
+        since: Some(start - latchkey::MAX_USAGE_PERIOD),
+        until: Some(start),
+    };
+    assert!(engine.usage(store.id.as_str(), &longest).is_ok());
+    let too_long = UsageQuery {
+        since: Some(start - latchkey::MAX_USAGE_PERIOD - time::Duration::days(1)),
+        ..longest
+    };
+    assert_eq!(
+        engine
+            .usage(store.id.as_str(), &too_long)
+            .unwrap_err()
+            .problems(),
+        ["since: the period may be at most 31 days"]
+    );
     assert_eq!(
         UsageQuery::from_json(&serde_json::json!({"since": "yesterday", "by": 1}))
             .unwrap_err()

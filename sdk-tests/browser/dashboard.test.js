@@ -166,6 +166,10 @@ test('the console walks a key from creation to deletion', async () => {
   const erp = page.locator('tr[data-key-id]', { hasText: 'Nightly order export' })
   await erp.waitFor()
   assert.match(await erp.locator('td').nth(7).textContent(), /^2\s*1 error$/)
+  // Over 30 days, the same two: the list asks again for the longer period.
+  await page.getByLabel('Requests in the last').selectOption({ label: '30 days' })
+  await page.getByRole('columnheader', { name: 'Requests (30 days)' }).waitFor()
+  assert.match(await erp.locator('td').nth(7).textContent(), /^2\s*1 error$/)
   await page.getByRole('button', { name: 'Edit ERP' }).click()
   const edit = page.getByRole('dialog')
   assert.ok(await edit.getByLabel('Orders: View').isDisabled(), 'permissions are fixed in this store')

@@ -305,13 +305,26 @@ const permissionSummary = (perms) =>
 
 // ---- keys -----------------------------------------------------------------------------------
 
+// The periods the key list counts requests over; the server allows at most 31 days.
+const USAGE_PERIODS = [[1, '24 h'], [7, '7 days'], [30, '30 days']]
+let usageDays = 1
+
 async function keysTab(body, store) {
+  const since = new Date(Date.now() - usageDays * 86_400_000).toISOString()
   const [keys, usage] = await Promise.all([
     api('GET', `/api/stores/${store.id}/api-keys`),
-    api('GET', `/api/stores/${store.id}/usage`),
+    api('GET', `/api/stores/${store.id}/usage?since=${encodeURIComponent(since)}`),
   ])
   const used = new Map(usage.keys.map((k) => [k.key_id, k]))
   const refresh = () => keysTab(body, store)
+  const period = h('select', {
+    name: 'usage_period',
+    onchange: () => {
+      usageDays = Number(period.value)
+      refresh()
+    },
+  }, USAGE_PERIODS.map(([days, label]) => h('option', { value: days, selected: days === usageDays }, label)))
+  const periodLabel = USAGE_PERIODS.find(([days]) => days === usageDays)[1]
   const create = h('button', { class: 'primary', type: 'button', onclick: () => createKeyDialog(store, refresh) }, 'Create API key')
   const rows = keys.map((key) => {
     const reveal = key.consumer_key
@@ -371,9 +384,11 @@ async function keysTab(body, store) {
   })
   body.replaceChildren(
     h('div', { class: 'row' }, h('h2', { id: 'tab-title' }, 'API keys'), create),
-    h('p', { class: 'sub' }, `${keys.length - 1} of ${store.max_scoped_keys} scoped keys used.`),
+    h('div', { class: 'row' },
+      h('p', { class: 'sub' }, `${keys.length - 1} of ${store.max_scoped_keys} scoped keys used.`),
+      h('label', {}, 'Requests in the last ', period)),
     h('table', {},
-      h('thead', {}, h('tr', {}, ['Name', 'Key', 'Environment', 'Permissions', 'Status', 'Expires', 'Last used', 'Requests (24 h)', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('thead', {}, h('tr', {}, ['Name', 'Key', 'Environment', 'Permissions', 'Status', 'Expires', 'Last used', `Requests (${periodLabel})`, 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, rows)))
 }
 

@@ -455,7 +455,10 @@ pub fn operations() -> Vec<Operation> {
             None,
             USAGE,
             Data::one("Usage"),
-            "Requests per key in a period (default: the day before until, which defaults to now), from the request log"
+            format!(
+                "Requests per key in a period of at most {} days (default: the day before until, which defaults to now), from the request log",
+                latchkey::MAX_USAGE_PERIOD.whole_days()
+            )
         ),
         op!(
             "get",
