@@ -83,6 +83,8 @@ export interface Key {
   lastUsedIp: string | null
   createdAt: string
   updatedAt: string
+  /** Until when the secret a regeneration replaced still works (its overlap); null when none. */
+  previousExpiresAt: string | null
 }
 
 /** A key as created or regenerated: the secret this once (`key`, or `consumerSecret` for a pair). */
@@ -348,8 +350,9 @@ export declare class Engine {
   listKeys(storeId: string): Key[]
   updateKey(storeId: string, keyId: string, changes: KeyChanges): Key
   updateKeyAsync(storeId: string, keyId: string, changes: KeyChanges): Promise<Key>
-  regenerateKey(storeId: string, keyId: string): CreatedKey
-  regenerateKeyAsync(storeId: string, keyId: string): Promise<CreatedKey>
+  /** A new secret, this once. The old one stops at once, or keeps working for `overlapSeconds` (0 to 604,800; default 0) so clients can switch over. */
+  regenerateKey(storeId: string, keyId: string, options?: { overlapSeconds?: number }): CreatedKey
+  regenerateKeyAsync(storeId: string, keyId: string, options?: { overlapSeconds?: number }): Promise<CreatedKey>
   revokeKey(storeId: string, keyId: string): void
   revokeKeyAsync(storeId: string, keyId: string): Promise<void>
   audit(storeId: string, options?: { limit?: number }): AuditEvent[]

@@ -190,11 +190,12 @@ class Engine {
   async updateKeyAsync(storeId, keyId, changes) {
     return output(await this.#callAsync('updateKey', { storeId, actor: this.#actor, keyId, patch: input(changes) }))
   }
-  regenerateKey(storeId, keyId) {
-    return createdKey(this.#call('regenerateKey', { storeId, actor: this.#actor, keyId }))
+  /** A new secret (in the result, this once); the old one stops at once, or after `overlapSeconds`. */
+  regenerateKey(storeId, keyId, { overlapSeconds } = {}) {
+    return createdKey(this.#call('regenerateKey', { storeId, actor: this.#actor, keyId, input: input({ overlapSeconds }) }))
   }
-  async regenerateKeyAsync(storeId, keyId) {
-    return createdKey(await this.#callAsync('regenerateKey', { storeId, actor: this.#actor, keyId }))
+  async regenerateKeyAsync(storeId, keyId, { overlapSeconds } = {}) {
+    return createdKey(await this.#callAsync('regenerateKey', { storeId, actor: this.#actor, keyId, input: input({ overlapSeconds }) }))
   }
   revokeKey(storeId, keyId) {
     this.#call('revokeKey', { storeId, actor: this.#actor, keyId })

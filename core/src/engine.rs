@@ -23,14 +23,17 @@ use crate::audit::{Actor, AuditAction, AuditEvent};
 use crate::clock::{Clock, HotClock, SystemClock};
 use crate::error::{Error, Problems, Result};
 use crate::ids::{StoreId, new_key_id};
-use crate::index::{KeyEntry, KeyIndex, StoreLive, Usage};
+use crate::index::{KeyEntry, KeyIndex, Matcher, PreviousEntry, StoreLive, Usage};
 use crate::input::Patch;
 use crate::keys::format::{self, Generated};
-use crate::keys::{CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, KeyRecord, NewKey};
+use crate::keys::{
+    CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, KeyRecord, MAX_KEY_OVERLAP, NewKey,
+    PreviousSecret,
+};
 use crate::limits::RateOptions;
 use crate::permissions::{Action, Area, Permission, PermissionSet};
 use crate::rates::Rates;
-use crate::secret::Secret;
+use crate::secret::{Digest, Secret};
 use crate::storage::{self, AUDIT, KEYS, STORES, USAGE};
 use crate::stores::{NewStore, Store, StorePatch, StoreSettings};
 use crate::verify::{Decision, DenyCode, LimitState, VerifyRequest};
@@ -347,6 +350,7 @@ impl Engine {
         // cloning the entry.
         inner.index.find(
             &presented,
+            now,
             |entry| {
                 let grant = entry.grant;
                 if now >= entry.expires_at {
@@ -404,6 +408,7 @@ impl Engine {
         let presented = format::parse(credential)?;
         self.inner.index.find(
             &presented,
+            self.inner.clock.now_nanos(),
             |entry| Some((entry.store_id(), entry.id().to_owned())),
             || None,
         )
@@ -504,7 +509,7 @@ impl Engine {
         Ok((
             store,
             CreatedKey {
-                key: record.to_key(),
+                key: inner.shown(&record),
                 secret,
             },
         ))
@@ -684,7 +689,7 @@ impl Engine {
             .map(|(record, secret)| {
                 inner.install(&record, live.clone(), None, None)?;
                 Ok(CreatedKey {
-                    key: record.to_key(),
+                    key: inner.shown(&record),
                     secret,
                 })
             })
@@ -695,7 +700,7 @@ impl Engine {
         let tx = storage::read(&self.inner.db)?;
         load_store(&tx.open_table(STORES)?, store_id)?;
         let record = load_key(&tx.open_table(KEYS)?, store_id, key_id)?;
-        Ok(self.inner.with_usage(record.to_key()))
+        Ok(self.inner.shown(&record))
     }
 
     /// The keys `actor` may see: all of them for an administrator; for a key (self-service,
@@ -728,7 +733,7 @@ impl Engine {
             let (_, bytes) = item?;
             let record: KeyRecord = storage::decode(&bytes, KeyRecord::VERSION, "key")?;
             if record.revoked_at.is_none() {
-                keys.push(self.inner.with_usage(record.to_key()));
+                keys.push(self.inner.shown(&record));
             }
         }
         keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -755,7 +760,7 @@ impl Engine {
             ensure_can_manage(acting, &record)?;
         }
         if patch.is_empty() {
-            return Ok(inner.with_usage(record.to_key()));
+            return Ok(inner.shown(&record));
         }
 
         let mut changes = Vec::new();
@@ -828,7 +833,14 @@ impl Engine {
 
         record.updated_at = now;
         let changes = changes.into_iter().map(str::to_owned).collect();
-        write_change(&tx, &record, AuditAction::KeyUpdated, actor, changes, now)?;
+        write_change(
+            &tx,
+            &mut record,
+            AuditAction::KeyUpdated,
+            actor,
+            changes,
+            now,
+        )?;
         tx.commit()?;
         inner.install(
             &record,
@@ -836,17 +848,26 @@ impl Engine {
             inner.index.by_id(key_id),
             None,
         )?;
-        Ok(inner.with_usage(record.to_key()))
+        Ok(inner.shown(&record))
     }
 
-    /// Issues a new secret for a key (same id, permissions and settings). The old secret stops
-    /// working at once; the new one is in the result, once.
+    /// Issues a new secret for a key (same id, permissions and settings); the new one is in
+    /// the result, once. The old secret stops working at once, or with an `overlap` (up to
+    /// [`MAX_KEY_OVERLAP`]) keeps authenticating the key until it ends, so clients can switch
+    /// over without a refused request. A regeneration during an overlap ends the earlier one.
     pub fn regenerate_key(
         &self,
         store_id: &str,
         actor: &Actor,
         key_id: &str,
+        overlap: time::Duration,
     ) -> Result<CreatedKey> {
+        if !(time::Duration::ZERO..=MAX_KEY_OVERLAP).contains(&overlap) {
+            return Err(Error::invalid(vec![format!(
+                "overlap_seconds: must be from 0 to {} seconds",
+                MAX_KEY_OVERLAP.whole_seconds()
+            )]));
+        }
         let inner = &*self.inner;
         let _writer = inner.writer.lock();
         let now = inner.clock.now();
@@ -866,7 +887,14 @@ impl Engine {
             consumer_key,
             last4,
         } = generated;
-        record.digest = digest.to_hex();
+        let replaced = std::mem::replace(&mut record.digest, digest.to_hex());
+        // A regeneration during an overlap ends the earlier one: only the secret being
+        // replaced now stays accepted.
+        record.previous = (overlap > time::Duration::ZERO).then(|| PreviousSecret {
+            digest: replaced,
+            prefix: record.prefix.clone(),
+            until: now + overlap,
+        });
         record.last4 = last4;
         if record.format == KeyFormat::Token {
             record.prefix = Some(store.settings.key_prefix.clone());
@@ -878,7 +906,7 @@ impl Engine {
         record.updated_at = now;
         write_change(
             &tx,
-            &record,
+            &mut record,
             AuditAction::KeyRegenerated,
             actor,
             Vec::new(),
@@ -893,9 +921,22 @@ impl Engine {
             None,
         )?;
         Ok(CreatedKey {
-            key: inner.with_usage(record.to_key()),
+            key: inner.shown(&record),
             secret,
         })
+    }
+
+    /// [`Engine::regenerate_key`] with the overlap of a request body or binding options
+    /// (`{overlap_seconds?}`, see [`crate::regeneration_overlap`]).
+    pub fn regenerate_key_from_json(
+        &self,
+        store_id: &str,
+        actor: &Actor,
+        key_id: &str,
+        input: &Value,
+    ) -> Result<CreatedKey> {
+        let overlap = crate::keys::regeneration_overlap(input)?;
+        self.regenerate_key(store_id, actor, key_id, overlap)
     }
 
     /// Revokes (deletes) a scoped key. Stops working at once; the default key cannot be revoked.
@@ -917,9 +958,10 @@ impl Engine {
         record.revoked_at = Some(now);
         record.active = false;
         record.updated_at = now;
+        record.previous = None;
         write_change(
             &tx,
-            &record,
+            &mut record,
             AuditAction::KeyRevoked,
             actor,
             Vec::new(),
@@ -1036,8 +1078,21 @@ impl Inner {
             Some(previous) => previous.usage.clone(),
             None => Arc::new(Usage::new(record.store_id, record.id.clone(), last)),
         };
-        let entry = KeyEntry::from_record(record, store, usage)
-            .ok_or_else(|| Error::Corrupt(format!("key {} has an unreadable digest", record.id)))?;
+        let unreadable = || Error::Corrupt(format!("key {} has an unreadable digest", record.id));
+        let entry = KeyEntry::from_record(record, store, usage).ok_or_else(unreadable)?;
+        let previous = match record.previous_at(self.clock.now()) {
+            Some(old) => Some(PreviousEntry {
+                digest: Digest::from_hex(&old.digest).ok_or_else(unreadable)?,
+                key_id: record.id.clone(),
+                matcher: Matcher::of(record, old.prefix.as_deref()).ok_or_else(unreadable)?,
+                store: record.store_id,
+                until: i64::try_from(old.until.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+            }),
+            None => None,
+        };
+        // The replaced secret is looked up before its entry goes, so a verify with it during
+        // the regeneration finds the key one way or the other.
+        self.index.set_previous(&record.id, previous);
         self.index.upsert(entry);
         Ok(())
     }
@@ -1045,7 +1100,9 @@ impl Inner {
     /// Forgets idle rate-limit state (keys' budgets that are all back, idle IP entries);
     /// returns how many entries are still tracked.
     fn sweep_rates(&self) -> usize {
-        let now = self.rates.time(self.clock.now_nanos());
+        let wall = self.clock.now_nanos();
+        self.index.prune_previous(wall);
+        let now = self.rates.time(wall);
         self.index.sweep_rates(now) + self.rates.sweep_ips()
     }
 
@@ -1086,8 +1143,9 @@ impl Inner {
         Ok(Some(entry))
     }
 
-    /// Fills in the last use, which the index holds for every unrevoked key.
-    fn with_usage(&self, mut key: Key) -> Key {
+    /// A key as shown now, with its last use (which the index holds for every unrevoked key).
+    fn shown(&self, record: &KeyRecord) -> Key {
+        let mut key = record.to_key(self.clock.now());
         if let Some(entry) = self.index.by_id(&key.id) {
             key.last_used_at = entry
                 .usage
@@ -1209,7 +1267,7 @@ fn insert_new_key(
         Patch::Null => None,
         Patch::Set(at) => Some(at),
     };
-    let record = KeyRecord {
+    let mut record = KeyRecord {
         v: KeyRecord::VERSION,
         id: new_key_id()?,
         store_id: store.id,
@@ -1232,8 +1290,16 @@ fn insert_new_key(
         meta: key.meta,
         revoked_at: None,
         expiry_notice_for: None,
+        previous: None,
     };
-    write_change(tx, &record, AuditAction::KeyCreated, actor, Vec::new(), now)?;
+    write_change(
+        tx,
+        &mut record,
+        AuditAction::KeyCreated,
+        actor,
+        Vec::new(),
+        now,
+    )?;
     Ok((record, secret))
 }
 
@@ -1242,12 +1308,16 @@ fn insert_new_key(
 /// write their webhook event (`api_key.*`, the key as listed: never its secret) to the outbox.
 fn write_change(
     tx: &WriteTransaction,
-    record: &KeyRecord,
+    record: &mut KeyRecord,
     action: AuditAction,
     actor: &Actor,
     changes: Vec<String>,
     now: OffsetDateTime,
 ) -> Result<()> {
+    // A replaced secret whose overlap has ended goes with the next change.
+    if record.previous_at(now).is_none() {
+        record.previous = None;
+    }
     write_key(tx, record)?;
     let event = match action {
         AuditAction::KeyCreated => Some("api_key.created"),
@@ -1261,7 +1331,7 @@ fn write_change(
         | AuditAction::WebhookSecretRotated => None,
     };
     if let Some(event) = event {
-        let mut data = serde_json::to_value(record.to_key())
+        let mut data = serde_json::to_value(record.to_key(now))
             .map_err(|e| Error::Corrupt(format!("cannot encode a key event: {e}")))?;
         if action == AuditAction::KeyUpdated {
             // Which fields an update set (their new values are the key's own fields).

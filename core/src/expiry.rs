@@ -123,7 +123,7 @@ impl Inner {
             };
             record.expiry_notice_for = record.expires_at;
             write_key(&tx, &record)?;
-            let data = serde_json::to_value(record.to_key())
+            let data = serde_json::to_value(record.to_key(now))
                 .map_err(|e| Error::Corrupt(format!("cannot encode a key event: {e}")))?;
             let scope = Scope::new(record.store_id, record.environment.clone());
             write_outbox(&tx, &scope, now, vec![("api_key.expiring", data)])?;

@@ -194,6 +194,40 @@ pub(crate) enum Matcher {
     Pair(Option<[u8; 16]>),
 }
 
+impl Matcher {
+    /// The match of `record`'s format, for a token issued under `prefix`; `None` when the
+    /// record's prefix or consumer key is unreadable.
+    pub(crate) fn of(record: &KeyRecord, prefix: Option<&str>) -> Option<Self> {
+        Some(match record.format {
+            KeyFormat::Token => Matcher::Token(match prefix {
+                Some(prefix) => Some(Inline::new(prefix)?),
+                None => None,
+            }),
+            KeyFormat::Hex => Matcher::Hex,
+            KeyFormat::Pair => Matcher::Pair(match &record.consumer_key {
+                Some(ck) => {
+                    let mut bytes = [0u8; 16];
+                    let hex = ck.strip_prefix(crate::keys::format::CONSUMER_KEY_PREFIX)?;
+                    crate::secret::decode_hex(hex, &mut bytes).then_some(())?;
+                    Some(bytes)
+                }
+                None => None,
+            }),
+        })
+    }
+}
+
+/// A regenerated key's replaced secret, accepted as the key until `until` (unix nanos): the
+/// overlap the regeneration asked for, so clients can switch over without a failed request.
+#[derive(Debug, Clone)]
+pub(crate) struct PreviousEntry {
+    pub digest: Digest,
+    pub key_id: String,
+    pub matcher: Matcher,
+    pub store: StoreId,
+    pub until: i64,
+}
+
 /// Everything verify needs about one key, stored inline in the index. Replaced on change
 /// (never edited in place), except for `rate` and `used_minute`, which the replacement
 /// inherits.
@@ -252,22 +286,7 @@ impl KeyEntry {
         usage: Arc<Usage>,
     ) -> Option<Self> {
         let digest = Digest::from_hex(&record.digest)?;
-        let matcher = match record.format {
-            KeyFormat::Token => Matcher::Token(match &record.prefix {
-                Some(prefix) => Some(Inline::new(prefix)?),
-                None => None,
-            }),
-            KeyFormat::Hex => Matcher::Hex,
-            KeyFormat::Pair => Matcher::Pair(match &record.consumer_key {
-                Some(ck) => {
-                    let mut bytes = [0u8; 16];
-                    let hex = ck.strip_prefix(crate::keys::format::CONSUMER_KEY_PREFIX)?;
-                    crate::secret::decode_hex(hex, &mut bytes).then_some(())?;
-                    Some(bytes)
-                }
-                None => None,
-            }),
-        };
+        let matcher = Matcher::of(record, record.prefix.as_deref())?;
         let grant = Grant {
             key_id: Inline::new(&record.id)?,
             store_id: record.store_id,
@@ -364,6 +383,11 @@ pub(crate) struct KeyIndex {
     by_digest: Box<[Shard]>,
     /// For management paths only (never verify): key id → digest.
     by_id: RwLock<HashMap<String, Digest>>,
+    /// Replaced secrets in their overlap, by digest. Read only when the main lookup misses
+    /// and one exists, so a verify of a current secret never touches it. Lock order: this,
+    /// then ids, then a shard; no writer holds ids or a shard while taking it.
+    previous: RwLock<HashMap<[u8; 32], PreviousEntry>>,
+    any_previous: AtomicBool,
 }
 
 impl std::fmt::Debug for KeyIndex {
@@ -381,6 +405,8 @@ impl KeyIndex {
                 .map(|_| CachePadded::new(Mutex::new(Slots::default())))
                 .collect(),
             by_id: RwLock::new(HashMap::new()),
+            previous: RwLock::new(HashMap::new()),
+            any_previous: AtomicBool::new(false),
         }
     }
 
@@ -396,11 +422,13 @@ impl KeyIndex {
     /// rather than through an `Option`: a decision is large, and every extra move of it on the
     /// hot path costs.)
     ///
-    /// Every path computes exactly one SHA-256 and one constant-time comparison.
+    /// Every path computes exactly one SHA-256 and one constant-time comparison. A replaced
+    /// secret still in its overlap at `now` (unix nanos) finds its key's current entry.
     #[inline]
     pub(crate) fn find<R>(
         &self,
         presented: &Presented<'_>,
+        now: i64,
         f: impl FnOnce(&mut KeyEntry) -> R,
         miss: impl FnOnce() -> R,
     ) -> R {
@@ -411,22 +439,28 @@ impl KeyIndex {
                 secret,
             } => self.lookup(
                 secret,
-                |entry| {
-                    matches!(entry.matcher, Matcher::Token(Some(p)) if p.matches(prefix))
-                        & (entry.grant.store_id == store)
+                now,
+                |matcher, key_store| {
+                    matches!(matcher, Matcher::Token(Some(p)) if p.matches(prefix))
+                        & (key_store == store)
                 },
                 f,
                 miss,
             ),
-            Presented::Hex(key) => {
-                self.lookup(key, |entry| matches!(entry.matcher, Matcher::Hex), f, miss)
-            }
+            Presented::Hex(key) => self.lookup(
+                key,
+                now,
+                |matcher, _| matches!(matcher, Matcher::Hex),
+                f,
+                miss,
+            ),
             Presented::Pair {
                 consumer_key,
                 secret,
             } => self.lookup(
                 secret,
-                |entry| match entry.matcher {
+                now,
+                |matcher, _| match matcher {
                     Matcher::Pair(Some(ck)) => {
                         ck.iter()
                             .zip(consumer_key.iter())
@@ -444,18 +478,91 @@ impl KeyIndex {
     /// The lookup every format shares: the SHA-256 of `secret`, the entry under it, and a
     /// constant-time comparison of the whole digest besides the format's own checks.
     #[inline]
-    fn lookup<R>(
+    fn lookup<R, F: FnOnce(&mut KeyEntry) -> R>(
         &self,
         secret: &str,
-        matches: impl Fn(&KeyEntry) -> bool,
-        f: impl FnOnce(&mut KeyEntry) -> R,
+        now: i64,
+        matches: impl Fn(Matcher, StoreId) -> bool,
+        f: F,
         miss: impl FnOnce() -> R,
     ) -> R {
         let digest = Digest::of(secret.as_bytes());
-        self.with(&digest, |entry| match entry {
-            Some(entry) if entry.digest.ct_eq(&digest) & matches(entry) => f(entry),
-            _ => miss(),
-        })
+        let hit = |entry: &KeyEntry| {
+            entry.digest.ct_eq(&digest) & matches(entry.matcher, entry.grant.store_id)
+        };
+        // While no key is in an overlap (the usual state), a miss is a miss: the answer is
+        // returned as built. Carrying `f` back out of the lock for the replaced-secret lookup
+        // costs the hit path 1–2 ns (`verify/hot`), so only an overlap pays it.
+        if !self.any_previous.load(Ordering::Acquire) {
+            return self.with(&digest, |entry| match entry {
+                Some(entry) if hit(entry) => f(entry),
+                _ => miss(),
+            });
+        }
+        let found = self.with(&digest, |entry| match entry {
+            Some(entry) if hit(entry) => Ok(f(entry)),
+            _ => Err(f),
+        });
+        match found {
+            Ok(decided) => decided,
+            Err(f) => self.lookup_previous(&digest, now, matches, f, miss),
+        }
+    }
+
+    /// A miss of the main lookup while some key is in an overlap: the key whose replaced
+    /// secret has `digest`, while its overlap lasts. (The map
+    /// compares digests, not secrets, so its comparison's timing tells nothing useful.)
+    #[cold]
+    #[inline(never)]
+    fn lookup_previous<R>(
+        &self,
+        digest: &Digest,
+        now: i64,
+        matches: impl Fn(Matcher, StoreId) -> bool,
+        f: impl FnOnce(&mut KeyEntry) -> R,
+        miss: impl FnOnce() -> R,
+    ) -> R {
+        let previous = self.previous.read();
+        let Some(old) = previous
+            .get(&digest.0)
+            .filter(|old| now < old.until && matches(old.matcher, old.store))
+        else {
+            return miss();
+        };
+        let ids = self.by_id.read();
+        match ids.get(&old.key_id) {
+            Some(current) => self.with(current, |entry| match entry {
+                Some(entry) => f(entry),
+                None => miss(),
+            }),
+            None => miss(),
+        }
+    }
+
+    /// Sets (or, with `None`, clears) the replaced secret a key accepts during an overlap.
+    /// At most one per key: a new one ends the earlier one's overlap.
+    pub(crate) fn set_previous(&self, key_id: &str, entry: Option<PreviousEntry>) {
+        if entry.is_none() && !self.any_previous.load(Ordering::Acquire) {
+            return;
+        }
+        let mut previous = self.previous.write();
+        previous.retain(|_, old| old.key_id != key_id);
+        if let Some(entry) = entry {
+            previous.insert(entry.digest.0, entry);
+        }
+        self.any_previous
+            .store(!previous.is_empty(), Ordering::Release);
+    }
+
+    /// Drops the replaced secrets whose overlap has ended by `now` (unix nanos).
+    pub(crate) fn prune_previous(&self, now: i64) {
+        if !self.any_previous.load(Ordering::Acquire) {
+            return;
+        }
+        let mut previous = self.previous.write();
+        previous.retain(|_, old| now < old.until);
+        self.any_previous
+            .store(!previous.is_empty(), Ordering::Release);
     }
 
     /// Adds or replaces the entry for a key; a replacement inherits the budget and last use
@@ -498,11 +605,15 @@ impl KeyIndex {
         }
     }
 
+    /// Forgets a key, with any replaced secret it still accepted.
     pub(crate) fn remove(&self, key_id: &str) {
-        let mut ids = self.by_id.write();
-        if let Some(old) = ids.remove(key_id) {
-            self.by_digest[shard_of(&old.0)].lock().remove(&old.0);
+        {
+            let mut ids = self.by_id.write();
+            if let Some(old) = ids.remove(key_id) {
+                self.by_digest[shard_of(&old.0)].lock().remove(&old.0);
+            }
         }
+        self.set_previous(key_id, None);
     }
 
     /// Forgets the budgets that are all back at limiter time `now` (so forgetting them changes

@@ -67,8 +67,8 @@ pub use ids::StoreId;
 pub use input::{Patch, parse_cidrs};
 pub use keys::{
     CreatedKey, Key, KeyFormat, KeyKind, KeyPatch, MAX_ALLOWLIST_ENTRIES, MAX_DESCRIPTION_CHARS,
-    MAX_KEY_NAME_CHARS, MAX_META_BYTES, NewKey, UNREADABLE_CREDENTIAL, credential_from_headers,
-    is_token,
+    MAX_KEY_NAME_CHARS, MAX_KEY_OVERLAP, MAX_META_BYTES, NewKey, UNREADABLE_CREDENTIAL,
+    credential_from_headers, is_token, regeneration_overlap,
 };
 pub use limiter::{Limiter, LimiterOptions};
 pub use limits::{

@@ -146,7 +146,8 @@ impl Op {
             Op::CreateKey => &["storeId", "actor", "input"],
             Op::GetKey => &["storeId", "keyId"],
             Op::UpdateKey => &["storeId", "actor", "keyId", "patch"],
-            Op::RegenerateKey | Op::RevokeKey => &["storeId", "actor", "keyId"],
+            Op::RegenerateKey => &["storeId", "actor", "keyId", "input"],
+            Op::RevokeKey => &["storeId", "actor", "keyId"],
             Op::Audit => &["storeId", "limit"],
             Op::CreateEntity => &["storeId", "environment", "area", "input"],
             Op::GetEntity | Op::DeleteEntity => &["storeId", "environment", "area", "id"],
@@ -354,8 +355,11 @@ pub fn call(engine: &Engine, op: Op, args: &Value) -> Result<Value> {
         }
         Op::RegenerateKey => {
             let (store, actor, key) = (a.text("storeId"), a.actor(), a.text("keyId"));
+            let input = a.object("input");
             a.finish()?;
-            Ok(engine.regenerate_key(store, &actor, key)?.to_json())
+            Ok(engine
+                .regenerate_key_from_json(store, &actor, key, input)?
+                .to_json())
         }
         Op::RevokeKey => {
             let (store, actor, key) = (a.text("storeId"), a.actor(), a.text("keyId"));

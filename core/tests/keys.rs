@@ -53,7 +53,7 @@ fn a_store_comes_with_one_full_access_default_key() {
         Some(DenyCode::Inactive)
     );
     let fresh = engine
-        .regenerate_key(sid, &admin(), &default_key.key.id)
+        .regenerate_key(sid, &admin(), &default_key.key.id, time::Duration::ZERO)
         .unwrap();
     assert_eq!(fresh.key.kind, KeyKind::Default);
     let patch = KeyPatch {
@@ -391,7 +391,7 @@ fn a_key_that_creates_keys_cannot_escalate() {
         .unwrap()
         .id;
     assert_eq!(
-        code_of(engine.regenerate_key(sid, &as_manager, &default_id)),
+        code_of(engine.regenerate_key(sid, &as_manager, &default_id, time::Duration::ZERO)),
         "FORBIDDEN"
     );
     assert_eq!(
@@ -539,7 +539,12 @@ fn audit_records_who_did_what_newest_first() {
         )
         .unwrap();
     engine
-        .regenerate_key(sid, &Actor::Key(default_key.key.id.clone()), &key.key.id)
+        .regenerate_key(
+            sid,
+            &Actor::Key(default_key.key.id.clone()),
+            &key.key.id,
+            time::Duration::ZERO,
+        )
         .unwrap();
     engine.revoke_key(sid, &admin(), &key.key.id).unwrap();
     let events = engine.audit(sid, 10).unwrap();
@@ -798,4 +803,140 @@ fn a_key_lists_only_the_keys_of_its_own_environment() {
         )
         .unwrap_err();
     assert_eq!(err.code(), "FORBIDDEN");
+}
+
+#[test]
+fn a_regeneration_with_an_overlap_keeps_the_old_secret_working_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop.redb");
+    let clock = clock();
+    let hour = time::Duration::hours(1);
+    let engine = Engine::open_with(&path, options(&clock)).unwrap();
+    let (store, _) = store(&engine);
+    let sid = store.id.as_str();
+    let view_orders = |credential: &str| verify(&engine, credential, Area::Orders, Action::View);
+    let mut pairs = Vec::new();
+    for format in [KeyFormat::Token, KeyFormat::Hex, KeyFormat::Pair] {
+        let mut new = NewKey::new("rolled", perms(json!({"Orders": ["View"]})));
+        new.format = format;
+        new.rate_limit = Some(latchkey::RateLimit {
+            limit: 2,
+            window_seconds: 60,
+            algorithm: latchkey::Algorithm::FixedWindow,
+        });
+        let old = engine.create_key(sid, &admin(), new).unwrap();
+        let new = engine
+            .regenerate_key(sid, &admin(), &old.key.id, hour)
+            .unwrap();
+        assert_eq!(new.key.previous_expires_at, Some(clock_now(&clock) + hour));
+        // Both secrets are the same key: same id, same permissions, one budget of 2.
+        let first = view_orders(&old.credential());
+        assert!(
+            first.allowed(),
+            "{format:?}: the old secret during the overlap"
+        );
+        assert_eq!(first.key_id(), Some(old.key.id.as_str()));
+        assert!(view_orders(&new.credential()).allowed());
+        assert_eq!(
+            view_orders(&old.credential()).code(),
+            Some(DenyCode::RateLimited)
+        );
+        assert_eq!(
+            verify(&engine, &old.credential(), Area::Coupons, Action::View).code(),
+            Some(DenyCode::Forbidden)
+        );
+        assert_eq!(
+            engine.identify(&old.credential()).map(|(_, id)| id),
+            Some(old.key.id.clone())
+        );
+        pairs.push((old, new));
+    }
+    clock.advance(time::Duration::minutes(1));
+
+    // A change to the key applies to the old secret too.
+    let (old, new) = &pairs[0];
+    set_active(&engine, sid, &old.key.id, false);
+    assert_eq!(
+        view_orders(&old.credential()).code(),
+        Some(DenyCode::Inactive)
+    );
+    set_active(&engine, sid, &old.key.id, true);
+
+    // The overlap is durable: a reopened engine still takes the old secret.
+    drop(engine);
+    let engine = Engine::open_with(&path, options(&clock)).unwrap();
+    let view_orders = |credential: &str| verify(&engine, credential, Area::Orders, Action::View);
+    assert!(view_orders(&old.credential()).allowed());
+    assert!(view_orders(&new.credential()).allowed());
+
+    // A regeneration during the overlap ends it: only the secret it replaced stays.
+    clock.advance(time::Duration::minutes(1));
+    let newest = engine
+        .regenerate_key(sid, &admin(), &old.key.id, hour)
+        .unwrap();
+    assert_eq!(
+        view_orders(&old.credential()).code(),
+        Some(DenyCode::Invalid)
+    );
+    assert!(view_orders(&new.credential()).allowed());
+    assert!(view_orders(&newest.credential()).allowed());
+
+    // Out-of-range overlaps are refused and change nothing.
+    clock.advance(time::Duration::minutes(1));
+    for bad in [
+        time::Duration::seconds(-1),
+        latchkey::MAX_KEY_OVERLAP + time::Duration::SECOND,
+    ] {
+        let err = engine
+            .regenerate_key(sid, &admin(), &old.key.id, bad)
+            .unwrap_err();
+        assert_eq!(
+            err.problems(),
+            ["overlap_seconds: must be from 0 to 604800 seconds"]
+        );
+    }
+    assert!(view_orders(&newest.credential()).allowed());
+    let problems = latchkey::regeneration_overlap(&json!({"overlap_seconds": "1h", "x": 1}))
+        .unwrap_err()
+        .problems();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+
+    // When the overlap ends, the old secret is refused like any unknown one, and the key no
+    // longer shows an overlap.
+    clock.advance(hour);
+    for (old, new) in &pairs[1..] {
+        assert_eq!(
+            view_orders(&old.credential()).code(),
+            Some(DenyCode::Invalid)
+        );
+        assert!(view_orders(&new.credential()).allowed());
+        assert_eq!(
+            engine
+                .get_key(sid, &old.key.id)
+                .unwrap()
+                .previous_expires_at,
+            None
+        );
+    }
+    assert_eq!(
+        view_orders(&new.credential()).code(),
+        Some(DenyCode::Invalid)
+    );
+
+    // Revoking the key ends an overlap with it.
+    let (old, _) = &pairs[2];
+    let again = engine
+        .regenerate_key(sid, &admin(), &old.key.id, hour)
+        .unwrap();
+    let replaced = &pairs[2].1;
+    assert!(view_orders(&replaced.credential()).allowed());
+    engine.revoke_key(sid, &admin(), &old.key.id).unwrap();
+    for credential in [replaced.credential(), again.credential()] {
+        assert_eq!(view_orders(&credential).code(), Some(DenyCode::Invalid));
+    }
+}
+
+fn clock_now(clock: &latchkey::FakeClock) -> time::OffsetDateTime {
+    use latchkey::Clock;
+    clock.now()
 }

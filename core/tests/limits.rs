@@ -180,7 +180,9 @@ fn precedence_is_key_then_store_then_server_default() {
     assert_eq!(allowed_of(&engine, &own.credential(), 10), 2);
 
     // Regenerating the key gives it a new secret, not a new budget.
-    let regenerated = engine.regenerate_key(sid, &admin(), &own.key.id).unwrap();
+    let regenerated = engine
+        .regenerate_key(sid, &admin(), &own.key.id, time::Duration::ZERO)
+        .unwrap();
     assert_eq!(
         orders(&engine, &regenerated.credential()).code(),
         Some(DenyCode::RateLimited)
@@ -211,7 +213,9 @@ fn a_key_budget_follows_the_key_and_is_forgotten_when_idle() {
         .update_key(sid, &admin(), &key.key.id, rename)
         .unwrap();
     assert_eq!(allowed_of(&engine, &key.credential(), 5), 2);
-    let regenerated = engine.regenerate_key(sid, &admin(), &key.key.id).unwrap();
+    let regenerated = engine
+        .regenerate_key(sid, &admin(), &key.key.id, time::Duration::ZERO)
+        .unwrap();
     assert_eq!(allowed_of(&engine, &regenerated.credential(), 5), 0);
     assert_eq!(
         allowed_of(&engine, &key.credential(), 1),

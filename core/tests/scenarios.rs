@@ -101,9 +101,14 @@ impl Run {
             }
             "regenerate_key" => {
                 let (id, old) = self.key(step);
+                // `overlap_seconds` as the request body gives it (absent: none).
+                let mut input = serde_json::json!({});
+                if let Some(overlap) = step.get("overlap_seconds") {
+                    input["overlap_seconds"] = overlap.clone();
+                }
                 let created = self
                     .engine
-                    .regenerate_key(&self.store(step), &admin, &id)
+                    .regenerate_key_from_json(&self.store(step), &admin, &id, &input)
                     .map_err(fail)?;
                 if let Some(old_as) = step["old_as"].as_str() {
                     self.keys.insert(old_as.to_owned(), (id, old));

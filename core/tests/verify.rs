@@ -248,7 +248,7 @@ fn plan_required_lifts_with_an_active_pro_plan_and_returns_when_it_lapses() {
         .unwrap_err();
     assert_eq!((err.code(), err.http_status()), ("PLAN_REQUIRED", 403));
     let err = engine
-        .regenerate_key(sid, &admin(), &default_key.key.id)
+        .regenerate_key(sid, &admin(), &default_key.key.id, time::Duration::ZERO)
         .unwrap_err();
     assert_eq!(err.code(), "PLAN_REQUIRED");
 }
@@ -293,7 +293,9 @@ fn regeneration_and_permission_changes_take_effect_at_once() {
     let sid = store.id.as_str();
     allow_permission_edits(&engine, sid);
     let key = scoped(&engine, &store, json!({"Orders": ["View"]}));
-    let regenerated = engine.regenerate_key(sid, &admin(), &key.key.id).unwrap();
+    let regenerated = engine
+        .regenerate_key(sid, &admin(), &key.key.id, time::Duration::ZERO)
+        .unwrap();
     assert_eq!(regenerated.key.id, key.key.id);
     assert_eq!(regenerated.key.permissions, key.key.permissions);
     assert_ne!(regenerated.credential(), key.credential());
@@ -338,7 +340,9 @@ fn every_format_regenerates_and_updates_in_place() {
             verify(&engine, &key.credential(), Area::Orders, Action::View).allowed(),
             "{format}"
         );
-        let fresh = engine.regenerate_key(sid, &admin(), &key.key.id).unwrap();
+        let fresh = engine
+            .regenerate_key(sid, &admin(), &key.key.id, time::Duration::ZERO)
+            .unwrap();
         assert_eq!(fresh.key.consumer_key, key.key.consumer_key, "{format}");
         assert!(
             verify(&engine, &fresh.credential(), Area::Orders, Action::View).allowed(),
@@ -472,7 +476,9 @@ fn thousands_of_keys_stay_exact_through_growth_regeneration_and_revocation() {
             engine.revoke_key(sid, &admin(), id).unwrap();
             dead.push(key.credential());
         } else if i % 3 == 0 {
-            let fresh = engine.regenerate_key(sid, &admin(), id).unwrap();
+            let fresh = engine
+                .regenerate_key(sid, &admin(), id, time::Duration::ZERO)
+                .unwrap();
             dead.push(key.credential());
             live.push(fresh.credential());
         } else {

@@ -180,7 +180,7 @@ fn key_events_are_delivered_signed_with_the_event_id_and_no_secret() {
         .update_key(sid, &admin(), &created.key.id, off)
         .unwrap();
     let regenerated = engine
-        .regenerate_key(sid, &admin(), &created.key.id)
+        .regenerate_key(sid, &admin(), &created.key.id, time::Duration::ZERO)
         .unwrap();
     engine.revoke_key(sid, &admin(), &created.key.id).unwrap();
     let pass = engine.deliver_webhooks().unwrap();
@@ -729,7 +729,11 @@ fn key_events_are_written_in_the_key_change_commit_and_only_then() {
             .revoke_key(sid, &admin(), &default_key.key.id)
             .is_err()
     );
-    assert!(engine.regenerate_key(sid, &admin(), "key_missing").is_err());
+    assert!(
+        engine
+            .regenerate_key(sid, &admin(), "key_missing", time::Duration::ZERO)
+            .is_err()
+    );
     assert!(engine.outbox_events(start, 10).unwrap().is_empty());
     let created = common::scoped(&engine, &store, json!({"Orders": ["View"]}));
     engine.revoke_key(sid, &admin(), &created.key.id).unwrap();

@@ -207,17 +207,23 @@ test('the console walks a key from creation to deletion', async () => {
   await page.getByText(consumerKey).waitFor()
   assert.equal(await page.getByRole('button', { name: 'Hide consumer key' }).getAttribute('aria-expanded'), 'true')
   assert.ok(!(await page.content()).includes(consumerSecret))
+  // With an overlap of an hour: both consumer secrets work until it ends, and the list says so.
   await page.getByRole('button', { name: 'Regenerate POS' }).click()
-  await page.getByRole('dialog', { name: 'Regenerate key?' }).getByRole('button', { name: 'Regenerate' }).click()
+  const regenerate = page.getByRole('dialog', { name: 'Regenerate key?' })
+  await regenerate.getByLabel('The current secret stops working').selectOption({ label: 'In 1 hour' })
+  await regenerate.getByRole('button', { name: 'Regenerate' }).click()
   const regenerated = page.getByRole('dialog', { name: 'Key regenerated' })
   const newSecret = (await regenerated.locator('#secret-value').textContent()).trim()
   assert.match(newSecret, /^cs_/)
   assert.notEqual(newSecret, consumerSecret)
   await regenerated.getByRole('button', { name: "I've saved it" }).click()
   await regenerated.waitFor({ state: 'detached' })
-  const basic = Buffer.from(`${consumerKey}:${newSecret}`).toString('base64')
-  const orders = await fetch(`${base}/api/v1/orders`, { headers: { Authorization: `Basic ${basic}` } })
-  assert.equal(orders.status, 200)
+  await page.getByText(/Previous secret works until/).waitFor()
+  for (const secret of [newSecret, consumerSecret]) {
+    const basic = Buffer.from(`${consumerKey}:${secret}`).toString('base64')
+    const orders = await fetch(`${base}/api/v1/orders`, { headers: { Authorization: `Basic ${basic}` } })
+    assert.equal(orders.status, 200)
+  }
 
   // The audit trail tells the story.
   await page.getByRole('link', { name: 'Audit trail' }).click()

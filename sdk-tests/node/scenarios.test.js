@@ -62,7 +62,7 @@ class Run {
         break
       case 'regenerate_key': {
         const [keyId, old] = this.keys[step.key]
-        const created = this.eng.regenerateKey(store(), keyId)
+        const created = this.eng.regenerateKey(store(), keyId, { overlapSeconds: step.overlap_seconds })
         if (step.old_as) this.keys[step.old_as] = [keyId, old]
         this.keys[step.key] = [created.id, created.credential]
         break

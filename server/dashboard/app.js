@@ -86,12 +86,13 @@ function openDialog(title, ...content) {
 }
 
 /** Asks before something that cannot be undone; resolves true on confirm. */
-function confirmDialog(title, text, label) {
+function confirmDialog(title, text, label, extra = []) {
   return new Promise((resolve) => {
     let answer = false
     const dialog = openDialog(
       title,
       h('p', {}, text),
+      ...extra,
       h('div', { class: 'actions' },
         h('button', { type: 'button', class: 'danger', onclick: () => { answer = true; dialog.close() } }, label),
         h('button', { type: 'button', onclick: () => dialog.close() }, 'Cancel')),
@@ -343,7 +344,8 @@ async function keysTab(body, store) {
     const consumer = h('code', { hidden: true }, key.consumer_key || '')
     return h('tr', { 'data-key-id': key.id },
       h('td', {}, h('strong', {}, key.name), key.description ? h('small', {}, key.description) : null),
-      h('td', {}, h('code', {}, key.masked), reveal ? h('small', {}, reveal, ' ', consumer) : null),
+      h('td', {}, h('code', {}, key.masked), reveal ? h('small', {}, reveal, ' ', consumer) : null,
+        key.previous_expires_at ? h('small', {}, `Previous secret works until ${when(key.previous_expires_at)}`) : null),
       h('td', {}, key.environment, h('small', {}, key.format)),
       h('td', {}, permissionSummary(key.permissions)),
       h('td', {}, h('span', { class: `badge ${key.active ? 'on' : 'off'}` }, key.active ? 'Activated' : 'Deactivated'), key.kind === 'default' ? h('small', {}, 'default key') : null),
@@ -356,9 +358,16 @@ async function keysTab(body, store) {
           type: 'button',
           'aria-label': `Regenerate ${key.name}`,
           onclick: async () => {
-            if (!(await confirmDialog('Regenerate key?', `"${key.name}" gets a new secret; the current one stops working at once.`, 'Regenerate'))) return
+            // An overlap lets the clients using the key switch to the new secret without a
+            // refused request; the server allows up to a week.
+            const overlap = h('select', { name: 'overlap_seconds' },
+              [[0, 'At once'], [3600, 'In 1 hour'], [86400, 'In 24 hours'], [604800, 'In 7 days']]
+                .map(([seconds, label]) => h('option', { value: seconds }, label)))
+            const asked = await confirmDialog('Regenerate key?', `"${key.name}" gets a new secret.`, 'Regenerate',
+              [h('p', {}, ...field('The current secret stops working', overlap))])
+            if (!asked) return
             try {
-              const created = await api('POST', `/api/stores/${store.id}/api-keys/${key.id}/regenerate`)
+              const created = await api('POST', `/api/stores/${store.id}/api-keys/${key.id}/regenerate`, { overlap_seconds: Number(overlap.value) })
               showSecret('Key regenerated', created.consumer_secret ? 'Consumer secret' : 'API key', created.key ?? created.consumer_secret)
               await refresh()
             } catch (err) {

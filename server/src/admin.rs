@@ -320,11 +320,17 @@ async fn regenerate_key(
     State(state): State<AppState>,
     axum::Extension(claims): axum::Extension<Claims>,
     Path((store_id, key_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
     guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
+    // The body is optional (`{}`: the old secret stops at once).
+    let body = guard!(json_object(&state, &headers, body, true).await);
     let engine = state.engine.clone();
-    let created =
-        net::off_workers(move || engine.regenerate_key(&store_id, &actor(&claims), &key_id)).await;
+    let created = net::off_workers(move || {
+        engine.regenerate_key_from_json(&store_id, &actor(&claims), &key_id, &body)
+    })
+    .await;
     result(StatusCode::OK, created.map(|c| c.to_json()))
 }
 

@@ -310,10 +310,18 @@ async fn regenerate_key(
     State(state): State<AppState>,
     axum::Extension(auth): axum::Extension<Authed>,
     Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
+    // The body is optional (`{}`: the old secret stops at once).
+    let body = match json_object(&state, &headers, body, true).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let engine = state.engine.clone();
     let created = net::off_workers(move || {
-        engine.regenerate_key(auth.scope.store_id.as_str(), &Actor::Key(auth.key_id), &id)
+        let (store, actor) = (auth.scope.store_id, Actor::Key(auth.key_id));
+        engine.regenerate_key_from_json(store.as_str(), &actor, &id, &body)
     })
     .await;
     result(StatusCode::OK, created.map(|c| c.to_json()))

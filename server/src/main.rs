@@ -203,7 +203,8 @@ enum KeysCommand {
         #[arg(long)]
         key: String,
     },
-    /// Give a key a new secret (printed this once); the old secret stops working at once.
+    /// Give a key a new secret (printed this once); the old secret stops working at once, or
+    /// after --overlap-seconds.
     Regenerate {
         #[arg(long, env = "LATCHKEY_DB")]
         db: PathBuf,
@@ -211,6 +212,10 @@ enum KeysCommand {
         store: String,
         #[arg(long)]
         key: String,
+        /// How long the old secret keeps working beside the new one (0 to 604800, a week), so
+        /// clients can switch over without a refused request.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        overlap_seconds: i64,
     },
 }
 
@@ -598,11 +603,24 @@ fn keys(command: KeysCommand) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             print_json(&json!({"id": key, "revoked": true}));
         }
-        KeysCommand::Regenerate { db, store, key } => {
+        KeysCommand::Regenerate {
+            db,
+            store,
+            key,
+            overlap_seconds,
+        } => {
             let engine = open_existing(&db)?;
+            let options = json!({ "overlap_seconds": overlap_seconds });
             let created = engine
-                .regenerate_key(&store, &cli_actor(), &key)
-                .map_err(|e| e.to_string())?;
+                .regenerate_key_from_json(&store, &cli_actor(), &key, &options)
+                .map_err(|e| match e {
+                    latchkey::Error::Validation(problems) => problems
+                        .iter()
+                        .map(|p| flag_problem(p))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    other => other.to_string(),
+                })?;
             print_json(&created.to_json());
         }
     }

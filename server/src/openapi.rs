@@ -267,16 +267,19 @@ pub fn operations() -> Vec<Operation> {
             Data::one("Revoked"),
             "Revoke a key"
         ),
-        op!(
-            "post",
-            "/api/v1/api-keys/{id}/regenerate",
-            Key,
-            200,
-            None,
-            NONE,
-            Data::one("CreatedKey"),
-            "Issue a new secret for a key"
-        ),
+        Operation {
+            body_optional: true,
+            ..op!(
+                "post",
+                "/api/v1/api-keys/{id}/regenerate",
+                Key,
+                200,
+                Some("Regeneration"),
+                NONE,
+                Data::one("CreatedKey"),
+                "Issue a new secret for a key (shown once); the old one stops at once, or after overlap_seconds"
+            )
+        },
         op!(
             "post",
             "/api/v1/auth/portal-sessions",
@@ -417,16 +420,19 @@ pub fn operations() -> Vec<Operation> {
             Data::one("Revoked"),
             "Revoke a key"
         ),
-        op!(
-            "post",
-            "/api/stores/{store_id}/api-keys/{key_id}/regenerate",
-            Admin,
-            200,
-            None,
-            NONE,
-            Data::one("CreatedKey"),
-            "Issue a new secret for a key"
-        ),
+        Operation {
+            body_optional: true,
+            ..op!(
+                "post",
+                "/api/stores/{store_id}/api-keys/{key_id}/regenerate",
+                Admin,
+                200,
+                Some("Regeneration"),
+                NONE,
+                Data::one("CreatedKey"),
+                "Issue a new secret for a key (shown once); the old one stops at once, or after overlap_seconds"
+            )
+        },
         op!(
             "get",
             "/api/stores/{store_id}/logs",
@@ -762,6 +768,15 @@ fn bodies(out: &mut Map<String, Value>) {
         ),
     );
 
+    put(
+        "Regeneration",
+        input(
+            &[],
+            json!({"overlap_seconds": {"type": "integer", "minimum": 0, "maximum": latchkey::MAX_KEY_OVERLAP.whole_seconds(),
+                   "description": "how long the old secret keeps working beside the new one (default 0: it stops at once)"}}),
+        ),
+    );
+
     let name = || string(1, latchkey::ENTITY_NAME_MAX_CHARS);
     let description = || string(0, latchkey::ENTITY_DESCRIPTION_MAX_CHARS);
     let category = input(
@@ -930,7 +945,8 @@ fn outputs(out: &mut Map<String, Value>) {
         "active": {"type": "boolean"}, "masked": text(), "consumer_key": text(), "rate_limit": limit(),
         "ip_allowlist": {"type": "array", "items": text()}, "expires_at": nullable(time()),
         "created_at": time(), "updated_at": time(), "last_used_at": nullable(time()),
-        "last_used_ip": maybe_text(), "meta": {"type": "object"}}),
+        "last_used_ip": maybe_text(), "meta": {"type": "object"},
+        "previous_expires_at": nullable(time())}),
     );
     let mut created = extend(
         key.clone(),

@@ -650,6 +650,47 @@ fn keys_create_takes_the_api_settings_and_names_every_bad_flag() {
         3,
         "default, ERP and `n` only"
     );
+
+    // `keys regenerate --overlap-seconds`: the old secret keeps working until the overlap
+    // ends; a bad overlap is named by its flag.
+    let kid = key["id"].as_str().unwrap();
+    let regenerate = |overlap: &str| {
+        latchkey(&[
+            "keys",
+            "regenerate",
+            "--db",
+            db_arg,
+            "--store",
+            sid,
+            "--key",
+            kid,
+            "--overlap-seconds",
+            overlap,
+        ])
+    };
+    let refused = regenerate("-5");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--overlap-seconds: must be from 0 to 604800 seconds"),
+        "{stderr}"
+    );
+    let rolled = regenerate("600");
+    assert!(
+        rolled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rolled.stderr)
+    );
+    let rolled: Value = serde_json::from_slice(&rolled.stdout).unwrap();
+    assert_ne!(rolled["key"], key["key"]);
+    assert!(rolled["previous_expires_at"].is_string(), "{rolled}");
+    let engine = latchkey::Engine::open(&db).unwrap();
+    for credential in [&key["key"], &rolled["key"]] {
+        let (_, id) = engine
+            .identify(credential.as_str().unwrap())
+            .expect("both live");
+        assert_eq!(id, kid);
+    }
 }
 
 #[test]

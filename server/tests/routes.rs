@@ -354,10 +354,48 @@ async fn self_service_keys_cannot_escalate() {
         StatusCode::UNAUTHORIZED,
         "the old secret stops at once"
     );
+    // With an overlap the new secret works at once and the current one until it ends; a
+    // bad overlap is a 400 naming it, and changes nothing.
+    let new_key = regenerated.body["data"]["key"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/api-keys/{id}/regenerate");
+    for bad in [
+        json!({"overlap_seconds": 604_801}),
+        json!({"overlap_seconds": null, "x": 1}),
+    ] {
+        let refused = h.keyed("POST", &path, &h.key, Some(bad)).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+        assert!(
+            refused.body["errors"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("overlap_seconds: ")
+        );
+    }
+    let rolled = h
+        .keyed(
+            "POST",
+            &path,
+            &h.key,
+            Some(json!({"overlap_seconds": 3600})),
+        )
+        .await;
+    assert_eq!(rolled.status, StatusCode::OK, "{}", rolled.body);
+    assert!(rolled.body["data"]["previous_expires_at"].is_string());
+    let rolled_key = rolled.body["data"]["key"].as_str().unwrap();
+    for key in [new_key.as_str(), rolled_key] {
+        let used = h.keyed("GET", "/api/v1/orders", key, None).await;
+        assert_eq!(used.status, StatusCode::OK, "{}", used.body);
+    }
     let revoked = h
         .keyed("DELETE", &format!("/api/v1/api-keys/{id}"), &h.key, None)
         .await;
     assert_eq!(revoked.status, StatusCode::OK);
+    let gone = h.keyed("GET", "/api/v1/orders", &new_key, None).await;
+    assert_eq!(
+        gone.status,
+        StatusCode::UNAUTHORIZED,
+        "revoking ends the overlap"
+    );
 }
 
 #[tokio::test]

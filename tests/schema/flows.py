@@ -128,6 +128,13 @@ def walk(w: Walk, banner: dict, hook_url: str) -> None:
     w.call("post", f"{s}/api-keys/{key_id}/regenerate", admin, expect=200)
     pair = created["pair"]
     basic = base64.b64encode(f"{pair['consumer_key']}:{pair['consumer_secret']}".encode()).decode()
+    # A regeneration with an overlap: the replaced consumer secret keeps working beside the new one.
+    rolled = w.call("post", f"{s}/api-keys/{pair['id']}/regenerate", admin, {"overlap_seconds": 600},
+                    expect=200)["data"]
+    if not rolled.get("previous_expires_at"):
+        w.problems.append(f"regenerate with an overlap: no previous_expires_at in {rolled}")
+    new_basic = base64.b64encode(f"{pair['consumer_key']}:{rolled['consumer_secret']}".encode()).decode()
+    w.call("get", "/api/v1/orders", {"Authorization": f"Basic {new_basic}"}, expect=200)
     w.call("get", "/api/v1/orders", {"Authorization": f"Basic {basic}"}, expect=200)
     w.call("get", "/api/v1/packages", {"Authorization": f"Basic {basic}"}, expect=403)
     w.call("delete", f"{s}/api-keys/{created['hex']['id']}", admin, expect=200)

@@ -399,12 +399,13 @@ impl Engine {
         store_id: &str,
         actor: &str,
         key_id: &str,
+        input: &str,
     ) -> PyResult<String> {
+        let input = parse_json(py, input)?;
         let actor = Actor::admin(actor);
         self.call(py, move |e| {
-            Ok(to_text(
-                &e.regenerate_key(store_id, &actor, key_id)?.to_json(),
-            ))
+            let created = e.regenerate_key_from_json(store_id, &actor, key_id, &input)?;
+            Ok(to_text(&created.to_json()))
         })
     }
 

@@ -50,7 +50,9 @@ class Run:
             self.eng.update_key(self.stores[step["store"]], self.keys[step["key"]][0], **step["patch"])
         elif op == "regenerate_key":
             key_id, old = self.keys[step["key"]]
-            created = self.eng.regenerate_key(self.stores[step["store"]], key_id)
+            created = self.eng.regenerate_key(
+                self.stores[step["store"]], key_id, overlap_seconds=step.get("overlap_seconds", 0)
+            )
             if "old_as" in step:
                 self.keys[step["old_as"]] = (key_id, old)
             self.keys[step["key"]] = (created.id, created.credential)

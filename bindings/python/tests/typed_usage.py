@@ -34,3 +34,4 @@ portal: Optional[latchkey.Page] = eng.portal_list("cps_x", "Orders", limit=5)
 opened: Optional[latchkey.Record] = eng.portal_customer("cps_x")
 with latchkey.Engine.memory() as scoped:
     scoped.flush()
+rolled: latchkey.CreatedKey = eng.regenerate_key(store.id, created.id, overlap_seconds=3600)

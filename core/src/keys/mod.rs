@@ -23,6 +23,8 @@ pub const MAX_KEY_NAME_CHARS: usize = 200;
 pub const MAX_DESCRIPTION_CHARS: usize = 1_000;
 pub const MAX_ALLOWLIST_ENTRIES: usize = 100;
 pub const MAX_META_BYTES: usize = 4_096;
+/// The longest a regeneration may keep the replaced secret working (`overlap_seconds`).
+pub const MAX_KEY_OVERLAP: time::Duration = time::Duration::days(7);
 
 /// `default`: one per store, full access, cannot be deleted. `scoped`: limited permissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -76,6 +78,21 @@ pub(crate) struct KeyRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub expiry_notice_for: Option<OffsetDateTime>,
+    /// The secret a regeneration replaced, while the overlap it asked for lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousSecret>,
+}
+
+/// A replaced secret that still authenticates its key until `until`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PreviousSecret {
+    /// Hex SHA-256 of the replaced secret part.
+    pub digest: String,
+    /// The token prefix it was issued under (`token` format only).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub until: OffsetDateTime,
 }
 
 impl KeyRecord {
@@ -95,7 +112,13 @@ impl KeyRecord {
         }
     }
 
-    pub(crate) fn to_key(&self) -> Key {
+    /// The replaced secret still accepted at `now`, if any.
+    pub(crate) fn previous_at(&self, now: OffsetDateTime) -> Option<&PreviousSecret> {
+        self.previous.as_ref().filter(|p| now < p.until)
+    }
+
+    /// The key as shown at `now` (a replaced secret whose overlap has ended is not).
+    pub(crate) fn to_key(&self, now: OffsetDateTime) -> Key {
         Key {
             id: self.id.clone(),
             store_id: self.store_id,
@@ -117,6 +140,7 @@ impl KeyRecord {
             last_used_at: None,
             last_used_ip: None,
             meta: self.meta.clone(),
+            previous_expires_at: self.previous_at(now).map(|p| p.until),
         }
     }
 }
@@ -148,6 +172,10 @@ pub struct Key {
     pub last_used_at: Option<OffsetDateTime>,
     pub last_used_ip: Option<IpAddr>,
     pub meta: Map<String, Value>,
+    /// Until when the secret replaced by a regeneration with an overlap is still accepted;
+    /// null when there is none (or it has ended).
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub previous_expires_at: Option<OffsetDateTime>,
 }
 
 /// A key together with its secret: returned by create and regenerate, and nowhere else.
@@ -186,6 +214,17 @@ impl CreatedKey {
             None => self.secret.expose().to_owned(),
         }
     }
+}
+
+/// A regeneration's overlap from a JSON object `{overlap_seconds?}` (a request body, binding
+/// options): 0 to [`MAX_KEY_OVERLAP`] in seconds; absent, 0: the old secret stops at once.
+pub fn regeneration_overlap(input: &Value) -> Result<time::Duration> {
+    let mut fields = Fields::new(input, "regeneration")?;
+    let overlap = fields.optional("overlap_seconds", |v| {
+        crate::input::overlap_seconds(v, MAX_KEY_OVERLAP)
+    });
+    fields.finish().finish()?;
+    Ok(overlap.unwrap_or(time::Duration::ZERO))
 }
 
 /// Input for a new scoped key.

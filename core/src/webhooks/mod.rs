@@ -34,7 +34,7 @@ use crate::clock::Clock;
 use crate::engine::{Engine, Inner, ReadStores, Subject, append_audit};
 use crate::error::{Error, Result};
 use crate::ids::StoreId;
-use crate::input::{Fields, boolean, integer, string, string_list};
+use crate::input::{Fields, boolean, overlap_seconds, string, string_list};
 use crate::secret::{Secret, fill_random};
 use crate::storage;
 
@@ -196,17 +196,6 @@ impl Endpoint {
             )?);
         }
         Ok(header)
-    }
-}
-
-/// A rotation's overlap in seconds: 0 (the old secret stops at once) to a week.
-fn overlap(seconds: i64) -> Result<i64, String> {
-    if (0..=MAX_SECRET_OVERLAP_SECONDS).contains(&seconds) {
-        Ok(seconds)
-    } else {
-        Err(format!(
-            "must be from 0 to {MAX_SECRET_OVERLAP_SECONDS} seconds"
-        ))
     }
 }
 
@@ -508,9 +497,11 @@ impl Engine {
         input: &Value,
     ) -> Result<Value> {
         let mut f = Fields::new(input, "rotation")?;
-        let overlap = f.optional("overlap_seconds", |v| integer(v).and_then(overlap));
+        let overlap = f.optional("overlap_seconds", |v| {
+            overlap_seconds(v, time::Duration::seconds(MAX_SECRET_OVERLAP_SECONDS))
+        });
         f.finish().finish()?;
-        let overlap = overlap.unwrap_or(DEFAULT_SECRET_OVERLAP_SECONDS);
+        let overlap = overlap.unwrap_or(time::Duration::seconds(DEFAULT_SECRET_OVERLAP_SECONDS));
         let (mut shown, secret) =
             self.change_endpoint(store_id, actor, webhook_id, |endpoint, now| {
                 let secret = new_secret()?;
@@ -518,9 +509,9 @@ impl Engine {
                     &mut endpoint.secret,
                     SigningSecret(secret.expose().to_owned()),
                 );
-                endpoint.previous = (overlap > 0).then(|| PreviousSecret {
+                endpoint.previous = (overlap > time::Duration::ZERO).then(|| PreviousSecret {
                     secret: old,
-                    until: now + time::Duration::seconds(overlap),
+                    until: now + overlap,
                 });
                 Ok((
                     Some((AuditAction::WebhookSecretRotated, Vec::new())),

@@ -256,8 +256,12 @@ class Engine:
     def update_key(self, store_id: str, key_id: str, **changes: Any) -> Key:
         return Key(json.loads(self._native.update_key(store_id, self.actor, key_id, _dump(changes))))
 
-    def regenerate_key(self, store_id: str, key_id: str) -> CreatedKey:
-        return CreatedKey(json.loads(self._native.regenerate_key(store_id, self.actor, key_id)))
+    def regenerate_key(self, store_id: str, key_id: str, *, overlap_seconds: int = 0) -> CreatedKey:
+        """A new secret for the key (the result's `key` or `consumer_secret`, shown this once).
+        The old secret stops working at once, or keeps working for `overlap_seconds` (up to
+        604800, a week) so clients can switch over without a refused request."""
+        fields = {"overlap_seconds": overlap_seconds}
+        return CreatedKey(json.loads(self._native.regenerate_key(store_id, self.actor, key_id, _dump(fields))))
 
     def revoke_key(self, store_id: str, key_id: str) -> None:
         self._native.revoke_key(store_id, self.actor, key_id)
