@@ -85,6 +85,8 @@ export interface Key {
   updatedAt: string
   /** Until when the secret a regeneration replaced still works (its overlap); null when none. */
   previousExpiresAt: string | null
+  /** When a request last presented that replaced secret (kept in memory: null after a restart until it is used). */
+  previousLastUsedAt: string | null
 }
 
 /** A key as created or regenerated: the secret this once (`key`, or `consumerSecret` for a pair). */

@@ -1081,13 +1081,13 @@ impl Inner {
         let unreadable = || Error::Corrupt(format!("key {} has an unreadable digest", record.id));
         let entry = KeyEntry::from_record(record, store, usage).ok_or_else(unreadable)?;
         let previous = match record.previous_at(self.clock.now()) {
-            Some(old) => Some(PreviousEntry {
-                digest: Digest::from_hex(&old.digest).ok_or_else(unreadable)?,
-                key_id: record.id.clone(),
-                matcher: Matcher::of(record, old.prefix.as_deref()).ok_or_else(unreadable)?,
-                store: record.store_id,
-                until: i64::try_from(old.until.unix_timestamp_nanos()).unwrap_or(i64::MAX),
-            }),
+            Some(old) => Some(PreviousEntry::new(
+                Digest::from_hex(&old.digest).ok_or_else(unreadable)?,
+                record.id.clone(),
+                Matcher::of(record, old.prefix.as_deref()).ok_or_else(unreadable)?,
+                record.store_id,
+                i64::try_from(old.until.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+            )),
             None => None,
         };
         // The replaced secret is looked up before its entry goes, so a verify with it during
@@ -1152,6 +1152,12 @@ impl Inner {
                 .last_used_secs()
                 .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok());
             key.last_used_ip = *entry.usage.ip.lock();
+        }
+        if key.previous_expires_at.is_some() {
+            key.previous_last_used_at = self
+                .index
+                .previous_last_used(&key.id)
+                .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok());
         }
         key
     }

@@ -219,13 +219,35 @@ impl Matcher {
 
 /// A regenerated key's replaced secret, accepted as the key until `until` (unix nanos): the
 /// overlap the regeneration asked for, so clients can switch over without a failed request.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct PreviousEntry {
     pub digest: Digest,
     pub key_id: String,
     pub matcher: Matcher,
     pub store: StoreId,
     pub until: i64,
+    /// When a request last presented it (unix seconds; `i64::MIN`: not yet). In memory only:
+    /// it tells whether clients still use the old secret, which matters only while it works.
+    pub last_used: AtomicI64,
+}
+
+impl PreviousEntry {
+    pub(crate) fn new(
+        digest: Digest,
+        key_id: String,
+        matcher: Matcher,
+        store: StoreId,
+        until: i64,
+    ) -> Self {
+        Self {
+            digest,
+            key_id,
+            matcher,
+            store,
+            until,
+            last_used: AtomicI64::new(i64::MIN),
+        }
+    }
 }
 
 /// Everything verify needs about one key, stored inline in the index. Replaced on change
@@ -529,6 +551,8 @@ impl KeyIndex {
         else {
             return miss();
         };
+        old.last_used
+            .fetch_max(now.div_euclid(1_000_000_000), Ordering::Relaxed);
         let ids = self.by_id.read();
         match ids.get(&old.key_id) {
             Some(current) => self.with(current, |entry| match entry {
@@ -546,12 +570,31 @@ impl KeyIndex {
             return;
         }
         let mut previous = self.previous.write();
-        previous.retain(|_, old| old.key_id != key_id);
+        let mut kept_use = i64::MIN;
+        previous.retain(|digest, old| {
+            let other = old.key_id != key_id;
+            // Reinstalling the same replaced secret (any change to the key) keeps its last use.
+            if !other && entry.as_ref().is_some_and(|new| new.digest.0 == *digest) {
+                kept_use = old.last_used.load(Ordering::Relaxed);
+            }
+            other
+        });
         if let Some(entry) = entry {
+            entry.last_used.fetch_max(kept_use, Ordering::Relaxed);
             previous.insert(entry.digest.0, entry);
         }
         self.any_previous
             .store(!previous.is_empty(), Ordering::Release);
+    }
+
+    /// When a request last presented the replaced secret `key_id` accepts (unix seconds).
+    pub(crate) fn previous_last_used(&self, key_id: &str) -> Option<i64> {
+        if !self.any_previous.load(Ordering::Acquire) {
+            return None;
+        }
+        let previous = self.previous.read();
+        let old = previous.values().find(|old| old.key_id == key_id)?;
+        Some(old.last_used.load(Ordering::Relaxed)).filter(|&secs| secs != i64::MIN)
     }
 
     /// Drops the replaced secrets whose overlap has ended by `now` (unix nanos).

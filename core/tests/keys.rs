@@ -829,8 +829,15 @@ fn a_regeneration_with_an_overlap_keeps_the_old_secret_working_until_it_ends() {
             .regenerate_key(sid, &admin(), &old.key.id, hour)
             .unwrap();
         assert_eq!(new.key.previous_expires_at, Some(clock_now(&clock) + hour));
+        assert_eq!(new.key.previous_last_used_at, None);
         // Both secrets are the same key: same id, same permissions, one budget of 2.
         let first = view_orders(&old.credential());
+        let shown = engine.get_key(sid, &old.key.id).unwrap();
+        assert_eq!(
+            shown.previous_last_used_at,
+            Some(clock_now(&clock)),
+            "{format:?}"
+        );
         assert!(
             first.allowed(),
             "{format:?}: the old secret during the overlap"
@@ -861,6 +868,10 @@ fn a_regeneration_with_an_overlap_keeps_the_old_secret_working_until_it_ends() {
         Some(DenyCode::Inactive)
     );
     set_active(&engine, sid, &old.key.id, true);
+    // The replaced secret's last use (the refused request above counts: it was presented)
+    // outlives the change that reactivated the key.
+    let shown = engine.get_key(sid, &old.key.id).unwrap();
+    assert_eq!(shown.previous_last_used_at, Some(clock_now(&clock)));
 
     // The overlap is durable: a reopened engine still takes the old secret.
     drop(engine);

@@ -218,12 +218,15 @@ test('the console walks a key from creation to deletion', async () => {
   assert.notEqual(newSecret, consumerSecret)
   await regenerated.getByRole('button', { name: "I've saved it" }).click()
   await regenerated.waitFor({ state: 'detached' })
-  await page.getByText(/Previous secret works until/).waitFor()
+  await page.getByText(/Previous secret works until .*; not used since/).waitFor()
   for (const secret of [newSecret, consumerSecret]) {
     const basic = Buffer.from(`${consumerKey}:${secret}`).toString('base64')
     const orders = await fetch(`${base}/api/v1/orders`, { headers: { Authorization: `Basic ${basic}` } })
     assert.equal(orders.status, 200)
   }
+  // Reloaded (here by choosing another period), the list tells that the old secret is still in use.
+  await page.getByLabel('Requests in the last').selectOption({ label: '7 days' })
+  await page.getByText(/Previous secret works until .*; last used /).waitFor()
 
   // The audit trail tells the story.
   await page.getByRole('link', { name: 'Audit trail' }).click()

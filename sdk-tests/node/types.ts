@@ -46,6 +46,7 @@ async function usage(): Promise<void> {
   const rolled: string = eng.rotateWebhookSecret(store.id, hook.id, { overlapSeconds: 3600 }).secret
   const regenerated = eng.regenerateKey(store.id, keys[0].id, { overlapSeconds: 3600 })
   const overlapEnds: string | null = regenerated.previousExpiresAt
+  const oldSecretUsed: string | null = regenerated.previousLastUsedAt
   // @ts-expect-error events are the five SPEC §8 names
   eng.createWebhook(store.id, { url: 'https://hooks.example.com/x', events: ['order.paid'] })
   // @ts-expect-error listed endpoints carry no secret
@@ -55,7 +56,7 @@ async function usage(): Promise<void> {
   const orders: Page | null = eng.portalList(session.token, 'Orders', { limit: 5 })
   // @ts-expect-error the lifetime is a number of seconds
   eng.createPortalSession(store.id, 'cus_1', { ttlSeconds: '10m' })
-  void [allowed, headers, keys, log, page, middleware, latchkey.version, secret, sent, attempts, customer, orders, rolled, overlapEnds]
+  void [allowed, headers, keys, log, page, middleware, latchkey.version, secret, sent, attempts, customer, orders, rolled, overlapEnds, oldSecretUsed]
   eng.close()
 }
 

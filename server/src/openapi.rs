@@ -946,7 +946,7 @@ fn outputs(out: &mut Map<String, Value>) {
         "ip_allowlist": {"type": "array", "items": text()}, "expires_at": nullable(time()),
         "created_at": time(), "updated_at": time(), "last_used_at": nullable(time()),
         "last_used_ip": maybe_text(), "meta": {"type": "object"},
-        "previous_expires_at": nullable(time())}),
+        "previous_expires_at": nullable(time()), "previous_last_used_at": nullable(time())}),
     );
     let mut created = extend(
         key.clone(),

@@ -141,6 +141,8 @@ impl KeyRecord {
             last_used_ip: None,
             meta: self.meta.clone(),
             previous_expires_at: self.previous_at(now).map(|p| p.until),
+            // Filled from the in-memory index by the engine.
+            previous_last_used_at: None,
         }
     }
 }
@@ -176,6 +178,10 @@ pub struct Key {
     /// null when there is none (or it has ended).
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub previous_expires_at: Option<OffsetDateTime>,
+    /// When a request last presented that replaced secret (to the second; kept in memory, so
+    /// null after a restart until it is used again): whether clients still rely on it.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub previous_last_used_at: Option<OffsetDateTime>,
 }
 
 /// A key together with its secret: returned by create and regenerate, and nowhere else.
