@@ -862,12 +862,8 @@ impl Engine {
         key_id: &str,
         overlap: time::Duration,
     ) -> Result<CreatedKey> {
-        if !(time::Duration::ZERO..=MAX_KEY_OVERLAP).contains(&overlap) {
-            return Err(Error::invalid(vec![format!(
-                "overlap_seconds: must be from 0 to {} seconds",
-                MAX_KEY_OVERLAP.whole_seconds()
-            )]));
-        }
+        crate::input::overlap_within(overlap, MAX_KEY_OVERLAP)
+            .map_err(|problem| Error::invalid(vec![format!("overlap_seconds: {problem}")]))?;
         let inner = &*self.inner;
         let _writer = inner.writer.lock();
         let now = inner.clock.now();

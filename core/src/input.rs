@@ -138,17 +138,24 @@ pub(crate) fn integer(value: &Value) -> Result<i64, String> {
         .ok_or_else(|| "expected an integer".to_owned())
 }
 
-/// How long a replaced secret keeps working: whole seconds from 0 (it stops at once) to `max`.
+/// How long a replaced secret keeps working: from 0 (it stops at once) to `max`.
+pub(crate) fn overlap_within(
+    overlap: time::Duration,
+    max: time::Duration,
+) -> Result<time::Duration, String> {
+    if (time::Duration::ZERO..=max).contains(&overlap) {
+        Ok(overlap)
+    } else {
+        Err(format!("must be from 0 to {} seconds", max.whole_seconds()))
+    }
+}
+
+/// [`overlap_within`] from a JSON integer of seconds.
 pub(crate) fn overlap_seconds(
     value: &Value,
     max: time::Duration,
 ) -> Result<time::Duration, String> {
-    let seconds = integer(value)?;
-    if (0..=max.whole_seconds()).contains(&seconds) {
-        Ok(time::Duration::seconds(seconds))
-    } else {
-        Err(format!("must be from 0 to {} seconds", max.whole_seconds()))
-    }
+    overlap_within(time::Duration::seconds(integer(value)?), max)
 }
 
 pub(crate) fn timestamp(value: &Value) -> Result<OffsetDateTime, String> {
