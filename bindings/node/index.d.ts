@@ -120,6 +120,8 @@ export interface KeyChanges {
   ipAllowlist?: string[] | null
   expiresAt?: string | Date | null
   meta?: Record<string, unknown>
+  /** Ends a regeneration's overlap early: null stops the old secret now; a time may only shorten it. */
+  previousExpiresAt?: string | Date | null
 }
 
 export interface AuditEvent {

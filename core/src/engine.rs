@@ -774,6 +774,7 @@ impl Engine {
             expires_at,
             permissions,
             meta,
+            previous_expires_at,
         } = patch;
         if let Some(name) = name {
             record.name = name.trim().to_owned();
@@ -810,6 +811,25 @@ impl Engine {
         if let Some(meta) = meta {
             record.meta = meta;
             changes.push("meta");
+        }
+        // An overlap can only be brought forward: lengthening one would revive a secret the
+        // merchant may already have retired.
+        let overlap_end = record.previous_at(now).map(|p| p.until);
+        match (previous_expires_at.into_update(), overlap_end) {
+            (None, _) | (Some(None), None) => {}
+            (Some(Some(_)), None) => {
+                problems.push("previous_expires_at: the key has no replaced secret in an overlap")
+            }
+            (Some(Some(at)), Some(end)) if at > end => {
+                problems.push("previous_expires_at: an overlap can be shortened, not extended")
+            }
+            (Some(at), Some(_)) => {
+                match (at.filter(|at| *at > now), record.previous.as_mut()) {
+                    (Some(at), Some(previous)) => previous.until = at,
+                    _ => record.previous = None,
+                }
+                changes.push("previous_expires_at");
+            }
         }
         if let Some(permissions) = permissions {
             if record.kind == KeyKind::Default {

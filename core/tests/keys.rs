@@ -912,6 +912,46 @@ fn a_regeneration_with_an_overlap_keeps_the_old_secret_working_until_it_ends() {
         .problems();
     assert_eq!(problems.len(), 2, "{problems:?}");
 
+    // An overlap can be shortened or ended early, never extended.
+    let (old_hex, new_hex) = &pairs[1];
+    let patch = |body: serde_json::Value| {
+        let patch = KeyPatch::from_json(&body).unwrap();
+        engine.update_key(sid, &admin(), &old_hex.key.id, patch)
+    };
+    let end = new_hex.key.previous_expires_at.unwrap();
+    let later = end + time::Duration::SECOND;
+    let at = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    assert_eq!(
+        patch(json!({"previous_expires_at": at(later)}))
+            .unwrap_err()
+            .problems(),
+        ["previous_expires_at: an overlap can be shortened, not extended"]
+    );
+    let sooner = clock_now(&clock) + time::Duration::minutes(5);
+    let shortened = patch(json!({"previous_expires_at": at(sooner)})).unwrap();
+    assert_eq!(shortened.previous_expires_at, Some(sooner));
+    assert!(view_orders(&old_hex.credential()).allowed());
+    let ended = patch(json!({"previous_expires_at": null})).unwrap();
+    assert_eq!(ended.previous_expires_at, None);
+    assert_eq!(
+        view_orders(&old_hex.credential()).code(),
+        Some(DenyCode::Invalid)
+    );
+    assert!(view_orders(&new_hex.credential()).allowed());
+    assert_eq!(
+        patch(json!({"previous_expires_at": at(sooner)}))
+            .unwrap_err()
+            .problems(),
+        ["previous_expires_at: the key has no replaced secret in an overlap"]
+    );
+    assert_eq!(
+        engine.audit(sid, 1).unwrap()[0].changes,
+        ["previous_expires_at"]
+    );
+
     // When the overlap ends, the old secret is refused like any unknown one, and the key no
     // longer shows an overlap.
     clock.advance(hour);

@@ -227,6 +227,12 @@ test('the console walks a key from creation to deletion', async () => {
   // Reloaded (here by choosing another period), the list tells that the old secret is still in use.
   await page.getByLabel('Requests in the last').selectOption({ label: '7 days' })
   await page.getByText(/Previous secret works until .*; last used /).waitFor()
+  // Once the clients have switched, the old secret can be stopped before the overlap ends.
+  await page.getByRole('button', { name: 'Stop the previous secret of POS' }).click()
+  await page.getByRole('dialog', { name: 'Stop the previous secret?' }).getByRole('button', { name: 'Stop it' }).click()
+  await page.getByRole('button', { name: 'Stop the previous secret of POS' }).waitFor({ state: 'detached' })
+  const oldBasic = Buffer.from(`${consumerKey}:${consumerSecret}`).toString('base64')
+  assert.equal((await fetch(`${base}/api/v1/orders`, { headers: { Authorization: `Basic ${oldBasic}` } })).status, 401)
 
   // The audit trail tells the story.
   await page.getByRole('link', { name: 'Audit trail' }).click()

@@ -346,7 +346,21 @@ async function keysTab(body, store) {
       h('td', {}, h('strong', {}, key.name), key.description ? h('small', {}, key.description) : null),
       h('td', {}, h('code', {}, key.masked), reveal ? h('small', {}, reveal, ' ', consumer) : null,
         key.previous_expires_at ? h('small', {}, `Previous secret works until ${when(key.previous_expires_at)}; `,
-          key.previous_last_used_at ? `last used ${when(key.previous_last_used_at)}` : 'not used since') : null),
+          key.previous_last_used_at ? `last used ${when(key.previous_last_used_at)}` : 'not used since', ' ',
+          h('button', {
+            type: 'button',
+            class: 'link',
+            'aria-label': `Stop the previous secret of ${key.name}`,
+            onclick: async () => {
+              if (!(await confirmDialog('Stop the previous secret?', `The secret "${key.name}" had before its regeneration stops working now; the current one is unaffected.`, 'Stop it'))) return
+              try {
+                await api('PATCH', `/api/stores/${store.id}/api-keys/${key.id}`, { previous_expires_at: null })
+                await refresh()
+              } catch (err) {
+                notice(`Not stopped: ${err.message}`)
+              }
+            },
+          }, 'Stop now')) : null),
       h('td', {}, key.environment, h('small', {}, key.format)),
       h('td', {}, permissionSummary(key.permissions)),
       h('td', {}, h('span', { class: `badge ${key.active ? 'on' : 'off'}` }, key.active ? 'Activated' : 'Deactivated'), key.kind === 'default' ? h('small', {}, 'default key') : null),

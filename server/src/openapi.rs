@@ -740,6 +740,11 @@ fn bodies(out: &mut Map<String, Value>) {
         // Fixed at creation.
         props.remove("format");
         props.remove("environment");
+        let mut overlap_end = nullable(time());
+        overlap_end["description"] = json!(
+            "ends a regeneration's overlap early: null stops the old secret now; a time may only shorten it"
+        );
+        props.insert("previous_expires_at".into(), overlap_end);
     }
     put("KeyPatch", key_patch);
     put("NewKey", key);

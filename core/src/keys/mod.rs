@@ -345,6 +345,9 @@ pub struct KeyPatch {
     /// Only when the store has `permissions_editable`.
     pub permissions: Option<PermissionSet>,
     pub meta: Option<Map<String, Value>>,
+    /// Ends a regeneration's overlap early: null (or a time not after now) stops the replaced
+    /// secret at once; a later time, no later than the overlap's end, shortens it.
+    pub previous_expires_at: Patch<OffsetDateTime>,
 }
 
 impl KeyPatch {
@@ -364,6 +367,7 @@ impl KeyPatch {
             expires_at: fields.patch("expires_at", timestamp),
             permissions: fields.optional("permissions", read_permissions),
             meta: fields.optional("meta", read_meta),
+            previous_expires_at: fields.patch("previous_expires_at", timestamp),
         };
         let mut problems = fields.finish();
         if !problems.is_empty() {
