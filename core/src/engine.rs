@@ -850,6 +850,10 @@ impl Engine {
             changes.push("permissions");
         }
         problems.finish()?;
+        // Only stopping an overlap that had already ended: nothing to store or announce.
+        if changes.is_empty() {
+            return Ok(inner.shown(&record));
+        }
 
         record.updated_at = now;
         let changes = changes.into_iter().map(str::to_owned).collect();

@@ -951,6 +951,11 @@ fn a_regeneration_with_an_overlap_keeps_the_old_secret_working_until_it_ends() {
         engine.audit(sid, 1).unwrap()[0].changes,
         ["previous_expires_at"]
     );
+    // Stopping an overlap that is already over changes and records nothing.
+    let seq = engine.audit(sid, 1).unwrap()[0].seq;
+    let again = patch(json!({"previous_expires_at": null})).unwrap();
+    assert_eq!(again.previous_expires_at, None);
+    assert_eq!(engine.audit(sid, 1).unwrap()[0].seq, seq);
 
     // When the overlap ends, the old secret is refused like any unknown one, and the key no
     // longer shows an overlap.
