@@ -135,6 +135,16 @@ impl EngineOptions {
     }
 }
 
+/// The key a live credential belongs to ([`Engine::identify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identified {
+    pub store_id: StoreId,
+    pub key_id: String,
+    /// The credential is a secret a regeneration replaced, still accepted in its overlap
+    /// (ending the overlap stops it; the key's current secret is another).
+    pub replaced: bool,
+}
+
 /// A store as written to disk.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoreRecord {
@@ -404,12 +414,20 @@ impl Engine {
 
     /// The key a credential belongs to, as (store id, key id), if it is a live key: for
     /// scanners that revoke leaked keys. Charges no limit and records no use.
-    pub fn identify(&self, credential: &str) -> Option<(crate::ids::StoreId, String)> {
+    pub fn identify(&self, credential: &str) -> Option<Identified> {
         let presented = format::parse(credential)?;
+        let digest = Digest::of(presented.secret().as_bytes());
         self.inner.index.find(
             &presented,
             self.inner.clock.now_nanos(),
-            |entry| Some((entry.store_id(), entry.id().to_owned())),
+            |entry| {
+                Some(Identified {
+                    store_id: entry.store_id(),
+                    key_id: entry.id().to_owned(),
+                    // Found, but not under its own digest: through a replaced secret.
+                    replaced: !entry.digest.ct_eq(&digest),
+                })
+            },
             || None,
         )
     }

@@ -853,8 +853,18 @@ fn a_regeneration_with_an_overlap_keeps_the_old_secret_working_until_it_ends() {
             Some(DenyCode::Forbidden)
         );
         assert_eq!(
-            engine.identify(&old.credential()).map(|(_, id)| id),
-            Some(old.key.id.clone())
+            engine.identify(&old.credential()),
+            Some(latchkey::Identified {
+                store_id: store.id,
+                key_id: old.key.id.clone(),
+                replaced: true
+            })
+        );
+        assert_eq!(
+            engine
+                .identify(&new.credential())
+                .map(|found| found.replaced),
+            Some(false)
         );
         pairs.push((old, new));
     }

@@ -224,7 +224,8 @@ struct Scan {
     /// Files or directories to scan.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// Revoke every live key found (needs --db).
+    /// Revoke every live key found (needs --db); a found old secret still in its
+    /// regeneration's overlap has the overlap ended instead.
     #[arg(long, requires = "db")]
     revoke: bool,
     #[arg(long, env = "LATCHKEY_DB")]
@@ -707,10 +708,32 @@ fn scan(args: Scan) -> Result<(), String> {
                 );
                 let mut status = String::new();
                 if let Some(engine) = &engine {
+                    let actor = Actor::admin("scan");
                     match engine.identify(word) {
-                        Some((store, key_id)) => {
-                            match engine.revoke_key(store.as_str(), &Actor::admin("scan"), &key_id)
-                            {
+                        // An old secret still in its regeneration's overlap: ending the overlap
+                        // stops it, and the clients already on the new secret keep working.
+                        Some(found) if found.replaced => {
+                            let stop = latchkey::KeyPatch {
+                                previous_expires_at: latchkey::Patch::Null,
+                                ..Default::default()
+                            };
+                            let key_id = found.key_id;
+                            let store = found.store_id;
+                            match engine.update_key(store.as_str(), &actor, &key_id, stop) {
+                                Ok(_) => {
+                                    revoked += 1;
+                                    status = format!(" stopped (replaced secret of {key_id})");
+                                }
+                                Err(e) => {
+                                    status = format!(
+                                        " live replaced secret of {key_id}, not stopped: {e}"
+                                    )
+                                }
+                            }
+                        }
+                        Some(found) => {
+                            let key_id = found.key_id;
+                            match engine.revoke_key(found.store_id.as_str(), &actor, &key_id) {
                                 Ok(()) => {
                                     revoked += 1;
                                     status = format!(" revoked {key_id}");
@@ -725,6 +748,8 @@ fn scan(args: Scan) -> Result<(), String> {
             }
         }
     }
-    eprintln!("latchkey scan: {found} token(s) found, {revoked} revoked");
+    eprintln!(
+        "latchkey scan: {found} token(s) found, {revoked} stopped (revoked, or a replaced secret ended)"
+    );
     Ok(())
 }

@@ -684,13 +684,32 @@ fn keys_create_takes_the_api_settings_and_names_every_bad_flag() {
     let rolled: Value = serde_json::from_slice(&rolled.stdout).unwrap();
     assert_ne!(rolled["key"], key["key"]);
     assert!(rolled["previous_expires_at"].is_string(), "{rolled}");
-    let engine = latchkey::Engine::open(&db).unwrap();
-    for credential in [&key["key"], &rolled["key"]] {
-        let (_, id) = engine
-            .identify(credential.as_str().unwrap())
-            .expect("both live");
-        assert_eq!(id, kid);
+    {
+        let engine = latchkey::Engine::open(&db).unwrap();
+        for credential in [&key["key"], &rolled["key"]] {
+            let found = engine
+                .identify(credential.as_str().unwrap())
+                .expect("both live");
+            assert_eq!(found.key_id, kid);
+        }
     }
+
+    // `scan --revoke` on a leak of the old secret ends the overlap rather than revoking the
+    // key: the new secret keeps working.
+    let leak = dir.path().join("leak.env");
+    std::fs::write(&leak, format!("API_KEY={}\n", key["key"].as_str().unwrap())).unwrap();
+    let scanned = latchkey(&["scan", leak.to_str().unwrap(), "--revoke", "--db", db_arg]);
+    let report = String::from_utf8_lossy(&scanned.stdout);
+    assert!(
+        report.contains(&format!("stopped (replaced secret of {kid})")),
+        "{report}"
+    );
+    let engine = latchkey::Engine::open(&db).unwrap();
+    assert!(engine.identify(key["key"].as_str().unwrap()).is_none());
+    let found = engine
+        .identify(rolled["key"].as_str().unwrap())
+        .expect("still live");
+    assert!(!found.replaced);
 }
 
 #[test]

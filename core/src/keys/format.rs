@@ -169,6 +169,16 @@ pub(crate) enum Presented<'a> {
     },
 }
 
+impl<'a> Presented<'a> {
+    /// The part whose digest names the key (a pair's consumer secret, the whole hex key).
+    pub(crate) fn secret(&self) -> &'a str {
+        match *self {
+            Presented::Token { secret, .. } | Presented::Pair { secret, .. } => secret,
+            Presented::Hex(key) => key,
+        }
+    }
+}
+
 impl fmt::Debug for Presented<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print the secret part.
