@@ -412,8 +412,8 @@ impl Engine {
         )
     }
 
-    /// The key a credential belongs to, as (store id, key id), if it is a live key: for
-    /// scanners that revoke leaked keys. Charges no limit and records no use.
+    /// The key a credential belongs to, if it is live, and whether it is a replaced secret
+    /// in its overlap: for scanners of leaked keys. Charges no limit and records no use.
     pub fn identify(&self, credential: &str) -> Option<Identified> {
         let presented = format::parse(credential)?;
         let digest = Digest::of(presented.secret().as_bytes());
@@ -599,6 +599,25 @@ impl Engine {
     }
 
     // ---- keys ---------------------------------------------------------------------------
+
+    /// Stops a leaked credential, if it is live: a replaced secret has its overlap ended (the
+    /// clients already on the new secret keep working), any other live key is revoked. `None`
+    /// when it authenticates nothing; else what it is, and whether stopping it worked (the
+    /// default key, for one, cannot be revoked).
+    pub fn stop_leaked(&self, credential: &str, actor: &Actor) -> Option<(Identified, Result<()>)> {
+        let found = self.identify(credential)?;
+        let store = found.store_id.as_str();
+        let stopped = if found.replaced {
+            let stop = KeyPatch {
+                previous_expires_at: Patch::Null,
+                ..KeyPatch::default()
+            };
+            self.update_key(store, actor, &found.key_id, stop).map(drop)
+        } else {
+            self.revoke_key(store, actor, &found.key_id)
+        };
+        Some((found, stopped))
+    }
 
     /// Creates one scoped key. Its secret is in the result, once.
     pub fn create_key(&self, store_id: &str, actor: &Actor, key: NewKey) -> Result<CreatedKey> {
@@ -830,23 +849,11 @@ impl Engine {
             record.meta = meta;
             changes.push("meta");
         }
-        // An overlap can only be brought forward: lengthening one would revive a secret the
-        // merchant may already have retired.
-        let overlap_end = record.previous_at(now).map(|p| p.until);
-        match (previous_expires_at.into_update(), overlap_end) {
-            (None, _) | (Some(None), None) => {}
-            (Some(Some(_)), None) => {
-                problems.push("previous_expires_at: the key has no replaced secret in an overlap")
-            }
-            (Some(Some(at)), Some(end)) if at > end => {
-                problems.push("previous_expires_at: an overlap can be shortened, not extended")
-            }
-            (Some(at), Some(_)) => {
-                match (at.filter(|at| *at > now), record.previous.as_mut()) {
-                    (Some(at), Some(previous)) => previous.until = at,
-                    _ => record.previous = None,
-                }
-                changes.push("previous_expires_at");
+        if let Some(end) = previous_expires_at.into_update() {
+            match record.end_overlap(end, now) {
+                Ok(true) => changes.push("previous_expires_at"),
+                Ok(false) => {}
+                Err(problem) => problems.push(format!("previous_expires_at: {problem}")),
             }
         }
         if let Some(permissions) = permissions {

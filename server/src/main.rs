@@ -706,44 +706,24 @@ fn scan(args: Scan) -> Result<(), String> {
                     &word[..word.len().min(12)],
                     &word[word.len() - 4..]
                 );
-                let mut status = String::new();
-                if let Some(engine) = &engine {
-                    let actor = Actor::admin("scan");
-                    match engine.identify(word) {
-                        // An old secret still in its regeneration's overlap: ending the overlap
-                        // stops it, and the clients already on the new secret keep working.
-                        Some(found) if found.replaced => {
-                            let stop = latchkey::KeyPatch {
-                                previous_expires_at: latchkey::Patch::Null,
-                                ..Default::default()
-                            };
-                            let key_id = found.key_id;
-                            let store = found.store_id;
-                            match engine.update_key(store.as_str(), &actor, &key_id, stop) {
-                                Ok(_) => {
-                                    revoked += 1;
-                                    status = format!(" stopped (replaced secret of {key_id})");
-                                }
-                                Err(e) => {
-                                    status = format!(
-                                        " live replaced secret of {key_id}, not stopped: {e}"
-                                    )
-                                }
-                            }
+                let status = match engine
+                    .as_ref()
+                    .map(|e| e.stop_leaked(word, &Actor::admin("scan")))
+                {
+                    None => String::new(),
+                    Some(None) => " not live".into(),
+                    Some(Some((found, Ok(())))) => {
+                        revoked += 1;
+                        if found.replaced {
+                            format!(" stopped (replaced secret of {})", found.key_id)
+                        } else {
+                            format!(" revoked {}", found.key_id)
                         }
-                        Some(found) => {
-                            let key_id = found.key_id;
-                            match engine.revoke_key(found.store_id.as_str(), &actor, &key_id) {
-                                Ok(()) => {
-                                    revoked += 1;
-                                    status = format!(" revoked {key_id}");
-                                }
-                                Err(e) => status = format!(" live key {key_id}, not revoked: {e}"),
-                            }
-                        }
-                        None => status = " not live".into(),
                     }
-                }
+                    Some(Some((found, Err(e)))) => {
+                        format!(" live key {}, not stopped: {e}", found.key_id)
+                    }
+                };
                 println!("{}:{}: {masked}{status}", path.display(), line_no + 1);
             }
         }

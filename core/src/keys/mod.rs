@@ -117,6 +117,35 @@ impl KeyRecord {
         self.previous.as_ref().filter(|p| now < p.until)
     }
 
+    /// Ends the overlap of a replaced secret at `end` (`None` or a time not after `now`: at
+    /// once). An overlap can only be brought forward: lengthening one would revive a secret
+    /// the merchant may already have retired. `Ok(false)`: there was none to end.
+    pub(crate) fn end_overlap(
+        &mut self,
+        end: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Result<bool, &'static str> {
+        let Some(until) = self.previous_at(now).map(|p| p.until) else {
+            return match end {
+                None => Ok(false),
+                Some(_) => Err("the key has no replaced secret in an overlap"),
+            };
+        };
+        match end {
+            Some(end) if end > until => Err("an overlap can be shortened, not extended"),
+            Some(end) if end > now => {
+                if let Some(previous) = &mut self.previous {
+                    previous.until = end;
+                }
+                Ok(true)
+            }
+            _ => {
+                self.previous = None;
+                Ok(true)
+            }
+        }
+    }
+
     /// The key as shown at `now` (a replaced secret whose overlap has ended is not).
     pub(crate) fn to_key(&self, now: OffsetDateTime) -> Key {
         Key {
