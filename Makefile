@@ -22,9 +22,11 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cd fuzz && cargo clippy --quiet --all-targets -- -D warnings
 
-# The default members (core, server); the Python extension is tested through pytest below.
+# The default members (core, server), and the Rust-only unit tests of the Node binding (its
+# JS tests run under `node --test` below); the Python extension is tested through pytest.
 unit:
 	cargo test
+	cargo test -p latchkey-node --lib
 
 # kill -9 under concurrent key creations and revocations, 5 cycles (the long form is
 # `python3 tests/crash/crash.py --cycles 100`; figures in RELIABILITY.md).

@@ -32,7 +32,7 @@ use crate::limits::RateLimit;
 use crate::permissions::PermissionSet;
 use crate::secret::Digest;
 use crate::stores::StoreSettings;
-use crate::verify::{Grant, Inline};
+use crate::verify::{Grant, Inline, Serial};
 
 /// Number of index shards (a power of two, at most 256: a digest byte picks one). Enough that
 /// a writer (one key change at a time) or one shard's growth rarely meets a reader; few
@@ -299,6 +299,8 @@ const _: () = {
     assert!(offset_of!(KeyEntry, active) < 64 && offset_of!(KeyEntry, matcher) < 64);
     assert!(offset_of!(KeyEntry, grant) + offset_of!(Grant, permissions) + 8 <= 128);
     assert!(offset_of!(KeyEntry, rate) >= 128);
+    // The serial sits in what was the grant's padding.
+    assert!(size_of::<crate::verify::Grant>() == 80);
 };
 
 impl KeyEntry {
@@ -315,6 +317,7 @@ impl KeyEntry {
             environment: Inline::new(&record.environment)?,
             permissions: record.permissions,
             kind: record.kind,
+            serial: Serial::next(),
         };
         Some(Self {
             digest,

@@ -290,12 +290,74 @@ impl<const N: usize> Inline<N> {
 /// The key a decision names (its id, store and environment) as one small `Copy` value, so a
 /// front end that keeps something per key (the Node binding numbers the identities it has
 /// reported) can hash and compare it without measuring or validating strings on every call.
-/// Hashes its key id only (ids are unique; equal identities have equal ids).
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Hashes its key id only (ids are unique; equal identities have equal ids). Equality is of
+/// the three strings; [`KeyIdentity::serial`] is not compared.
+#[derive(Clone, Copy)]
 pub struct KeyIdentity {
     store_id: StoreId,
     key_id: Inline<24>,
     environment: Inline<32>,
+    serial: u64,
+}
+
+impl PartialEq for KeyIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        (self.store_id, self.key_id, self.environment)
+            == (other.store_id, other.key_id, other.environment)
+    }
+}
+
+impl Eq for KeyIdentity {}
+
+/// A number given to each key entry the index builds, unique in the process and never reused,
+/// so that equal serials always name equal identities: a front end can remember "already
+/// reported" under it with one word compared, where comparing identities reads 64 bytes it
+/// must also keep. (One key has a new serial each time its entry is rebuilt, e.g. on update.)
+///
+/// Seven bytes, so it fits the padding after [`Grant::kind`] and an index entry stays four
+/// cache lines: 2^56 serials last two thousand years at a million entries a second; were they
+/// ever to run out, entries get serial 0, "unnumbered", which a front end must not remember.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Serial([u8; 7]);
+
+impl fmt::Debug for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Serial({})", self.get())
+    }
+}
+
+impl Serial {
+    pub(crate) const UNNUMBERED: Serial = Serial([0; 7]);
+
+    pub(crate) fn next() -> Serial {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        // Starts at 1: 0 is `UNNUMBERED`. Relaxed: only uniqueness matters, which the
+        // atomic increment gives in any ordering.
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        if n >> 56 != 0 {
+            return Serial::UNNUMBERED;
+        }
+        let bytes = n.to_le_bytes();
+        Serial([
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6],
+        ])
+    }
+
+    fn get(self) -> u64 {
+        let [a, b, c, d, e, f, g] = self.0;
+        u64::from_le_bytes([a, b, c, d, e, f, g, 0])
+    }
+}
+
+impl Grant {
+    /// The serial, read with the kind byte before it as one aligned word: seven bytes read on
+    /// their own take several loads, and copies of a decision just made are still in the store
+    /// buffer in other widths, which such loads wait on.
+    fn serial(&self) -> u64 {
+        let [a, b, c, d, e, f, g] = self.serial.0;
+        u64::from_le_bytes([self.kind as u8, a, b, c, d, e, f, g]) >> 8
+    }
 }
 
 impl KeyIdentity {
@@ -309,6 +371,13 @@ impl KeyIdentity {
 
     pub fn environment(&self) -> &str {
         self.environment.as_str()
+    }
+
+    /// A number that no other identity has had or will have in this process (see `Serial`),
+    /// though one key may be seen under several; `None` when serials ran out. A front end
+    /// can remember which identities it has handled by this number alone.
+    pub fn serial(&self) -> Option<std::num::NonZeroU64> {
+        std::num::NonZeroU64::new(self.serial)
     }
 }
 
@@ -338,6 +407,7 @@ pub(crate) struct Grant {
     pub key_id: Inline<24>,
     pub environment: Inline<32>,
     pub kind: KeyKind,
+    pub serial: Serial,
 }
 
 /// The answer to a [`VerifyRequest`].
@@ -433,6 +503,7 @@ impl Decision {
             store_id: k.store_id,
             key_id: k.key_id,
             environment: k.environment,
+            serial: k.serial(),
         })
     }
 
@@ -569,6 +640,7 @@ mod tests {
             environment: Inline::new("live").unwrap(),
             permissions: PermissionSet::default(),
             kind: KeyKind::Scoped,
+            serial: Serial::UNNUMBERED,
         };
         let missing = Permission::new(Area::Orders, Action::Edit);
         let d = Decision::refuse((DenyCode::Forbidden, Some(missing)), grant, None);

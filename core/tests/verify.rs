@@ -83,6 +83,22 @@ fn every_format_verifies_and_carries_its_context() {
             Action::View,
         );
         assert_ne!(other.key_identity(), Some(identity));
+        // Serials: the same entry, the same serial; another key's, another serial.
+        let serial = identity.serial().expect("numbered");
+        assert_eq!(again.key_identity().unwrap().serial(), Some(serial));
+        assert_ne!(other.key_identity().unwrap().serial(), Some(serial));
+        // An update rebuilds the entry: the same identity under a new serial.
+        let renamed = KeyPatch {
+            name: Some(format!("{format} renamed")),
+            ..Default::default()
+        };
+        engine
+            .update_key(store.id.as_str(), &admin(), &created.key.id, renamed)
+            .unwrap();
+        let updated = verify(&engine, &created.credential(), Area::Orders, Action::View);
+        let rebuilt = updated.key_identity().unwrap();
+        assert_eq!(rebuilt, identity);
+        assert_ne!(rebuilt.serial(), Some(serial));
     }
     let unknown = verify(&engine, "nonsense", Area::Orders, Action::View);
     assert_eq!(unknown.key_identity(), None);

@@ -28,11 +28,11 @@
 
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char, c_void};
-use std::hash::BuildHasher;
 use std::mem::MaybeUninit;
+use std::num::NonZeroU64;
 use std::ptr;
 
-use latchkey::{DenyCode, KeyIdentity, Permission, VerifyRequest};
+use latchkey::{DenyCode, Permission, VerifyRequest};
 use napi::sys;
 use napi::sys::{Status, TypedarrayType, ValueType};
 
@@ -68,37 +68,48 @@ struct Verifier {
     identities: RefCell<Identities>,
 }
 
-/// Key identities (key id, store, environment) reported to the typed layer, by number.
+/// Key identities (key id, store, environment) reported to the typed layer, by number: the
+/// number is a slot of a direct-mapped table of [`latchkey::KeyIdentity::serial`]s, one word
+/// each.
 ///
-/// Bounded: at [`Identities::CAP`] the table starts again from 0. The typed layer needs no
-/// signal: a number is only ever returned after the identity filed under it in the current
-/// round was sent, so a slot it reads is always the latest one written.
-#[derive(Default)]
+/// A slot holds the serial of the identity last reported under its number, and serials are
+/// never shared by two identities, so a serial found in its slot means the typed layer already
+/// has that identity's strings under the number; anything else (a serial new to the slot, or
+/// none) sends the strings and takes the slot over. Keys whose serials share a slot only cost
+/// a resend when they alternate. Hot keys are looked up in the few cache lines their serials
+/// fill (keys made together have consecutive serials), not in a table of 64-byte identities.
 struct Identities {
-    table: hashbrown::HashTable<(KeyIdentity, u32)>,
-    hasher: foldhash::fast::RandomState,
+    slots: Box<[u64]>,
+}
+
+impl Default for Identities {
+    fn default() -> Self {
+        // Zeroed pages from the allocator: only the slots in use are ever touched.
+        Self {
+            slots: vec![0; Self::CAP].into_boxed_slice(),
+        }
+    }
 }
 
 impl Identities {
     const CAP: usize = 1 << 16;
 
-    /// The number of this identity, and whether it is new (so its strings must be sent).
-    /// Looked up on every verify that names a key: `KeyIdentity` is fixed-size, so this hashes
-    /// and compares words, never strings.
-    fn number(&mut self, identity: KeyIdentity) -> (u32, bool) {
-        let hash = self.hasher.hash_one(identity);
-        if let Some(&(_, n)) = self.table.find(hash, |(known, _)| *known == identity) {
-            return (n, false);
-        }
-        if self.table.len() >= Self::CAP {
-            self.table.clear();
-        }
-        // Below CAP (2^16), so it fits a u32.
-        let n = self.table.len() as u32;
-        let hasher = &self.hasher;
-        self.table
-            .insert_unique(hash, (identity, n), |(known, _)| hasher.hash_one(known));
-        (n, true)
+    /// The number for the identity with this serial (see [`latchkey::KeyIdentity::serial`]),
+    /// and whether it is new (so its strings must be sent).
+    fn number(&mut self, serial: Option<NonZeroU64>) -> (u32, bool) {
+        let Some(serial) = serial else {
+            // Unnumbered (serials ran out): always sent, under slot 0, which then holds a value
+            // no serial has, so the next serial of that slot is sent again too.
+            self.slots[0] = 0;
+            return (0, true);
+        };
+        let serial = serial.get();
+        // Below CAP (2^16), so it fits a u32 and indexes `slots`.
+        #[allow(clippy::cast_possible_truncation)]
+        let slot = (serial as usize) & (Self::CAP - 1);
+        let new = self.slots[slot] != serial;
+        self.slots[slot] = serial;
+        (slot as u32, new)
     }
 }
 
@@ -159,14 +170,27 @@ unsafe fn read_string<'b>(
     if len < STACK_STRING - 1 {
         // SAFETY: Node-API initialised the first `len` units (len < STACK_STRING).
         let units = unsafe { std::slice::from_raw_parts(units.as_ptr().cast::<u16>(), len) };
-        // One pass that narrows and notes the highest bit seen, which the compiler vectorises.
+        // One pass that narrows and notes the highest bit seen: whole blocks of 16 units with
+        // vector loads, the rest unit by unit. V8 copies a string's last units one by one, and
+        // a wider load of units stored that way moments ago cannot take them from the store
+        // buffer: it waits for the stores to land, which cost more than the rest of the read.
         let mut seen = 0u16;
-        for (byte, &unit) in buf.iter_mut().zip(units) {
+        let whole = len & !15;
+        for (bytes, block) in buf[..whole]
+            .chunks_exact_mut(16)
+            .zip(units[..whole].chunks_exact(16))
+        {
+            for (byte, &unit) in bytes.iter_mut().zip(block) {
+                seen |= unit;
+                // Kept only when every unit is below 0x80 (checked next).
+                #[allow(clippy::cast_possible_truncation)]
+                byte.write(unit as u8);
+            }
+        }
+        for (byte, &unit) in buf[whole..len].iter_mut().zip(&units[whole..]) {
             seen |= unit;
-            // Kept only when every unit is below 0x80 (checked next).
             #[allow(clippy::cast_possible_truncation)]
-            let narrow = unit as u8;
-            byte.write(narrow);
+            byte.write(unit as u8);
         }
         if seen < 0x80 {
             // SAFETY: the first `len` bytes were written just above, and all are ASCII
@@ -318,7 +342,7 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
         unsafe { sys::napi_create_int32(env, code, &mut result) };
         return result;
     };
-    let (number, new) = verifier.identities.borrow_mut().number(identity);
+    let (number, new) = verifier.identities.borrow_mut().number(identity.serial());
     out[Slot::Key as usize] = f64::from(number);
     if !new {
         unsafe { sys::napi_create_int32(env, code, &mut result) };
@@ -435,4 +459,39 @@ pub(crate) fn codes() -> Vec<(&'static str, u16, &'static str)> {
                 .map(|c| (c.as_str(), c.http_status(), c.message())),
         )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serial(n: u64) -> Option<NonZeroU64> {
+        NonZeroU64::new(n)
+    }
+
+    #[test]
+    fn an_identity_is_sent_once_until_another_takes_its_slot() {
+        let mut ids = Identities::default();
+        assert_eq!(ids.number(serial(7)), (7, true));
+        assert_eq!(ids.number(serial(7)), (7, false));
+        assert_eq!(ids.number(serial(8)), (8, true));
+        assert_eq!(ids.number(serial(7)), (7, false));
+        // Same slot, another serial: sent, and the first must then be sent again.
+        let twin = 7 + Identities::CAP as u64;
+        assert_eq!(ids.number(serial(twin)), (7, true));
+        assert_eq!(ids.number(serial(7)), (7, true));
+        assert_eq!(ids.number(serial(twin)), (7, true));
+    }
+
+    #[test]
+    fn unnumbered_identities_are_always_sent_and_never_mistaken() {
+        let mut ids = Identities::default();
+        let zero_slot = serial(Identities::CAP as u64);
+        assert_eq!(ids.number(zero_slot), (0, true));
+        assert_eq!(ids.number(None), (0, true));
+        assert_eq!(ids.number(None), (0, true));
+        // Slot 0 was overwritten by the unnumbered identity: its serial is sent again.
+        assert_eq!(ids.number(zero_slot), (0, true));
+        assert_eq!(ids.number(zero_slot), (0, false));
+    }
 }
