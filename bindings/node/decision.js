@@ -26,6 +26,9 @@ const MISSING = 4
 const KEY = 5
 const OUT_LEN = 6
 
+/** How many numbers the native verify gives key identities (see src/fast.rs). */
+const KEY_SLOTS = native.keySlots()
+
 const messages = new Map()
 
 /** The answer to one request. A refusal is a Decision with `allowed === false`. */
@@ -156,4 +159,4 @@ function permissionNumber(area, action) {
   return number
 }
 
-module.exports = { Decision, permissionNumber, OUT_LEN, KEY }
+module.exports = { Decision, permissionNumber, OUT_LEN, KEY, KEY_SLOTS }

@@ -20,7 +20,7 @@ const {
   call,
 } = require('./errors.js')
 const { express } = require('./express.js')
-const { Decision, permissionNumber, OUT_LEN, KEY } = require('./decision.js')
+const { Decision, permissionNumber, OUT_LEN, KEY, KEY_SLOTS } = require('./decision.js')
 
 // ---- field names: camelCase outside, snake_case inside -------------------------------------
 
@@ -105,8 +105,9 @@ class Engine {
   #verify
   #out = new Float64Array(OUT_LEN)
   /** `{keyId, storeId, environment}` of each key a decision named, by the number the native
-   * verify gave it (see src/fast.rs). */
-  #keys = []
+   * verify gave it (see src/fast.rs). Allocated whole: numbers come in any order, and an
+   * array written far past its end turns into a slower dictionary. */
+  #keys = new Array(KEY_SLOTS).fill(null)
 
   constructor(nativeEngine, actor) {
     this.#native = nativeEngine

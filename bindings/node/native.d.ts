@@ -75,6 +75,12 @@ export declare function decisionCodes(): any
 /** The message of decision code `code` (0 = allowed), naming `missing` for `FORBIDDEN`. */
 export declare function decisionMessage(code: number, missing?: number | undefined | null): string
 
+/**
+ * How many numbers the bound `verify` gives key identities (0 to this, exclusive): the size
+ * of the typed layer's table of their strings.
+ */
+export declare function keySlots(): number
+
 /** The server's body for 405: a method an area's routes do not serve. */
 export declare function methodNotAllowedBody(): any
 

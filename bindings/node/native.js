@@ -842,6 +842,7 @@ module.exports.areaForPath = nativeBinding.areaForPath
 module.exports.credentialFromHeaders = nativeBinding.credentialFromHeaders
 module.exports.decisionCodes = nativeBinding.decisionCodes
 module.exports.decisionMessage = nativeBinding.decisionMessage
+module.exports.keySlots = nativeBinding.keySlots
 module.exports.methodNotAllowedBody = nativeBinding.methodNotAllowedBody
 module.exports.permissionNumbers = nativeBinding.permissionNumbers
 module.exports.refusalBody = nativeBinding.refusalBody

@@ -91,8 +91,11 @@ impl Default for Identities {
     }
 }
 
+/// How many numbers identities get (the typed layer sizes its table by it).
+pub(crate) const KEY_SLOTS: u32 = 1 << 16;
+
 impl Identities {
-    const CAP: usize = 1 << 16;
+    const CAP: usize = KEY_SLOTS as usize;
 
     /// The number for the identity with this serial (see [`latchkey::KeyIdentity::serial`]),
     /// and whether it is new (so its strings must be sent).

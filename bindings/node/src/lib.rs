@@ -272,6 +272,13 @@ pub fn decision_codes() -> Value {
     json!(fast::codes())
 }
 
+/// How many numbers the bound `verify` gives key identities (0 to this, exclusive): the size
+/// of the typed layer's table of their strings.
+#[napi]
+pub fn key_slots() -> u32 {
+    fast::KEY_SLOTS
+}
+
 /// `{area: {action: number}}` for every permission of the table, as `verify` takes them.
 #[napi]
 pub fn permission_numbers() -> Value {
