@@ -85,7 +85,7 @@ export interface Key {
   updatedAt: string
   /** Until when the secret a regeneration replaced still works (its overlap); null when none. */
   previousExpiresAt: string | null
-  /** When a request last presented that replaced secret (kept in memory: null after a restart until it is used). */
+  /** When a request last presented that replaced secret (kept across a restart to the minute). */
   previousLastUsedAt: string | null
 }
 

@@ -34,7 +34,7 @@ use crate::limits::RateOptions;
 use crate::permissions::{Action, Area, Permission, PermissionSet};
 use crate::rates::Rates;
 use crate::secret::{Digest, Secret};
-use crate::storage::{self, AUDIT, KEYS, STORES, USAGE};
+use crate::storage::{self, AUDIT, KEYS, STORES, StoredUsage, USAGE};
 use crate::stores::{NewStore, Store, StorePatch, StoreSettings};
 use crate::verify::{Decision, DenyCode, LimitState, VerifyRequest};
 use crate::webhooks::WebhookOptions;
@@ -1117,22 +1117,35 @@ impl Inner {
         record: &KeyRecord,
         store: Arc<StoreLive>,
         previous: Option<KeyEntry>,
-        last: Option<(i64, Option<std::net::IpAddr>)>,
+        last: Option<StoredUsage>,
     ) -> Result<()> {
         let usage = match previous {
             Some(previous) => previous.usage.clone(),
-            None => Arc::new(Usage::new(record.store_id, record.id.clone(), last)),
+            None => Arc::new(Usage::new(
+                record.store_id,
+                record.id.clone(),
+                last.map(|last| (last.at, last.ip)),
+            )),
         };
         let unreadable = || Error::Corrupt(format!("key {} has an unreadable digest", record.id));
         let entry = KeyEntry::from_record(record, store, usage).ok_or_else(unreadable)?;
         let previous = match record.previous_at(self.clock.now()) {
-            Some(old) => Some(PreviousEntry::new(
-                Digest::from_hex(&old.digest).ok_or_else(unreadable)?,
-                record.id.clone(),
-                Matcher::of(record, old.prefix.as_deref()).ok_or_else(unreadable)?,
-                record.store_id,
-                i64::try_from(old.until.unix_timestamp_nanos()).unwrap_or(i64::MAX),
-            )),
+            Some(old) => {
+                let digest = Digest::from_hex(&old.digest).ok_or_else(unreadable)?;
+                // The stored use counts only if it was of this replaced secret.
+                let used = last
+                    .and_then(|last| last.previous)
+                    .filter(|&(tag, _)| tag == digest.tag())
+                    .map(|(_, secs)| secs);
+                Some(PreviousEntry::new(
+                    digest,
+                    record.id.clone(),
+                    Matcher::of(record, old.prefix.as_deref()).ok_or_else(unreadable)?,
+                    record.store_id,
+                    i64::try_from(old.until.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+                    used,
+                ))
+            }
             None => None,
         };
         // The replaced secret is looked up before its entry goes, so a verify with it during
@@ -1201,8 +1214,8 @@ impl Inner {
         if key.previous_expires_at.is_some() {
             key.previous_last_used_at = self
                 .index
-                .previous_last_used(&key.id)
-                .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok());
+                .previous_use(&key.id)
+                .and_then(|(_, secs)| OffsetDateTime::from_unix_timestamp(secs).ok());
         }
         key
     }
@@ -1241,7 +1254,11 @@ impl Inner {
                 if !self.index.contains(&usage.key_id) {
                     continue;
                 }
-                let row = storage::encode_usage(secs, *usage.ip.lock());
+                let row = storage::encode_usage(&StoredUsage {
+                    at: secs,
+                    ip: *usage.ip.lock(),
+                    previous: self.index.previous_use(&usage.key_id),
+                });
                 table.insert(
                     (usage.store_id.as_str(), usage.key_id.as_str()),
                     row.as_slice(),

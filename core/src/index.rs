@@ -226,8 +226,9 @@ pub(crate) struct PreviousEntry {
     pub matcher: Matcher,
     pub store: StoreId,
     pub until: i64,
-    /// When a request last presented it (unix seconds; `i64::MIN`: not yet). In memory only:
-    /// it tells whether clients still use the old secret, which matters only while it works.
+    /// When a request last presented it (unix seconds; `i64::MIN`: not yet): whether clients
+    /// still use the old secret. Written to the usage table with the key's own last use, and
+    /// read back at start.
     pub last_used: AtomicI64,
 }
 
@@ -238,6 +239,7 @@ impl PreviousEntry {
         matcher: Matcher,
         store: StoreId,
         until: i64,
+        last_used: Option<i64>,
     ) -> Self {
         Self {
             digest,
@@ -245,7 +247,7 @@ impl PreviousEntry {
             matcher,
             store,
             until,
-            last_used: AtomicI64::new(i64::MIN),
+            last_used: AtomicI64::new(last_used.unwrap_or(i64::MIN)),
         }
     }
 }
@@ -590,14 +592,16 @@ impl KeyIndex {
             .store(!previous.is_empty(), Ordering::Release);
     }
 
-    /// When a request last presented the replaced secret `key_id` accepts (unix seconds).
-    pub(crate) fn previous_last_used(&self, key_id: &str) -> Option<i64> {
+    /// When a request last presented the replaced secret `key_id` accepts (unix seconds),
+    /// with the first 8 bytes of that secret's digest (what the usage table keeps it under).
+    pub(crate) fn previous_use(&self, key_id: &str) -> Option<([u8; 8], i64)> {
         if !self.any_previous.load(Ordering::Acquire) {
             return None;
         }
         let previous = self.previous.read();
         let old = previous.values().find(|old| old.key_id == key_id)?;
-        Some(old.last_used.load(Ordering::Relaxed)).filter(|&secs| secs != i64::MIN)
+        let secs = old.last_used.load(Ordering::Relaxed);
+        (secs != i64::MIN).then(|| (old.digest.tag(), secs))
     }
 
     /// Drops the replaced secrets whose overlap has ended by `now` (unix nanos).

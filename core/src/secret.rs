@@ -96,6 +96,14 @@ impl Digest {
         hex_lower(&self.0)
     }
 
+    /// The first 8 bytes: enough to tell this digest from the others of one key, where a
+    /// record is already found by the key's id (never to find a key by).
+    pub(crate) fn tag(&self) -> [u8; 8] {
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&self.0[..8]);
+        tag
+    }
+
     pub(crate) fn from_hex(text: &str) -> Option<Self> {
         let mut out = [0u8; 32];
         decode_hex(text, &mut out).then_some(Self(out))

@@ -124,10 +124,25 @@ pub(crate) fn next_counter(tx: &WriteTransaction, name: &str) -> Result<u64> {
     Ok(next)
 }
 
-pub(crate) fn encode_usage(at_secs: i64, ip: Option<std::net::IpAddr>) -> [u8; 25] {
-    let mut out = [0u8; 25];
-    out[..8].copy_from_slice(&at_secs.to_be_bytes());
-    match ip {
+/// A key's last use as the usage table keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StoredUsage {
+    /// Unix seconds.
+    pub at: i64,
+    pub ip: Option<std::net::IpAddr>,
+    /// While a regeneration's overlap lasts: the last use of the replaced secret, under the
+    /// first 8 bytes of its digest, so that the secret a later regeneration replaces never
+    /// inherits it.
+    pub previous: Option<([u8; 8], i64)>,
+}
+
+/// A row of the usage table: the time (8 bytes), the address (a tag byte, 4 = IPv4, 6 = IPv6,
+/// then 16 bytes, zero-padded), and, when there is one, the replaced secret's digest tag and
+/// last use (8 + 8 bytes). Rows written before the replaced secret's use was kept are 25 bytes.
+pub(crate) fn encode_usage(usage: &StoredUsage) -> Vec<u8> {
+    let mut out = vec![0u8; USAGE_ROW];
+    out[..8].copy_from_slice(&usage.at.to_be_bytes());
+    match usage.ip {
         None => {}
         Some(std::net::IpAddr::V4(v4)) => {
             out[8] = 4;
@@ -138,22 +153,43 @@ pub(crate) fn encode_usage(at_secs: i64, ip: Option<std::net::IpAddr>) -> [u8; 2
             out[9..25].copy_from_slice(&v6.octets());
         }
     }
+    if let Some((tag, at)) = usage.previous {
+        out.extend_from_slice(&tag);
+        out.extend_from_slice(&at.to_be_bytes());
+    }
     out
 }
 
-pub(crate) fn decode_usage(bytes: &[u8]) -> Option<(i64, Option<std::net::IpAddr>)> {
-    let bytes: &[u8; 25] = bytes.try_into().ok()?;
-    let at = i64::from_be_bytes(bytes[..8].try_into().ok()?);
-    let ip = match bytes[8] {
+const USAGE_ROW: usize = 25;
+
+pub(crate) fn decode_usage(bytes: &[u8]) -> Option<StoredUsage> {
+    let (row, previous) = match bytes.len() {
+        USAGE_ROW => (bytes, None),
+        41 => {
+            let (row, rest) = bytes.split_at(USAGE_ROW);
+            let (tag, at) = rest.split_at(8);
+            (row, Some((tag.try_into().ok()?, read_i64(at)?)))
+        }
+        _ => return None,
+    };
+    let ip = match row[8] {
         4 => Some(std::net::IpAddr::from(
-            <[u8; 4]>::try_from(&bytes[9..13]).ok()?,
+            <[u8; 4]>::try_from(&row[9..13]).ok()?,
         )),
         6 => Some(std::net::IpAddr::from(
-            <[u8; 16]>::try_from(&bytes[9..25]).ok()?,
+            <[u8; 16]>::try_from(&row[9..25]).ok()?,
         )),
         _ => None,
     };
-    Some((at, ip))
+    Some(StoredUsage {
+        at: read_i64(&row[..8])?,
+        ip,
+        previous,
+    })
+}
+
+fn read_i64(bytes: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(bytes.try_into().ok()?))
 }
 
 fn read_u64(bytes: &[u8]) -> Option<u64> {
@@ -243,12 +279,23 @@ mod tests {
             Some("203.0.113.9".parse().unwrap()),
             Some("2001:db8::1".parse().unwrap()),
         ] {
-            assert_eq!(
-                decode_usage(&encode_usage(1_790_000_000, ip)),
-                Some((1_790_000_000, ip))
-            );
+            for previous in [
+                None,
+                Some((*b"\x01\x02\x03\x04\x05\x06\x07\x08", 1_790_000_100)),
+            ] {
+                let usage = StoredUsage {
+                    at: 1_790_000_000,
+                    ip,
+                    previous,
+                };
+                let row = encode_usage(&usage);
+                assert_eq!(row.len(), if previous.is_some() { 41 } else { 25 });
+                assert_eq!(decode_usage(&row), Some(usage));
+            }
         }
         assert_eq!(decode_usage(b"short"), None);
+        // Not a row this format writes: refused, not read in part.
+        assert_eq!(decode_usage(&[0u8; 33]), None);
     }
 
     #[test]

@@ -883,18 +883,37 @@ fn a_regeneration_with_an_overlap_keeps_the_old_secret_working_until_it_ends() {
     let shown = engine.get_key(sid, &old.key.id).unwrap();
     assert_eq!(shown.previous_last_used_at, Some(clock_now(&clock)));
 
-    // The overlap is durable: a reopened engine still takes the old secret.
+    // The overlap is durable: a reopened engine still takes the old secret, and still knows
+    // when it was last presented (written with the key's own last use).
+    let used_at = clock_now(&clock);
     drop(engine);
+    clock.advance(time::Duration::minutes(1));
     let engine = Engine::open_with(&path, options(&clock)).unwrap();
+    let shown = engine.get_key(sid, &old.key.id).unwrap();
+    assert_eq!(shown.previous_last_used_at, Some(used_at));
     let view_orders = |credential: &str| verify(&engine, credential, Area::Orders, Action::View);
     assert!(view_orders(&old.credential()).allowed());
     assert!(view_orders(&new.credential()).allowed());
 
-    // A regeneration during the overlap ends it: only the secret it replaced stays.
+    // A regeneration during the overlap ends it: only the secret it replaced stays. That
+    // secret's last use is its own: none is carried over from the secret before, in memory
+    // or from the usage table (written here with the earlier secret's use) after a reopen.
+    engine.flush().unwrap();
     clock.advance(time::Duration::minutes(1));
     let newest = engine
         .regenerate_key(sid, &admin(), &old.key.id, hour)
         .unwrap();
+    let previous_use = |engine: &Engine| {
+        engine
+            .get_key(sid, &old.key.id)
+            .unwrap()
+            .previous_last_used_at
+    };
+    assert_eq!(previous_use(&engine), None);
+    drop(engine);
+    let engine = Engine::open_with(&path, options(&clock)).unwrap();
+    assert_eq!(previous_use(&engine), None);
+    let view_orders = |credential: &str| verify(&engine, credential, Area::Orders, Action::View);
     assert_eq!(
         view_orders(&old.credential()).code(),
         Some(DenyCode::Invalid)

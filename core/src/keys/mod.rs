@@ -207,8 +207,9 @@ pub struct Key {
     /// null when there is none (or it has ended).
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub previous_expires_at: Option<OffsetDateTime>,
-    /// When a request last presented that replaced secret (to the second; kept in memory, so
-    /// null after a restart until it is used again): whether clients still rely on it.
+    /// When a request last presented that replaced secret (to the second in memory; written
+    /// to the database with the key's own last use, so to the minute across a restart):
+    /// whether clients still rely on it.
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub previous_last_used_at: Option<OffsetDateTime>,
 }
