@@ -110,12 +110,22 @@ fn ip_scope(text: &str) -> Result<latchkey::IpScope, String> {
     ))
 }
 
+/// `LIMIT/SECONDS[/ALGORITHM]`: the two numbers, and the algorithm's name when given.
+fn rate_parts(text: &str) -> Option<(u64, u64, Option<&str>)> {
+    let mut parts = text.trim().splitn(3, '/');
+    let limit = parts.next()?.trim().parse().ok()?;
+    let window = parts.next()?.trim().parse().ok()?;
+    Some((limit, window, parts.next().map(str::trim)))
+}
+
 /// `LIMIT/SECONDS` as a fixed-window limit (ranges are checked with the other rate options).
 fn per_window(text: &str) -> Option<latchkey::RateLimit> {
-    let (limit, window) = text.split_once('/')?;
+    let (limit, window, None) = rate_parts(text)? else {
+        return None;
+    };
     Some(latchkey::RateLimit {
-        limit: limit.trim().parse().ok()?,
-        window_seconds: window.trim().parse().ok()?,
+        limit: limit.try_into().ok()?,
+        window_seconds: window.try_into().ok()?,
         algorithm: latchkey::Algorithm::FixedWindow,
     })
 }
@@ -650,12 +660,10 @@ fn rate_limit_flag(text: &str) -> Option<serde_json::Value> {
     if text.trim_start().starts_with('{') {
         return serde_json::from_str(text).ok();
     }
-    let mut parts = text.trim().splitn(3, '/');
-    let limit: u64 = parts.next()?.trim().parse().ok()?;
-    let window: u64 = parts.next()?.trim().parse().ok()?;
+    let (limit, window, algorithm) = rate_parts(text)?;
     let mut value = json!({"limit": limit, "window_seconds": window});
-    if let Some(algorithm) = parts.next() {
-        value["algorithm"] = json!(algorithm.trim());
+    if let Some(algorithm) = algorithm {
+        value["algorithm"] = json!(algorithm);
     }
     Some(value)
 }
@@ -732,4 +740,34 @@ fn scan(args: Scan) -> Result<(), String> {
         "latchkey scan: {found} token(s) found, {revoked} stopped (revoked, or a replaced secret ended)"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_flags_read_limit_window_and_algorithm() {
+        assert_eq!(rate_parts(" 10 / 60 "), Some((10, 60, None)));
+        assert_eq!(
+            rate_parts("10/60/token_bucket"),
+            Some((10, 60, Some("token_bucket")))
+        );
+        for bad in ["", "10", "10/", "x/60", "10/-1", "10/60x"] {
+            assert_eq!(rate_parts(bad), None, "{bad:?}");
+        }
+        // An IP scope is a fixed window: an algorithm is not part of its form.
+        let scope = per_window("5/1").unwrap();
+        assert_eq!((scope.limit, scope.window_seconds), (5, 1));
+        assert!(per_window("5/1/sliding_window").is_none());
+        assert_eq!(
+            rate_limit_flag("100/60/sliding_window"),
+            Some(json!({"limit": 100, "window_seconds": 60, "algorithm": "sliding_window"}))
+        );
+        assert_eq!(
+            rate_limit_flag(r#"{"limit": 3}"#),
+            Some(json!({"limit": 3}))
+        );
+        assert_eq!(rate_limit_flag("{not json"), None);
+    }
 }
