@@ -318,6 +318,28 @@ impl Engine {
         }
     }
 
+    /// Whether the store's API is open for a request in `environment` now, by the store-wide
+    /// checks a key's request passes too (SPEC §4): `INVALID` when the store or environment
+    /// is gone, then `API_DISABLED`, then `PLAN_REQUIRED`. From memory (no transaction).
+    pub(crate) fn store_open(
+        &self,
+        store_id: StoreId,
+        environment: &str,
+    ) -> std::result::Result<(), DenyCode> {
+        let stores = self.inner.stores.read();
+        let live = stores
+            .get(&store_id)
+            .filter(|live| live.has_environment(environment))
+            .ok_or(DenyCode::Invalid)?;
+        if !live.api_enabled() {
+            Err(DenyCode::ApiDisabled)
+        } else if live.plan_blocks(self.inner.clock.now_nanos()) {
+            Err(DenyCode::PlanRequired)
+        } else {
+            Ok(())
+        }
+    }
+
     /// The engine's clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         self.inner.clock.injected()

@@ -17,6 +17,7 @@ use crate::input::{Fields, integer, string};
 use crate::permissions::Area;
 use crate::secret::{BASE62, Digest, Secret, random_chars};
 use crate::storage;
+use crate::verify::DenyCode;
 
 /// Session digest (hex) → session.
 pub(crate) const PORTAL: TableDefinition<&str, &[u8]> = TableDefinition::new("portal_sessions");
@@ -168,21 +169,38 @@ impl Engine {
     }
 
     /// The customer a session token opens, if it is a live session; `None` for an unknown,
-    /// malformed or expired token alike.
+    /// malformed or expired token, and for one [`Engine::portal_access`] refuses, alike.
     pub fn portal_customer(&self, token: &str) -> Result<Option<PortalCustomer>> {
+        Ok(self.portal_access(token)?.ok())
+    }
+
+    /// The customer a session token opens, or why it opens nothing: `INVALID` for an
+    /// unknown, malformed or expired token, and for a session whose store environment no
+    /// longer exists; `API_DISABLED` and `PLAN_REQUIRED` while the store's API is closed to
+    /// its keys, as a session is a key's access handed to a customer. (Customers cannot be
+    /// deleted, so a session's customer is always there.)
+    pub fn portal_access(
+        &self,
+        token: &str,
+    ) -> Result<std::result::Result<PortalCustomer, DenyCode>> {
         if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
-            return Ok(None);
+            return Ok(Err(DenyCode::Invalid));
         }
-        let tx = storage::read(&self.inner().db)?;
-        let table = tx.open_table(PORTAL)?;
-        let Some(bytes) = table.get(digest(token).as_str())? else {
-            return Ok(None);
+        let session: Session = {
+            let tx = storage::read(&self.inner().db)?;
+            let table = tx.open_table(PORTAL)?;
+            let Some(bytes) = table.get(digest(token).as_str())? else {
+                return Ok(Err(DenyCode::Invalid));
+            };
+            storage::decode(bytes.value(), 1, "portal session")?
         };
-        let session: Session = storage::decode(bytes.value(), 1, "portal session")?;
         if session.expires_at <= self.inner().clock.now() {
-            return Ok(None);
+            return Ok(Err(DenyCode::Invalid));
         }
-        Ok(Some(PortalCustomer {
+        if let Err(code) = self.store_open(session.store_id, &session.environment) {
+            return Ok(Err(code));
+        }
+        Ok(Ok(PortalCustomer {
             scope: Scope::new(session.store_id, session.environment),
             customer_id: session.customer_id,
         }))

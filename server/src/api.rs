@@ -17,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use latchkey::{
-    Action, Actor, Area, Decision, NewKey, Permission, Scope, VerifyRequest,
+    Action, Actor, Area, Decision, DenyCode, NewKey, Permission, Scope, VerifyRequest,
     credential_from_headers,
 };
 use serde_json::{Value, json};
@@ -422,24 +422,37 @@ async fn portal(state: AppState, request: Request, area: Area) -> Response {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim().to_owned());
     let customer = match token {
-        None => Err(("MISSING", "A portal session token is required")),
-        Some(token) => match state.engine.portal_customer(&token) {
-            Ok(Some(customer)) => Ok(customer),
-            Ok(None) => Err(("INVALID", "Invalid or expired portal session")),
+        None => Err(DenyCode::Missing),
+        Some(token) => match state.engine.portal_access(&token) {
+            Ok(access) => access,
             Err(err) => return respond::with_headers(respond::error(&err), headers),
         },
     };
     let response = match customer {
-        Err((code, message)) => {
+        // A missing or unknown token counts against the client's brute-force limit; a live
+        // session refused because its store's API is closed does not (as for keys).
+        Err(code @ (DenyCode::Missing | DenyCode::Invalid)) => {
             if let Some(ip) = ip {
                 state.engine.record_auth_failure(ip);
             }
+            let message = if code == DenyCode::Missing {
+                "A portal session token is required"
+            } else {
+                "Invalid or expired portal session"
+            };
             respond::fail(
                 StatusCode::UNAUTHORIZED,
-                code,
+                code.as_str(),
                 message,
                 vec![message.to_owned()],
             )
+        }
+        Err(code) => {
+            let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+            axum::response::IntoResponse::into_response((
+                status,
+                axum::Json(code.refusal_body(None)),
+            ))
         }
         Ok(customer) => match page_params(request.uri()) {
             Err(response) => response,

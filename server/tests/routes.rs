@@ -972,6 +972,20 @@ async fn portal_sessions_read_one_customers_orders_only() {
         )
         .await;
     assert_eq!(refused.body["message"], "Missing permission Customers:View");
+
+    // A session is a key's access handed to a customer: closed while the store's API is
+    // closed to keys (not counted as a failed authentication), open again after.
+    let auth = [("Authorization", bearer.as_str())];
+    let portal_orders = || h.call("GET", "/api/v1/portal/orders", &auth, None);
+    let store_path = format!("/api/stores/{}", h.store);
+    let api = |enabled: bool| h.admin("PATCH", &store_path, Some(json!({"api_enabled": enabled})));
+    assert_eq!(api(false).await.status, StatusCode::OK);
+    let closed = portal_orders().await;
+    assert_eq!(closed.status, StatusCode::FORBIDDEN, "{}", closed.body);
+    assert_eq!(closed.body["code"], "API_DISABLED");
+    assert_wrapper(&closed);
+    assert_eq!(api(true).await.status, StatusCode::OK);
+    assert_eq!(portal_orders().await.status, StatusCode::OK);
 }
 
 #[tokio::test]
