@@ -137,6 +137,7 @@ export interface AuditEvent {
     | 'webhook_updated'
     | 'webhook_deleted'
     | 'webhook_secret_rotated'
+    | 'portal_sessions_ended'
   storeId: string
   /** The key the event is about; `null` for a store's or a webhook's event. */
   keyId: string | null
@@ -260,6 +261,15 @@ export interface PortalSessionOptions extends EntityOptions {
 export interface PortalSession {
   /** `cps_…`: shown this once; only its SHA-256 digest is stored. */
   token: string
+  expiresAt: string
+}
+
+/** A live portal session as the store's managers see it. */
+export interface PortalSessionInfo {
+  /** `ps_…`: names the session (ending it takes this), opens nothing. */
+  id: string
+  environment: string
+  customerId: string
   expiresAt: string
 }
 
@@ -423,6 +433,14 @@ export declare class Engine {
   portalCustomer(token: string): PortalCustomer | null
   /** A page of the token's customer's orders or subscriptions, or `null` as `portalCustomer`. */
   portalList(token: string, area: 'Orders' | 'Subscriptions' | string, options?: { limit?: number; cursor?: string }): Page | null
+  /** The store's live sessions, soonest to expire first; never their tokens. */
+  portalSessions(storeId: string): PortalSessionInfo[]
+  /** Ends one live session before it expires (audited; NOT_FOUND when none has the id); the ids ended. */
+  endPortalSession(storeId: string, sessionId: string): string[]
+  endPortalSessionAsync(storeId: string, sessionId: string): Promise<string[]>
+  /** Ends every live session of one customer (audited when any was live); the ids ended. */
+  endCustomerPortalSessions(storeId: string, customerId: string): string[]
+  endCustomerPortalSessionsAsync(storeId: string, customerId: string): Promise<string[]>
 }
 
 export declare class LatchkeyError extends Error {

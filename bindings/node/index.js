@@ -384,6 +384,25 @@ class Engine {
     const page = this.#call('portalList', { token, area, limit, cursor })
     return page === null ? null : { items: page.items, nextCursor: page.next_cursor }
   }
+  /** The store's live sessions, soonest to expire first (`id`, `environment`, `customerId`,
+   * `expiresAt`); never their tokens. */
+  portalSessions(storeId) {
+    return output(this.#call('portalSessions', { storeId }))
+  }
+  /** Ends one live session before it expires (audited); the ids ended. */
+  endPortalSession(storeId, sessionId) {
+    return this.#call('endPortalSession', { storeId, actor: this.#actor, sessionId }).ended
+  }
+  async endPortalSessionAsync(storeId, sessionId) {
+    return (await this.#callAsync('endPortalSession', { storeId, actor: this.#actor, sessionId })).ended
+  }
+  /** Ends every live session of one customer (audited when any was live); the ids ended. */
+  endCustomerPortalSessions(storeId, customerId) {
+    return this.#call('endCustomerPortalSessions', { storeId, actor: this.#actor, customerId }).ended
+  }
+  async endCustomerPortalSessionsAsync(storeId, customerId) {
+    return (await this.#callAsync('endCustomerPortalSessions', { storeId, actor: this.#actor, customerId })).ended
+  }
 }
 
 function portalArgs(storeId, customerId, environment, ttlSeconds) {

@@ -1,6 +1,6 @@
 //! Audit events: who created, changed, regenerated or revoked which key, changed the store's
-//! settings, or added, changed or removed a webhook endpoint, and when. Written in the same
-//! transaction as the change they describe.
+//! settings, added, changed or removed a webhook endpoint, or ended customer portal sessions,
+//! and when. Written in the same transaction as the change they describe.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -42,6 +42,9 @@ pub enum AuditAction {
     WebhookDeleted,
     /// An endpoint's signing secret was replaced (the old one may sign for a while longer).
     WebhookSecretRotated,
+    /// Customer portal sessions were ended before they expired (`changes` lists the ids of
+    /// the sessions ended).
+    PortalSessionsEnded,
 }
 
 /// One audit record.
@@ -61,7 +64,8 @@ pub struct AuditEvent {
     pub webhook_id: Option<String>,
     pub action: AuditAction,
     pub actor: Actor,
-    /// The fields an update changed (names only, never values).
+    /// The fields an update changed (names only, never values); for `portal_sessions_ended`,
+    /// the ids of the sessions ended.
     #[serde(default)]
     pub changes: Vec<String>,
 }

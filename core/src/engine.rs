@@ -1418,7 +1418,8 @@ fn write_change(
         | AuditAction::WebhookCreated
         | AuditAction::WebhookUpdated
         | AuditAction::WebhookDeleted
-        | AuditAction::WebhookSecretRotated => None,
+        | AuditAction::WebhookSecretRotated
+        | AuditAction::PortalSessionsEnded => None,
     };
     if let Some(event) = event {
         let mut data = serde_json::to_value(record.to_key(now))

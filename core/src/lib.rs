@@ -79,8 +79,8 @@ pub use logs::{LOG_BUFFER, LOG_FLUSH_AT, LogEntry, LogQuery, MAX_LOG_READ};
 pub use money::{MAX_AMOUNT, Money};
 pub use permissions::{Action, Area, Permission, PermissionSet};
 pub use portal::{
-    MAX_PORTAL_TTL_SECONDS, NewPortalSession, PORTAL_PERMISSION, PORTAL_TTL_SECONDS,
-    PortalCustomer, PortalSession,
+    EndPortalSessions, MAX_PORTAL_TTL_SECONDS, NewPortalSession, PORTAL_PERMISSION,
+    PORTAL_TTL_SECONDS, PortalCustomer, PortalSession, PortalSessionInfo,
 };
 pub use secret::{Digest, Secret};
 pub use stores::{

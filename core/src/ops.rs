@@ -54,9 +54,12 @@ pub enum Op {
     RotateWebhookSecret,
     Usage,
     RetryWebhookDelivery,
+    PortalSessions,
+    EndPortalSession,
+    EndCustomerPortalSessions,
 }
 
-const ALL: [Op; 33] = [
+const ALL: [Op; 36] = [
     Op::CreateStore,
     Op::GetStore,
     Op::ListStores,
@@ -90,6 +93,9 @@ const ALL: [Op; 33] = [
     Op::RotateWebhookSecret,
     Op::Usage,
     Op::RetryWebhookDelivery,
+    Op::PortalSessions,
+    Op::EndPortalSession,
+    Op::EndCustomerPortalSessions,
 ];
 
 impl Op {
@@ -129,6 +135,9 @@ impl Op {
             Op::RotateWebhookSecret => "rotateWebhookSecret",
             Op::Usage => "usage",
             Op::RetryWebhookDelivery => "retryWebhookDelivery",
+            Op::PortalSessions => "portalSessions",
+            Op::EndPortalSession => "endPortalSession",
+            Op::EndCustomerPortalSessions => "endCustomerPortalSessions",
         }
     }
 
@@ -140,7 +149,7 @@ impl Op {
     pub fn arguments(self) -> &'static [&'static str] {
         match self {
             Op::CreateStore => &["actor", "input"],
-            Op::GetStore | Op::ListKeys | Op::ListWebhooks => &["storeId"],
+            Op::GetStore | Op::ListKeys | Op::ListWebhooks | Op::PortalSessions => &["storeId"],
             Op::ListStores | Op::Flush | Op::DeliverWebhooks | Op::StartWebhookWorker => &[],
             Op::UpdateStore => &["storeId", "actor", "patch"],
             Op::CreateKey => &["storeId", "actor", "input"],
@@ -164,6 +173,8 @@ impl Op {
             Op::CreatePortalSession => &["storeId", "environment", "input"],
             Op::PortalCustomer => &["token"],
             Op::PortalList => &["token", "area", "limit", "cursor"],
+            Op::EndPortalSession => &["storeId", "actor", "sessionId"],
+            Op::EndCustomerPortalSessions => &["storeId", "actor", "customerId"],
         }
     }
 
@@ -185,6 +196,7 @@ impl Op {
                 | Op::StartWebhookWorker
                 | Op::PortalCustomer
                 | Op::PortalList
+                | Op::PortalSessions
                 | Op::Usage
         )
     }
@@ -504,6 +516,24 @@ pub fn call(engine: &Engine, op: Op, args: &Value) -> Result<Value> {
             Ok(engine
                 .portal_customer(token)?
                 .map_or(Value::Null, |customer| customer.to_json()))
+        }
+        Op::PortalSessions => {
+            let store = a.text("storeId");
+            a.finish()?;
+            let sessions = engine.portal_sessions(store)?;
+            Ok(Value::Array(sessions.iter().map(|s| s.to_json()).collect()))
+        }
+        Op::EndPortalSession => {
+            let (store, actor, session) = (a.text("storeId"), a.actor(), a.text("sessionId"));
+            a.finish()?;
+            let which = crate::portal::EndPortalSessions::One(session);
+            Ok(json!({"ended": engine.end_portal_sessions(store, &actor, which)?}))
+        }
+        Op::EndCustomerPortalSessions => {
+            let (store, actor, customer) = (a.text("storeId"), a.actor(), a.text("customerId"));
+            a.finish()?;
+            let which = crate::portal::EndPortalSessions::OfCustomer(customer);
+            Ok(json!({"ended": engine.end_portal_sessions(store, &actor, which)?}))
         }
         Op::PortalList => {
             let (token, area) = (a.text("token"), a.area());

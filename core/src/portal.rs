@@ -2,14 +2,15 @@
 //! short-lived session for one customer; the session token (`cps_…`, shown once, stored only
 //! as a SHA-256 digest) reads that customer's orders and subscriptions and nothing else.
 
-use redb::TableDefinition;
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::audit::{Actor, AuditAction};
 use crate::clock::Clock;
-use crate::engine::Engine;
+use crate::engine::{Engine, ReadStores, Subject, append_audit};
 use crate::entities::{Kind, Page, Scope, Show, decode_cursor};
 use crate::error::{Error, Result};
 use crate::ids::StoreId;
@@ -112,6 +113,43 @@ fn digest(token: &str) -> String {
     Digest::of(token.as_bytes()).to_hex()
 }
 
+/// A session's id: `ps_` and the first 16 hex digits of its token's digest, which names it to
+/// the store's managers and opens nothing (the token is 40 random base-62 characters).
+fn session_id(digest_hex: &str) -> String {
+    format!("ps_{}", digest_hex.get(..16).unwrap_or(digest_hex))
+}
+
+/// A live portal session as the store's managers see it: never its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalSessionInfo {
+    /// `ps_…`: what ending one session takes.
+    pub id: String,
+    pub environment: String,
+    pub customer_id: String,
+    pub expires_at: OffsetDateTime,
+}
+
+impl PortalSessionInfo {
+    /// `{id, environment, customer_id, expires_at}`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "environment": self.environment,
+            "customer_id": self.customer_id,
+            "expires_at": self.expires_at.format(&Rfc3339).ok(),
+        })
+    }
+}
+
+/// Which of a store's portal sessions to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndPortalSessions<'a> {
+    /// The session with this id (`ps_…`); 404 when no live session of the store has it.
+    One(&'a str),
+    /// Every live session of this customer (in any environment); none is not an error.
+    OfCustomer(&'a str),
+}
+
 impl Engine {
     /// [`Engine::create_portal_session`] from the request body `{customer_id, ttl_seconds?}`
     /// (the server's and the bindings' one way in), every problem named.
@@ -204,6 +242,81 @@ impl Engine {
             scope: Scope::new(session.store_id, session.environment),
             customer_id: session.customer_id,
         }))
+    }
+
+    /// The store's live portal sessions, the soonest to expire first.
+    pub fn portal_sessions(&self, store_id: &str) -> Result<Vec<PortalSessionInfo>> {
+        let tx = storage::read(&self.inner().db)?;
+        let store = tx.store(store_id)?;
+        let now = self.inner().clock.now();
+        let mut sessions = Vec::new();
+        for item in tx.open_table(PORTAL)?.iter()? {
+            let (key, value) = item?;
+            let session: Session = storage::decode(value.value(), 1, "portal session")?;
+            if session.store_id == store.id && session.expires_at > now {
+                sessions.push(PortalSessionInfo {
+                    id: session_id(key.value()),
+                    environment: session.environment,
+                    customer_id: session.customer_id,
+                    expires_at: session.expires_at,
+                });
+            }
+        }
+        sessions.sort_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)));
+        Ok(sessions)
+    }
+
+    /// Ends live portal sessions of the store before they expire: their tokens open nothing
+    /// from the next request on. Answers the ids of the sessions ended, and records them in
+    /// the audit trail (nothing is recorded when none was live).
+    pub fn end_portal_sessions(
+        &self,
+        store_id: &str,
+        actor: &Actor,
+        which: EndPortalSessions<'_>,
+    ) -> Result<Vec<String>> {
+        let inner = self.inner();
+        let _writer = inner.writer.lock();
+        let tx = storage::write(&inner.db)?;
+        let store = tx.store(store_id)?;
+        let now = inner.clock.now();
+        let mut ended = Vec::new();
+        {
+            let mut table = tx.open_table(PORTAL)?;
+            let mut doomed = Vec::new();
+            for item in table.iter()? {
+                let (key, value) = item?;
+                let session: Session = storage::decode(value.value(), 1, "portal session")?;
+                let chosen = match which {
+                    EndPortalSessions::One(id) => session_id(key.value()) == id,
+                    EndPortalSessions::OfCustomer(customer) => session.customer_id == customer,
+                };
+                if chosen && session.store_id == store.id && session.expires_at > now {
+                    doomed.push(key.value().to_owned());
+                }
+            }
+            for digest in &doomed {
+                table.remove(digest.as_str())?;
+                ended.push(session_id(digest));
+            }
+        }
+        if let (EndPortalSessions::One(id), true) = (which, ended.is_empty()) {
+            return Err(Error::not_found("portal session", id));
+        }
+        if !ended.is_empty() {
+            ended.sort();
+            let action = AuditAction::PortalSessionsEnded;
+            append_audit(
+                &tx,
+                Subject::Store(store.id),
+                action,
+                actor,
+                ended.clone(),
+                now,
+            )?;
+            tx.commit()?;
+        }
+        Ok(ended)
     }
 
     /// One page of the orders or subscriptions of the customer a session token opens; `None`

@@ -335,6 +335,58 @@ test('webhooks: create, send a test and see the answer, deliveries, delete', asy
   await page.close()
 })
 
+test('portal sessions: listed without their links, ended one at a time or all of a customer', async () => {
+  const post = async (pathname, body) => {
+    const response = await fetch(`${base}${pathname}`, {
+      method: 'POST',
+      headers: { 'X-Api-Key': banner['API key'], 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    })
+    assert.equal(response.status, 201, pathname)
+    return (await response.json()).data
+  }
+  const customer = await post('/api/v1/customers', { email: 'portal@example.com', name: 'Pat' })
+  const sessions = [
+    await post('/api/v1/auth/portal-sessions', { customer_id: customer.id }),
+    await post('/api/v1/auth/portal-sessions', { customer_id: customer.id, ttl_seconds: 3600 }),
+    await post('/api/v1/auth/portal-sessions', { customer_id: customer.id, ttl_seconds: 7200 }),
+  ]
+  const opens = async (token) =>
+    (await fetch(`${base}/api/v1/portal/orders`, { headers: { Authorization: `Bearer ${token}` } })).status
+
+  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } })
+  await page.goto(`${base}/dashboard/`)
+  await page.getByLabel('Management token').fill(banner['admin token'])
+  await page.getByRole('button', { name: 'Sign in' }).click()
+  await page.getByRole('heading', { name: 'Stores' }).waitFor()
+  await page.goto(`${base}/dashboard/#/stores/${banner.store}/portal`)
+  await page.getByRole('heading', { name: 'Portal sessions' }).waitFor()
+  const ends = page.getByRole('button', { name: /^End portal session ps_/ })
+  await ends.first().waitFor()
+  assert.equal(await ends.count(), 3)
+  const content = await page.content()
+  assert.ok(sessions.every((s) => !content.includes(s.token)), 'no session link is on the page')
+
+  // The soonest to expire is first: the 15-minute one.
+  await ends.first().click()
+  await page.getByRole('dialog', { name: 'End session?' }).getByRole('button', { name: 'End session' }).click()
+  await page.getByText('Portal session ended.').waitFor()
+  await page.waitForFunction(() => document.querySelectorAll('tbody tr').length === 2)
+  assert.deepEqual(await Promise.all(sessions.map((s) => opens(s.token))), [401, 200, 200])
+
+  await page.getByRole('button', { name: `End all portal sessions of ${customer.id}` }).first().click()
+  await page.getByRole('dialog', { name: 'End all sessions?' }).getByRole('button', { name: 'End all sessions' }).click()
+  await page.getByText('2 portal sessions ended.').waitFor()
+  await page.getByText('No live portal sessions.').waitFor()
+  assert.deepEqual(await Promise.all(sessions.map((s) => opens(s.token))), [401, 401, 401])
+
+  await page.getByRole('link', { name: 'Audit trail' }).click()
+  await page.getByRole('heading', { name: 'Audit trail' }).waitFor()
+  const trail = await page.locator('tbody').textContent()
+  assert.ok(trail.includes('portal sessions ended'), trail)
+  await page.close()
+})
+
 test('settings save, permissions become editable, and keyboard users can close dialogs', async () => {
   const page = await browser.newPage({ viewport: { width: 1280, height: 860 } })
   await page.goto(`${base}/dashboard/`)

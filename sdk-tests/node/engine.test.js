@@ -186,6 +186,19 @@ test('portal sessions show one customer their own orders, and nothing else', asy
     err.code === 'VALIDATION' && err.problems.join() === 'ttl_seconds: must be from 60 to 86400')
   assert.throws(() => eng.createPortalSession(store.id, ann.id, { environment: 'test' }), { code: 'NOT_FOUND' })
   assert.throws(() => eng.createPortalSession(store.id, 42), (err) => err.problems.join() === 'customer_id: expected a string')
+  // The store's managers see live sessions without their tokens, and end them.
+  const other = eng.createPortalSession(store.id, ann.id)
+  const listed = eng.portalSessions(store.id)
+  assert.deepEqual(listed.map((s) => s.customerId), [ann.id, ann.id])
+  assert.ok(!JSON.stringify(listed).includes(session.token))
+  assert.deepEqual(eng.endPortalSession(store.id, listed[0].id), [listed[0].id])
+  assert.throws(() => eng.endPortalSession(store.id, listed[0].id), { code: 'NOT_FOUND' })
+  assert.deepEqual(await eng.endCustomerPortalSessionsAsync(store.id, ann.id), [listed[1].id])
+  assert.equal(eng.portalCustomer(session.token), null)
+  assert.equal(eng.portalCustomer(other.token), null)
+  assert.deepEqual(eng.endCustomerPortalSessions(store.id, bob.id), [])
+  assert.equal(eng.audit(store.id, { limit: 1 })[0].action, 'portal_sessions_ended')
+  assert.throws(() => eng.endPortalSession(store.id, 7), (err) => err.problems.join() === 'sessionId: expected a string')
 })
 
 test('helpers mirror the server: credentials, actions, areas, client address', () => {

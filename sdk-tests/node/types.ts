@@ -56,7 +56,12 @@ async function usage(): Promise<void> {
   const orders: Page | null = eng.portalList(session.token, 'Orders', { limit: 5 })
   // @ts-expect-error the lifetime is a number of seconds
   eng.createPortalSession(store.id, 'cus_1', { ttlSeconds: '10m' })
-  void [allowed, headers, keys, log, page, middleware, latchkey.version, secret, sent, attempts, customer, orders, rolled, overlapEnds, oldSecretUsed]
+  const live: latchkey.PortalSessionInfo[] = eng.portalSessions(store.id)
+  const ended: string[] = eng.endPortalSession(store.id, live[0].id)
+  const endedAll: Promise<string[]> = eng.endCustomerPortalSessionsAsync(store.id, live[0].customerId)
+  // @ts-expect-error a listed session carries no token
+  void live[0].token
+  void [allowed, headers, keys, log, page, middleware, latchkey.version, secret, sent, attempts, customer, orders, rolled, overlapEnds, oldSecretUsed, ended, endedAll]
   eng.close()
 }
 

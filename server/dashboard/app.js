@@ -147,6 +147,7 @@ function showSecret(title, label, secret, extra = []) {
 const TABS = [
   ['keys', 'API keys'],
   ['webhooks', 'Webhooks'],
+  ['portal', 'Portal sessions'],
   ['logs', 'Request log'],
   ['audit', 'Audit trail'],
   ['settings', 'Settings'],
@@ -269,7 +270,7 @@ async function storePage(main, storeId, tab) {
     TABS.map(([slug, label]) => h('a', { href: `${base}/${slug}`, 'aria-current': slug === tab ? 'page' : false }, label)))
   const body = h('section', { 'aria-labelledby': 'tab-title' })
   main.replaceChildren(h('h1', {}, store.name), h('p', { class: 'sub' }, 'Store ', h('code', {}, store.id)), tabs, body)
-  const pages = { keys: keysTab, webhooks: webhooksTab, logs: logsTab, audit: auditTab, settings: settingsTab }
+  const pages = { keys: keysTab, webhooks: webhooksTab, portal: portalTab, logs: logsTab, audit: auditTab, settings: settingsTab }
   await (pages[tab] || keysTab)(body, store)
 }
 
@@ -695,6 +696,49 @@ async function logsTab(body, store, query = {}) {
       : h('p', { class: 'empty' }, 'No requests match. Requests made with this store\'s keys appear here within a few seconds.'))
 }
 
+// ---- customer portal sessions ---------------------------------------------------------------
+
+/** Live sessions (never their tokens), each endable, or all of one customer's at once. */
+async function portalTab(body, store) {
+  const sessions = await api('GET', `/api/stores/${store.id}/portal-sessions`)
+  const refresh = () => portalTab(body, store)
+  const end = async (title, text, path, done) => {
+    if (!(await confirmDialog(title, text, title.replace(/\?$/, '')))) return
+    try {
+      const { ended } = await api('DELETE', path)
+      await refresh()
+      notice(done(ended.length))
+    } catch (err) {
+      notice(err.message)
+    }
+  }
+  const sessionsPath = `/api/stores/${store.id}/portal-sessions`
+  const rows = sessions.map((s) => h('tr', {},
+    h('td', {}, h('code', {}, s.customer_id)),
+    h('td', {}, s.environment),
+    h('td', {}, when(s.expires_at)),
+    h('td', {}, h('div', { class: 'actions' },
+      h('button', {
+        type: 'button',
+        class: 'danger',
+        'aria-label': `End portal session ${s.id}`,
+        onclick: () => end('End session?', `Its link stops working at once for customer ${s.customer_id}.`,
+          `${sessionsPath}/${encodeURIComponent(s.id)}`, () => 'Portal session ended.'),
+      }, 'End'),
+      h('button', {
+        type: 'button',
+        'aria-label': `End all portal sessions of ${s.customer_id}`,
+        onclick: () => end('End all sessions?', `Every live portal link of customer ${s.customer_id} stops working at once.`,
+          `${sessionsPath}?customer_id=${encodeURIComponent(s.customer_id)}`, (n) => `${n} portal session${n === 1 ? '' : 's'} ended.`),
+      }, 'End all of customer')))))
+  body.replaceChildren(
+    h('h2', { id: 'tab-title' }, 'Portal sessions'),
+    h('p', { class: 'sub' }, 'Links a key with Customers:View opened for customers to see their own orders and subscriptions. They expire by themselves; end one early if its link was shared.'),
+    sessions.length
+      ? h('table', {}, h('thead', {}, h('tr', {}, ['Customer', 'Environment', 'Expires', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))), h('tbody', {}, rows))
+      : h('p', { class: 'empty' }, 'No live portal sessions.'))
+}
+
 // ---- audit trail ----------------------------------------------------------------------------
 
 async function auditTab(body, store) {
@@ -710,7 +754,8 @@ async function auditTab(body, store) {
           h('td', {}, e.action.replaceAll('_', ' ')),
           // A store's own events name no key: its settings, or one of its webhook endpoints.
           h('td', {}, e.key_id !== null ? names[e.key_id] || h('code', {}, e.key_id)
-            : e.webhook_id ? h('span', {}, 'webhook ', h('code', {}, e.webhook_id)) : 'store settings'),
+            : e.webhook_id ? h('span', {}, 'webhook ', h('code', {}, e.webhook_id))
+              : e.action === 'portal_sessions_ended' ? 'portal sessions' : 'store settings'),
           h('td', {}, `${e.actor.type} ${e.actor.id}`),
           h('td', {}, e.changes.join(', ') || '—')))))
       : h('p', { class: 'empty' }, 'No changes yet.'))

@@ -7,7 +7,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use latchkey::{Actor, KeyPatch, LogQuery, NewKey, NewStore, StorePatch};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -62,6 +62,14 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route(
             "/api/stores/{store_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
             post(retry_webhook_delivery),
+        )
+        .route(
+            "/api/stores/{store_id}/portal-sessions",
+            get(list_portal_sessions).delete(end_customer_portal_sessions),
+        )
+        .route(
+            "/api/stores/{store_id}/portal-sessions/{session_id}",
+            delete(end_portal_session),
         )
         .route_layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
@@ -448,6 +456,82 @@ async fn audit(
     let engine = state.engine.clone();
     let events = net::off_workers(move || engine.audit(&store_id, limit)).await;
     result(StatusCode::OK, events.map(|events| json!(events)))
+}
+
+async fn list_portal_sessions(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path(store_id): Path<String>,
+) -> Response {
+    guard!(allow(&claims, "Stores:View", Some(&store_id)));
+    let engine = state.engine.clone();
+    let sessions = net::off_workers(move || engine.portal_sessions(&store_id)).await;
+    result(
+        StatusCode::OK,
+        sessions.map(|list| json!(list.iter().map(|s| s.to_json()).collect::<Vec<_>>())),
+    )
+}
+
+/// `DELETE …/portal-sessions?customer_id=…`: every live session of one customer.
+async fn end_customer_portal_sessions(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path(store_id): Path<String>,
+    request: Request,
+) -> Response {
+    guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
+    let mut problems = Vec::new();
+    let params = net::query(request.uri().query(), &["customer_id"], &mut problems);
+    let customer = params
+        .get("customer_id")
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
+    if customer.is_none() {
+        problems.push("customer_id: required (the customer whose sessions to end)".to_owned());
+    }
+    let Some(customer) = customer.filter(|_| problems.is_empty()) else {
+        return respond::invalid(problems);
+    };
+    end_sessions(
+        &state,
+        claims,
+        store_id,
+        |id| latchkey::EndPortalSessions::OfCustomer(id),
+        customer,
+    )
+    .await
+}
+
+async fn end_portal_session(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path((store_id, session_id)): Path<(String, String)>,
+) -> Response {
+    guard!(allow(&claims, "Stores:Edit", Some(&store_id)));
+    end_sessions(
+        &state,
+        claims,
+        store_id,
+        |id| latchkey::EndPortalSessions::One(id),
+        session_id,
+    )
+    .await
+}
+
+/// Ends the sessions `which(id)` names, off the async workers: `{ended: [ids]}`.
+async fn end_sessions(
+    state: &AppState,
+    claims: Claims,
+    store_id: String,
+    which: for<'a> fn(&'a str) -> latchkey::EndPortalSessions<'a>,
+    id: String,
+) -> Response {
+    let engine = state.engine.clone();
+    let ended = net::off_workers(move || {
+        engine.end_portal_sessions(&store_id, &actor(&claims), which(&id))
+    })
+    .await;
+    result(StatusCode::OK, ended.map(|ids| json!({"ended": ids})))
 }
 
 async fn list_webhooks(

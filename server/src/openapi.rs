@@ -75,6 +75,8 @@ pub enum Param {
     Status,
     /// An RFC 3339 date-time bound (`since`, `until`).
     Time(&'static str),
+    /// The customer whose portal sessions to end (required).
+    CustomerId,
 }
 
 impl Param {
@@ -85,13 +87,19 @@ impl Param {
             Param::KeyId => "key_id",
             Param::Status => "status",
             Param::Time(name) => name,
+            Param::CustomerId => "customer_id",
         }
+    }
+
+    fn required(self) -> bool {
+        matches!(self, Param::CustomerId)
     }
 
     fn schema(self) -> Value {
         match self {
             Param::Limit(max) => json!({"type": "integer", "minimum": 1, "maximum": max}),
             Param::Cursor | Param::KeyId => json!({"type": "string"}),
+            Param::CustomerId => json!({"type": "string", "minLength": 1}),
             Param::Status => json!({"type": "integer", "minimum": 100, "maximum": 599}),
             Param::Time(_) => json!({"type": "string", "format": "date-time"}),
         }
@@ -100,6 +108,7 @@ impl Param {
 
 const PAGE: &[Param] = &[Param::Limit(latchkey::MAX_PAGE as u64), Param::Cursor];
 const NONE: &[Param] = &[];
+const CUSTOMER: &[Param] = &[Param::CustomerId];
 const AUDIT: &[Param] = &[Param::Limit(latchkey::MAX_LOG_READ as u64)];
 const LOGS: &[Param] = &[
     Param::KeyId,
@@ -515,6 +524,36 @@ pub fn operations() -> Vec<Operation> {
             NONE,
             Data::one("Deleted"),
             "Delete an endpoint and its deliveries"
+        ),
+        op!(
+            "get",
+            "/api/stores/{store_id}/portal-sessions",
+            Admin,
+            200,
+            None,
+            NONE,
+            Data::list("PortalSessionInfo"),
+            "Live customer portal sessions, soonest to expire first (never their tokens)"
+        ),
+        op!(
+            "delete",
+            "/api/stores/{store_id}/portal-sessions",
+            Admin,
+            200,
+            None,
+            CUSTOMER,
+            Data::one("PortalSessionsEnded"),
+            "End every live portal session of one customer (audited; none is not an error)"
+        ),
+        op!(
+            "delete",
+            "/api/stores/{store_id}/portal-sessions/{session_id}",
+            Admin,
+            200,
+            None,
+            NONE,
+            Data::one("PortalSessionsEnded"),
+            "End one live portal session (audited)"
         ),
         op!(
             "get",
@@ -975,6 +1014,17 @@ fn outputs(out: &mut Map<String, Value>) {
         output(&[], json!({"token": text(), "expires_at": time()})),
     );
     put(
+        "PortalSessionInfo",
+        output(
+            &[],
+            json!({"id": text(), "environment": text(), "customer_id": text(), "expires_at": time()}),
+        ),
+    );
+    put(
+        "PortalSessionsEnded",
+        output(&[], json!({"ended": {"type": "array", "items": text()}})),
+    );
+    put(
         "LogEntry",
         output(
             &[],
@@ -992,7 +1042,7 @@ fn outputs(out: &mut Map<String, Value>) {
         "key_id": maybe_text(), "webhook_id": text(),
         "action": {"enum": ["key_created", "key_updated", "key_regenerated", "key_revoked",
                             "store_updated", "webhook_created", "webhook_updated", "webhook_deleted",
-                            "webhook_secret_rotated"]},
+                            "webhook_secret_rotated", "portal_sessions_ended"]},
         "actor": output(&[], json!({"type": {"enum": ["admin", "key"]}, "id": text()})),
         "changes": {"type": "array", "items": text()}}),
         ),
@@ -1290,7 +1340,7 @@ pub fn document() -> Value {
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
         parameters.extend(op.query.iter().map(|param| {
-            json!({"name": param.name(), "in": "query", "required": false, "schema": param.schema()})
+            json!({"name": param.name(), "in": "query", "required": param.required(), "schema": param.schema()})
         }));
         let mut responses = Map::new();
         let mut ok = match (&op.data, op.path.as_str()) {

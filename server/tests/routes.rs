@@ -986,6 +986,41 @@ async fn portal_sessions_read_one_customers_orders_only() {
     assert_wrapper(&closed);
     assert_eq!(api(true).await.status, StatusCode::OK);
     assert_eq!(portal_orders().await.status, StatusCode::OK);
+
+    // The store's managers see the live session (not its token) and can end it.
+    let sessions_path = format!("/api/stores/{}/portal-sessions", h.store);
+    let listed = h.admin("GET", &sessions_path, None).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    assert_wrapper(&listed);
+    let sessions = listed.body["data"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0]["customer_id"], mine["customer_id"]);
+    assert!(!listed.body.to_string().contains(&token));
+    let missing = h.admin("DELETE", &sessions_path, None).await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        missing.body["errors"],
+        json!(["customer_id: required (the customer whose sessions to end)"])
+    );
+    let id = sessions[0]["id"].as_str().unwrap();
+    let ended = h
+        .admin("DELETE", &format!("{sessions_path}/{id}"), None)
+        .await;
+    assert_eq!(ended.body["data"], json!({"ended": [id]}), "{}", ended.body);
+    assert_eq!(portal_orders().await.status, StatusCode::UNAUTHORIZED);
+    let again = h
+        .admin("DELETE", &format!("{sessions_path}/{id}"), None)
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    let customer = mine["customer_id"].as_str().unwrap();
+    let none = h
+        .admin(
+            "DELETE",
+            &format!("{sessions_path}?customer_id={customer}"),
+            None,
+        )
+        .await;
+    assert_eq!(none.body["data"], json!({"ended": []}), "{}", none.body);
 }
 
 #[tokio::test]
@@ -1009,7 +1044,8 @@ async fn every_documented_route_is_served() {
             .replace("{store_id}", &h.store)
             .replace("{id}", "x")
             .replace("{key_id}", "x")
-            .replace("{webhook_id}", "x");
+            .replace("{webhook_id}", "x")
+            .replace("{session_id}", "x");
         let reply = h.call(&op.method.to_uppercase(), &path, &[], None).await;
         assert_ne!(
             reply.status,

@@ -214,6 +214,12 @@ def walk(w: Walk, banner: dict, hook_url: str) -> None:
     portal = {"Authorization": f"Bearer {session['token']}"}
     w.call("get", "/api/v1/portal/orders", portal, expect=200)
     w.call("get", "/api/v1/portal/subscriptions", portal, expect=200)
+    # Its store's managers list and end sessions: one, then a customer's (none left).
+    live = w.call("get", f"{s}/portal-sessions", admin, expect=200)["data"]
+    w.call("delete", f"{s}/portal-sessions/{live[0]['id']}", admin, expect=200)
+    w.call("get", "/api/v1/portal/orders", portal, expect=401)
+    w.call("delete", f"{s}/portal-sessions?customer_id={customer['id']}", admin, expect=200)
+    w.call("delete", f"{s}/portal-sessions", admin, expect=400)
 
     # Self-service keys with a key.
     mine = w.call("post", "/api/v1/api-keys", dev_key, {"name": "CI", "permissions": {"Packages": ["View"]}},

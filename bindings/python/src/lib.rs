@@ -492,6 +492,39 @@ impl Engine {
         })
     }
 
+    /// The store's live portal sessions (never their tokens) as a JSON array.
+    fn portal_sessions(&self, py: Python<'_>, store_id: &str) -> PyResult<String> {
+        self.call(py, |e| {
+            let sessions = e.portal_sessions(store_id)?;
+            Ok(to_text(&Value::Array(
+                sessions.iter().map(|s| s.to_json()).collect(),
+            )))
+        })
+    }
+
+    /// Ends one live session (`session_id`) or every live session of `customer_id` (exactly
+    /// one of the two); the ids ended.
+    #[pyo3(signature = (store_id, actor, session_id=None, customer_id=None))]
+    fn end_portal_sessions(
+        &self,
+        py: Python<'_>,
+        store_id: &str,
+        actor: &str,
+        session_id: Option<&str>,
+        customer_id: Option<&str>,
+    ) -> PyResult<Vec<String>> {
+        let which = match (session_id, customer_id) {
+            (Some(id), None) => latchkey::EndPortalSessions::One(id),
+            (None, Some(customer)) => latchkey::EndPortalSessions::OfCustomer(customer),
+            _ => {
+                let problem = "session_id and customer_id: give exactly one".to_owned();
+                return Err(raise(py, &latchkey::Error::Validation(vec![problem])));
+            }
+        };
+        let actor = Actor::admin(actor);
+        self.call(py, |e| e.end_portal_sessions(store_id, &actor, which))
+    }
+
     fn get_entity(
         &self,
         py: Python<'_>,

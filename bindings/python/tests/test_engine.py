@@ -212,6 +212,18 @@ def test_portal_sessions_show_one_customer_their_own_orders(eng, shop):
         eng.create_portal_session(store.id, ann.id, environment="test")
     with pytest.raises(ValidationError):
         eng.portal_list(session.token, "Orders", limit=-1)
+    # The store's managers see live sessions without their tokens, and end them.
+    other = eng.create_portal_session(store.id, ann.id)
+    listed = eng.portal_sessions(store.id)
+    assert [s.customer_id for s in listed] == [ann.id, ann.id]
+    assert session.token not in repr([s.to_dict() for s in listed])
+    assert eng.end_portal_session(store.id, listed[0].id) == [listed[0].id]
+    with pytest.raises(NotFoundError):
+        eng.end_portal_session(store.id, listed[0].id)
+    assert eng.end_customer_portal_sessions(store.id, ann.id) == [listed[1].id]
+    assert eng.portal_customer(session.token) is None and eng.portal_customer(other.token) is None
+    assert eng.end_customer_portal_sessions(store.id, bob.id) == []
+    assert eng.audit(store.id, limit=1)[0].action == "portal_sessions_ended"
 
 
 def test_a_file_database_survives_reopening(tmp_path):

@@ -385,6 +385,20 @@ class Engine:
         found = self._native.portal_list(token, area, limit, cursor)
         return None if found is None else _page(found)
 
+    def portal_sessions(self, store_id: str) -> List[Record]:
+        """The store's live sessions, soonest to expire first: `id` (`ps_…`), `environment`,
+        `customer_id`, `expires_at`; never their tokens."""
+        return [Record(s) for s in json.loads(self._native.portal_sessions(store_id))]
+
+    def end_portal_session(self, store_id: str, session_id: str) -> List[str]:
+        """Ends one live session before it expires (audited); NotFoundError when none has
+        `session_id`. The ids ended."""
+        return self._native.end_portal_sessions(store_id, self.actor, session_id=session_id)
+
+    def end_customer_portal_sessions(self, store_id: str, customer_id: str) -> List[str]:
+        """Ends every live session of one customer (audited when any was live). The ids ended."""
+        return self._native.end_portal_sessions(store_id, self.actor, customer_id=customer_id)
+
     # ---- webhooks (SPEC §8) ----------------------------------------------------------------
 
     def create_webhook(
