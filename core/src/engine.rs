@@ -61,7 +61,16 @@ pub struct EngineOptions {
     /// (1 GiB) is more than an embedded engine should take unasked, and filling it is most of
     /// the request-log writer's cost while it grows.
     pub cache_bytes: usize,
+    /// Remember the SHA-256 of recently presented secrets per thread (default on; see
+    /// `memo.rs`), so a busy key is hashed once per thread rather than once per request. Off
+    /// for operators whose policy forbids keeping presented secrets in memory past their
+    /// request; environment: [`DIGEST_MEMO_ENV`] `=off`.
+    pub digest_memo: bool,
 }
+
+/// The environment variable that turns the digest memo off (`off`/`false`/`0`) or on
+/// (`on`/`true`/`1`); [`EngineOptions::from_env`] reads it.
+pub const DIGEST_MEMO_ENV: &str = "LATCHKEY_DIGEST_MEMO";
 
 /// The database page cache's default size: 64 MiB.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
@@ -79,16 +88,46 @@ impl Default for EngineOptions {
             rates: RateOptions::default(),
             webhooks: WebhookOptions::default(),
             cache_bytes: DEFAULT_CACHE_BYTES,
+            digest_memo: true,
         }
     }
 }
 
 impl EngineOptions {
     /// The defaults, with the settings the environment may override (see
-    /// [`RateOptions::from_env`]).
+    /// [`RateOptions::from_env`] and [`DIGEST_MEMO_ENV`]). Every problem is named at once.
     pub fn from_env() -> Result<Self> {
+        let memo = std::env::var_os(DIGEST_MEMO_ENV);
+        let memo = memo.as_deref().map(|v| v.to_string_lossy());
+        Self::from_values(RateOptions::from_env(), memo.as_deref())
+    }
+
+    fn from_values(rates: Result<RateOptions>, memo: Option<&str>) -> Result<Self> {
+        let mut problems = Problems::new();
+        let rates = rates.unwrap_or_else(|e| {
+            match e {
+                Error::Validation(found) => found.into_iter().for_each(|p| problems.push(p)),
+                other => problems.push(other.to_string()),
+            }
+            RateOptions::default()
+        });
+        let digest_memo = match memo.map(str::trim).filter(|v| !v.is_empty()) {
+            None => true,
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" => true,
+                "off" | "false" | "0" => false,
+                _ => {
+                    problems.push(format!(
+                        "{DIGEST_MEMO_ENV}: `{v}` is not one of on, off, true, false, 1, 0"
+                    ));
+                    true
+                }
+            },
+        };
+        problems.finish()?;
         Ok(Self {
-            rates: RateOptions::from_env()?,
+            rates,
+            digest_memo,
             ..Self::default()
         })
     }
@@ -244,7 +283,7 @@ impl Engine {
             rates: Rates::new(options.rates, options.clock.clone()),
             logs: crate::logs::LogBuffer::new(options.log_flush_at),
             clock: HotClock::new(options.clock),
-            index: KeyIndex::new(),
+            index: KeyIndex::new(options.digest_memo),
             stores: RwLock::new(HashMap::new()),
             writer: Mutex::new(Writer::default()),
             usage_queue: SegQueue::new(),
@@ -1524,4 +1563,42 @@ fn ensure_can_manage(acting: &KeyEntry, target: &KeyRecord) -> Result<()> {
         return Err(Error::not_found("key", target.id.clone()));
     }
     ensure_can_grant(acting, &target.permissions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_memo_is_on_unless_the_environment_turns_it_off() {
+        let memo = |v: Option<&str>| {
+            EngineOptions::from_values(Ok(RateOptions::default()), v).map(|o| o.digest_memo)
+        };
+        for (value, on) in [
+            (None, true),
+            (Some(" "), true),
+            (Some("ON"), true),
+            (Some("1"), true),
+        ]
+        .into_iter()
+        .chain([
+            (Some("off"), false),
+            (Some(" False "), false),
+            (Some("0"), false),
+        ]) {
+            assert_eq!(memo(value).ok(), Some(on), "{value:?}");
+        }
+        // Every problem of the environment at once: the rate limit's and the memo's.
+        let rates = Err(Error::Validation(vec!["rate problem".into()]));
+        match EngineOptions::from_values(rates, Some("sometimes")) {
+            Err(Error::Validation(problems)) => {
+                assert_eq!(problems.len(), 2, "{problems:?}");
+                assert_eq!(problems[0], "rate problem");
+                assert!(
+                    problems[1].starts_with(DIGEST_MEMO_ENV) && problems[1].contains("sometimes")
+                );
+            }
+            other => panic!("expected both problems, got {other:?}"),
+        }
+    }
 }

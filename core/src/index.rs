@@ -415,6 +415,8 @@ pub(crate) struct KeyIndex {
     /// then ids, then a shard; no writer holds ids or a shard while taking it.
     previous: RwLock<HashMap<[u8; 32], PreviousEntry>>,
     any_previous: AtomicBool,
+    /// Digests come from the per-thread memo (`EngineOptions::digest_memo`).
+    memo: bool,
 }
 
 impl std::fmt::Debug for KeyIndex {
@@ -426,8 +428,9 @@ impl std::fmt::Debug for KeyIndex {
 }
 
 impl KeyIndex {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(memo: bool) -> Self {
         Self {
+            memo,
             by_digest: (0..SHARDS)
                 .map(|_| CachePadded::new(Mutex::new(Slots::default())))
                 .collect(),
@@ -513,7 +516,11 @@ impl KeyIndex {
         f: F,
         miss: impl FnOnce() -> R,
     ) -> R {
-        let digest = Digest::of(secret.as_bytes());
+        let digest = if self.memo {
+            crate::memo::digest(secret.as_bytes())
+        } else {
+            Digest::of(secret.as_bytes())
+        };
         let hit = |entry: &KeyEntry| {
             entry.digest.ct_eq(&digest) & matches(entry.matcher, entry.grant.store_id)
         };

@@ -40,6 +40,7 @@ mod keys;
 mod limiter;
 mod limits;
 mod logs;
+mod memo;
 mod money;
 pub mod ops;
 mod permissions;
@@ -55,7 +56,9 @@ mod webhooks;
 pub use audit::{Actor, AuditAction, AuditEvent};
 pub use client::{client_ip, parse_ip, parse_ip_argument};
 pub use clock::{Clock, FakeClock, SystemClock};
-pub use engine::{CACHE_MB, DEFAULT_CACHE_BYTES, Engine, EngineOptions, Identified};
+pub use engine::{
+    CACHE_MB, DEFAULT_CACHE_BYTES, DIGEST_MEMO_ENV, Engine, EngineOptions, Identified,
+};
 pub use entities::{
     DEFAULT_PAGE, ENTITY_COUNT_MAX, ENTITY_DESCRIPTION_MAX_CHARS, ENTITY_NAME_MAX_CHARS,
     ENTITY_NOTE_MAX_CHARS, MAX_PAGE, ORDER_MAX_ITEMS, ORDER_MAX_QUANTITY, OutboxEvent, Page,

@@ -336,6 +336,44 @@ fn regeneration_and_permission_changes_take_effect_at_once() {
     assert!(verify(&engine, &cred, Area::Bans, Action::View).allowed());
 }
 
+/// A secret presented many times (so its digest is memoised on this thread) is refused at once
+/// when its key is regenerated or revoked; with the memo off the answers are the same.
+#[test]
+fn a_memoised_secret_gives_way_to_regeneration_and_revocation() {
+    for digest_memo in [true, false] {
+        let clock = clock();
+        let engine = latchkey::Engine::memory_with(latchkey::EngineOptions {
+            digest_memo,
+            ..options(&clock)
+        })
+        .unwrap();
+        let (store, _) = store(&engine);
+        let sid = store.id.as_str();
+        let key = scoped(&engine, &store, json!({"Orders": ["View"]}));
+        let hot = |cred: &str| {
+            (0..5)
+                .map(|_| verify(&engine, cred, Area::Orders, Action::View).code())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(hot(&key.credential()), vec![None; 5], "memo {digest_memo}");
+        let regenerated = engine
+            .regenerate_key(sid, &admin(), &key.key.id, time::Duration::ZERO)
+            .unwrap();
+        assert_eq!(
+            hot(&key.credential()),
+            vec![Some(DenyCode::Invalid); 5],
+            "memo {digest_memo}"
+        );
+        assert_eq!(hot(&regenerated.credential()), vec![None; 5]);
+        engine.revoke_key(sid, &admin(), &key.key.id).unwrap();
+        assert_eq!(
+            hot(&regenerated.credential()),
+            vec![Some(DenyCode::Invalid); 5],
+            "memo {digest_memo}"
+        );
+    }
+}
+
 #[test]
 fn every_format_regenerates_and_updates_in_place() {
     let (engine, _) = engine();

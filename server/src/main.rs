@@ -50,6 +50,12 @@ enum Command {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Environment only (read by the server and the bindings alike):
+  API_DEFAULT_RATE_LIMIT_PER_MINUTE  per-key limit when neither key nor store sets one (1-10000; default 60)
+  LATCHKEY_DIGEST_MEMO               on (default) or off: remember the SHA-256 of recently presented
+                                     secrets per thread, so a busy key is hashed once per thread; off
+                                     keeps no presented secret in memory past its request")]
 struct Serve {
     /// Database file (created if missing). With --dev and no --db, an in-memory database.
     #[arg(long, env = "LATCHKEY_DB")]
