@@ -150,6 +150,32 @@ fn token_bucket_bursts_then_refills_steadily() {
     assert_eq!(allowed_of(&engine, &cred, 100), 10);
 }
 
+/// A token bucket keeps its rate's constants with its state; a new limit must bring new ones.
+#[test]
+fn a_token_bucket_follows_its_store_default_when_it_changes() {
+    let clock = minute_clock();
+    let engine = engine_with(&clock, key_limits_only());
+    let (store, _) = store(&engine);
+    let sid = store.id.as_str();
+    let set_default = |per_minute| {
+        let patch = StorePatch {
+            default_rate_limit: latchkey::Patch::Set(limit(per_minute, 60, Algorithm::TokenBucket)),
+            ..Default::default()
+        };
+        engine.update_store(sid, &admin(), patch).unwrap();
+    };
+    set_default(60);
+    let cred = limited_key(&engine, &store, None).credential();
+    assert_eq!(allowed_of(&engine, &cred, 9), 9);
+    assert_eq!(orders(&engine, &cred).limit().unwrap().remaining, 50);
+    // Ten tokens of a second each are spent; at 120 a minute the next charge is half a
+    // second, and the bucket holds 60 seconds: 49.5 seconds free, 99 tokens.
+    set_default(120);
+    let next = orders(&engine, &cred);
+    assert_eq!(next.limit().unwrap().limit, 120);
+    assert_eq!(next.limit().unwrap().remaining, 99);
+}
+
 #[test]
 fn precedence_is_key_then_store_then_server_default() {
     let clock = minute_clock();

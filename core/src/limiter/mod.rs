@@ -253,7 +253,9 @@ pub(crate) enum HeldState {
     #[default]
     Fresh,
     Fixed(Fixed),
-    Bucket(Bucket),
+    /// With the rate's constants, reciprocal included, so a charge multiplies instead of
+    /// dividing (see [`Gcra`]); recomputed when the key's limit changes.
+    Bucket(Bucket, Gcra),
     Sliding(Sliding),
 }
 
@@ -277,12 +279,13 @@ impl HeldState {
                 (verdict, Self::Fixed(next))
             }
             Algorithm::TokenBucket => {
-                let held = match self {
-                    Self::Bucket(state) => Some(state),
-                    _ => None,
+                let (held, gcra) = match self {
+                    Self::Bucket(state, kept) if kept.is_for(limit) => (Some(state), *kept),
+                    Self::Bucket(state, _) => (Some(state), Gcra::reusable(limit)),
+                    _ => (None, Gcra::reusable(limit)),
                 };
-                let (verdict, next) = Bucket::decide(held, limit, now);
-                (verdict, Self::Bucket(next))
+                let (verdict, next) = Bucket::decide_with(held, limit, &gcra, now);
+                (verdict, Self::Bucket(next, gcra))
             }
             Algorithm::SlidingWindow => {
                 let held = match self {
@@ -301,7 +304,7 @@ impl HeldState {
         let idle = match self {
             Self::Fresh => true,
             Self::Fixed(state) => state.idle(now),
-            Self::Bucket(state) => state.idle(now),
+            Self::Bucket(state, _) => state.idle(now),
             Self::Sliding(state) => state.idle(now),
         };
         if idle {
