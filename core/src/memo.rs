@@ -27,11 +27,17 @@ const MAX_SECRET: usize = 64;
 /// turns in one place.
 const SETS: usize = 1024;
 const WAYS: usize = 4;
-/// Secrets presented once, by their hash only: a secret takes an empty entry at once, but
-/// replaces a kept one only on its second presentation, so a stream of keys that each come
-/// once (a million keys in random order) does not churn the memo, and costs a hash and two
-/// small-table lookups per verify.
-const SEEN: usize = 4096;
+/// Secrets presented once, as two bits of a Bloom filter (8 KiB): a secret takes an empty
+/// entry at once, but replaces a kept one only when presented again, so a stream of keys that
+/// each come once (a million keys in random order) does not churn the memo, and costs a hash
+/// and a few small-table reads per verify. A filter rather than a table of hashes: two hot
+/// secrets that took turns in one table slot would each erase the other's mark and never be
+/// kept.
+const SEEN_BITS: usize = 1 << 16;
+/// Secrets marked before the filter is cleared: at most about 1.4 % of the secrets that come
+/// once are then taken for seen (two bits of 65,536, 4,096 marks), and a secret must come
+/// twice within about this many others to be kept.
+const SEEN_MARKS: u32 = 4096;
 
 #[derive(Clone)]
 struct Entry {
@@ -54,6 +60,8 @@ struct Memo {
     /// Per set, the way to replace next (in turn).
     victim: Box<[u8]>,
     seen: Box<[u64]>,
+    /// Marks made in `seen` since it was last cleared.
+    marks: u32,
     /// Seeded at random per thread: which set a secret goes to says nothing across threads
     /// or processes.
     hasher: foldhash::fast::RandomState,
@@ -65,28 +73,51 @@ impl Memo {
             tags: vec![[0; WAYS]; SETS].into_boxed_slice(),
             entries: vec![[EMPTY; WAYS]; SETS].into_boxed_slice(),
             victim: vec![0; SETS].into_boxed_slice(),
-            seen: vec![0; SEEN].into_boxed_slice(),
+            seen: vec![0; SEEN_BITS / 64].into_boxed_slice(),
+            marks: 0,
             hasher: foldhash::fast::RandomState::default(),
         }
     }
 
-    /// The secret's tag (its hash, made odd so it is never the empty 0), its set (the top
-    /// bits) and its `seen` slot (bits below those; the bottom one is the forced 1).
-    fn place(&self, secret: &[u8]) -> (u64, usize, usize) {
+    /// The secret's tag (its hash, made odd so it is never the empty 0) and its set (the top
+    /// bits).
+    fn place(&self, secret: &[u8]) -> (u64, usize) {
         let hash = self.hasher.hash_one(secret) | 1;
-        // Both shifted values fit their tables (SETS and SEEN are powers of two below 2^32).
+        // Fits: SETS is a power of two below 2^32.
         #[allow(clippy::cast_possible_truncation)]
-        let (set, seen) = (
-            (hash >> (64 - SETS.trailing_zeros())) as usize,
-            (hash >> 8) as usize & (SEEN - 1),
-        );
-        (hash, set, seen)
+        let set = (hash >> (64 - SETS.trailing_zeros())) as usize;
+        (hash, set)
+    }
+
+    /// The secret's two bits in `seen`, from hash bits below the set's (and above the forced
+    /// bottom 1).
+    fn marks_of(hash: u64) -> [usize; 2] {
+        // Masked to SEEN_BITS (2^16), so they fit.
+        #[allow(clippy::cast_possible_truncation)]
+        [8, 24].map(|shift| (hash >> shift) as usize & (SEEN_BITS - 1))
+    }
+
+    fn was_seen(&self, hash: u64) -> bool {
+        Self::marks_of(hash)
+            .iter()
+            .all(|&bit| self.seen[bit / 64] & (1 << (bit % 64)) != 0)
+    }
+
+    fn mark_seen(&mut self, hash: u64) {
+        if self.marks == SEEN_MARKS {
+            self.seen.fill(0);
+            self.marks = 0;
+        }
+        for bit in Self::marks_of(hash) {
+            self.seen[bit / 64] |= 1 << (bit % 64);
+        }
+        self.marks += 1;
     }
 
     fn digest(&mut self, secret: &[u8]) -> Digest {
         let mut padded = [0u8; MAX_SECRET];
         padded[..secret.len()].copy_from_slice(secret);
-        let (hash, set, seen) = self.place(secret);
+        let (hash, set) = self.place(secret);
         for way in 0..WAYS {
             let kept = &self.entries[set][way];
             if self.tags[set][way] == hash && equal(kept, &padded, secret.len()) {
@@ -95,7 +126,7 @@ impl Memo {
         }
         let digest = Digest::of(secret);
         let way = usize::from(self.victim[set]) % WAYS;
-        if self.tags[set][way] == 0 || self.seen[seen] == hash {
+        if self.tags[set][way] == 0 || self.was_seen(hash) {
             // Overwrites every byte of the secret it replaces.
             let entry = &mut self.entries[set][way];
             entry.secret = padded;
@@ -108,7 +139,7 @@ impl Memo {
                 self.victim[set] = ((way + 1) % WAYS) as u8;
             }
         } else {
-            self.seen[seen] = hash;
+            self.mark_seen(hash);
         }
         digest
     }
@@ -163,7 +194,7 @@ mod tests {
 
     impl Memo {
         fn keeps(&self, secret: &[u8]) -> bool {
-            let (hash, set, _) = self.place(secret);
+            let (hash, set) = self.place(secret);
             let mut padded = [0u8; MAX_SECRET];
             padded[..secret.len()].copy_from_slice(secret);
             (0..WAYS).any(|way| {
@@ -206,20 +237,22 @@ mod tests {
     #[test]
     fn secrets_seen_once_do_not_push_out_hot_ones() {
         let mut memo = Memo::new();
-        // Fill every entry, then present 100 hot secrets among a stream of 200,000 that each
-        // come once.
+        // Fill every entry, then present 300 hot secrets among a stream of 100,000 that each
+        // come once. With 300 hot secrets some pairs share each hash-derived position of the
+        // filter, so a doorkeeper that let such a pair erase each other's mark fails here.
         for n in 0..SETS * WAYS * 2 {
             memo.digest(&secret(1_000_000 + n));
         }
-        for round in 0..2000 {
-            for hot in 0..100 {
+        for round in 0..1000 {
+            for hot in 0..300 {
                 memo.digest(&secret(hot));
             }
             for cold in 0..100 {
                 memo.digest(&secret(10_000_000 + round * 100 + cold));
             }
         }
-        let kept = (0..100).filter(|&n| memo.keeps(&secret(n))).count();
-        assert!(kept >= 95, "{kept} of 100 hot secrets kept");
+        let kept = (0..300).filter(|&n| memo.keeps(&secret(n))).count();
+        // Not all 300: five may share a set of four ways (a few percent of seeds).
+        assert!(kept >= 295, "{kept} of 300 hot secrets kept");
     }
 }
