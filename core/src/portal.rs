@@ -22,6 +22,14 @@ use crate::verify::DenyCode;
 
 /// Session digest (hex) → session.
 pub(crate) const PORTAL: TableDefinition<&str, &[u8]> = TableDefinition::new("portal_sessions");
+/// (store id, expiry in unix nanos, session digest) → nothing: a store's sessions in expiry
+/// order, so listing and ending them reads that store's live sessions only.
+pub(crate) const PORTAL_BY_STORE: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("portal_by_store");
+/// (expiry in unix nanos, session digest) → store id: every session in expiry order, so the
+/// expired ones are found at the front, not by reading them all.
+pub(crate) const PORTAL_EXPIRY: TableDefinition<(i64, &str), &str> =
+    TableDefinition::new("portal_expiry");
 
 /// What a key needs to open a portal session (seed 001: reading the customer).
 pub const PORTAL_PERMISSION: crate::permissions::Permission =
@@ -113,6 +121,111 @@ fn digest(token: &str) -> String {
     Digest::of(token.as_bytes()).to_hex()
 }
 
+/// A time as the indexes order it: unix nanoseconds (saturated past the year 2262).
+fn nanos(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+/// The three tables a session lives in. Invariant: a session is in all three or in none.
+struct Tables<'tx> {
+    sessions: redb::Table<'tx, &'static str, &'static [u8]>,
+    by_store: redb::Table<'tx, (&'static str, i64, &'static str), ()>,
+    expiry: redb::Table<'tx, (i64, &'static str), &'static str>,
+}
+
+impl<'tx> Tables<'tx> {
+    fn open(tx: &'tx redb::WriteTransaction) -> Result<Self> {
+        Ok(Self {
+            sessions: tx.open_table(PORTAL)?,
+            by_store: tx.open_table(PORTAL_BY_STORE)?,
+            expiry: tx.open_table(PORTAL_EXPIRY)?,
+        })
+    }
+
+    fn insert(&mut self, digest: &str, session: &Session) -> Result<()> {
+        let (store, at) = (session.store_id.as_str(), nanos(session.expires_at));
+        self.sessions
+            .insert(digest, storage::encode(session)?.as_slice())?;
+        self.by_store.insert((store, at, digest), ())?;
+        self.expiry.insert((at, digest), store)?;
+        Ok(())
+    }
+
+    fn remove(&mut self, digest: &str, store: &str, at: i64) -> Result<()> {
+        self.sessions.remove(digest)?;
+        self.by_store.remove((store, at, digest))?;
+        self.expiry.remove((at, digest))?;
+        Ok(())
+    }
+
+    /// Removes every session expired at `now`: those at the front of the expiry order.
+    fn remove_expired(&mut self, now: OffsetDateTime) -> Result<()> {
+        let mut expired = Vec::new();
+        // Keys before (now + 1 ns, ""): every expiry at or before `now`.
+        for row in self.expiry.range(..(nanos(now).saturating_add(1), ""))? {
+            let (key, store) = row?;
+            let (at, digest) = key.value();
+            expired.push((digest.to_owned(), store.value().to_owned(), at));
+        }
+        for (digest, store, at) in &expired {
+            self.remove(digest, store, *at)?;
+        }
+        Ok(())
+    }
+
+    /// The store's sessions still live at `now`, soonest to expire first, with their digests
+    /// and index expiry.
+    fn live_of_store(
+        &self,
+        store: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(String, i64, Session)>> {
+        live_of_store(&self.by_store, &self.sessions, store, now)
+    }
+}
+
+/// [`Tables::live_of_store`] over any two readable tables (a read or a write transaction).
+fn live_of_store(
+    by_store: &impl ReadableTable<(&'static str, i64, &'static str), ()>,
+    sessions: &impl ReadableTable<&'static str, &'static [u8]>,
+    store: &str,
+    now: OffsetDateTime,
+) -> Result<Vec<(String, i64, Session)>> {
+    let mut live = Vec::new();
+    for row in by_store.range((store, nanos(now).saturating_add(1), "")..)? {
+        let (key, _) = row?;
+        let (of, at, digest) = key.value();
+        if of != store {
+            break;
+        }
+        let bytes = sessions.get(digest)?.ok_or_else(|| {
+            Error::Corrupt(format!(
+                "portal session {} is indexed but missing",
+                session_id(digest)
+            ))
+        })?;
+        let session: Session = storage::decode(bytes.value(), 1, "portal session")?;
+        live.push((digest.to_owned(), at, session));
+    }
+    Ok(live)
+}
+
+/// Indexes every stored session (a format-version migration: databases before format 3 kept
+/// sessions without indexes). Expired ones are indexed too, and go with the next sweep.
+pub(crate) fn rebuild_index(tx: &redb::WriteTransaction) -> Result<()> {
+    let mut tables = Tables::open(tx)?;
+    let mut all = Vec::new();
+    for row in tables.sessions.iter()? {
+        let (key, bytes) = row?;
+        let session: Session = storage::decode(bytes.value(), 1, "portal session")?;
+        all.push((key.value().to_owned(), session));
+    }
+    for (digest, session) in &all {
+        tables.insert(digest, session)?;
+    }
+    Ok(())
+}
+
 /// A session's id: `ps_` and the first 16 hex digits of its token's digest, which names it to
 /// the store's managers and opens nothing (the token is 40 random base-62 characters).
 fn session_id(digest_hex: &str) -> String {
@@ -187,17 +300,10 @@ impl Engine {
         let _writer = inner.writer.lock();
         let tx = storage::write(&inner.db)?;
         {
-            let mut table = tx.open_table(PORTAL)?;
-            // Expired sessions are removed as new ones are made, so the table stays small.
-            let now = inner.clock.now();
-            table.retain(|_, bytes| {
-                storage::decode::<Session>(bytes, 1, "portal session")
-                    .is_ok_and(|s| s.expires_at > now)
-            })?;
-            table.insert(
-                digest(&token).as_str(),
-                storage::encode(&session)?.as_slice(),
-            )?;
+            let mut tables = Tables::open(&tx)?;
+            // Expired sessions are removed as new ones are made, so the tables stay small.
+            tables.remove_expired(inner.clock.now())?;
+            tables.insert(&digest(&token), &session)?;
         }
         tx.commit()?;
         Ok(PortalSession {
@@ -249,21 +355,18 @@ impl Engine {
         let tx = storage::read(&self.inner().db)?;
         let store = tx.store(store_id)?;
         let now = self.inner().clock.now();
-        let mut sessions = Vec::new();
-        for item in tx.open_table(PORTAL)?.iter()? {
-            let (key, value) = item?;
-            let session: Session = storage::decode(value.value(), 1, "portal session")?;
-            if session.store_id == store.id && session.expires_at > now {
-                sessions.push(PortalSessionInfo {
-                    id: session_id(key.value()),
-                    environment: session.environment,
-                    customer_id: session.customer_id,
-                    expires_at: session.expires_at,
-                });
-            }
-        }
-        sessions.sort_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)));
-        Ok(sessions)
+        let (by_store, sessions) = (tx.open_table(PORTAL_BY_STORE)?, tx.open_table(PORTAL)?);
+        // In index order: by expiry, then digest, of which the id is a prefix.
+        let live = live_of_store(&by_store, &sessions, store.id.as_str(), now)?;
+        Ok(live
+            .into_iter()
+            .map(|(digest, _, session)| PortalSessionInfo {
+                id: session_id(&digest),
+                environment: session.environment,
+                customer_id: session.customer_id,
+                expires_at: session.expires_at,
+            })
+            .collect())
     }
 
     /// Ends live portal sessions of the store before they expire: their tokens open nothing
@@ -282,22 +385,16 @@ impl Engine {
         let now = inner.clock.now();
         let mut ended = Vec::new();
         {
-            let mut table = tx.open_table(PORTAL)?;
-            let mut doomed = Vec::new();
-            for item in table.iter()? {
-                let (key, value) = item?;
-                let session: Session = storage::decode(value.value(), 1, "portal session")?;
+            let mut tables = Tables::open(&tx)?;
+            for (digest, at, session) in tables.live_of_store(store.id.as_str(), now)? {
                 let chosen = match which {
-                    EndPortalSessions::One(id) => session_id(key.value()) == id,
+                    EndPortalSessions::One(id) => session_id(&digest) == id,
                     EndPortalSessions::OfCustomer(customer) => session.customer_id == customer,
                 };
-                if chosen && session.store_id == store.id && session.expires_at > now {
-                    doomed.push(key.value().to_owned());
+                if chosen {
+                    tables.remove(&digest, store.id.as_str(), at)?;
+                    ended.push(session_id(&digest));
                 }
-            }
-            for digest in &doomed {
-                table.remove(digest.as_str())?;
-                ended.push(session_id(digest));
             }
         }
         if let (EndPortalSessions::One(id), true) = (which, ended.is_empty()) {
@@ -366,5 +463,124 @@ impl Engine {
             after.as_deref(),
             Show::Customer(&customer.customer_id),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use redb::ReadableTableMetadata;
+
+    use super::*;
+    use crate::clock::FakeClock;
+    use crate::{Actor, EngineOptions, NewStore};
+
+    fn customer(engine: &Engine, scope: &Scope, email: &str) -> String {
+        let body = json!({ "email": email });
+        let created = engine
+            .create_entity(scope, Area::Customers, &body)
+            .expect("customer");
+        created["id"].as_str().expect("id").to_owned()
+    }
+
+    fn counts(engine: &Engine) -> [u64; 3] {
+        let tx = storage::read(&engine.inner().db).expect("read");
+        [
+            tx.open_table(PORTAL).expect("t").len().expect("len"),
+            tx.open_table(PORTAL_BY_STORE)
+                .expect("t")
+                .len()
+                .expect("len"),
+            tx.open_table(PORTAL_EXPIRY).expect("t").len().expect("len"),
+        ]
+    }
+
+    #[test]
+    fn expired_sessions_leave_every_table_when_the_next_is_made() {
+        let clock = FakeClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
+        let engine = Engine::memory_with(EngineOptions {
+            clock: Arc::new(clock.clone()),
+            ..EngineOptions::default()
+        })
+        .expect("engine");
+        let (store, _) = engine
+            .create_store(&Actor::admin("t"), NewStore::named("S"))
+            .expect("store");
+        let scope = Scope::new(store.id, "live");
+        let who = customer(&engine, &scope, "a@example.com");
+        for ttl in [60, 120, 600] {
+            engine
+                .create_portal_session(&scope, &who, Some(ttl))
+                .expect("session");
+        }
+        assert_eq!(counts(&engine), [3; 3]);
+        // At exactly 120 s the second has expired too (a session lives while now < expiry).
+        clock.advance(time::Duration::seconds(120));
+        assert_eq!(
+            engine
+                .portal_sessions(store.id.as_str())
+                .expect("list")
+                .len(),
+            1
+        );
+        engine
+            .create_portal_session(&scope, &who, None)
+            .expect("session");
+        assert_eq!(counts(&engine), [2; 3]);
+    }
+
+    #[test]
+    fn a_format_2_database_gets_its_sessions_indexed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("v2.redb");
+        let (store_id, ids) = {
+            let engine = Engine::open(&path).expect("open");
+            let (store, _) = engine
+                .create_store(&Actor::admin("t"), NewStore::named("Old"))
+                .expect("store");
+            let scope = Scope::new(store.id, "live");
+            let who = customer(&engine, &scope, "b@example.com");
+            for ttl in [600, 300] {
+                engine
+                    .create_portal_session(&scope, &who, Some(ttl))
+                    .expect("session");
+            }
+            let ids: Vec<String> = engine
+                .portal_sessions(store.id.as_str())
+                .expect("list")
+                .into_iter()
+                .map(|s| s.id)
+                .collect();
+            // As format 2 left it: sessions without indexes, version 2.
+            let tx = engine.inner().db.begin_write().expect("write");
+            tx.delete_table(PORTAL_BY_STORE).expect("drop");
+            tx.delete_table(PORTAL_EXPIRY).expect("drop");
+            tx.open_table(storage::META)
+                .expect("meta")
+                .insert("format_version", 2u64.to_be_bytes().as_slice())
+                .expect("version");
+            tx.commit().expect("commit");
+            (store.id, ids)
+        };
+        assert_eq!(ids.len(), 2);
+        let engine = Engine::open(&path).expect("reopen");
+        let listed: Vec<String> = engine
+            .portal_sessions(store_id.as_str())
+            .expect("list")
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(listed, ids);
+        assert_eq!(counts(&engine), [2; 3]);
+        let ended = engine
+            .end_portal_sessions(
+                store_id.as_str(),
+                &Actor::admin("t"),
+                EndPortalSessions::One(&ids[0]),
+            )
+            .expect("end");
+        assert_eq!(ended, [ids[0].clone()]);
+        assert_eq!(counts(&engine), [1; 3]);
     }
 }

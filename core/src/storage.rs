@@ -28,7 +28,8 @@ pub(crate) const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::n
 ///
 /// - 1: the first.
 /// - 2: adds `entity_outputs`, each entity's output kept beside its record.
-pub(crate) const FORMAT_VERSION: u64 = 2;
+/// - 3: adds `portal_by_store` and `portal_expiry`, the portal sessions' indexes.
+pub(crate) const FORMAT_VERSION: u64 = 3;
 const FORMAT_KEY: &str = "format_version";
 const AUDIT_SEQ_KEY: &str = "audit_seq";
 
@@ -64,6 +65,8 @@ pub(crate) fn prepare(db: &Database) -> Result<()> {
         tx.open_table(crate::entities::OUTBOX)?;
         tx.open_table(crate::logs::LOGS)?;
         tx.open_table(crate::portal::PORTAL)?;
+        tx.open_table(crate::portal::PORTAL_BY_STORE)?;
+        tx.open_table(crate::portal::PORTAL_EXPIRY)?;
         tx.open_table(crate::webhooks::WEBHOOKS)?;
         tx.open_table(crate::webhooks::DELIVERIES)?;
         tx.open_table(crate::webhooks::DUE)?;
@@ -77,6 +80,9 @@ pub(crate) fn prepare(db: &Database) -> Result<()> {
 fn migrate(tx: &WriteTransaction, from: u64) -> Result<()> {
     if from < 2 {
         crate::entities::rebuild_outputs(tx)?;
+    }
+    if from < 3 {
+        crate::portal::rebuild_index(tx)?;
     }
     Ok(())
 }
