@@ -1,8 +1,10 @@
 //! `cargo bench -p latchkey --bench expiry`
 //!
 //! - `expiry/scan_100k`: `Engine::notify_expiring_keys` over 100,000 keys (ten stores of
-//!   10,000) of which none is due: the hourly scan's usual case, one read of every key
-//!   record. It runs on the webhook worker's thread, not on a request's.
+//!   10,000, each expiring in a year) of which none is due: the periodic scan's usual case.
+//!   It runs on the webhook worker's thread, not on a request's.
+//! - `expiry/create_1000_keys`: 1,000 keys made in one commit (a new store each time), each
+//!   with an expiry, so each is indexed for its notice as it is written.
 
 use std::hint::black_box;
 
@@ -34,6 +36,28 @@ fn benches(c: &mut Criterion) {
             let written = engine.notify_expiring_keys().expect("scan");
             assert_eq!(written, 0);
             black_box(written)
+        })
+    });
+    let mut n = 0;
+    group.bench_function("create_1000_keys", |b| {
+        b.iter(|| {
+            n += 1;
+            let (store, _) = engine
+                .create_store(&admin, NewStore::named(format!("Batch {n}")))
+                .expect("store");
+            let wide = StorePatch::from_json(&serde_json::json!({"max_scoped_keys": 1000}))
+                .expect("patch");
+            engine
+                .update_store(store.id.as_str(), &admin, wide)
+                .expect("update");
+            let keys = (0..1000)
+                .map(|k| NewKey::new(format!("key {k}"), everything))
+                .collect();
+            black_box(
+                engine
+                    .create_keys(store.id.as_str(), &admin, keys)
+                    .expect("keys"),
+            )
         })
     });
     group.finish();

@@ -1474,13 +1474,16 @@ fn write_change(
     append_audit(tx, subject, action, actor, changes, now)
 }
 
+/// Writes a key's record, and keeps the records' indexes true to it. Every write of a key
+/// record goes through here.
 pub(crate) fn write_key(tx: &WriteTransaction, record: &KeyRecord) -> Result<()> {
     let mut keys = tx.open_table(KEYS)?;
-    keys.insert(
+    let replaced = keys.insert(
         (record.store_id.as_str(), record.id.as_str()),
         storage::encode(record)?.as_slice(),
     )?;
-    Ok(())
+    let old = replaced.as_ref().map(|bytes| bytes.value());
+    crate::expiry::index_key(tx, record, old)
 }
 
 /// What an audit event is about.

@@ -121,11 +121,6 @@ fn digest(token: &str) -> String {
     Digest::of(token.as_bytes()).to_hex()
 }
 
-/// A time as the indexes order it: unix nanoseconds (saturated past the year 2262).
-fn nanos(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
-}
-
 /// The three tables a session lives in. Invariant: a session is in all three or in none.
 struct Tables<'tx> {
     sessions: redb::Table<'tx, &'static str, &'static [u8]>,
@@ -143,7 +138,10 @@ impl<'tx> Tables<'tx> {
     }
 
     fn insert(&mut self, digest: &str, session: &Session) -> Result<()> {
-        let (store, at) = (session.store_id.as_str(), nanos(session.expires_at));
+        let (store, at) = (
+            session.store_id.as_str(),
+            storage::unix_nanos(session.expires_at),
+        );
         self.sessions
             .insert(digest, storage::encode(session)?.as_slice())?;
         self.by_store.insert((store, at, digest), ())?;
@@ -162,7 +160,10 @@ impl<'tx> Tables<'tx> {
     fn remove_expired(&mut self, now: OffsetDateTime) -> Result<()> {
         let mut expired = Vec::new();
         // Keys before (now + 1 ns, ""): every expiry at or before `now`.
-        for row in self.expiry.range(..(nanos(now).saturating_add(1), ""))? {
+        for row in self
+            .expiry
+            .range(..(storage::unix_nanos(now).saturating_add(1), ""))?
+        {
             let (key, store) = row?;
             let (at, digest) = key.value();
             expired.push((digest.to_owned(), store.value().to_owned(), at));
@@ -192,7 +193,7 @@ fn live_of_store(
     now: OffsetDateTime,
 ) -> Result<Vec<(String, i64, Session)>> {
     let mut live = Vec::new();
-    for row in by_store.range((store, nanos(now).saturating_add(1), "")..)? {
+    for row in by_store.range((store, storage::unix_nanos(now).saturating_add(1), "")..)? {
         let (key, _) = row?;
         let (of, at, digest) = key.value();
         if of != store {

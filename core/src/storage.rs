@@ -7,6 +7,7 @@
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 
@@ -29,7 +30,8 @@ pub(crate) const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::n
 /// - 1: the first.
 /// - 2: adds `entity_outputs`, each entity's output kept beside its record.
 /// - 3: adds `portal_by_store` and `portal_expiry`, the portal sessions' indexes.
-pub(crate) const FORMAT_VERSION: u64 = 3;
+/// - 4: adds `key_expiry`, the keys owed an expiry notice in expiry order.
+pub(crate) const FORMAT_VERSION: u64 = 4;
 const FORMAT_KEY: &str = "format_version";
 const AUDIT_SEQ_KEY: &str = "audit_seq";
 
@@ -57,6 +59,7 @@ pub(crate) fn prepare(db: &Database) -> Result<()> {
         }
         tx.open_table(STORES)?;
         tx.open_table(KEYS)?;
+        tx.open_table(crate::expiry::KEY_EXPIRY)?;
         tx.open_table(AUDIT)?;
         tx.open_table(USAGE)?;
         tx.open_table(crate::entities::ENTITIES)?;
@@ -84,7 +87,15 @@ fn migrate(tx: &WriteTransaction, from: u64) -> Result<()> {
     if from < 3 {
         crate::portal::rebuild_index(tx)?;
     }
+    if from < 4 {
+        crate::expiry::rebuild_index(tx)?;
+    }
     Ok(())
+}
+
+/// A time as index keys order it: unix nanoseconds (saturated past the year 2262).
+pub(crate) fn unix_nanos(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 
 /// Opens a read transaction.

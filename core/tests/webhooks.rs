@@ -889,7 +889,7 @@ fn a_rotation_overlap_ends_on_time() {
 }
 
 /// `api_key.expiring`: once per expiry, a week ahead, for active keys only; the delivery
-/// passes look for them by themselves, at most hourly.
+/// passes look for them by themselves, at most once a minute.
 #[test]
 fn keys_about_to_expire_are_announced_once_a_week_ahead() {
     let (engine, clock) = engine(true);
@@ -930,13 +930,13 @@ fn keys_about_to_expire_are_announced_once_a_week_ahead() {
     assert!(body["data"]["expires_at"].is_string());
     // Once per expiry.
     assert_eq!(engine.notify_expiring_keys().unwrap(), 0);
-    // A new expiry, also within the week, is announced again: by the first pass an hour
-    // after the last scan, not by one within the hour.
+    // A new expiry, also within the week, is announced again: by the first pass a minute
+    // after the last scan, not by one within the minute.
     let sooner = latchkey::KeyPatch::from_json(&json!({"expires_at": in_days(2)})).unwrap();
     engine.update_key(sid, &admin(), &soon, sooner).unwrap();
-    clock.advance(time::Duration::minutes(59));
+    clock.advance(time::Duration::seconds(59));
     assert_eq!(engine.deliver_webhooks().unwrap().queued, 0);
-    clock.advance(time::Duration::minutes(1));
+    clock.advance(time::Duration::seconds(1));
     assert_eq!(engine.deliver_webhooks().unwrap().queued, 1);
     assert_eq!(engine.notify_expiring_keys().unwrap(), 0);
     assert_eq!(deliveries(&engine, sid, &webhook).len(), 2);

@@ -262,7 +262,7 @@ impl Inner {
     pub(crate) fn deliver_webhooks(&self) -> Result<DeliveryPass> {
         let _pass = self.webhooks.pass.lock();
         // Best effort: a failed scan is tried again an hour later; deliveries go on.
-        let _ = self.notify_expiring_keys_hourly();
+        let _ = self.notify_expiring_keys_when_due();
         let queued = self.fan_out()?;
         let attempted = self.send_due()?;
         let next_due_ms = {
