@@ -367,4 +367,93 @@ mod tests {
         );
         assert_eq!(engine.notify_expiring_keys().expect("scan"), 1);
     }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Create(Option<i64>),
+        Expire(usize, Option<i64>),
+        Active(usize, bool),
+        Revoke(usize),
+        Regenerate(usize),
+        Scan,
+        Advance(i64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let hours = proptest::option::of(1i64..400);
+        prop_oneof![
+            hours.clone().prop_map(Op::Create),
+            (0usize..6, hours).prop_map(|(k, h)| Op::Expire(k, h)),
+            (0usize..6, any::<bool>()).prop_map(|(k, on)| Op::Active(k, on)),
+            (0usize..6).prop_map(Op::Revoke),
+            (0usize..6).prop_map(Op::Regenerate),
+            Just(Op::Scan),
+            (1i64..200).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever happens to keys, the index holds only keys owed a notice, every key owed
+        /// one for an expiry still ahead, and a scan leaves no key due.
+        #[test]
+        fn the_index_agrees_with_the_records_after_any_changes(ops in proptest::collection::vec(op(), 1..40)) {
+            let (engine, clock, sid) = fixture();
+            let admin = Actor::admin("t");
+            let at = |hours: Option<i64>| {
+                json!(hours.map(|h| (clock.now() + Duration::hours(h))
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .expect("format")))
+            };
+            let mut keys: Vec<String> = Vec::new();
+            for op in ops {
+                let pick = |k: usize| keys.get(k % keys.len().max(1)).cloned();
+                // Changes to revoked keys are refused; that is not what is under test.
+                match op {
+                    Op::Create(hours) => {
+                        // Refused past the store's five scoped keys.
+                        let body = json!({"name": "k", "permissions": "*", "expires_at": at(hours)});
+                        let new = NewKey::from_json(&body).expect("new key");
+                        if let Ok(created) = engine.create_key(&sid, &admin, new) {
+                            keys.push(created.key.id);
+                        }
+                    }
+                    Op::Expire(k, hours) => if let Some(id) = pick(k) {
+                        let patch = KeyPatch::from_json(&json!({"expires_at": at(hours)})).expect("patch");
+                        let _ = engine.update_key(&sid, &admin, &id, patch);
+                    },
+                    Op::Active(k, on) => if let Some(id) = pick(k) {
+                        let patch = KeyPatch::from_json(&json!({"active": on})).expect("patch");
+                        let _ = engine.update_key(&sid, &admin, &id, patch);
+                    },
+                    Op::Revoke(k) => if let Some(id) = pick(k) {
+                        let _ = engine.revoke_key(&sid, &admin, &id);
+                    },
+                    Op::Regenerate(k) => if let Some(id) = pick(k) {
+                        let _ = engine.regenerate_key(&sid, &admin, &id, Duration::ZERO);
+                    },
+                    Op::Scan => {
+                        engine.notify_expiring_keys().expect("scan");
+                        let now = clock.now();
+                        let tx = storage::read(&engine.inner().db).expect("read");
+                        let table = tx.open_table(KEYS).expect("keys");
+                        for row in table.iter().expect("iter") {
+                            let (_, bytes) = row.expect("row");
+                            let view = Expiry::read(bytes.value()).expect("view");
+                            proptest::prop_assert!(!view.due(now, now + EXPIRY_NOTICE));
+                        }
+                    }
+                    Op::Advance(hours) => clock.advance(Duration::hours(hours)),
+                }
+                let (indexed, owed) = (index(&engine), owed(&engine));
+                proptest::prop_assert!(indexed.is_subset(&owed), "{indexed:?} not all owed: {owed:?}");
+                let ahead = unix_nanos(clock.now());
+                for entry in owed.iter().filter(|(at, _, _)| *at > ahead) {
+                    proptest::prop_assert!(indexed.contains(entry), "{entry:?} owed, not indexed");
+                }
+            }
+        }
+    }
 }
