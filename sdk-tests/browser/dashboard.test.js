@@ -425,3 +425,32 @@ test('settings save, permissions become editable, and keyboard users can close d
   assert.equal(await page.getByRole('dialog').count(), 0)
   await page.close()
 })
+
+test('the key list flags a key expiring within the week, as its api_key.expiring notice does', async () => {
+  const admin = async (method, pathname, body) => {
+    const response = await fetch(`${base}/api/stores/${banner.store}${pathname}`, {
+      method,
+      headers: { Authorization: `Bearer ${banner['admin token']}`, 'content-type': 'application/json' },
+      body: body && JSON.stringify(body),
+    })
+    assert.ok(response.ok, `${method} ${pathname}: ${response.status}`)
+    return (await response.json()).data
+  }
+  const inHours = (hours) => new Date(Date.now() + hours * 3600 * 1000).toISOString()
+  const soon = await admin('POST', '/api-keys', { name: 'Soon', permissions: 'orders:read', expires_at: inHours(3 * 24 - 1) })
+  const later = await admin('POST', '/api-keys', { name: 'Later', permissions: 'orders:read', expires_at: inHours(30 * 24) })
+
+  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } })
+  await page.goto(`${base}/dashboard/`)
+  await page.getByLabel('Management token').fill(banner['admin token'])
+  await page.getByRole('button', { name: 'Sign in' }).click()
+  await page.getByRole('heading', { name: 'Stores' }).waitFor()
+  await page.goto(`${base}/dashboard/#/stores/${banner.store}/keys`)
+  await page.getByRole('heading', { name: 'API keys' }).waitFor()
+  const row = (key) => page.locator(`tr[data-key-id="${key.id}"]`)
+  await row(soon).waitFor()
+  assert.match(await row(soon).textContent(), /Expires in 3 days/)
+  assert.doesNotMatch(await row(later).textContent(), /Expires in|Expired/)
+  await page.close()
+  for (const key of [soon, later]) await admin('DELETE', `/api-keys/${key.id}`)
+})

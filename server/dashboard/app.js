@@ -50,6 +50,21 @@ function showError(box, err) {
 
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : '—')
 
+const DAY_MS = 24 * 3600 * 1000
+
+/** A key's expiry, flagged once it is a week away (when its api_key.expiring notice goes out) or past. */
+function expiryCell(iso) {
+  if (!iso) return 'Never'
+  const left = Date.parse(iso) - Date.now()
+  const days = Math.ceil(left / DAY_MS)
+  const flag = left <= 0
+    ? h('span', { class: 'badge off' }, 'Expired')
+    : left <= 7 * DAY_MS
+      ? h('span', { class: 'badge warn' }, days === 1 ? 'Expires within a day' : `Expires in ${days} days`)
+      : null
+  return [when(iso), flag ? h('small', {}, flag) : null]
+}
+
 // ---- the API --------------------------------------------------------------------------------
 
 async function api(method, path, body) {
@@ -365,7 +380,7 @@ async function keysTab(body, store) {
       h('td', {}, key.environment, h('small', {}, key.format)),
       h('td', {}, permissionSummary(key.permissions)),
       h('td', {}, h('span', { class: `badge ${key.active ? 'on' : 'off'}` }, key.active ? 'Activated' : 'Deactivated'), key.kind === 'default' ? h('small', {}, 'default key') : null),
-      h('td', {}, key.expires_at ? when(key.expires_at) : 'Never'),
+      h('td', {}, expiryCell(key.expires_at)),
       h('td', {}, when(key.last_used_at), key.last_used_ip ? h('small', {}, key.last_used_ip) : null),
       requestsCell(used.get(key.id)),
       h('td', {}, h('div', { class: 'actions' },
