@@ -231,7 +231,9 @@ mod tests {
             }
         }
         let kept = (0..1000).filter(|&n| memo.keeps(&secret(n))).count();
-        assert!(kept >= 990, "{kept} of 1000 kept");
+        // A set drawn more than four of them keeps four: about 4 of 1,000 are left out on
+        // average, more than 10 for 0.8 % of seeds, more than 20 for none in 20,000.
+        assert!(kept >= 980, "{kept} of 1000 kept");
     }
 
     #[test]
