@@ -267,6 +267,18 @@ impl Engine {
         Self::start(db, options)
     }
 
+    /// An in-memory engine whose clock stands at 2026-01-01 until a test moves it.
+    #[cfg(test)]
+    pub(crate) fn memory_on_fake_clock() -> (Engine, crate::clock::FakeClock) {
+        let clock = crate::clock::FakeClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
+        let engine = Self::memory_with(EngineOptions {
+            clock: Arc::new(clock.clone()),
+            ..EngineOptions::default()
+        })
+        .expect("engine");
+        (engine, clock)
+    }
+
     /// The database's builder for `options`, checked first so bad options create nothing.
     fn builder(options: &EngineOptions) -> Result<redb::Builder> {
         options.check()?;

@@ -207,14 +207,12 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-    use std::sync::Arc;
-
     use serde_json::json;
+    use std::collections::BTreeSet;
 
     use super::*;
     use crate::clock::FakeClock;
-    use crate::{Actor, EngineOptions, KeyPatch, NewKey, NewStore};
+    use crate::{Actor, KeyPatch, NewKey, NewStore};
 
     type Entries = BTreeSet<(i64, String, String)>;
 
@@ -245,12 +243,7 @@ mod tests {
     }
 
     fn fixture() -> (Engine, FakeClock, String) {
-        let clock = FakeClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
-        let engine = Engine::memory_with(EngineOptions {
-            clock: Arc::new(clock.clone()),
-            ..EngineOptions::default()
-        })
-        .expect("engine");
+        let (engine, clock) = Engine::memory_on_fake_clock();
         let (store, _) = engine
             .create_store(&Actor::admin("t"), NewStore::named("S"))
             .expect("store");
@@ -259,10 +252,18 @@ mod tests {
 
     /// A key of that name expiring at `expires_at` (RFC 3339, or null for never).
     fn key(engine: &Engine, store: &str, name: &str, expires_at: serde_json::Value) -> String {
+        try_key(engine, store, name, expires_at).expect("key")
+    }
+
+    fn try_key(
+        engine: &Engine,
+        store: &str,
+        name: &str,
+        expires_at: serde_json::Value,
+    ) -> Result<String> {
         let body = json!({"name": name, "permissions": "*", "expires_at": expires_at});
         let new = NewKey::from_json(&body).expect("new key");
-        let created = engine.create_key(store, &Actor::admin("t"), new);
-        created.expect("key").key.id
+        Ok(engine.create_key(store, &Actor::admin("t"), new)?.key.id)
     }
 
     fn patch(engine: &Engine, store: &str, id: &str, body: serde_json::Value) {
@@ -351,10 +352,7 @@ mod tests {
             // As format 3 left it: keys without the index, version 3.
             let tx = engine.inner().db.begin_write().expect("write");
             tx.delete_table(KEY_EXPIRY).expect("drop");
-            tx.open_table(storage::META)
-                .expect("meta")
-                .insert("format_version", 3u64.to_be_bytes().as_slice())
-                .expect("version");
+            storage::set_format_version(&tx, 3);
             tx.commit().expect("commit");
             (sid, due)
         };
@@ -414,10 +412,8 @@ mod tests {
                 match op {
                     Op::Create(hours) => {
                         // Refused past the store's five scoped keys.
-                        let body = json!({"name": "k", "permissions": "*", "expires_at": at(hours)});
-                        let new = NewKey::from_json(&body).expect("new key");
-                        if let Ok(created) = engine.create_key(&sid, &admin, new) {
-                            keys.push(created.key.id);
+                        if let Ok(id) = try_key(&engine, &sid, "k", at(hours)) {
+                            keys.push(id);
                         }
                     }
                     Op::Expire(k, hours) => if let Some(id) = pick(k) {

@@ -469,13 +469,10 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use redb::ReadableTableMetadata;
 
     use super::*;
-    use crate::clock::FakeClock;
-    use crate::{Actor, EngineOptions, NewStore};
+    use crate::{Actor, NewStore};
 
     fn customer(engine: &Engine, scope: &Scope, email: &str) -> String {
         let body = json!({ "email": email });
@@ -499,12 +496,7 @@ mod tests {
 
     #[test]
     fn expired_sessions_leave_every_table_when_the_next_is_made() {
-        let clock = FakeClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
-        let engine = Engine::memory_with(EngineOptions {
-            clock: Arc::new(clock.clone()),
-            ..EngineOptions::default()
-        })
-        .expect("engine");
+        let (engine, clock) = Engine::memory_on_fake_clock();
         let (store, _) = engine
             .create_store(&Actor::admin("t"), NewStore::named("S"))
             .expect("store");
@@ -557,10 +549,7 @@ mod tests {
             let tx = engine.inner().db.begin_write().expect("write");
             tx.delete_table(PORTAL_BY_STORE).expect("drop");
             tx.delete_table(PORTAL_EXPIRY).expect("drop");
-            tx.open_table(storage::META)
-                .expect("meta")
-                .insert("format_version", 2u64.to_be_bytes().as_slice())
-                .expect("version");
+            storage::set_format_version(&tx, 2);
             tx.commit().expect("commit");
             (store.id, ids)
         };

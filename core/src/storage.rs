@@ -78,6 +78,16 @@ pub(crate) fn prepare(db: &Database) -> Result<()> {
     Ok(())
 }
 
+/// Records `version` as the database's format, as a release of that format left it (migration
+/// tests, after removing what later formats added).
+#[cfg(test)]
+pub(crate) fn set_format_version(tx: &WriteTransaction, version: u64) {
+    tx.open_table(META)
+        .expect("meta")
+        .insert(FORMAT_KEY, version.to_be_bytes().as_slice())
+        .expect("version");
+}
+
 /// Brings a database written in format `from` up to [`FORMAT_VERSION`], inside the
 /// transaction that records the new version (so a crash leaves the old format, untouched).
 fn migrate(tx: &WriteTransaction, from: u64) -> Result<()> {

@@ -85,6 +85,16 @@ async function receivedMore(count) {
   }
 }
 
+/** A new page signed in to the console with the --dev admin token, on the store list. */
+async function signedIn() {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } })
+  await page.goto(`${base}/dashboard/`)
+  await page.getByLabel('Management token').fill(banner['admin token'])
+  await page.getByRole('button', { name: 'Sign in' }).click()
+  await page.getByRole('heading', { name: 'Stores' }).waitFor()
+  return page
+}
+
 async function call(pathname, key) {
   const response = await fetch(`${base}${pathname}`, { headers: { 'X-Api-Key': key } })
   return { status: response.status, body: await response.json() }
@@ -245,11 +255,7 @@ test('the console walks a key from creation to deletion', async () => {
 })
 
 test('webhooks: create, send a test and see the answer, deliveries, delete', async () => {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } })
-  await page.goto(`${base}/dashboard/`)
-  await page.getByLabel('Management token').fill(banner['admin token'])
-  await page.getByRole('button', { name: 'Sign in' }).click()
-  await page.getByRole('heading', { name: 'Stores' }).waitFor()
+  const page = await signedIn()
   await page.goto(`${base}/dashboard/#/stores/${banner.store}/webhooks`)
   await page.getByRole('heading', { name: 'Webhooks' }).waitFor()
   await page.getByText('No webhooks yet').waitFor()
@@ -354,11 +360,7 @@ test('portal sessions: listed without their links, ended one at a time or all of
   const opens = async (token) =>
     (await fetch(`${base}/api/v1/portal/orders`, { headers: { Authorization: `Bearer ${token}` } })).status
 
-  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } })
-  await page.goto(`${base}/dashboard/`)
-  await page.getByLabel('Management token').fill(banner['admin token'])
-  await page.getByRole('button', { name: 'Sign in' }).click()
-  await page.getByRole('heading', { name: 'Stores' }).waitFor()
+  const page = await signedIn()
   await page.goto(`${base}/dashboard/#/stores/${banner.store}/portal`)
   await page.getByRole('heading', { name: 'Portal sessions' }).waitFor()
   const ends = page.getByRole('button', { name: /^End portal session ps_/ })
@@ -440,11 +442,7 @@ test('the key list flags a key expiring within the week, as its api_key.expiring
   const soon = await admin('POST', '/api-keys', { name: 'Soon', permissions: 'orders:read', expires_at: inHours(3 * 24 - 1) })
   const later = await admin('POST', '/api-keys', { name: 'Later', permissions: 'orders:read', expires_at: inHours(30 * 24) })
 
-  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } })
-  await page.goto(`${base}/dashboard/`)
-  await page.getByLabel('Management token').fill(banner['admin token'])
-  await page.getByRole('button', { name: 'Sign in' }).click()
-  await page.getByRole('heading', { name: 'Stores' }).waitFor()
+  const page = await signedIn()
   await page.goto(`${base}/dashboard/#/stores/${banner.store}/keys`)
   await page.getByRole('heading', { name: 'API keys' }).waitFor()
   const row = (key) => page.locator(`tr[data-key-id="${key.id}"]`)

@@ -879,10 +879,7 @@ mod tests {
             // As format 1 left it: no outputs, version 1.
             let tx = engine.inner().db.begin_write().expect("write");
             tx.delete_table(OUTPUTS).expect("drop outputs");
-            tx.open_table(storage::META)
-                .expect("meta")
-                .insert("format_version", 1u64.to_be_bytes().as_slice())
-                .expect("version");
+            storage::set_format_version(&tx, 1);
             tx.commit().expect("commit");
             let expected = [Area::Packages, Area::GiftCards].map(|area| {
                 let page = engine
