@@ -172,13 +172,17 @@ impl Inner {
         }
         let _writer = self.writer.lock();
         let tx = storage::write(&self.db)?;
-        let mut written = 0;
-        for (at, store, id) in &found {
-            if *at <= unix_nanos(now) {
-                tx.open_table(KEY_EXPIRY)?
-                    .remove((*at, store.as_str(), id.as_str()))?;
-                continue;
+        // In expiry order: the expired entries come first.
+        let (expired, due) =
+            found.split_at(found.partition_point(|(at, ..)| *at <= unix_nanos(now)));
+        {
+            let mut index = tx.open_table(KEY_EXPIRY)?;
+            for (at, store, id) in expired {
+                index.remove((*at, store.as_str(), id.as_str()))?;
             }
+        }
+        let mut written = 0;
+        for (_, store, id) in due {
             // Read again under the writer: the key may have changed since the scan.
             let record = tx
                 .open_table(KEYS)?
