@@ -861,6 +861,22 @@ fn order_inputs_name_every_problem() {
         json!({"customer_id": "cus_000000000000aaaaaaaa", "items": [{"package_id": id_of(&monthly)}]}),
     );
     assert_names(&p, &["customer_id: no customer"]);
+    // A field given badly is one problem, not also "is required".
+    let p = problems(
+        &engine,
+        &scope,
+        Area::Orders,
+        json!({"customer_id": "nope", "items": [{"package_id": "nope"}, {"product_id": null}]}),
+    );
+    assert_eq!(
+        p,
+        [
+            "customer_id: not a customer id",
+            "items[0].package_id: not a package id",
+            "items[1].product_id: must not be null",
+        ],
+        "{p:#?}"
+    );
 }
 
 #[test]

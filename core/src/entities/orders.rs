@@ -122,6 +122,10 @@ fn read_item(
             return Ok(None);
         }
     };
+    // A line naming either, even badly, has its problem reported by the field's own parse.
+    let names_one = ["package_id", "product_id"]
+        .iter()
+        .any(|name| item.get(name).is_some());
     let package_id = f.optional("package_id", id_of(Kind::Package));
     let product_id = f.optional("product_id", id_of(Kind::Product));
     let quantity = f.optional("quantity", integer);
@@ -175,7 +179,9 @@ fn read_item(
             None
         }
         (None, None) => {
-            problems.push(at("package_id or product_id: is required".into()));
+            if !names_one {
+                problems.push(at("package_id or product_id: is required".into()));
+            }
             None
         }
     };
@@ -204,6 +210,9 @@ fn sale_discount(sales: &[Sale], package: &Package, quantity: i64, now: OffsetDa
 /// the coupon, records the order, its subscriptions and their events in one commit.
 pub(super) fn create_order(ctx: &mut Ctx<'_>, input: &Value) -> Result<Value> {
     let mut f = Fields::new(input, "order")?;
+    let names_customer = ["customer_id", "email"]
+        .iter()
+        .any(|name| input.get(name).is_some());
     let customer_id = f.optional("customer_id", id_of(Kind::Customer));
     let customer_email = f.optional("email", email);
     let items = f.required("items", |v| {
@@ -222,7 +231,9 @@ pub(super) fn create_order(ctx: &mut Ctx<'_>, input: &Value) -> Result<Value> {
             None
         }
         (None, None) => {
-            problems.push("customer_id: a customer_id or an email is required");
+            if !names_customer {
+                problems.push("customer_id: a customer_id or an email is required");
+            }
             None
         }
         (Some(id), None) => match ctx.load::<Customer>(id)? {
