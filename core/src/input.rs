@@ -32,6 +32,36 @@ impl<T> Patch<T> {
     }
 }
 
+/// What a field's parser reports, each problem a separate entry: one problem, the problems
+/// of a nested object (each put under the field's name), or problems that already name where
+/// they are (`Named`).
+pub(crate) trait IntoProblems {
+    fn into_problems(self, field: &str) -> Vec<String>;
+}
+
+impl IntoProblems for String {
+    fn into_problems(self, field: &str) -> Vec<String> {
+        vec![format!("{field}: {self}")]
+    }
+}
+
+impl IntoProblems for Vec<String> {
+    fn into_problems(self, field: &str) -> Vec<String> {
+        self.into_iter()
+            .map(|problem| format!("{field}: {problem}"))
+            .collect()
+    }
+}
+
+/// Problems that carry their own path (`permissions.Orders: …`).
+pub(crate) struct Named(pub Vec<String>);
+
+impl IntoProblems for Named {
+    fn into_problems(self, _field: &str) -> Vec<String> {
+        self.0
+    }
+}
+
 /// A JSON object being read; `finish` reports unknown fields.
 pub(crate) struct Fields<'a> {
     map: &'a Map<String, Value>,
@@ -60,18 +90,20 @@ impl<'a> Fields<'a> {
     }
 
     /// A field that may be absent, null or a value parsed by `parse`.
-    pub fn patch<T>(
+    pub fn patch<T, E: IntoProblems>(
         &mut self,
         name: &'static str,
-        parse: impl FnOnce(&'a Value) -> Result<T, String>,
+        parse: impl FnOnce(&'a Value) -> Result<T, E>,
     ) -> Patch<T> {
         match self.raw(name) {
             None => Patch::Absent,
             Some(Value::Null) => Patch::Null,
             Some(value) => match parse(value) {
                 Ok(parsed) => Patch::Set(parsed),
-                Err(problem) => {
-                    self.problems.push(format!("{name}: {problem}"));
+                Err(problems) => {
+                    for problem in problems.into_problems(name) {
+                        self.problems.push(problem);
+                    }
                     Patch::Absent
                 }
             },
@@ -79,10 +111,10 @@ impl<'a> Fields<'a> {
     }
 
     /// A field that may be absent or a value, but not null.
-    pub fn optional<T>(
+    pub fn optional<T, E: IntoProblems>(
         &mut self,
         name: &'static str,
-        parse: impl FnOnce(&'a Value) -> Result<T, String>,
+        parse: impl FnOnce(&'a Value) -> Result<T, E>,
     ) -> Option<T> {
         match self.patch(name, parse) {
             Patch::Absent => None,
@@ -95,10 +127,10 @@ impl<'a> Fields<'a> {
     }
 
     /// A field that must be present.
-    pub fn required<T>(
+    pub fn required<T, E: IntoProblems>(
         &mut self,
         name: &'static str,
-        parse: impl FnOnce(&'a Value) -> Result<T, String>,
+        parse: impl FnOnce(&'a Value) -> Result<T, E>,
     ) -> Option<T> {
         if !self.map.contains_key(name) {
             self.known.push(name);

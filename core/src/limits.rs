@@ -91,12 +91,13 @@ impl RateLimit {
 
     /// Reads a limit from JSON: `{limit, window_seconds?, algorithm?}` (window defaults to 60 s,
     /// algorithm to `sliding_window`), or a bare integer meaning "per minute".
-    pub(crate) fn from_json(value: &Value) -> Result<RateLimit, String> {
+    pub(crate) fn from_json(value: &Value) -> Result<RateLimit, Vec<String>> {
         if let Some(limit) = value.as_i64() {
-            let limit = u32::try_from(limit).map_err(|_| format!("{limit} is out of range"))?;
+            let limit =
+                u32::try_from(limit).map_err(|_| vec![format!("{limit} is out of range")])?;
             return Ok(RateLimit::per_minute(limit));
         }
-        let mut fields = Fields::new(value, "rate_limit").map_err(|e| e.problems().join("; "))?;
+        let mut fields = Fields::new(value, "rate_limit").map_err(|e| e.problems())?;
         let limit = fields.required("limit", integer);
         let window = fields.optional("window_seconds", integer).unwrap_or(60);
         let algorithm = fields.optional("algorithm", string);
@@ -126,8 +127,8 @@ impl RateLimit {
                 window_seconds,
                 algorithm,
             }),
-            (Err(err), ..) => Err(err.problems().join("; ")),
-            _ => Err("invalid rate limit".to_owned()),
+            (Err(err), ..) => Err(err.problems()),
+            _ => Err(vec!["invalid rate limit".to_owned()]),
         }
     }
 }
@@ -377,10 +378,14 @@ mod tests {
         assert_eq!(fixed.window_seconds, 60);
         let err =
             RateLimit::from_json(&json!({"limit": -1, "algorithm": "leaky", "x": 1})).unwrap_err();
-        assert!(
-            err.contains("leaky") && err.contains("x: unknown") && err.contains("limit"),
-            "{err}"
-        );
+        // One entry a problem, each naming its field.
+        assert_eq!(err.len(), 3, "{err:#?}");
+        for (problem, needle) in
+            err.iter()
+                .zip(["x: unknown", "algorithm: unknown `leaky`", "limit: -1"])
+        {
+            assert!(problem.starts_with(needle), "{err:#?}");
+        }
         assert!(RateLimit::from_json(&json!("fast")).is_err());
     }
 

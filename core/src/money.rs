@@ -27,15 +27,15 @@ impl Money {
     }
 
     /// Reads `{amount, currency}`, naming every problem.
-    pub(crate) fn from_json(value: &Value) -> Result<Money, String> {
-        let mut fields = Fields::new(value, "money").map_err(|e| e.problems().join("; "))?;
+    pub(crate) fn from_json(value: &Value) -> Result<Money, Vec<String>> {
+        let mut fields = Fields::new(value, "money").map_err(|e| e.problems())?;
         let amount = fields.required("amount", amount);
         let currency = fields.required("currency", currency_code);
         let problems = fields.finish();
         match (problems.finish(), amount, currency) {
             (Ok(()), Some(amount), Some(currency)) => Ok(Money { amount, currency }),
-            (Err(err), ..) => Err(err.problems().join("; ")),
-            _ => Err("expected {amount, currency}".to_owned()),
+            (Err(err), ..) => Err(err.problems()),
+            _ => Err(vec!["expected {amount, currency}".to_owned()]),
         }
     }
 }
@@ -76,7 +76,13 @@ mod tests {
             Money::new(1999, "USD")
         );
         let err = Money::from_json(&json!({"amount": -1, "currency": "XYZ", "x": 1})).unwrap_err();
-        assert!(err.contains("amount") && err.contains("XYZ") && err.contains("x: unknown"));
+        assert_eq!(err.len(), 3, "{err:#?}");
+        for (problem, needle) in err
+            .iter()
+            .zip(["amount: ", "currency: `XYZ`", "x: unknown"])
+        {
+            assert!(problem.starts_with(needle), "{err:#?}");
+        }
         assert!(Money::from_json(&json!({"amount": 1.5, "currency": "EUR"})).is_err());
         assert!(Money::from_json(&json!(5)).is_err());
     }

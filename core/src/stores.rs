@@ -39,8 +39,8 @@ impl Plan {
         self.tier == Tier::Pro && self.expires_at.is_none_or(|at| at > now)
     }
 
-    fn from_json(value: &Value) -> Result<Plan, String> {
-        let mut fields = Fields::new(value, "plan").map_err(|e| e.problems().join("; "))?;
+    fn from_json(value: &Value) -> Result<Plan, Vec<String>> {
+        let mut fields = Fields::new(value, "plan").map_err(|e| e.problems())?;
         let tier = fields.required("tier", string);
         let expires_at = fields
             .patch("expires_at", timestamp)
@@ -58,8 +58,8 @@ impl Plan {
         };
         match (problems.finish(), tier) {
             (Ok(()), Some(tier)) => Ok(Plan { tier, expires_at }),
-            (Err(err), _) => Err(err.problems().join("; ")),
-            (Ok(()), None) => Err("tier is required".into()),
+            (Err(err), _) => Err(err.problems()),
+            (Ok(()), None) => Err(vec!["tier: is required".into()]),
         }
     }
 }

@@ -16,8 +16,9 @@ pub(crate) enum Discount {
 }
 
 impl Discount {
-    pub(crate) fn from_json(value: &Value) -> Result<Discount, String> {
-        let mut f = Fields::new(value, "discount").map_err(|e| e.problems().join("; "))?;
+    pub(crate) fn from_json(value: &Value) -> Result<Discount, Vec<String>> {
+        let mut f = Fields::new(value, "discount").map_err(|e| e.problems())?;
+        let names_currency = value.get("currency").is_some();
         let kind = f.required("type", string);
         let amount = f.required("value", integer);
         let currency = f.optional("currency", money::currency_code);
@@ -39,7 +40,10 @@ impl Discount {
                 match currency {
                     Some(currency) => Some(Discount::Fixed { value, currency }),
                     None => {
-                        problems.push("currency: is required for a fixed discount");
+                        // A currency given badly has its own problem already.
+                        if !names_currency {
+                            problems.push("currency: is required for a fixed discount");
+                        }
                         None
                     }
                 }
@@ -52,8 +56,8 @@ impl Discount {
             }
             _ => None,
         };
-        problems.finish().map_err(|e| e.problems().join("; "))?;
-        discount.ok_or_else(|| "expected {type, value}".to_owned())
+        problems.finish().map_err(|e| e.problems())?;
+        discount.ok_or_else(|| vec!["expected {type, value}".to_owned()])
     }
 
     /// How much comes off `amount` (never more than it). A fixed discount in another

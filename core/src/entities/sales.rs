@@ -10,10 +10,12 @@ use super::{Ctx, Entity, Kind};
 use crate::error::{Problems, Result};
 use crate::input::{Fields, timestamp};
 
-fn package_ids(value: &Value) -> Result<Vec<String>, String> {
-    let items = value.as_array().ok_or("expected a list of package ids")?;
+fn package_ids(value: &Value) -> Result<Vec<String>, Vec<String>> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| vec!["expected a list of package ids".to_owned()])?;
     if items.is_empty() || items.len() > SALE_PACKAGES_MAX {
-        return Err(format!("must list 1 to {SALE_PACKAGES_MAX} packages"));
+        return Err(vec![format!("must list 1 to {SALE_PACKAGES_MAX} packages")]);
     }
     let parse = id_of(Kind::Package);
     let mut ids = Vec::with_capacity(items.len());
@@ -25,11 +27,7 @@ fn package_ids(value: &Value) -> Result<Vec<String>, String> {
             Err(problem) => bad.push(format!("[{i}] {problem}")),
         }
     }
-    if bad.is_empty() {
-        Ok(ids)
-    } else {
-        Err(bad.join("; "))
-    }
+    if bad.is_empty() { Ok(ids) } else { Err(bad) }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

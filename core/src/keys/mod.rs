@@ -12,7 +12,9 @@ use time::OffsetDateTime;
 
 use crate::error::{Problems, Result};
 use crate::ids::StoreId;
-use crate::input::{Fields, Patch, boolean, char_len, parse_cidrs, string, string_list, timestamp};
+use crate::input::{
+    Fields, Named, Patch, boolean, char_len, parse_cidrs, string, string_list, timestamp,
+};
 use crate::limits::RateLimit;
 use crate::permissions::PermissionSet;
 use crate::secret::Secret;
@@ -440,11 +442,8 @@ impl KeyPatch {
     }
 }
 
-fn read_permissions(value: &Value) -> Result<PermissionSet, String> {
-    PermissionSet::from_input(value).map_err(|problems| {
-        // The entries already carry the `permissions` field name.
-        problems.join("; ").replacen("permissions: ", "", 1)
-    })
+fn read_permissions(value: &Value) -> Result<PermissionSet, Named> {
+    PermissionSet::from_input(value).map_err(Named)
 }
 
 fn read_format(value: &Value) -> Result<KeyFormat, String> {
@@ -453,9 +452,9 @@ fn read_format(value: &Value) -> Result<KeyFormat, String> {
         .ok_or_else(|| format!("unknown format `{text}` (expected token, hex or pair)"))
 }
 
-fn read_cidrs(value: &Value) -> Result<Vec<IpNet>, String> {
-    let entries = string_list(value)?;
-    parse_cidrs(&entries).map_err(|problems| problems.join("; "))
+fn read_cidrs(value: &Value) -> Result<Vec<IpNet>, Vec<String>> {
+    let entries = string_list(value).map_err(|problem| vec![problem])?;
+    parse_cidrs(&entries)
 }
 
 fn read_meta(value: &Value) -> Result<Map<String, Value>, String> {
