@@ -66,6 +66,8 @@ pub(crate) fn prepare(db: &Database) -> Result<()> {
         tx.open_table(crate::entities::OUTPUTS)?;
         tx.open_table(crate::entities::UNIQUE)?;
         tx.open_table(crate::entities::OUTBOX)?;
+        tx.open_table(crate::entities::IDEMPOTENCY)?;
+        tx.open_table(crate::entities::IDEMPOTENCY_AGE)?;
         tx.open_table(crate::logs::LOGS)?;
         tx.open_table(crate::portal::PORTAL)?;
         tx.open_table(crate::portal::PORTAL_BY_STORE)?;

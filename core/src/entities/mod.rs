@@ -18,6 +18,7 @@ mod coupons;
 mod customers;
 mod discount;
 mod gift_cards;
+mod idempotency;
 mod orders;
 mod outbox;
 mod packages;
@@ -45,6 +46,8 @@ use crate::storage;
 use crate::stores::Store;
 use crate::verify::Decision;
 
+pub use idempotency::{Created, IDEMPOTENCY_KEY_MAX, IDEMPOTENCY_TTL, check_idempotency_key};
+pub(crate) use idempotency::{IDEMPOTENCY, IDEMPOTENCY_AGE};
 pub use orders::{MAX_ITEMS as ORDER_MAX_ITEMS, MAX_QUANTITY as ORDER_MAX_QUANTITY};
 pub use outbox::OutboxEvent;
 pub(crate) use outbox::{OUTBOX, outbox_position, write_outbox};
@@ -652,20 +655,71 @@ fn output_of<T: Entity>(bytes: &[u8], show: Show<'_>) -> Result<Option<Value>> {
     Ok(shown.then(|| entity.output()))
 }
 
+/// The kind an API create of `area` makes (subscriptions are made by orders only).
+fn creatable(area: Area) -> Result<Kind> {
+    let kind = Kind::area(area)?;
+    if kind == Kind::Subscription {
+        return Err(Error::NotAllowed(
+            "subscriptions are created by orders of subscription packages".into(),
+        ));
+    }
+    Ok(kind)
+}
+
+fn create_kind(ctx: &mut Ctx<'_>, kind: Kind, input: &Value) -> Result<Value> {
+    if kind == Kind::Order {
+        orders::create_order(ctx, input)
+    } else {
+        dispatch!(kind, create_in(ctx, input))
+    }
+}
+
 impl Engine {
     /// Creates an entity of `area` from a JSON body; returns it in its output shape (a gift
     /// card's code appears in this response only).
     pub fn create_entity(&self, scope: &Scope, area: Area, input: &Value) -> Result<Value> {
-        let kind = Kind::area(area)?;
-        if kind == Kind::Order {
-            return self.write_in(scope, |ctx| orders::create_order(ctx, input));
-        }
-        if kind == Kind::Subscription {
-            return Err(Error::NotAllowed(
-                "subscriptions are created by orders of subscription packages".into(),
-            ));
-        }
-        self.write_in(scope, |ctx| dispatch!(kind, create_in(ctx, input)))
+        let kind = creatable(area)?;
+        self.write_in(scope, |ctx| create_kind(ctx, kind, input))
+    }
+
+    /// [`Engine::create_entity`] at most once per `idempotency_key` in the scope (see
+    /// [`idempotency`]): a retry of the same request within [`IDEMPOTENCY_TTL`] answers with
+    /// what the first made, as it is now, and changes nothing; the same key with another area
+    /// or body is a conflict. Without a key, an ordinary create.
+    pub fn create_entity_once(
+        &self,
+        scope: &Scope,
+        area: Area,
+        input: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Created> {
+        let kind = creatable(area)?;
+        let Some(key) = idempotency_key else {
+            let value = self.write_in(scope, |ctx| create_kind(ctx, kind, input))?;
+            return Ok(Created {
+                value,
+                replayed: false,
+            });
+        };
+        idempotency::check_idempotency_key(key)?;
+        let digest = idempotency::request_digest(kind, input);
+        self.write_in(scope, |ctx| {
+            if let Some(value) = idempotency::replay(ctx.tx, scope, key, &digest, ctx.now)? {
+                return Ok(Created {
+                    value,
+                    replayed: true,
+                });
+            }
+            let value = create_kind(ctx, kind, input)?;
+            let id = value["id"]
+                .as_str()
+                .ok_or_else(|| Error::Corrupt(format!("a new {} has no id", kind.name())))?;
+            idempotency::remember(ctx.tx, scope, key, kind, id, digest, ctx.now)?;
+            Ok(Created {
+                value,
+                replayed: false,
+            })
+        })
     }
 
     pub fn get_entity(&self, scope: &Scope, area: Area, id: &str) -> Result<Value> {
