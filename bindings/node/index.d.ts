@@ -245,6 +245,11 @@ export interface EntityOptions {
   environment?: string
 }
 
+export interface CreateOptions extends EntityOptions {
+  /** Makes the create at most once per key (24 hours, per store and environment). */
+  idempotencyKey?: string
+}
+
 /** A store entity in the HTTP API's JSON shape. */
 export type Entity = Record<string, any>
 
@@ -417,8 +422,14 @@ export declare class Engine {
   /** Delivers in a background thread from now on (once per engine). */
   startWebhookWorker(): void
 
-  create(storeId: string, area: Area | string, data: Entity, options?: EntityOptions): Entity
-  createAsync(storeId: string, area: Area | string, data: Entity, options?: EntityOptions): Promise<Entity>
+  /**
+   * Creates an entity. With `idempotencyKey` (1-255 visible ASCII characters, a UUID say) it is
+   * made at most once per key in the store and environment for 24 hours: a retry returns what
+   * the first call made, as it is now, and makes nothing; the key with another area or body
+   * throws `CONFLICT`.
+   */
+  create(storeId: string, area: Area | string, data: Entity, options?: CreateOptions): Entity
+  createAsync(storeId: string, area: Area | string, data: Entity, options?: CreateOptions): Promise<Entity>
   get(storeId: string, area: Area | string, id: string, options?: EntityOptions): Entity
   list(storeId: string, area: Area | string, options?: EntityOptions & { limit?: number; cursor?: string }): Page
   update(storeId: string, area: Area | string, id: string, data: Entity, options?: EntityOptions): Entity

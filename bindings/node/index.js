@@ -340,11 +340,11 @@ class Engine {
 
   // ---- store entities (SPEC §7): the HTTP API's JSON, as is ---------------------------------
 
-  create(storeId, area, data, { environment } = {}) {
-    return this.#call('createEntity', { ...entityArgs(storeId, area, environment), input: data })
+  create(storeId, area, data, { environment, idempotencyKey } = {}) {
+    return this.#call('createEntity', { ...entityArgs(storeId, area, environment), input: data, idempotencyKey })
   }
-  createAsync(storeId, area, data, { environment } = {}) {
-    return this.#callAsync('createEntity', { ...entityArgs(storeId, area, environment), input: data })
+  createAsync(storeId, area, data, { environment, idempotencyKey } = {}) {
+    return this.#callAsync('createEntity', { ...entityArgs(storeId, area, environment), input: data, idempotencyKey })
   }
   get(storeId, area, id, { environment } = {}) {
     return this.#call('getEntity', { ...entityArgs(storeId, area, environment), id })

@@ -158,7 +158,7 @@ impl Op {
             Op::RegenerateKey => &["storeId", "actor", "keyId", "input"],
             Op::RevokeKey => &["storeId", "actor", "keyId"],
             Op::Audit => &["storeId", "limit"],
-            Op::CreateEntity => &["storeId", "environment", "area", "input"],
+            Op::CreateEntity => &["storeId", "environment", "area", "input", "idempotencyKey"],
             Op::GetEntity | Op::DeleteEntity => &["storeId", "environment", "area", "id"],
             Op::ListEntities => &["storeId", "environment", "area", "limit", "cursor"],
             Op::UpdateEntity => &["storeId", "environment", "area", "id", "input"],
@@ -386,9 +386,10 @@ pub fn call(engine: &Engine, op: Op, args: &Value) -> Result<Value> {
         }
         Op::CreateEntity => {
             let (scope, area, input) = (a.scope()?, a.area(), a.object("input"));
+            let key = a.optional_text("idempotencyKey");
             a.finish()?;
             let (scope, area) = target(scope, area)?;
-            engine.create_entity(&scope, area, input)
+            Ok(engine.create_entity_once(&scope, area, input, key)?.value)
         }
         Op::GetEntity => {
             let (scope, area, id) = (a.scope()?, a.area(), a.text("id"));

@@ -131,10 +131,18 @@ impl Run {
                     let input = resolve(&step["input"], &self.entities);
                     let created = self
                         .engine
-                        .create_entity(&scope, area, &input)
-                        .map_err(fail)?;
+                        .create_entity_once(&scope, area, &input, step["idempotency_key"].as_str())
+                        .map_err(fail)?
+                        .value;
+                    let id = created["id"].as_str().expect("an entity id");
+                    if let Some(name) = step["same_as"].as_str() {
+                        assert_eq!(
+                            Some(id),
+                            self.entities.get(name).map(String::as_str),
+                            "{step}"
+                        );
+                    }
                     if let Some(name) = step["as"].as_str() {
-                        let id = created["id"].as_str().expect("an entity id");
                         self.entities.insert(name.to_owned(), id.to_owned());
                     }
                 } else {

@@ -74,7 +74,11 @@ class Run {
         this.verify(step)
         break
       case 'create_entity': {
-        const created = this.eng.create(store(), step.area, this.resolve(step.input), { environment: step.environment ?? 'live' })
+        const created = this.eng.create(store(), step.area, this.resolve(step.input), {
+          environment: step.environment ?? 'live',
+          idempotencyKey: step.idempotency_key,
+        })
+        if (step.same_as !== undefined) assert.equal(created.id, this.entities[step.same_as], JSON.stringify(step))
         if (step.as !== undefined) this.entities[step.as] = created.id
         break
       }

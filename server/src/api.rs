@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, HeaderName, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
@@ -193,9 +193,46 @@ async fn create(
         Ok(body) => body,
         Err(response) => return response,
     };
+    let key = match idempotency_key(&headers) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
     let engine = state.engine.clone();
-    let created = net::off_workers(move || engine.create_entity(&auth.scope, area, &body)).await;
-    result(StatusCode::CREATED, created)
+    let created = net::off_workers(move || {
+        engine.create_entity_once(&auth.scope, area, &body, key.as_deref())
+    })
+    .await;
+    match created {
+        // A replay answers as the first request did (IETF httpapi-idempotency-key-header), and
+        // says so (as Stripe's API does).
+        Ok(created) if created.replayed => {
+            let mut response = respond::ok(StatusCode::CREATED, created.value);
+            response.headers_mut().insert(
+                HeaderName::from_static("idempotent-replayed"),
+                HeaderValue::from_static("true"),
+            );
+            response
+        }
+        Ok(created) => respond::ok(StatusCode::CREATED, created.value),
+        Err(err) => respond::error(&err),
+    }
+}
+
+/// The request's `Idempotency-Key`, if it sent one (once, readable); checked by the core.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return match headers.contains_key("idempotency-key") {
+            true => Err(respond::invalid(vec![
+                "Idempotency-Key: send the header once".into(),
+            ])),
+            false => Ok(None),
+        };
+    };
+    // Bytes outside ASCII read as replacement characters, which the check refuses.
+    let key = String::from_utf8_lossy(value.as_bytes()).into_owned();
+    latchkey::check_idempotency_key(&key).map_err(|err| respond::error(&err))?;
+    Ok(Some(key))
 }
 
 async fn read(

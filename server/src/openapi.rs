@@ -35,6 +35,8 @@ pub struct Operation {
     pub query: &'static [Param],
     /// What the success response's `data` holds.
     pub data: Data,
+    /// Takes an `Idempotency-Key` header (entity creates).
+    pub idempotent: bool,
 }
 
 /// A success response's `data`: a component schema, a list of them, or a cursor page
@@ -131,6 +133,7 @@ macro_rules! op {
             ok: $ok,
             query: $query,
             data: $data,
+            idempotent: false,
         }
     };
 }
@@ -155,16 +158,19 @@ fn entity(ops: &mut Vec<Operation>, area: latchkey::Area, schema: &str, name: &s
         )
     ));
     if offers(latchkey::Action::Edit) && area != latchkey::Area::Subscriptions {
-        ops.push(op!(
-            "post",
-            list,
-            Key,
-            201,
-            Some(format!("New{schema}").as_str()),
-            NONE,
-            Data::one(schema),
-            format!("Create a {name}")
-        ));
+        ops.push(Operation {
+            idempotent: true,
+            ..op!(
+                "post",
+                list,
+                Key,
+                201,
+                Some(format!("New{schema}").as_str()),
+                NONE,
+                Data::one(schema),
+                format!("Create a {name}")
+            )
+        });
     }
     ops.push(op!(
         "get",
@@ -1320,6 +1326,13 @@ fn headers(op: &Operation, status: u16) -> Value {
             );
         }
     }
+    if op.idempotent && status == op.ok {
+        out.insert(
+            "Idempotent-Replayed".into(),
+            json!({"description": "`true` when an earlier request with the same Idempotency-Key made the object",
+                   "schema": {"type": "string", "enum": ["true"]}}),
+        );
+    }
     if status == 429 {
         out.insert(
             "Retry-After".into(),
@@ -1342,6 +1355,14 @@ pub fn document() -> Value {
         parameters.extend(op.query.iter().map(|param| {
             json!({"name": param.name(), "in": "query", "required": param.required(), "schema": param.schema()})
         }));
+        if op.idempotent {
+            parameters.push(json!({"name": "Idempotency-Key", "in": "header", "required": false,
+                "description": format!("makes the create at most once: a retry with the same key within {} hours \
+                    answers with what the first made (as it is now) and makes nothing; the key with another body is a 409",
+                    latchkey::IDEMPOTENCY_TTL.whole_hours()),
+                "schema": {"type": "string", "minLength": 1, "maxLength": latchkey::IDEMPOTENCY_KEY_MAX,
+                           "pattern": "^[!-~]+$"}}));
+        }
         let mut responses = Map::new();
         let mut ok = match (&op.data, op.path.as_str()) {
             (Data::Raw, "/metrics") => {

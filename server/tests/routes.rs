@@ -225,6 +225,82 @@ async fn entity_routes_with_a_key() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_makes_a_retried_create_once() {
+    let h = harness();
+    let order_for = |package: &Value| json!({"email": "jo@example.com", "items": [{"package_id": package["id"]}]});
+    let package = h
+        .keyed(
+            "POST",
+            "/api/v1/packages",
+            &h.key,
+            Some(json!({"name": "VIP", "price": {"amount": 999, "currency": "USD"}})),
+        )
+        .await
+        .body["data"]
+        .clone();
+    let post = |key: &'static str, body: Value| {
+        let h = &h;
+        async move {
+            h.call(
+                "POST",
+                "/api/v1/orders",
+                &[("X-Api-Key", h.key.as_str()), ("Idempotency-Key", key)],
+                Some(body),
+            )
+            .await
+        }
+    };
+    let first = post("7c1e2f1a-order", order_for(&package)).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    let again = post("7c1e2f1a-order", order_for(&package)).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.body["data"], first.body["data"]);
+    let orders = h.keyed("GET", "/api/v1/orders", &h.key, None).await;
+    assert_eq!(orders.body["data"]["items"].as_array().unwrap().len(), 1);
+
+    // The key with another body: 409, nothing made.
+    let mut other = order_for(&package);
+    other["items"][0]["quantity"] = json!(2);
+    let conflict = post("7c1e2f1a-order", other).await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT, "{}", conflict.body);
+    assert_eq!(conflict.body["code"], "CONFLICT");
+    assert_wrapper(&conflict);
+
+    // A key that is not 1-255 visible ASCII characters, or sent twice: 400, nothing made.
+    let long = "k".repeat(256);
+    for headers in [
+        vec![("Idempotency-Key", "")],
+        vec![("Idempotency-Key", "two words")],
+        vec![("Idempotency-Key", long.as_str())],
+        vec![("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+    ] {
+        let mut all = vec![("X-Api-Key", h.key.as_str())];
+        all.extend(headers.iter().copied());
+        let refused = h
+            .call("POST", "/api/v1/orders", &all, Some(order_for(&package)))
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::BAD_REQUEST,
+            "{headers:?}: {}",
+            refused.body
+        );
+        assert!(
+            refused.body["errors"][0]
+                .as_str()
+                .unwrap()
+                .contains("dempotency"),
+            "{}",
+            refused.body
+        );
+    }
+    let orders = h.keyed("GET", "/api/v1/orders", &h.key, None).await;
+    assert_eq!(orders.body["data"]["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn credentials_in_every_form_and_malformed_headers() {
     let h = harness();
     let ok = |r: &Reply| r.status == StatusCode::OK;

@@ -23,6 +23,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from email.message import Message
 from pathlib import Path
 
 import jsonschema_rs
@@ -48,6 +49,7 @@ class Walk:
         self.doc = doc
         self.reached: set[tuple[str, str]] = set()
         self.problems: list[str] = []
+        self.last_headers: Message = Message()
         self.templates = [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"), path)
                           for path in doc["paths"]]
 
@@ -67,6 +69,7 @@ class Walk:
         except urllib.error.HTTPError as refused:
             status, raw, got = refused.code, refused.read(), refused.headers
         answer = json.loads(raw) if raw else None
+        self.last_headers = got
         where = f"{method.upper()} {path} -> {status}"
         if expect is not None and status != expect:
             self.problems.append(f"{where}: expected {expect}: {answer}")
@@ -184,6 +187,15 @@ def walk(w: Walk, banner: dict, hook_url: str) -> None:
         expect=201)["data"]
     w.call("post", "/api/v1/orders", dev_key, {"email": "new@example.com",
                                                "items": [{"package_id": single["id"], "quantity": 1}]}, expect=201)
+    # A retried create with an Idempotency-Key: the first order again (marked as a replay), not
+    # a second one; the key with another body is a 409.
+    retry = {"email": "retry@example.com", "items": [{"package_id": single["id"], "quantity": 1}]}
+    once = {**dev_key, "Idempotency-Key": "flows-order-1"}
+    first = w.call("post", "/api/v1/orders", once, retry, expect=201)["data"]
+    again = w.call("post", "/api/v1/orders", once, retry, expect=201)["data"]
+    if again != first or w.last_headers.get("Idempotent-Replayed") != "true":
+        w.problems.append(f"an idempotent retry answered {again} ({w.last_headers}), not the first order {first}")
+    w.call("post", "/api/v1/orders", once, {**retry, "coupon_code": "SAVE10"}, expect=409)
     subscriptions = w.call("get", "/api/v1/subscriptions", dev_key, expect=200)["data"]["items"]
     w.call("get", f"/api/v1/subscriptions/{subscriptions[0]['id']}", dev_key, expect=200)
     for slug, item, change in [

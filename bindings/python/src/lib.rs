@@ -431,7 +431,7 @@ impl Engine {
         self.call(py, |e| Ok(to_text(&json!(e.audit(store_id, limit)?))))
     }
 
-    #[pyo3(signature = (store_id, environment, area_name, input))]
+    #[pyo3(signature = (store_id, environment, area_name, input, idempotency_key=None))]
     fn create_entity(
         &self,
         py: Python<'_>,
@@ -439,12 +439,14 @@ impl Engine {
         environment: &str,
         area_name: &str,
         input: &str,
+        idempotency_key: Option<&str>,
     ) -> PyResult<String> {
         let scope = Scope::new(self::store_id(py, store_id)?, environment);
         let area = area(py, area_name)?;
         let input = parse_json(py, input)?;
         self.call(py, move |e| {
-            Ok(to_text(&e.create_entity(&scope, area, &input)?))
+            let created = e.create_entity_once(&scope, area, &input, idempotency_key)?;
+            Ok(to_text(&created.value))
         })
     }
 

@@ -62,7 +62,10 @@ class Run:
             self.verify(step)
         elif op == "create_entity":
             created = self.eng.create(self.stores[step["store"]], step["area"], self.resolve(step["input"]),
-                                      environment=step.get("environment", "live"))
+                                      environment=step.get("environment", "live"),
+                                      idempotency_key=step.get("idempotency_key"))
+            if "same_as" in step:
+                assert created.id == self.entities[step["same_as"]], step
             if "as" in step:
                 self.entities[step["as"]] = created.id
         elif op == "create_portal_session":

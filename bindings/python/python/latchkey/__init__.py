@@ -333,8 +333,21 @@ class Engine:
 
     # ---- store entities (SPEC §7) ----------------------------------------------------------
 
-    def create(self, store_id: str, area: str, data: Mapping[str, Any], *, environment: str = "live") -> Record:
-        return Record(json.loads(self._native.create_entity(store_id, environment, area, _dump(data))))
+    def create(
+        self,
+        store_id: str,
+        area: str,
+        data: Mapping[str, Any],
+        *,
+        environment: str = "live",
+        idempotency_key: Optional[str] = None,
+    ) -> Record:
+        """Creates an entity. With `idempotency_key` (1-255 visible ASCII characters, a UUID say)
+        it is made at most once per key in the store and environment for 24 hours: a retry
+        returns what the first call made, as it is now, and makes nothing; the key with another
+        area or body raises `ConflictError`."""
+        native = self._native.create_entity(store_id, environment, area, _dump(data), idempotency_key)
+        return Record(json.loads(native))
 
     def get(self, store_id: str, area: str, id: str, *, environment: str = "live") -> Record:
         return Record(json.loads(self._native.get_entity(store_id, environment, area, id)))
