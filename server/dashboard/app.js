@@ -52,14 +52,15 @@ const when = (iso) => (iso ? new Date(iso).toLocaleString() : '—')
 
 const DAY_MS = 24 * 3600 * 1000
 
-/** A key's expiry, flagged once it is a week away (when its api_key.expiring notice goes out) or past. */
+/** A key's expiry, flagged once its api_key.expiring notice has gone out (the server's
+ * `expiry_notice_seconds`, a week) or past. */
 function expiryCell(iso) {
   if (!iso) return 'Never'
   const left = Date.parse(iso) - Date.now()
   const days = Math.ceil(left / DAY_MS)
   const flag = left <= 0
     ? h('span', { class: 'badge off' }, 'Expired')
-    : left <= 7 * DAY_MS
+    : left <= state.meta.expiry_notice_seconds * 1000
       ? h('span', { class: 'badge warn' }, days === 1 ? 'Expires within a day' : `Expires in ${days} days`)
       : null
   return [when(iso), flag ? h('small', {}, flag) : null]

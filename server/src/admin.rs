@@ -162,7 +162,8 @@ async fn blocking(
 }
 
 /// What a client needs to build forms: the areas with the actions each offers, key formats,
-/// limit algorithms, webhook events.
+/// limit algorithms, webhook events, and how long before a key expires its
+/// `api_key.expiring` notice goes out (the console flags keys from then).
 async fn meta() -> Response {
     let areas: Vec<Value> = latchkey::Area::ALL
         .iter()
@@ -178,6 +179,7 @@ async fn meta() -> Response {
             "formats": ["token", "hex", "pair"],
             "algorithms": ["fixed_window", "sliding_window", "token_bucket"],
             "webhook_events": latchkey::WEBHOOK_EVENTS,
+            "expiry_notice_seconds": latchkey::EXPIRY_NOTICE.whole_seconds(),
         }),
     )
 }

@@ -963,7 +963,8 @@ fn outputs(out: &mut Map<String, Value>) {
         "areas": {"type": "array", "items": output(&[], json!({"name": text(), "actions": {"type": "array", "items": text()}}))},
         "formats": {"type": "array", "items": text()},
         "algorithms": {"type": "array", "items": text()},
-        "webhook_events": {"type": "array", "items": text()}}),
+        "webhook_events": {"type": "array", "items": text()},
+        "expiry_notice_seconds": {"type": "integer", "minimum": 0}}),
         ),
     );
     put(
