@@ -95,8 +95,9 @@ impl<'a> Record<'a> {
     }
 }
 
-/// The digest a retry must match: the kind created and the body as sent (parsed, so the same
-/// JSON with other spacing is the same request).
+/// The digest a retry must match: the kind created and the body as parsed, so the same JSON
+/// with other spacing or key order is the same request (serde_json's maps are sorted; the
+/// `preserve_order` feature would break this, which a test catches).
 pub(crate) fn request_digest(kind: Kind, input: &Value) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update([kind.tag()]);
@@ -288,6 +289,21 @@ mod tests {
         assert_eq!(again.value["note"], "for Jo");
         assert!(again.value.get("code").is_none(), "{:#}", again.value);
         assert!(!again.value.to_string().contains(&code));
+    }
+
+    #[test]
+    fn the_same_body_with_its_fields_in_another_order_is_the_same_request() {
+        let (engine, _, scope) = shop();
+        let parse = |text: &str| serde_json::from_str::<Value>(text).expect("json");
+        let first = parse(r#"{"name": "VIP", "price": {"amount": 9, "currency": "USD"}}"#);
+        let again = parse(r#"{"price":{"currency":"USD","amount":9},"name":"VIP"}"#);
+        engine
+            .create_entity_once(&scope, Area::Packages, &first, Some("k"))
+            .expect("create");
+        let replay = engine
+            .create_entity_once(&scope, Area::Packages, &again, Some("k"))
+            .expect("replay");
+        assert!(replay.replayed);
     }
 
     #[test]
