@@ -81,7 +81,7 @@ pub use limits::{
 };
 pub use logs::{LOG_BUFFER, LOG_FLUSH_AT, LogEntry, LogQuery, MAX_LOG_READ};
 pub use money::{MAX_AMOUNT, Money};
-pub use permissions::{Action, Area, Permission, PermissionSet};
+pub use permissions::{Action, Area, CURRENT_KEY_PATH, Permission, PermissionSet};
 pub use portal::{
     EndPortalSessions, MAX_PORTAL_TTL_SECONDS, NewPortalSession, PORTAL_PERMISSION,
     PORTAL_TTL_SECONDS, PortalCustomer, PortalSession, PortalSessionInfo,

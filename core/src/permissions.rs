@@ -10,6 +10,9 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+/// The route where a key reads its own record (any valid key may).
+pub const CURRENT_KEY_PATH: &str = "/api/v1/api-keys/current";
+
 /// An action on an area. HTTP methods map onto these (see [`Action::for_method`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Action {
@@ -187,6 +190,24 @@ pub struct Permission {
 impl Permission {
     pub const fn new(area: Area, action: Action) -> Self {
         Self { area, action }
+    }
+
+    /// The permission a request to the server's keyed API (`/api/v1/…`) needs: the area of the
+    /// path's first segment with the method's action (SPEC §2), except that opening a portal
+    /// session needs `Customers:View` (seed 001) and reading the caller's own key
+    /// (`GET /api/v1/api-keys/current`) needs only a valid key. `None` also where the method
+    /// implies no action; the router answers those 405.
+    pub fn for_route(method: &str, path: &str) -> Option<Permission> {
+        if path == CURRENT_KEY_PATH && Action::for_method(method) == Some(Action::View) {
+            return None;
+        }
+        if path == "/api/v1/auth/portal-sessions" {
+            return Some(crate::portal::PORTAL_PERMISSION);
+        }
+        Some(Permission::new(
+            Area::for_path(path)?,
+            Action::for_method(method)?,
+        ))
     }
 
     fn bit(self) -> u64 {
@@ -477,6 +498,42 @@ mod tests {
 
     fn set(value: Value) -> PermissionSet {
         PermissionSet::from_input(&value).unwrap()
+    }
+
+    #[test]
+    fn the_servers_routes_need_the_area_and_action_of_their_path_and_method() {
+        let need = |method, path| Permission::for_route(method, path);
+        let p = Permission::new;
+        assert_eq!(
+            need("GET", "/api/v1/orders"),
+            Some(p(Area::Orders, Action::View))
+        );
+        assert_eq!(
+            need("post", "/api/v1/gift-cards"),
+            Some(p(Area::GiftCards, Action::Edit))
+        );
+        assert_eq!(
+            need("DELETE", "/api/v1/bans/ban_1"),
+            Some(p(Area::Bans, Action::Delete))
+        );
+        assert_eq!(
+            need("POST", "/api/v1/auth/portal-sessions"),
+            Some(p(Area::Customers, Action::View))
+        );
+        // A key reads itself with no permission; changing "current" is not exempt.
+        assert_eq!(need("GET", CURRENT_KEY_PATH), None);
+        assert_eq!(need("HEAD", CURRENT_KEY_PATH), None);
+        assert_eq!(
+            need("DELETE", CURRENT_KEY_PATH),
+            Some(p(Area::ApiKeys, Action::Delete))
+        );
+        assert_eq!(
+            need("GET", "/api/v1/api-keys"),
+            Some(p(Area::ApiKeys, Action::View))
+        );
+        // No action for the method, or no area for the path.
+        assert_eq!(need("OPTIONS", "/api/v1/orders"), None);
+        assert_eq!(need("GET", "/api/v1/nothing"), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use latchkey::{
-    Action, Actor, Area, Decision, DenyCode, NewKey, Permission, Scope, VerifyRequest,
+    Actor, Area, Decision, DenyCode, NewKey, Permission, Scope, VerifyRequest,
     credential_from_headers,
 };
 use serde_json::{Value, json};
@@ -51,6 +51,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
     }
     let keyed = keyed
         .route("/api/v1/api-keys", get(list_keys).post(create_key))
+        .route(latchkey::CURRENT_KEY_PATH, get(current_key))
         .route("/api/v1/api-keys/{id}", delete(revoke_key))
         .route("/api/v1/api-keys/{id}/regenerate", post(regenerate_key))
         .route("/api/v1/auth/portal-sessions", post(open_portal))
@@ -78,14 +79,8 @@ async fn verify(State(state): State<AppState>, mut request: Request, next: Next)
     let ip = client_ip(net::peer(&request), headers, &state.config.trusted_proxies);
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
-    let permission = if path == "/api/v1/auth/portal-sessions" {
-        Some(latchkey::PORTAL_PERMISSION)
-    } else {
-        Area::for_path(&path).and_then(|area| {
-            // An action the area does not offer is refused as a missing permission.
-            Some(Permission::new(area, Action::for_method(method.as_str())?))
-        })
-    };
+    // An action the area does not offer is refused as a missing permission.
+    let permission = Permission::for_route(method.as_str(), &path);
     let (api_key, authorization) = (headers.get_all(&X_API_KEY), headers.get_all(AUTHORIZATION));
     // A header that is not valid text is a malformed credential: 401, never 500.
     let unreadable = api_key
@@ -301,6 +296,19 @@ async fn list_keys(
             json!(visible)
         });
     result(StatusCode::OK, keys)
+}
+
+/// The caller's own key (no permission needed): its permissions, limit, expiry and last use,
+/// so an integration can check what it may do (as Shopify's `access_scopes`).
+async fn current_key(
+    State(state): State<AppState>,
+    axum::Extension(auth): axum::Extension<Authed>,
+) -> Response {
+    let key = state
+        .engine
+        .get_key(auth.scope.store_id.as_str(), &auth.key_id)
+        .map(|key| json!(key));
+    result(StatusCode::OK, key)
 }
 
 async fn create_key(

@@ -263,6 +263,16 @@ pub fn operations() -> Vec<Operation> {
             "List the keys of the caller's environment"
         ),
         op!(
+            "get",
+            latchkey::CURRENT_KEY_PATH,
+            Key,
+            200,
+            None,
+            NONE,
+            Data::one("Key"),
+            "The caller's own key: its permissions, limit, expiry and last use (any valid key may read it)"
+        ),
+        op!(
             "post",
             "/api/v1/api-keys",
             Key,

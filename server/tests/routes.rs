@@ -393,6 +393,45 @@ async fn credentials_in_every_form_and_malformed_headers() {
 }
 
 #[tokio::test]
+async fn any_valid_key_reads_its_own_record_and_nothing_more() {
+    let h = harness();
+    let created = h
+        .admin(
+            "POST",
+            &format!("/api/stores/{}/api-keys", h.store),
+            Some(json!({"name": "pos", "permissions": {"Orders": ["View"]}, "rate_limit": {"limit": 30, "algorithm": "fixed_window"}})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let key = created.body["data"]["key"].as_str().unwrap().to_owned();
+    let me = h.keyed("GET", "/api/v1/api-keys/current", &key, None).await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.body);
+    assert_wrapper(&me);
+    let data = &me.body["data"];
+    assert_eq!(data["id"], created.body["data"]["id"]);
+    assert_eq!(data["permissions"], json!({"Orders": ["View"]}));
+    assert_eq!(data["rate_limit"]["limit"], 30);
+    assert!(data.get("key").is_none() && !me.body.to_string().contains(&key));
+    assert_eq!(me.headers["x-ratelimit-limit"], "30");
+    // Reading the store's other keys still needs ApiKeys:View, and "current" is no way round
+    // the other actions.
+    let others = h.keyed("GET", "/api/v1/api-keys", &key, None).await;
+    assert_eq!(others.status, StatusCode::FORBIDDEN);
+    let revoke = h
+        .keyed("DELETE", "/api/v1/api-keys/current", &key, None)
+        .await;
+    assert_eq!(revoke.status, StatusCode::FORBIDDEN, "{}", revoke.body);
+    let default = h
+        .keyed("GET", "/api/v1/api-keys/current", &h.key, None)
+        .await;
+    assert_eq!(default.body["data"]["kind"], "default");
+    let nobody = h
+        .keyed("GET", "/api/v1/api-keys/current", "lk_nope", None)
+        .await;
+    assert_eq!(nobody.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn self_service_keys_cannot_escalate() {
     let h = harness();
     let limited = h

@@ -237,6 +237,10 @@ def walk(w: Walk, banner: dict, hook_url: str) -> None:
     mine = w.call("post", "/api/v1/api-keys", dev_key, {"name": "CI", "permissions": {"Packages": ["View"]}},
                   expect=201)["data"]
     w.call("get", "/api/v1/api-keys", dev_key, expect=200)
+    # The new key, which holds no ApiKeys permission, reads its own record.
+    me = w.call("get", "/api/v1/api-keys/current", {"X-Api-Key": mine["key"]}, expect=200)["data"]
+    if me.get("id") != mine["id"]:
+        w.problems.append(f"GET /api/v1/api-keys/current answered {me}, not the key {mine['id']}")
     w.call("post", f"/api/v1/api-keys/{mine['id']}/regenerate", dev_key, expect=200)
     w.call("delete", f"/api/v1/api-keys/{mine['id']}", dev_key, expect=200)
 
