@@ -219,7 +219,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
     let (Some(value), None) = (values.next(), values.next()) else {
         return match headers.contains_key("idempotency-key") {
             true => Err(respond::invalid(vec![
-                "Idempotency-Key: send the header once".into(),
+                "idempotency key: send one Idempotency-Key header".into(),
             ])),
             false => Ok(None),
         };

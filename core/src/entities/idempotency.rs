@@ -398,6 +398,14 @@ mod tests {
                 .expect_err(key);
             assert_eq!(err.code(), "VALIDATION", "{key:?}");
         }
+        // A bad key and a bad body: both named, nothing made (a good body is not made either).
+        let bad_body = json!({"name": "", "price": {"amount": -1, "currency": "USD"}});
+        let err = engine
+            .create_entity_once(&scope, Area::Packages, &bad_body, Some("has space"))
+            .expect_err("both");
+        let problems = err.problems();
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(problems[0].starts_with("idempotency key:"), "{problems:#?}");
         assert_eq!(count(&engine, &scope, Area::Packages), 0);
         check_idempotency_key(&"k".repeat(IDEMPOTENCY_KEY_MAX)).expect("longest");
     }

@@ -701,7 +701,16 @@ impl Engine {
                 replayed: false,
             });
         };
-        idempotency::check_idempotency_key(key)?;
+        if let Err(bad_key) = idempotency::check_idempotency_key(key) {
+            // Every problem at once: the body's too, from a create that is not kept.
+            let mut problems = bad_key.problems();
+            if let Err(Error::Validation(more)) =
+                self.dry_run_in(scope, |ctx| create_kind(ctx, kind, input))
+            {
+                problems.extend(more);
+            }
+            return Err(Error::Validation(problems));
+        }
         let digest = idempotency::request_digest(kind, input);
         self.write_in(scope, |ctx| {
             if let Some(value) = idempotency::replay(ctx.tx, scope, key, &digest, ctx.now)? {
@@ -876,6 +885,25 @@ impl Engine {
 
     /// Runs `op` in one durable write transaction in `scope`, with its outbox events.
     fn write_in<R>(&self, scope: &Scope, op: impl FnOnce(&mut Ctx<'_>) -> Result<R>) -> Result<R> {
+        self.transact(scope, true, op)
+    }
+
+    /// Runs `op` as [`Engine::write_in`] would, then discards what it wrote: for the problems
+    /// a body has when the request is refused for another reason too.
+    fn dry_run_in<R>(
+        &self,
+        scope: &Scope,
+        op: impl FnOnce(&mut Ctx<'_>) -> Result<R>,
+    ) -> Result<R> {
+        self.transact(scope, false, op)
+    }
+
+    fn transact<R>(
+        &self,
+        scope: &Scope,
+        commit: bool,
+        op: impl FnOnce(&mut Ctx<'_>) -> Result<R>,
+    ) -> Result<R> {
         let inner = self.inner();
         let _writer = inner.writer.lock();
         let now = inner.clock.now();
@@ -888,6 +916,10 @@ impl Engine {
             events: Vec::new(),
         };
         let result = op(&mut ctx)?;
+        if !commit {
+            tx.abort()?;
+            return Ok(result);
+        }
         let events = std::mem::take(&mut ctx.events);
         let wake = !events.is_empty();
         outbox::write_outbox(&tx, scope, now, events)?;
