@@ -296,6 +296,25 @@ async fn an_idempotency_key_makes_a_retried_create_once() {
             refused.body
         );
     }
+    // A bad key and a bad body: one 400 naming both.
+    let both = h
+        .call(
+            "POST",
+            "/api/v1/orders",
+            &[
+                ("X-Api-Key", h.key.as_str()),
+                ("Idempotency-Key", "two words"),
+            ],
+            Some(json!({"items": []})),
+        )
+        .await;
+    assert_eq!(both.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        both.body["errors"].as_array().unwrap().len(),
+        3,
+        "{}",
+        both.body
+    );
     let orders = h.keyed("GET", "/api/v1/orders", &h.key, None).await;
     assert_eq!(orders.body["data"]["items"].as_array().unwrap().len(), 1);
 }
