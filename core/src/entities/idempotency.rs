@@ -292,6 +292,35 @@ mod tests {
     }
 
     #[test]
+    fn racing_retries_make_one_object() {
+        let (engine, _, scope) = shop();
+        let engine = std::sync::Arc::new(engine);
+        let body = json!({"email": "jo@example.com", "name": "Jo"});
+        let answers: Vec<Created> = std::thread::scope(|threads| {
+            let racers: Vec<_> = (0..8)
+                .map(|_| {
+                    threads.spawn(|| {
+                        engine
+                            .create_entity_once(&scope, Area::Customers, &body, Some("race"))
+                            .expect("create or replay")
+                    })
+                })
+                .collect();
+            racers
+                .into_iter()
+                .map(|r| r.join().expect("thread"))
+                .collect()
+        });
+        assert_eq!(answers.iter().filter(|a| !a.replayed).count(), 1);
+        assert!(
+            answers
+                .iter()
+                .all(|a| a.value["id"] == answers[0].value["id"])
+        );
+        assert_eq!(count(&engine, &scope, Area::Customers), 1);
+    }
+
+    #[test]
     fn the_same_body_with_its_fields_in_another_order_is_the_same_request() {
         let (engine, _, scope) = shop();
         let parse = |text: &str| serde_json::from_str::<Value>(text).expect("json");
