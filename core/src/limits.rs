@@ -53,6 +53,35 @@ pub const MAX_WINDOW_SECONDS: u32 = 86_400;
 pub const MIN_PER_MINUTE: u64 = 1;
 pub const MAX_PER_MINUTE: u64 = 10_000;
 
+/// The problems of a limit's figures, each handed to `report` with the sub-field it is about
+/// (`None`: the two together).
+fn range_problems(limit: u32, window: u32, mut report: impl FnMut(Option<&str>, String)) {
+    let mut fine = true;
+    if limit == 0 {
+        report(Some("limit"), "must be at least 1".into());
+        fine = false;
+    }
+    if window == 0 || window > MAX_WINDOW_SECONDS {
+        report(
+            Some("window_seconds"),
+            format!("must be between 1 and {MAX_WINDOW_SECONDS}"),
+        );
+        fine = false;
+    }
+    // Compare limit/window against the per-minute range without rounding:
+    // MIN ≤ limit * 60 / window ≤ MAX.
+    let scaled = u64::from(limit) * 60;
+    let window = u64::from(window);
+    if fine && (scaled < MIN_PER_MINUTE * window || scaled > MAX_PER_MINUTE * window) {
+        report(
+            None,
+            format!(
+                "{limit} per {window} s is outside {MIN_PER_MINUTE}–{MAX_PER_MINUTE} requests per minute"
+            ),
+        );
+    }
+}
+
 impl RateLimit {
     /// `limit` per minute, sliding (the server default's shape).
     pub fn per_minute(limit: u32) -> Self {
@@ -66,26 +95,12 @@ impl RateLimit {
     /// Every problem with this limit; empty when valid.
     pub fn problems(&self, field: &str) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.limit == 0 {
-            problems.push(format!("{field}.limit: must be at least 1"));
-        }
-        if self.window_seconds == 0 || self.window_seconds > MAX_WINDOW_SECONDS {
-            problems.push(format!(
-                "{field}.window_seconds: must be between 1 and {MAX_WINDOW_SECONDS}"
-            ));
-        }
-        if problems.is_empty() {
-            // Compare limit/window against the per-minute range without rounding:
-            // MIN ≤ limit * 60 / window ≤ MAX.
-            let scaled = u64::from(self.limit) * 60;
-            let window = u64::from(self.window_seconds);
-            if scaled < MIN_PER_MINUTE * window || scaled > MAX_PER_MINUTE * window {
-                problems.push(format!(
-                    "{field}: {} per {} s is outside {MIN_PER_MINUTE}–{MAX_PER_MINUTE} requests per minute",
-                    self.limit, self.window_seconds
-                ));
-            }
-        }
+        range_problems(self.limit, self.window_seconds, |sub, problem| {
+            problems.push(match sub {
+                Some(sub) => format!("{field}.{sub}: {problem}"),
+                None => format!("{field}: {problem}"),
+            });
+        });
         problems
     }
 
@@ -121,6 +136,14 @@ impl RateLimit {
         };
         let limit = limit.and_then(|v| in_u32("limit", v, &mut problems));
         let window = in_u32("window_seconds", window, &mut problems);
+        // With another field wrong, still name what is wrong with the figures (which a valid
+        // limit has checked by its user, under the user's field name).
+        if let (false, Some(limit), Some(window)) = (problems.is_empty(), limit, window) {
+            range_problems(limit, window, |sub, problem| match sub {
+                Some(sub) => problems.push(format!("{sub}: {problem}")),
+                None => problems.push(problem),
+            });
+        }
         match (problems.finish(), limit, window, algorithm) {
             (Ok(()), Some(limit), Some(window_seconds), Some(algorithm)) => Ok(RateLimit {
                 limit,
@@ -386,6 +409,18 @@ mod tests {
         {
             assert!(problem.starts_with(needle), "{err:#?}");
         }
+        // The figures are checked even when another field is wrong.
+        let err =
+            RateLimit::from_json(&json!({"limit": 0, "window_seconds": 0, "algorithm": "leaky"}))
+                .unwrap_err();
+        assert_eq!(
+            err,
+            [
+                "algorithm: unknown `leaky` (expected fixed_window, sliding_window or token_bucket)",
+                "limit: must be at least 1",
+                "window_seconds: must be between 1 and 86400",
+            ],
+        );
         assert!(RateLimit::from_json(&json!("fast")).is_err());
     }
 
