@@ -216,13 +216,14 @@ async fn create(
 /// The request's `Idempotency-Key`, if it sent one (once); the core checks it, with the body.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
     let mut values = headers.get_all("idempotency-key").iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return match headers.contains_key("idempotency-key") {
-            true => Err(respond::invalid(vec![
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Ok(None),
+        (Some(value), None) => value,
+        (Some(_), Some(_)) => {
+            return Err(respond::invalid(vec![
                 "idempotency key: send one Idempotency-Key header".into(),
-            ])),
-            false => Ok(None),
-        };
+            ]));
+        }
     };
     // Bytes outside ASCII read as replacement characters, which the core's check refuses.
     Ok(Some(String::from_utf8_lossy(value.as_bytes()).into_owned()))

@@ -678,8 +678,7 @@ impl Engine {
     /// Creates an entity of `area` from a JSON body; returns it in its output shape (a gift
     /// card's code appears in this response only).
     pub fn create_entity(&self, scope: &Scope, area: Area, input: &Value) -> Result<Value> {
-        let kind = creatable(area)?;
-        self.write_in(scope, |ctx| create_kind(ctx, kind, input))
+        Ok(self.create_entity_once(scope, area, input, None)?.value)
     }
 
     /// [`Engine::create_entity`] at most once per `idempotency_key` in the scope (see
