@@ -32,7 +32,7 @@ load() { # load DIR ROUTE(healthz|keyed) LABEL
   base=$(cat "$dir/base")
   before=$(cpu_ticks "$pid")
   if [ "$2" = healthz ]; then
-    wrk -t2 -c64 -d"${SECONDS_PER_RUN}s" "$base/healthz" >"$dir/wrk.txt"
+    wrk -t2 -c64 -d"${SECONDS_PER_RUN}s" -s "$dir/healthz.lua" "$base/healthz" >"$dir/wrk.txt"
   else
     wrk -t2 -c64 -d"${SECONDS_PER_RUN}s" -s "$dir/keys.lua" "$base/api/v1/packages" >"$dir/wrk.txt"
   fi
@@ -44,7 +44,7 @@ load() { # load DIR ROUTE(healthz|keyed) LABEL
 }
 
 for dir in a b; do # warm-up, not counted
-  wrk -t2 -c64 -d2s "$(cat "$WORK/$dir/base")/healthz" >/dev/null
+  wrk -t2 -c64 -d2s -s "$WORK/$dir/healthz.lua" "$(cat "$WORK/$dir/base")/healthz" >/dev/null
   wrk -t2 -c64 -d2s -s "$WORK/$dir/keys.lua" "$(cat "$WORK/$dir/base")/api/v1/packages" >/dev/null
 done
 for round in $(seq "$ROUNDS"); do
