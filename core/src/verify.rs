@@ -229,14 +229,24 @@ impl LimitState {
     /// `X-RateLimit-Limit`, `-Remaining`, `-Reset`, and `Retry-After` (at least 1) when the
     /// request was refused: the headers of every answer a limit governed.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let mut headers = Vec::with_capacity(4);
-        headers.push(("X-RateLimit-Limit", self.limit.to_string()));
-        headers.push(("X-RateLimit-Remaining", self.remaining.to_string()));
-        headers.push(("X-RateLimit-Reset", self.reset_at.to_string()));
-        if let Some(after) = self.retry_after {
-            headers.push(("Retry-After", after.max(1).to_string()));
-        }
-        headers
+        self.header_figures()
+            .map(|(name, value)| (name, value.to_string()))
+            .collect()
+    }
+
+    /// [`LimitState::headers`] with their values as numbers, for a front end that writes
+    /// them without formatting a string for each first (the server, on every keyed answer).
+    pub fn header_figures(&self) -> impl Iterator<Item = (&'static str, i64)> + use<> {
+        [
+            ("X-RateLimit-Limit", i64::from(self.limit)),
+            ("X-RateLimit-Remaining", i64::from(self.remaining)),
+            ("X-RateLimit-Reset", self.reset_at),
+        ]
+        .into_iter()
+        .chain(
+            self.retry_after
+                .map(|after| ("Retry-After", i64::from(after.max(1)))),
+        )
     }
 }
 

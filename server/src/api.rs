@@ -6,6 +6,9 @@
 //! verified scope in the request for the handler, adds the rate-limit headers to the handler's
 //! response, and records the request in the store's log.
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
@@ -13,12 +16,11 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use latchkey::{
-    Actor, Area, Decision, DenyCode, NewKey, Permission, Scope, VerifyRequest,
-    credential_from_headers,
+    Actor, Area, Decision, DenyCode, KeyIdentity, NewKey, Permission, Scope, StoreId,
+    VerifyRequest, credential_from_headers,
 };
 use serde_json::{Value, json};
 
@@ -32,11 +34,30 @@ fn entity_areas() -> impl Iterator<Item = Area> {
     Area::ALL.iter().copied().filter(|a| *a != Area::ApiKeys)
 }
 
-/// What the middleware hands the handler: the verified key's scope and id.
-#[derive(Clone, Debug)]
-struct Authed {
-    scope: Scope,
-    key_id: String,
+/// What the middleware hands the handler: the verified key (its id, store and environment,
+/// held inline, so handing it over allocates nothing).
+#[derive(Clone, Copy)]
+struct Authed(KeyIdentity);
+
+impl Authed {
+    /// The store environment the key reaches.
+    fn scope(&self) -> Scope {
+        Scope::new(self.0.store_id(), self.0.environment())
+    }
+
+    fn key_id(&self) -> &str {
+        self.0.key_id()
+    }
+
+    fn store_id(&self) -> StoreId {
+        self.0.store_id()
+    }
+}
+
+impl std::fmt::Debug for Authed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Authed").field(&self.key_id()).finish()
+    }
 }
 
 pub fn routes(state: AppState) -> Router<AppState> {
@@ -55,7 +76,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/api/v1/api-keys/{id}", delete(revoke_key))
         .route("/api/v1/api-keys/{id}/regenerate", post(regenerate_key))
         .route("/api/v1/auth/portal-sessions", post(open_portal))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), verify));
+        .route_layer(VerifyLayer(state));
     Router::new()
         .merge(keyed)
         .route("/api/v1/portal/orders", get(portal_orders))
@@ -72,56 +93,152 @@ pub fn routes(state: AppState) -> Router<AppState> {
 
 static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
-/// Verifies the key of a keyed request (see the module documentation).
-async fn verify(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let headers = request.headers();
-    let ip = client_ip(net::peer(&request), headers, &state.config.trusted_proxies);
-    let path = request.uri().path().to_owned();
-    let method = request.method().clone();
-    // An action the area does not offer is refused as a missing permission.
-    let permission = Permission::for_route(method.as_str(), &path);
-    let (api_key, authorization) = (headers.get_all(&X_API_KEY), headers.get_all(AUTHORIZATION));
-    // A header that is not valid text is a malformed credential: 401, never 500.
-    let unreadable = api_key
-        .iter()
-        .chain(authorization.iter())
-        .any(|v| v.to_str().is_err());
-    let credential = if unreadable {
-        Some(std::borrow::Cow::Borrowed(latchkey::UNREADABLE_CREDENTIAL))
-    } else {
-        credential_from_headers(
-            api_key.iter().filter_map(|v| v.to_str().ok()),
-            authorization.iter().filter_map(|v| v.to_str().ok()),
-        )
-    };
-    let decision = state.engine.verify(&VerifyRequest {
-        credential: credential.as_deref(),
-        permission,
-        ip,
-        path: &path,
-    });
-    state.metrics.decision(decision.code());
-    let response = match Scope::of(&decision).zip(decision.key_id()) {
-        Some((scope, key_id)) if decision.allowed() => {
-            request.extensions_mut().insert(Authed {
-                scope,
-                key_id: key_id.to_owned(),
-            });
-            next.run(request).await
+/// The verify middleware (see the module documentation), as a layer over each keyed route.
+///
+/// Written out rather than with `axum::middleware::from_fn`, which on every request clones the
+/// route behind it and boxes two futures (its own and the route's again): the verify itself is
+/// synchronous, so this layer answers a refusal at once and otherwise wraps the route's own
+/// future, adding the headers and the log entry when it completes.
+#[derive(Clone, Debug)]
+struct VerifyLayer(AppState);
+
+impl<S> tower::Layer<S> for VerifyLayer {
+    type Service = Verify<S>;
+
+    fn layer(&self, inner: S) -> Verify<S> {
+        Verify {
+            state: self.0.clone(),
+            inner,
         }
-        _ => refusal(&decision),
-    };
-    let response = respond::with_headers(response, decision.headers());
-    state.engine.record_decision(
-        &decision,
-        method.as_str(),
-        &path,
-        response.status().as_u16(),
-        ip,
-        u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-    );
-    response
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Verify<S> {
+    state: AppState,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Verify<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Verified<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        let state = &self.state;
+        let headers = request.headers();
+        let ip = client_ip(net::peer(&request), headers, &state.config.trusted_proxies);
+        let path = request.uri().path();
+        // An action the area does not offer is refused as a missing permission.
+        let permission = Permission::for_route(request.method().as_str(), path);
+        let (api_key, authorization) =
+            (headers.get_all(&X_API_KEY), headers.get_all(AUTHORIZATION));
+        // A header that is not valid text is a malformed credential: 401, never 500.
+        let unreadable = api_key
+            .iter()
+            .chain(authorization.iter())
+            .any(|v| v.to_str().is_err());
+        let credential = if unreadable {
+            Some(std::borrow::Cow::Borrowed(latchkey::UNREADABLE_CREDENTIAL))
+        } else {
+            credential_from_headers(
+                api_key.iter().filter_map(|v| v.to_str().ok()),
+                authorization.iter().filter_map(|v| v.to_str().ok()),
+            )
+        };
+        let decision = state.engine.verify(&VerifyRequest {
+            credential: credential.as_deref(),
+            permission,
+            ip,
+            path,
+        });
+        state.metrics.decision(decision.code());
+        let after = After {
+            state: state.clone(),
+            // The request moves on to the route; its method and URI are kept for the log (a
+            // URI's clone shares the request line's bytes).
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            ip,
+            started,
+        };
+        let answer = match decision.key_identity() {
+            Some(id) if decision.allowed() => {
+                request.extensions_mut().insert(Authed(id));
+                Answer::Route(self.inner.call(request))
+            }
+            _ => Answer::Refused(Some(refusal(&decision))),
+        };
+        Verified {
+            answer,
+            after: Some((after, decision)),
+        }
+    }
+}
+
+/// What the log entry needs once the route has answered.
+#[derive(Debug)]
+struct After {
+    state: AppState,
+    method: axum::http::Method,
+    uri: Uri,
+    ip: Option<std::net::IpAddr>,
+    started: Instant,
+}
+
+#[derive(Debug)]
+enum Answer<F> {
+    Route(F),
+    Refused(Option<Response>),
+}
+
+/// The future of a keyed request: the route's answer (or the refusal), then the rate-limit
+/// headers and the request's log entry.
+#[derive(Debug)]
+struct Verified<F> {
+    answer: Answer<F>,
+    after: Option<(After, Decision)>,
+}
+
+impl<F> Future for Verified<F>
+where
+    F: Future<Output = Result<Response, Infallible>> + Unpin,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let response = match &mut this.answer {
+            Answer::Route(route) => match Pin::new(route).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(response)) => Some(response),
+            },
+            Answer::Refused(refusal) => refusal.take(),
+        };
+        // Both are taken once: a future polled again after it completed answers 500.
+        let (Some(response), Some((after, decision))) = (response, this.after.take()) else {
+            return Poll::Ready(Ok(StatusCode::INTERNAL_SERVER_ERROR.into_response()));
+        };
+        let response = respond::with_headers(response, decision.limit());
+        after.state.engine.record_decision(
+            &decision,
+            after.method.as_str(),
+            after.uri.path(),
+            response.status().as_u16(),
+            after.ip,
+            u64::try_from(after.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
+        Poll::Ready(Ok(response))
+    }
 }
 
 fn refusal(decision: &Decision) -> Response {
@@ -169,7 +286,7 @@ async fn list(
     };
     let page = state
         .engine
-        .list_entities_json(&auth.scope, area, limit, cursor.as_deref());
+        .list_entities_json(&auth.scope(), area, limit, cursor.as_deref());
     match page {
         Ok(page) => respond::ok_page(page),
         Err(err) => respond::error(&err),
@@ -194,7 +311,7 @@ async fn create(
     };
     let engine = state.engine.clone();
     let created = net::off_workers(move || {
-        engine.create_entity_once(&auth.scope, area, &body, key.as_deref())
+        engine.create_entity_once(&auth.scope(), area, &body, key.as_deref())
     })
     .await;
     match created {
@@ -238,7 +355,7 @@ async fn read(
     let area = entity_area(&uri);
     result(
         StatusCode::OK,
-        state.engine.get_entity(&auth.scope, area, &id),
+        state.engine.get_entity(&auth.scope(), area, &id),
     )
 }
 
@@ -257,7 +374,7 @@ async fn update(
     };
     let engine = state.engine.clone();
     let updated =
-        net::off_workers(move || engine.update_entity(&auth.scope, area, &id, &body)).await;
+        net::off_workers(move || engine.update_entity(&auth.scope(), area, &id, &body)).await;
     result(StatusCode::OK, updated)
 }
 
@@ -270,7 +387,7 @@ async fn remove(
     let area = entity_area(&uri);
     let engine = state.engine.clone();
     let deleted = id.clone();
-    let done = net::off_workers(move || engine.delete_entity(&auth.scope, area, &deleted)).await;
+    let done = net::off_workers(move || engine.delete_entity(&auth.scope(), area, &deleted)).await;
     result(
         StatusCode::OK,
         done.map(|()| json!({"id": id, "deleted": true})),
@@ -285,12 +402,12 @@ async fn list_keys(
 ) -> Response {
     let keys = state
         .engine
-        .list_keys(auth.scope.store_id.as_str())
+        .list_keys(auth.store_id().as_str())
         .map(|keys| {
             // A key sees the keys of its own environment only.
             let visible: Vec<_> = keys
                 .into_iter()
-                .filter(|k| k.environment == auth.scope.environment)
+                .filter(|k| k.environment == auth.0.environment())
                 .collect();
             json!(visible)
         });
@@ -305,7 +422,7 @@ async fn current_key(
 ) -> Response {
     let key = state
         .engine
-        .get_key(auth.scope.store_id.as_str(), &auth.key_id)
+        .get_key(auth.store_id().as_str(), auth.key_id())
         .map(|key| json!(key));
     result(StatusCode::OK, key)
 }
@@ -323,7 +440,11 @@ async fn create_key(
     let engine = state.engine.clone();
     let created = net::off_workers(move || {
         let key = NewKey::from_json(&body)?;
-        engine.create_key(auth.scope.store_id.as_str(), &Actor::Key(auth.key_id), key)
+        engine.create_key(
+            auth.store_id().as_str(),
+            &Actor::Key(auth.key_id().to_owned()),
+            key,
+        )
     })
     .await;
     result(StatusCode::CREATED, created.map(|c| c.to_json()))
@@ -338,8 +459,8 @@ async fn revoke_key(
     let revoked = id.clone();
     let done = net::off_workers(move || {
         engine.revoke_key(
-            auth.scope.store_id.as_str(),
-            &Actor::Key(auth.key_id),
+            auth.store_id().as_str(),
+            &Actor::Key(auth.key_id().to_owned()),
             &revoked,
         )
     })
@@ -364,16 +485,11 @@ async fn regenerate_key(
     };
     let engine = state.engine.clone();
     let created = net::off_workers(move || {
-        let (store, actor) = (auth.scope.store_id, Actor::Key(auth.key_id));
+        let (store, actor) = (auth.store_id(), Actor::Key(auth.key_id().to_owned()));
         engine.regenerate_key_from_json(store.as_str(), &actor, &id, &body)
     })
     .await;
     result(StatusCode::OK, created.map(|c| c.to_json()))
-}
-
-/// The `X-RateLimit-*` (and `Retry-After`) headers of a per-IP check.
-fn limit_headers(state: Option<latchkey::LimitState>) -> Vec<(&'static str, String)> {
-    state.map(|l| l.headers()).unwrap_or_default()
 }
 
 fn rate_limited() -> Response {
@@ -395,9 +511,8 @@ async fn storefront(state: AppState, store_id: String, request: Request, area: A
     );
     let path = request.uri().path().to_owned();
     let limit_state = ip.and_then(|ip| state.engine.check_ip(ip, &path));
-    let headers = limit_headers(limit_state);
     if limit_state.is_some_and(|l| l.retry_after.is_some()) {
-        return respond::with_headers(rate_limited(), headers);
+        return respond::with_headers(rate_limited(), limit_state);
     }
     let response = match page_params(request.uri()) {
         Err(response) => response,
@@ -408,7 +523,7 @@ async fn storefront(state: AppState, store_id: String, request: Request, area: A
             result(StatusCode::OK, page.map(Value::from))
         }
     };
-    respond::with_headers(response, headers)
+    respond::with_headers(response, limit_state)
 }
 
 async fn storefront_packages(
@@ -441,7 +556,7 @@ async fn open_portal(
     };
     let engine = state.engine.clone();
     let session =
-        net::off_workers(move || engine.create_portal_session_from_json(&auth.scope, &body));
+        net::off_workers(move || engine.create_portal_session_from_json(&auth.scope(), &body));
     let session = session.await.map(|s| s.to_json());
     result(StatusCode::CREATED, session)
 }
@@ -454,9 +569,8 @@ async fn portal(state: AppState, request: Request, area: Area) -> Response {
     );
     let path = request.uri().path().to_owned();
     let limit_state = ip.and_then(|ip| state.engine.check_ip(ip, &path));
-    let headers = limit_headers(limit_state);
     if limit_state.is_some_and(|l| l.retry_after.is_some()) {
-        return respond::with_headers(rate_limited(), headers);
+        return respond::with_headers(rate_limited(), limit_state);
     }
     let token = request
         .headers()
@@ -469,7 +583,7 @@ async fn portal(state: AppState, request: Request, area: Area) -> Response {
         None => Err(DenyCode::Missing),
         Some(token) => match state.engine.portal_access(&token) {
             Ok(access) => access,
-            Err(err) => return respond::with_headers(respond::error(&err), headers),
+            Err(err) => return respond::with_headers(respond::error(&err), limit_state),
         },
     };
     let response = match customer {
@@ -508,7 +622,7 @@ async fn portal(state: AppState, request: Request, area: Area) -> Response {
             }
         },
     };
-    respond::with_headers(response, headers)
+    respond::with_headers(response, limit_state)
 }
 
 async fn portal_orders(State(state): State<AppState>, request: Request) -> Response {

@@ -11,7 +11,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use latchkey::PageJson;
+use latchkey::{LimitState, PageJson};
 use serde_json::{Value, json};
 
 /// The success wrapper around `data`: what comes before it and after it.
@@ -165,17 +165,20 @@ pub fn error(err: &latchkey::Error) -> Response {
     fail(status, err.code(), &message, err.problems())
 }
 
-/// Adds the core's headers (rate-limit figures, `Retry-After`) to a response.
-pub fn with_headers(mut response: Response, headers: Vec<(&'static str, String)>) -> Response {
-    for (name, value) in headers {
-        if let (Some(name), Ok(value)) = (header_name(name), HeaderValue::try_from(value)) {
-            response.headers_mut().insert(name, value);
+/// Adds the headers of the limit that governed a request (`X-RateLimit-*`, and `Retry-After`
+/// on a refusal) to its response.
+pub fn with_headers(mut response: Response, limit: Option<LimitState>) -> Response {
+    for (name, value) in limit.iter().flat_map(LimitState::header_figures) {
+        if let Some(name) = header_name(name) {
+            response
+                .headers_mut()
+                .insert(name, HeaderValue::from(value));
         }
     }
     response
 }
 
-/// The names the core gives (`Decision::headers`, `limit_headers`) without parsing them, as
+/// The names the core gives (`LimitState::header_figures`) without parsing them, as
 /// they go out on every keyed response; any other name is parsed.
 fn header_name(name: &'static str) -> Option<HeaderName> {
     Some(match name {
