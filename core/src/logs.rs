@@ -252,6 +252,9 @@ impl LogEntry {
 struct Queued {
     store: StoreId,
     at: i64,
+    /// Its place in the batch being written, so entries of the same store and nanosecond keep
+    /// the order they were recorded in without a stable sort (set by the writer).
+    order: u32,
     fields: Vec<u8>,
 }
 
@@ -263,6 +266,7 @@ impl Queued {
         Some(Self {
             store,
             at: nanos(at),
+            order: 0,
             fields,
         })
     }
@@ -573,8 +577,11 @@ pub(crate) struct LogBuffer {
     /// one wake-up per batch rather than one per request past the mark.
     woken: AtomicBool,
     /// Held from draining the queue to the commit, so a reader's flush waits for a batch
-    /// already taken off the queue instead of reading before it lands.
-    flushing: parking_lot::Mutex<()>,
+    /// already taken off the queue instead of reading before it lands. The batch's buffer is
+    /// kept between flushes (up to `LOG_BUFFER` entries, 3 MiB): a new one for each batch, and
+    /// the scratch space a stable sort of it allocates, were fresh memory the kernel zeroed
+    /// and mapped on every wake-up of the writer under load.
+    flushing: parking_lot::Mutex<Vec<Queued>>,
 }
 
 impl LogBuffer {
@@ -586,7 +593,7 @@ impl LogBuffer {
             seq: AtomicU64::new(0),
             writer: OnceLock::new(),
             woken: AtomicBool::new(false),
-            flushing: parking_lot::Mutex::new(()),
+            flushing: parking_lot::Mutex::new(Vec::new()),
         }
     }
 
@@ -628,26 +635,35 @@ pub(crate) fn nanos(at: OffsetDateTime) -> i64 {
 impl Inner {
     /// Writes the buffered entries in one transaction and applies each store's retention.
     pub(crate) fn flush_logs(&self) -> Result<()> {
-        let _flushing = self.logs.flushing.lock();
+        let mut batch = self.logs.flushing.lock();
         if self.logs.queue.is_empty() {
             return Ok(());
         }
+        batch.clear();
         // At most one queue's worth, so a steady stream still commits.
-        let mut batch = Vec::with_capacity(self.logs.queue.len().min(LOG_BUFFER));
         while batch.len() < LOG_BUFFER
-            && let Some(entry) = self.logs.queue.pop()
+            && let Some(mut entry) = self.logs.queue.pop()
         {
+            entry.order = u32::try_from(batch.len()).unwrap_or(u32::MAX);
             batch.push(entry);
         }
-        // Each store's entries together, oldest first; a stable sort keeps entries of the same
-        // nanosecond in the order they were recorded. The queue is close to that order already.
-        batch.sort_by_key(|entry: &Queued| (entry.store, entry.at));
+        // Each store's entries together, oldest first, entries of the same nanosecond in the
+        // order they were recorded. The queue is close to that order already.
+        batch.sort_unstable_by_key(|entry: &Queued| (entry.store, entry.at, entry.order));
+        let written = self.write_batch(&batch);
+        // The entries themselves are not kept until the next batch, only the buffer.
+        batch.clear();
+        written
+    }
+
+    /// Writes a sorted batch in one transaction and applies each store's retention.
+    fn write_batch(&self, batch: &[Queued]) -> Result<()> {
         let tx = storage::write(&self.db)?;
         {
             let mut table = tx.open_table(LOGS)?;
             let mut stores: Vec<StoreId> = Vec::new();
             let mut bytes = Vec::new();
-            let mut rest = batch.as_slice();
+            let mut rest = batch;
             while let Some(first) = rest.first() {
                 let start = first.at;
                 let len = rest

@@ -114,6 +114,36 @@ fn entries_are_read_newest_first_with_filters() {
     );
 }
 
+/// Entries recorded in the same nanosecond (the clock stands still here), two stores
+/// interleaved, read back in the order they were recorded (newest recorded first) in each
+/// store: the writer groups a batch by store and time without a stable sort.
+#[test]
+fn entries_of_one_instant_keep_the_order_they_were_recorded_in() {
+    let (engine, _clock) = engine();
+    let (store, _) = store(&engine);
+    let (other, _) = engine
+        .create_store(&admin(), latchkey::NewStore::named("Other"))
+        .unwrap();
+    for i in 0..40 {
+        let (id, key) = if i % 3 == 0 {
+            (other.id, "key_cccccccccccccccc")
+        } else {
+            (store.id, "key_aaaaaaaaaaaaaaaa")
+        };
+        engine.record_request(entry(&engine, id, key, &format!("/api/v1/orders/{i}"), 200));
+    }
+    for (id, modulo) in [(store.id, false), (other.id, true)] {
+        let read = engine.logs(id.as_str(), &LogQuery::default()).unwrap();
+        let expected: Vec<String> = (0..40)
+            .rev()
+            .filter(|i| (i % 3 == 0) == modulo)
+            .map(|i| format!("/api/v1/orders/{i}"))
+            .collect();
+        let paths: Vec<String> = read.into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, expected);
+    }
+}
+
 #[test]
 fn each_store_keeps_its_log_for_its_retention() {
     let (engine, clock) = engine();
