@@ -51,7 +51,8 @@ for round in $(seq "$ROUNDS"); do
   rate "$WORK/keyed.txt" >>"$WORK/keyed.rates"
   N=$(sed -n 's/^ *Non-2xx or 3xx responses: *//p' "$WORK/keyed.txt")
   NON2XX=$((NON2XX + ${N:-0}))
-  echo "round $round: /healthz $(rate "$WORK/healthz.txt") req/s, keyed $(rate "$WORK/keyed.txt") req/s (plain /healthz $(rate "$WORK/plain.txt"))"
+  awk -v a="$(rate "$WORK/keyed.txt")" -v b="$(rate "$WORK/healthz.txt")" 'BEGIN { print 100 * a / b }' >>"$WORK/ratios"
+  echo "round $round: /healthz $(rate "$WORK/healthz.txt") req/s, keyed $(rate "$WORK/keyed.txt") req/s, $(tail -1 "$WORK/ratios" | xargs printf '%.1f') % (plain /healthz $(rate "$WORK/plain.txt"))"
 done
 HEALTHZ=$(median <"$WORK/healthz.rates")
 KEYED=$(median <"$WORK/keyed.rates")
@@ -60,4 +61,5 @@ DROPPED=$(curl -sf "$BASE/metrics" | sed -n 's/^latchkey_request_log_dropped_tot
 echo "/healthz (median):                          ${HEALTHZ} req/s"
 echo "GET /api/v1/packages with a key (median):   ${KEYED} req/s (non-2xx: ${NON2XX}; request-log entries dropped: ${DROPPED:-?})"
 awk -v a="$KEYED" -v b="$HEALTHZ" 'BEGIN { printf "ratio of the medians: %.1f %%\n", 100 * a / b }'
+printf 'median of the rounds'"'"' ratios: %.1f %%\n' "$(median <"$WORK/ratios")"
 awk -v a="$KEYED" -v b="$PLAIN" -v p="$PLAIN" 'BEGIN { printf "(plain /healthz, no script, median %s req/s: %.1f %%)\n", p, 100 * a / b }'
