@@ -116,7 +116,7 @@ fn entries_are_read_newest_first_with_filters() {
 
 /// Entries recorded in the same nanosecond (the clock stands still here), two stores
 /// interleaved, read back in the order they were recorded (newest recorded first) in each
-/// store: the writer groups a batch by store and time without a stable sort.
+/// store: the writer sorts each batch by store and time, and must keep ties in that order.
 #[test]
 fn entries_of_one_instant_keep_the_order_they_were_recorded_in() {
     let (engine, _clock) = engine();
