@@ -94,7 +94,7 @@ pub use stores::{
 };
 pub use usage::{DEFAULT_USAGE_PERIOD, KeyUsage, MAX_USAGE_PERIOD, Usage, UsageQuery};
 pub use verify::{
-    Decision, DenyCode, KeyIdentity, LimitState, METHOD_NOT_ALLOWED, VerifyRequest,
+    Decision, DenyCode, KeyIdentity, LimitHeader, LimitState, METHOD_NOT_ALLOWED, VerifyRequest,
     method_not_allowed_body, verify_arguments,
 };
 pub use webhooks::{

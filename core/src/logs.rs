@@ -67,8 +67,21 @@ const MAX_CODE: usize = 32;
 /// A path as stored: no query or fragment (queries may carry secrets), no control characters,
 /// at most [`MAX_PATH`] bytes and then `…`. Borrowed when already so, as nearly every path is.
 fn clean_path(path: &str) -> std::borrow::Cow<'_, str> {
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    if path.len() <= MAX_PATH && !path.chars().any(char::is_control) {
+    // By bytes: `?` and `#` are ASCII, so the cut is at a character boundary. Every request
+    // records its path, and decoding characters cost more than the rest of the entry.
+    let end = path
+        .bytes()
+        .position(|b| b == b'?' || b == b'#')
+        .unwrap_or(path.len());
+    let path = &path[..end];
+    // An ASCII control is a byte below 0x20 or 0x7f; other control characters (U+0080 to
+    // U+009F) are not ASCII, and a path that is not ASCII is checked by characters.
+    let clean = if path.is_ascii() {
+        !path.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        !path.chars().any(char::is_control)
+    };
+    if path.len() <= MAX_PATH && clean {
         return path.into();
     }
     let mut clean = String::with_capacity(path.len().min(MAX_PATH + '…'.len_utf8()));
@@ -84,6 +97,10 @@ fn clean_path(path: &str) -> std::borrow::Cow<'_, str> {
 
 /// The first `n` characters of `text`.
 fn first_chars(text: &str, n: usize) -> &str {
+    // A text of at most `n` bytes has at most `n` characters.
+    if text.len() <= n {
+        return text;
+    }
     text.char_indices()
         .nth(n)
         .map_or(text, |(end, _)| &text[..end])
@@ -258,13 +275,15 @@ struct Queued {
 impl Queued {
     /// `None` when a field is over 4 GiB (no request has one).
     fn new(store: StoreId, at: OffsetDateTime, parts: &Parts<'_>) -> Option<Self> {
+        Self::at_nanos(store, nanos(at), parts)
+    }
+
+    /// [`Queued::new`] at a time in unix nanoseconds (the clock's own reading, with no date
+    /// made of it and taken apart again).
+    fn at_nanos(store: StoreId, at: i64, parts: &Parts<'_>) -> Option<Self> {
         let mut fields = Vec::with_capacity(parts.len());
         encode_fields(&mut fields, parts)?;
-        Some(Self {
-            store,
-            at: nanos(at),
-            fields,
-        })
+        Some(Self { store, at, fields })
     }
 }
 
@@ -729,7 +748,7 @@ impl Engine {
             path: &clean_path(path),
             code: first_chars(code, MAX_CODE),
         };
-        let queued = Queued::new(store, self.inner().clock.now(), &parts);
+        let queued = Queued::at_nanos(store, self.inner().clock.now_nanos(), &parts);
         self.inner().logs.push(queued);
     }
 

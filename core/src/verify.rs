@@ -230,23 +230,44 @@ impl LimitState {
     /// request was refused: the headers of every answer a limit governed.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         self.header_figures()
-            .map(|(name, value)| (name, value.to_string()))
+            .map(|(header, value)| (header.name(), value.to_string()))
             .collect()
     }
 
     /// [`LimitState::headers`] with their values as numbers, for a front end that writes
     /// them without formatting a string for each first (the server, on every keyed answer).
-    pub fn header_figures(&self) -> impl Iterator<Item = (&'static str, i64)> + use<> {
+    pub fn header_figures(&self) -> impl Iterator<Item = (LimitHeader, i64)> + use<> {
         [
-            ("X-RateLimit-Limit", i64::from(self.limit)),
-            ("X-RateLimit-Remaining", i64::from(self.remaining)),
-            ("X-RateLimit-Reset", self.reset_at),
+            (LimitHeader::Limit, i64::from(self.limit)),
+            (LimitHeader::Remaining, i64::from(self.remaining)),
+            (LimitHeader::Reset, self.reset_at),
         ]
         .into_iter()
         .chain(
             self.retry_after
-                .map(|after| ("Retry-After", i64::from(after.max(1)))),
+                .map(|after| (LimitHeader::RetryAfter, i64::from(after.max(1)))),
         )
+    }
+}
+
+/// A header of [`LimitState::header_figures`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHeader {
+    Limit,
+    Remaining,
+    Reset,
+    RetryAfter,
+}
+
+impl LimitHeader {
+    /// The header's name, as SPEC §5 spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitHeader::Limit => "X-RateLimit-Limit",
+            LimitHeader::Remaining => "X-RateLimit-Remaining",
+            LimitHeader::Reset => "X-RateLimit-Reset",
+            LimitHeader::RetryAfter => "Retry-After",
+        }
     }
 }
 

@@ -15,12 +15,13 @@ use serde_json::Value;
 use crate::{AppState, respond};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The client's address by the core's rule ([`latchkey::client_ip`]), reading every
 /// `X-Forwarded-For` line of the request.
 pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
     let forwarded = headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok());
     latchkey::client_ip(peer, forwarded, trusted)

@@ -11,7 +11,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use latchkey::{LimitState, PageJson};
+use latchkey::{LimitHeader, LimitState, PageJson};
 use serde_json::{Value, json};
 
 /// The success wrapper around `data`: what comes before it and after it.
@@ -168,24 +168,19 @@ pub fn error(err: &latchkey::Error) -> Response {
 /// Adds the headers of the limit that governed a request (`X-RateLimit-*`, and `Retry-After`
 /// on a refusal) to its response.
 pub fn with_headers(mut response: Response, limit: Option<LimitState>) -> Response {
-    for (name, value) in limit.iter().flat_map(LimitState::header_figures) {
-        if let Some(name) = header_name(name) {
-            response
-                .headers_mut()
-                .insert(name, HeaderValue::from(value));
-        }
+    let headers = response.headers_mut();
+    for (header, value) in limit.iter().flat_map(LimitState::header_figures) {
+        headers.insert(header_name(header), HeaderValue::from(value));
     }
     response
 }
 
-/// The names the core gives (`LimitState::header_figures`) without parsing them, as
-/// they go out on every keyed response; any other name is parsed.
-fn header_name(name: &'static str) -> Option<HeaderName> {
-    Some(match name {
-        "X-RateLimit-Limit" => HeaderName::from_static("x-ratelimit-limit"),
-        "X-RateLimit-Remaining" => HeaderName::from_static("x-ratelimit-remaining"),
-        "X-RateLimit-Reset" => HeaderName::from_static("x-ratelimit-reset"),
-        "Retry-After" => header::RETRY_AFTER,
-        _ => return HeaderName::from_bytes(name.as_bytes()).ok(),
-    })
+/// The name of a limit header, made without parsing: these go out on every keyed response.
+fn header_name(header: LimitHeader) -> HeaderName {
+    match header {
+        LimitHeader::Limit => HeaderName::from_static("x-ratelimit-limit"),
+        LimitHeader::Remaining => HeaderName::from_static("x-ratelimit-remaining"),
+        LimitHeader::Reset => HeaderName::from_static("x-ratelimit-reset"),
+        LimitHeader::RetryAfter => header::RETRY_AFTER,
+    }
 }
