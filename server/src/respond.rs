@@ -51,14 +51,18 @@ pub fn ok_written(status: StatusCode, size: usize, data: impl FnOnce(&mut String
 /// items are the engine's kept text (shared by every request for the page until a write), so
 /// hyper writes them with the wrapper in one `writev` instead of each request copying them.
 pub fn ok_page(page: Arc<PageJson>) -> Response {
-    let mut tail = String::with_capacity(64);
-    page.write_tail(&mut tail);
-    tail.push_str(AFTER);
+    let tail = if page.next_cursor.is_none() {
+        Bytes::from_static(LAST_PAGE_TAIL.as_bytes())
+    } else {
+        let mut tail = String::with_capacity(64);
+        page.write_tail(&mut tail);
+        tail.push_str(AFTER);
+        Bytes::from(tail)
+    };
     let pieces = Pieces::new([
-        Bytes::from_static(BEFORE.as_bytes()),
-        Bytes::from_static(PageJson::HEAD.as_bytes()),
+        Bytes::from_static(PAGE_HEAD.as_bytes()),
         Bytes::from_owner(Items(page)),
-        Bytes::from(tail),
+        tail,
     ]);
     (
         StatusCode::OK,
@@ -70,6 +74,12 @@ pub fn ok_page(page: Arc<PageJson>) -> Response {
     )
         .into_response()
 }
+
+/// [`BEFORE`] and then [`PageJson::HEAD`], as one piece (a test checks it is their join).
+const PAGE_HEAD: &str = r#"{"data":{"items":"#;
+/// The tail of a page without a next cursor ([`PageJson::write_tail`]) and then [`AFTER`]: the
+/// last page of a list, or its only one, goes out without a tail made for it.
+const LAST_PAGE_TAIL: &str = r#","next_cursor":null},"errors":[],"message":null,"success":true}"#;
 
 /// A page's items as bytes that keep the page alive.
 struct Items(Arc<PageJson>);
@@ -175,12 +185,34 @@ pub fn with_headers(mut response: Response, limit: Option<LimitState>) -> Respon
     response
 }
 
-/// The name of a limit header, made without parsing: these go out on every keyed response.
+/// The name of a limit header. Constants, as `from_static` outside a const context looks the
+/// name up among the standard headers each time it runs, and these go out on every keyed
+/// response.
 fn header_name(header: LimitHeader) -> HeaderName {
+    const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+    const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+    const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
     match header {
-        LimitHeader::Limit => HeaderName::from_static("x-ratelimit-limit"),
-        LimitHeader::Remaining => HeaderName::from_static("x-ratelimit-remaining"),
-        LimitHeader::Reset => HeaderName::from_static("x-ratelimit-reset"),
+        LimitHeader::Limit => LIMIT,
+        LimitHeader::Remaining => REMAINING,
+        LimitHeader::Reset => RESET,
         LimitHeader::RetryAfter => header::RETRY_AFTER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_joined_pieces_are_the_wrapper_around_the_page() {
+        assert_eq!(PAGE_HEAD, format!("{BEFORE}{}", PageJson::HEAD));
+        let last = PageJson {
+            items: "[]".into(),
+            next_cursor: None,
+        };
+        let mut tail = String::new();
+        last.write_tail(&mut tail);
+        assert_eq!(LAST_PAGE_TAIL, format!("{tail}{AFTER}"));
     }
 }
