@@ -279,7 +279,7 @@ mod tests {
             assert!(id.as_bytes().iter().any(|b| *b != id.as_bytes()[0]));
         }
         // Random: 64 draws of 64 bits do not repeat, and every digit place varies.
-        assert!(made.iter().skip(1).any(|id| id != &made[0]));
+        assert!(made.iter().skip(1).any(|id| *id != made[0]));
         for place in 0..16 {
             assert!(
                 made.iter()
