@@ -96,3 +96,4 @@ bench:
 	cargo bench -p latchkey --bench entities
 	cargo bench -p latchkey --bench logs
 	cargo bench -p latchkey --bench expiry
+	cargo bench -p latchkey-server --bench routes
