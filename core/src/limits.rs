@@ -53,9 +53,10 @@ pub const MAX_WINDOW_SECONDS: u32 = 86_400;
 pub const MIN_PER_MINUTE: u64 = 1;
 pub const MAX_PER_MINUTE: u64 = 10_000;
 
-/// The problems of a limit's figures, each handed to `report` with the sub-field it is about
-/// (`None`: the two together).
-fn range_problems(limit: u32, window: u32, mut report: impl FnMut(Option<&str>, String)) {
+/// The checks every limit's figures pass, whatever else applies to it: a limit of at least 1
+/// and a window of 1 s to a day. Reports each failure with its sub-field; `true` when both
+/// hold.
+fn figure_problems(limit: u32, window: u32, report: &mut impl FnMut(Option<&str>, String)) -> bool {
     let mut fine = true;
     if limit == 0 {
         report(Some("limit"), "must be at least 1".into());
@@ -68,6 +69,13 @@ fn range_problems(limit: u32, window: u32, mut report: impl FnMut(Option<&str>, 
         );
         fine = false;
     }
+    fine
+}
+
+/// The problems of a limit's figures, each handed to `report` with the sub-field it is about
+/// (`None`: the two together).
+fn range_problems(limit: u32, window: u32, mut report: impl FnMut(Option<&str>, String)) {
+    let fine = figure_problems(limit, window, &mut report);
     // Compare limit/window against the per-minute range without rounding:
     // MIN ≤ limit * 60 / window ≤ MAX.
     let scaled = u64::from(limit) * 60;
@@ -319,14 +327,12 @@ impl RateLimit {
     /// Problems with a limit used for an IP scope: any positive rate, windows up to a day.
     fn scope_problems(&self, field: &str) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.limit == 0 {
-            problems.push(format!("{field}.limit: must be at least 1"));
-        }
-        if self.window_seconds == 0 || self.window_seconds > MAX_WINDOW_SECONDS {
-            problems.push(format!(
-                "{field}.window_seconds: must be between 1 and {MAX_WINDOW_SECONDS}"
-            ));
-        }
+        figure_problems(self.limit, self.window_seconds, &mut |name, problem| {
+            problems.push(match name {
+                Some(name) => format!("{field}.{name}: {problem}"),
+                None => format!("{field}: {problem}"),
+            });
+        });
         problems
     }
 
@@ -457,11 +463,17 @@ mod tests {
             .push(IpScope::new("/api/v1/", RateLimit::per_minute(5)));
         options.exempt_prefixes.push("products".into());
         options.ips.shards = 0;
+        options.brute_force = Some(RateLimit {
+            limit: 5,
+            window_seconds: 0,
+            algorithm: Algorithm::SlidingWindow,
+        });
         let problems = options.problems();
         for needle in [
             "default_limit.limit",
             "ip_scopes[3].prefix: must start",
-            "ip_scopes[3].limit.limit",
+            "ip_scopes[3].limit.limit: must be at least 1",
+            "brute_force.window_seconds: must be between 1 and 86400",
             "ip_scopes[4].prefix: `/api/v1/` appears twice",
             "exempt_prefixes[1]",
             "ips.shards",
