@@ -86,7 +86,7 @@ pub use portal::{
     EndPortalSessions, MAX_PORTAL_TTL_SECONDS, NewPortalSession, PORTAL_PERMISSION,
     PORTAL_TTL_SECONDS, PortalCustomer, PortalSession, PortalSessionInfo,
 };
-pub use secret::{Digest, Secret};
+pub use secret::{Digest, Secret, hex_lower};
 pub use stores::{
     MAX_ENVIRONMENTS, MAX_KEY_TTL_DAYS, MAX_LOG_RETENTION_DAYS,
     MAX_NAME_CHARS as MAX_STORE_NAME_CHARS, MAX_SCOPED_KEYS_LIMIT, NewStore, Plan, Store,

@@ -146,7 +146,8 @@ pub(crate) fn random_chars(alphabet: &[u8], len: usize) -> Result<String> {
     Ok(out)
 }
 
-pub(crate) fn hex_lower(bytes: &[u8]) -> String {
+/// `bytes` as lowercase hex, two digits a byte.
+pub fn hex_lower(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for &byte in bytes {

@@ -197,9 +197,7 @@ fn the_scoped_key_cap_counts_live_keys_per_store_across_a_reopen() {
     let (sid, other, first) = {
         let engine = Engine::open_with(&path, options(&clock)).unwrap();
         let (store, _) = store(&engine);
-        let (other, _) = engine
-            .create_store(&admin(), NewStore::named("Other"))
-            .unwrap();
+        let (other, _) = other_store(&engine);
         let keys: Vec<_> = (0..5)
             .map(|_| scoped(&engine, &store, json!("*")))
             .collect();
@@ -438,9 +436,7 @@ fn a_key_that_creates_keys_cannot_escalate() {
             .code(),
         "FORBIDDEN"
     );
-    let (other, _) = engine
-        .create_store(&admin(), NewStore::named("Other"))
-        .unwrap();
+    let (other, _) = other_store(&engine);
     assert_eq!(
         engine
             .create_key(
@@ -578,9 +574,7 @@ fn audit_records_who_did_what_newest_first() {
     }
     assert_eq!(engine.audit(sid, latchkey::MAX_LOG_READ).unwrap().len(), 5);
     // Another store's audit is separate.
-    let (other, _) = engine
-        .create_store(&admin(), NewStore::named("Other"))
-        .unwrap();
+    let (other, _) = other_store(&engine);
     assert_eq!(engine.audit(other.id.as_str(), 10).unwrap().len(), 1);
     // A revoked key is gone from reads.
     assert_eq!(code_of(engine.get_key(sid, &key.key.id)), "NOT_FOUND");
@@ -793,9 +787,7 @@ fn a_key_lists_only_the_keys_of_its_own_environment() {
         3,
         "the admin sees the live default key too"
     );
-    let (other, _) = engine
-        .create_store(&admin(), latchkey::NewStore::named("Other"))
-        .unwrap();
+    let (other, _) = other_store(&engine);
     let err = engine
         .list_keys_as(
             other.id.as_str(),

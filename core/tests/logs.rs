@@ -35,9 +35,7 @@ fn entry(
 fn entries_are_read_newest_first_with_filters() {
     let (engine, clock) = engine();
     let (store, _) = store(&engine);
-    let (other, _) = engine
-        .create_store(&admin(), latchkey::NewStore::named("Other"))
-        .unwrap();
+    let (other, _) = other_store(&engine);
     for i in 0..6 {
         let key = if i % 2 == 0 {
             "key_aaaaaaaaaaaaaaaa"
@@ -121,9 +119,7 @@ fn entries_are_read_newest_first_with_filters() {
 fn entries_of_one_instant_keep_the_order_they_were_recorded_in() {
     let (engine, _clock) = engine();
     let (store, _) = store(&engine);
-    let (other, _) = engine
-        .create_store(&admin(), latchkey::NewStore::named("Other"))
-        .unwrap();
+    let (other, _) = other_store(&engine);
     for i in 0..40 {
         let (id, key) = if i % 3 == 0 {
             (other.id, "key_cccccccccccccccc")
@@ -347,9 +343,7 @@ proptest! {
     ) {
         let (engine, _) = engine();
         let (store, _) = store(&engine);
-        let (other, _) = engine
-            .create_store(&admin(), latchkey::NewStore::named("Other"))
-            .unwrap();
+        let (other, _) = other_store(&engine);
         let base = engine.clock().now();
         let ms = |n: i64| base + time::Duration::milliseconds(n);
         // (time, recorded position, key, status) of this store's entries.
@@ -405,9 +399,7 @@ fn usage_counts_each_keys_requests_in_the_period() {
     use latchkey::UsageQuery;
     let (engine, clock) = engine();
     let (store, _) = store(&engine);
-    let (other, _) = engine
-        .create_store(&admin(), latchkey::NewStore::named("Other"))
-        .unwrap();
+    let (other, _) = other_store(&engine);
     let start = engine.clock().now();
     // Two days of traffic: a busy key, a quiet one that was refused once, another store's.
     for hour in 0..48 {

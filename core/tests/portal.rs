@@ -11,9 +11,7 @@ use serde_json::json;
 fn managers_list_and_end_portal_sessions() {
     let (engine, clock) = engine();
     let (store, _) = store(&engine);
-    let (other, _) = engine
-        .create_store(&admin(), latchkey::NewStore::named("Other"))
-        .unwrap();
+    let (other, _) = other_store(&engine);
     let sid = store.id.as_str();
     let live = Scope::new(store.id, "live");
     let customer = |email: &str| {

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use common::admin;
+use common::{admin, other_store};
 
 #[derive(Debug, Clone)]
 struct Received {
@@ -246,9 +246,7 @@ fn order_events_reach_only_subscribed_active_endpoints_of_their_store() {
     let keys_only = Receiver::answering(200);
     let disabled = Receiver::answering(200);
     let (store, _) = common::store(&engine);
-    let (other, _) = engine
-        .create_store(&admin(), latchkey::NewStore::named("Other"))
-        .unwrap();
+    let (other, _) = other_store(&engine);
     let sid = store.id.as_str();
     subscribe(&engine, sid, &orders.url, &["order.created"]);
     subscribe(&engine, sid, &keys_only.url, &["api_key.created"]);

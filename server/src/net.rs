@@ -47,16 +47,9 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     match given {
         Some(id) => id.clone(),
         None => {
-            // 16 hex digits, written without the formatting machinery (every request that
-            // brings no id of its own makes one).
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            let random = rand::random::<u64>();
-            let mut id = [0u8; 16];
-            for (i, digit) in id.iter_mut().enumerate() {
-                *digit = HEX[((random >> (60 - 4 * i)) & 0xf) as usize];
-            }
+            let id = latchkey::hex_lower(&rand::random::<u64>().to_be_bytes());
             // Hex digits are always a valid header value.
-            HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"))
+            HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("-"))
         }
     }
 }

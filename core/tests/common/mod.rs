@@ -41,6 +41,13 @@ pub fn store(engine: &Engine) -> (Store, CreatedKey) {
         .unwrap()
 }
 
+/// A second store ("Other"), for what must stay within one store.
+pub fn other_store(engine: &Engine) -> (Store, CreatedKey) {
+    engine
+        .create_store(&admin(), NewStore::named("Other"))
+        .unwrap()
+}
+
 pub fn scoped(engine: &Engine, store: &Store, permissions: serde_json::Value) -> CreatedKey {
     engine
         .create_key(
