@@ -1,23 +1,21 @@
 //! `/api/v1/`: routes used with an API key (SPEC §7). The store and environment come from the
 //! key, never from the URL.
 //!
-//! One middleware verifies every keyed request: it derives the area from the route and the
-//! action from the method, answers a denial with its status, message and headers, puts the
-//! verified scope in the request for the handler, adds the rate-limit headers to the handler's
-//! response, and records the request in the store's log.
+//! Every keyed handler runs inside [`keyed`]: it derives the area from the route and the
+//! action from the method, answers a denial with its status, message and headers, hands the
+//! handler the verified key, adds the rate-limit headers to the handler's response, and records
+//! the request in the store's log.
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use latchkey::{
     Actor, Area, Decision, DenyCode, KeyIdentity, NewKey, Permission, Scope, StoreId,
     VerifyRequest, credential_from_headers,
@@ -60,25 +58,47 @@ impl std::fmt::Debug for Authed {
     }
 }
 
-pub fn routes(state: AppState) -> Router<AppState> {
-    let mut keyed = Router::new();
-    for slug in entity_areas().map(Area::route_segment) {
-        keyed = keyed
-            .route(&format!("/api/v1/{slug}"), get(list).post(create))
-            .route(
-                &format!("/api/v1/{slug}/{{id}}"),
-                get(read).patch(update).delete(remove),
-            );
+pub fn routes() -> Router<AppState> {
+    // A keyed path answers the methods it does not serve through `keyed` too: the key is
+    // verified first (a request without a valid key is a 401 whatever its method), then the
+    // method refused 405 (axum adds the `Allow` header).
+    fn keyed_route(
+        router: Router<AppState>,
+        path: &str,
+        methods: MethodRouter<AppState>,
+    ) -> Router<AppState> {
+        router.route(path, methods.fallback(wrong_method))
     }
-    let keyed = keyed
-        .route("/api/v1/api-keys", get(list_keys).post(create_key))
-        .route(latchkey::CURRENT_KEY_PATH, get(current_key))
-        .route("/api/v1/api-keys/{id}", delete(revoke_key))
-        .route("/api/v1/api-keys/{id}/regenerate", post(regenerate_key))
-        .route("/api/v1/auth/portal-sessions", post(open_portal))
-        .route_layer(VerifyLayer(state));
-    Router::new()
-        .merge(keyed)
+    let mut router = Router::new();
+    // Each entity area's handlers get the area from the route they were registered on, so
+    // none parses it out of the path again.
+    for area in entity_areas() {
+        let slug = area.route_segment();
+        router = keyed_route(
+            router,
+            &format!("/api/v1/{slug}"),
+            get(move |State(s): State<AppState>, r: Request| list(s, r, area))
+                .post(move |State(s): State<AppState>, r: Request| create(s, r, area)),
+        );
+        router = keyed_route(
+            router,
+            &format!("/api/v1/{slug}/{{id}}"),
+            get(move |State(s): State<AppState>, r: Request| read(s, r, area))
+                .patch(move |State(s): State<AppState>, r: Request| update(s, r, area))
+                .delete(move |State(s): State<AppState>, r: Request| remove(s, r, area)),
+        );
+    }
+    let keyed_routes = [
+        ("/api/v1/api-keys", get(list_keys).post(create_key)),
+        (latchkey::CURRENT_KEY_PATH, get(current_key)),
+        ("/api/v1/api-keys/{id}", delete(revoke_key)),
+        ("/api/v1/api-keys/{id}/regenerate", post(regenerate_key)),
+        ("/api/v1/auth/portal-sessions", post(open_portal)),
+    ];
+    for (path, methods) in keyed_routes {
+        router = keyed_route(router, path, methods);
+    }
+    router
         .route("/api/v1/portal/orders", get(portal_orders))
         .route("/api/v1/portal/subscriptions", get(portal_subscriptions))
         .route(
@@ -93,152 +113,81 @@ pub fn routes(state: AppState) -> Router<AppState> {
 
 static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
-/// The verify middleware (see the module documentation), as a layer over each keyed route.
+/// Every keyed route's handler runs inside this (see the module documentation): it verifies
+/// the request, hands `handler` the verified key with the request's head and body, or answers
+/// the refusal itself; then adds the rate-limit headers and records the request.
 ///
-/// Written out rather than with `axum::middleware::from_fn`, which on every request clones the
-/// route behind it and boxes two futures (its own and the route's again): the verify itself is
-/// synchronous, so this layer answers a refusal at once and otherwise wraps the route's own
-/// future, adding the headers and the log entry when it completes.
-#[derive(Clone, Debug)]
-struct VerifyLayer(AppState);
-
-impl<S> tower::Layer<S> for VerifyLayer {
-    type Service = Verify<S>;
-
-    fn layer(&self, inner: S) -> Verify<S> {
-        Verify {
-            state: self.0.clone(),
-            inner,
-        }
-    }
+/// A function each handler calls rather than a middleware layer: a layer over a route costs a
+/// second boxed route, its clone and future, on every request, and handing the key over in the
+/// request's extensions a map allocated per request. The verify is synchronous and the head
+/// stays here, borrowed by the handler, for the log entry.
+async fn keyed(
+    state: &AppState,
+    request: Request,
+    handler: impl AsyncFnOnce(Authed, &mut Parts, Body) -> Response,
+) -> Response {
+    let started = Instant::now();
+    let (mut parts, body) = request.into_parts();
+    let ip = client_ip(
+        net::peer(&parts.extensions),
+        &parts.headers,
+        &state.config.trusted_proxies,
+    );
+    let path = parts.uri.path();
+    // An action the area does not offer is refused as a missing permission.
+    let permission = Permission::for_route(parts.method.as_str(), path);
+    let headers = &parts.headers;
+    let (api_key, authorization) = (headers.get_all(&X_API_KEY), headers.get_all(AUTHORIZATION));
+    // A header that is not valid text is a malformed credential: 401, never 500.
+    let unreadable = api_key
+        .iter()
+        .chain(authorization.iter())
+        .any(|v| v.to_str().is_err());
+    let credential = if unreadable {
+        Some(std::borrow::Cow::Borrowed(latchkey::UNREADABLE_CREDENTIAL))
+    } else {
+        credential_from_headers(
+            api_key.iter().filter_map(|v| v.to_str().ok()),
+            authorization.iter().filter_map(|v| v.to_str().ok()),
+        )
+    };
+    let decision = state.engine.verify(&VerifyRequest {
+        credential: credential.as_deref(),
+        permission,
+        ip,
+        path,
+    });
+    drop(credential);
+    state.metrics.decision(decision.code());
+    let response = match decision.key_identity() {
+        Some(id) if decision.allowed() => handler(Authed(id), &mut parts, body).await,
+        _ => refusal(&decision),
+    };
+    let response = respond::with_headers(response, decision.limit());
+    state.engine.record_decision(
+        &decision,
+        parts.method.as_str(),
+        parts.uri.path(),
+        response.status().as_u16(),
+        ip,
+        u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    );
+    response
 }
 
-#[derive(Clone, Debug)]
-struct Verify<S> {
-    state: AppState,
-    inner: S,
+async fn wrong_method(State(state): State<AppState>, request: Request) -> Response {
+    keyed(&state, request, async |_, _, _| {
+        StatusCode::METHOD_NOT_ALLOWED.into_response()
+    })
+    .await
 }
 
-impl<S> tower::Service<Request> for Verify<S>
-where
-    S: tower::Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Unpin,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Verified<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request) -> Self::Future {
-        let started = Instant::now();
-        let state = &self.state;
-        let headers = request.headers();
-        let ip = client_ip(net::peer(&request), headers, &state.config.trusted_proxies);
-        let path = request.uri().path();
-        // An action the area does not offer is refused as a missing permission.
-        let permission = Permission::for_route(request.method().as_str(), path);
-        let (api_key, authorization) =
-            (headers.get_all(&X_API_KEY), headers.get_all(AUTHORIZATION));
-        // A header that is not valid text is a malformed credential: 401, never 500.
-        let unreadable = api_key
-            .iter()
-            .chain(authorization.iter())
-            .any(|v| v.to_str().is_err());
-        let credential = if unreadable {
-            Some(std::borrow::Cow::Borrowed(latchkey::UNREADABLE_CREDENTIAL))
-        } else {
-            credential_from_headers(
-                api_key.iter().filter_map(|v| v.to_str().ok()),
-                authorization.iter().filter_map(|v| v.to_str().ok()),
-            )
-        };
-        let decision = state.engine.verify(&VerifyRequest {
-            credential: credential.as_deref(),
-            permission,
-            ip,
-            path,
-        });
-        state.metrics.decision(decision.code());
-        let after = After {
-            state: state.clone(),
-            // The request moves on to the route; its method and URI are kept for the log (a
-            // URI's clone shares the request line's bytes).
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            ip,
-            started,
-        };
-        let answer = match decision.key_identity() {
-            Some(id) if decision.allowed() => {
-                request.extensions_mut().insert(Authed(id));
-                Answer::Route(self.inner.call(request))
-            }
-            _ => Answer::Refused(Some(refusal(&decision))),
-        };
-        Verified {
-            answer,
-            after: Some((after, decision)),
-        }
-    }
-}
-
-/// What the log entry needs once the route has answered.
-#[derive(Debug)]
-struct After {
-    state: AppState,
-    method: axum::http::Method,
-    uri: Uri,
-    ip: Option<std::net::IpAddr>,
-    started: Instant,
-}
-
-#[derive(Debug)]
-enum Answer<F> {
-    Route(F),
-    Refused(Option<Response>),
-}
-
-/// The future of a keyed request: the route's answer (or the refusal), then the rate-limit
-/// headers and the request's log entry.
-#[derive(Debug)]
-struct Verified<F> {
-    answer: Answer<F>,
-    after: Option<(After, Decision)>,
-}
-
-impl<F> Future for Verified<F>
-where
-    F: Future<Output = Result<Response, Infallible>> + Unpin,
-{
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let response = match &mut this.answer {
-            Answer::Route(route) => match Pin::new(route).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(response)) => Some(response),
-            },
-            Answer::Refused(refusal) => refusal.take(),
-        };
-        // Both are taken once: a future polled again after it completed answers 500.
-        let (Some(response), Some((after, decision))) = (response, this.after.take()) else {
-            return Poll::Ready(Ok(StatusCode::INTERNAL_SERVER_ERROR.into_response()));
-        };
-        let response = respond::with_headers(response, decision.limit());
-        after.state.engine.record_decision(
-            &decision,
-            after.method.as_str(),
-            after.uri.path(),
-            response.status().as_u16(),
-            after.ip,
-            u64::try_from(after.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        );
-        Poll::Ready(Ok(response))
-    }
+/// The `{id}` of a keyed route's path (percent-decoded by the router).
+async fn path_id(parts: &mut Parts) -> Result<String, Response> {
+    Path::<String>::from_request_parts(parts, &())
+        .await
+        .map(|Path(id)| id)
+        .map_err(IntoResponse::into_response)
 }
 
 fn refusal(decision: &Decision) -> Response {
@@ -269,65 +218,54 @@ fn page_params(uri: &Uri) -> Result<(Option<usize>, Option<String>), Response> {
     }
 }
 
-/// The area of an entity route (the router only sends entity paths here).
-fn entity_area(uri: &Uri) -> Area {
-    Area::for_path(uri.path()).unwrap_or(Area::Packages)
-}
-
-async fn list(
-    State(state): State<AppState>,
-    axum::Extension(auth): axum::Extension<Authed>,
-    request: Request,
-) -> Response {
-    let area = entity_area(request.uri());
-    let (limit, cursor) = match page_params(request.uri()) {
-        Ok(params) => params,
-        Err(response) => return response,
-    };
-    let page = state
-        .engine
-        .list_entities_json(&auth.scope(), area, limit, cursor.as_deref());
-    match page {
-        Ok(page) => respond::ok_page(page),
-        Err(err) => respond::error(&err),
-    }
-}
-
-async fn create(
-    State(state): State<AppState>,
-    axum::Extension(auth): axum::Extension<Authed>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let area = entity_area(&uri);
-    let body = match json_object(&state, &headers, body, false).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let key = match idempotency_key(&headers) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    let engine = state.engine.clone();
-    let created = net::off_workers(move || {
-        engine.create_entity_once(&auth.scope(), area, &body, key.as_deref())
-    })
-    .await;
-    match created {
-        // A replay answers as the first request did (IETF httpapi-idempotency-key-header), and
-        // says so (as Stripe's API does).
-        Ok(created) if created.replayed => {
-            let mut response = respond::ok(StatusCode::CREATED, created.value);
-            response.headers_mut().insert(
-                HeaderName::from_static("idempotent-replayed"),
-                HeaderValue::from_static("true"),
-            );
-            response
+async fn list(state: AppState, request: Request, area: Area) -> Response {
+    keyed(&state, request, async |auth, parts, _| {
+        let (limit, cursor) = match page_params(&parts.uri) {
+            Ok(params) => params,
+            Err(response) => return response,
+        };
+        let page = state
+            .engine
+            .list_entities_json(&auth.scope(), area, limit, cursor.as_deref());
+        match page {
+            Ok(page) => respond::ok_page(page),
+            Err(err) => respond::error(&err),
         }
-        Ok(created) => respond::ok(StatusCode::CREATED, created.value),
-        Err(err) => respond::error(&err),
-    }
+    })
+    .await
+}
+
+async fn create(state: AppState, request: Request, area: Area) -> Response {
+    keyed(&state, request, async |auth, parts, body| {
+        let body = match json_object(&state, &parts.headers, body, false).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let key = match idempotency_key(&parts.headers) {
+            Ok(key) => key,
+            Err(response) => return response,
+        };
+        let engine = state.engine.clone();
+        let created = net::off_workers(move || {
+            engine.create_entity_once(&auth.scope(), area, &body, key.as_deref())
+        })
+        .await;
+        match created {
+            // A replay answers as the first request did (IETF httpapi-idempotency-key-header),
+            // and says so (as Stripe's API does).
+            Ok(created) if created.replayed => {
+                let mut response = respond::ok(StatusCode::CREATED, created.value);
+                response.headers_mut().insert(
+                    HeaderName::from_static("idempotent-replayed"),
+                    HeaderValue::from_static("true"),
+                );
+                response
+            }
+            Ok(created) => respond::ok(StatusCode::CREATED, created.value),
+            Err(err) => respond::error(&err),
+        }
+    })
+    .await
 }
 
 /// The request's `Idempotency-Key`, if it sent one (once); the core checks it, with the body.
@@ -346,150 +284,154 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
     Ok(Some(String::from_utf8_lossy(value.as_bytes()).into_owned()))
 }
 
-async fn read(
-    State(state): State<AppState>,
-    axum::Extension(auth): axum::Extension<Authed>,
-    uri: Uri,
-    Path(id): Path<String>,
-) -> Response {
-    let area = entity_area(&uri);
-    result(
-        StatusCode::OK,
-        state.engine.get_entity(&auth.scope(), area, &id),
-    )
+async fn read(state: AppState, request: Request, area: Area) -> Response {
+    keyed(&state, request, async |auth, parts, _| {
+        let id = match path_id(parts).await {
+            Ok(id) => id,
+            Err(response) => return response,
+        };
+        result(
+            StatusCode::OK,
+            state.engine.get_entity(&auth.scope(), area, &id),
+        )
+    })
+    .await
 }
 
-async fn update(
-    State(state): State<AppState>,
-    axum::Extension(auth): axum::Extension<Authed>,
-    uri: Uri,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let area = entity_area(&uri);
-    let body = match json_object(&state, &headers, body, false).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let engine = state.engine.clone();
-    let updated =
-        net::off_workers(move || engine.update_entity(&auth.scope(), area, &id, &body)).await;
-    result(StatusCode::OK, updated)
+async fn update(state: AppState, request: Request, area: Area) -> Response {
+    keyed(&state, request, async |auth, parts, body| {
+        let id = match path_id(parts).await {
+            Ok(id) => id,
+            Err(response) => return response,
+        };
+        let body = match json_object(&state, &parts.headers, body, false).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let engine = state.engine.clone();
+        let updated =
+            net::off_workers(move || engine.update_entity(&auth.scope(), area, &id, &body)).await;
+        result(StatusCode::OK, updated)
+    })
+    .await
 }
 
-async fn remove(
-    State(state): State<AppState>,
-    axum::Extension(auth): axum::Extension<Authed>,
-    uri: Uri,
-    Path(id): Path<String>,
-) -> Response {
-    let area = entity_area(&uri);
-    let engine = state.engine.clone();
-    let deleted = id.clone();
-    let done = net::off_workers(move || engine.delete_entity(&auth.scope(), area, &deleted)).await;
-    result(
-        StatusCode::OK,
-        done.map(|()| json!({"id": id, "deleted": true})),
-    )
+async fn remove(state: AppState, request: Request, area: Area) -> Response {
+    keyed(&state, request, async |auth, parts, _| {
+        let id = match path_id(parts).await {
+            Ok(id) => id,
+            Err(response) => return response,
+        };
+        let engine = state.engine.clone();
+        let deleted = id.clone();
+        let done =
+            net::off_workers(move || engine.delete_entity(&auth.scope(), area, &deleted)).await;
+        result(
+            StatusCode::OK,
+            done.map(|()| json!({"id": id, "deleted": true})),
+        )
+    })
+    .await
 }
 
 // ---- self-service keys (seed 001): a key managing its store's keys ----------------------
 
-async fn list_keys(
-    State(state): State<AppState>,
-    axum::Extension(auth): axum::Extension<Authed>,
-) -> Response {
-    let keys = state
-        .engine
-        .list_keys(auth.store_id().as_str())
-        .map(|keys| {
-            // A key sees the keys of its own environment only.
-            let visible: Vec<_> = keys
-                .into_iter()
-                .filter(|k| k.environment == auth.0.environment())
-                .collect();
-            json!(visible)
-        });
-    result(StatusCode::OK, keys)
+async fn list_keys(State(state): State<AppState>, request: Request) -> Response {
+    keyed(&state, request, async |auth, _, _| {
+        let keys = state
+            .engine
+            .list_keys(auth.store_id().as_str())
+            .map(|keys| {
+                // A key sees the keys of its own environment only.
+                let visible: Vec<_> = keys
+                    .into_iter()
+                    .filter(|k| k.environment == auth.0.environment())
+                    .collect();
+                json!(visible)
+            });
+        result(StatusCode::OK, keys)
+    })
+    .await
 }
 
 /// The caller's own key (no permission needed): its permissions, limit, expiry and last use,
 /// so an integration can check what it may do (as Shopify's `access_scopes`).
-async fn current_key(
-    State(state): State<AppState>,
-    axum::Extension(auth): axum::Extension<Authed>,
-) -> Response {
-    let key = state
-        .engine
-        .get_key(auth.store_id().as_str(), auth.key_id())
-        .map(|key| json!(key));
-    result(StatusCode::OK, key)
+async fn current_key(State(state): State<AppState>, request: Request) -> Response {
+    keyed(&state, request, async |auth, _, _| {
+        let key = state
+            .engine
+            .get_key(auth.store_id().as_str(), auth.key_id())
+            .map(|key| json!(key));
+        result(StatusCode::OK, key)
+    })
+    .await
 }
 
-async fn create_key(
-    State(state): State<AppState>,
-    axum::Extension(auth): axum::Extension<Authed>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let body = match json_object(&state, &headers, body, false).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let engine = state.engine.clone();
-    let created = net::off_workers(move || {
-        let key = NewKey::from_json(&body)?;
-        engine.create_key(
-            auth.store_id().as_str(),
-            &Actor::Key(auth.key_id().to_owned()),
-            key,
+async fn create_key(State(state): State<AppState>, request: Request) -> Response {
+    keyed(&state, request, async |auth, parts, body| {
+        let body = match json_object(&state, &parts.headers, body, false).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let engine = state.engine.clone();
+        let created = net::off_workers(move || {
+            let key = NewKey::from_json(&body)?;
+            engine.create_key(
+                auth.store_id().as_str(),
+                &Actor::Key(auth.key_id().to_owned()),
+                key,
+            )
+        })
+        .await;
+        result(StatusCode::CREATED, created.map(|c| c.to_json()))
+    })
+    .await
+}
+
+async fn revoke_key(State(state): State<AppState>, request: Request) -> Response {
+    keyed(&state, request, async |auth, parts, _| {
+        let id = match path_id(parts).await {
+            Ok(id) => id,
+            Err(response) => return response,
+        };
+        let engine = state.engine.clone();
+        let revoked = id.clone();
+        let done = net::off_workers(move || {
+            engine.revoke_key(
+                auth.store_id().as_str(),
+                &Actor::Key(auth.key_id().to_owned()),
+                &revoked,
+            )
+        })
+        .await;
+        result(
+            StatusCode::OK,
+            done.map(|()| json!({"id": id, "revoked": true})),
         )
     })
-    .await;
-    result(StatusCode::CREATED, created.map(|c| c.to_json()))
+    .await
 }
 
-async fn revoke_key(
-    State(state): State<AppState>,
-    axum::Extension(auth): axum::Extension<Authed>,
-    Path(id): Path<String>,
-) -> Response {
-    let engine = state.engine.clone();
-    let revoked = id.clone();
-    let done = net::off_workers(move || {
-        engine.revoke_key(
-            auth.store_id().as_str(),
-            &Actor::Key(auth.key_id().to_owned()),
-            &revoked,
-        )
+async fn regenerate_key(State(state): State<AppState>, request: Request) -> Response {
+    keyed(&state, request, async |auth, parts, body| {
+        let id = match path_id(parts).await {
+            Ok(id) => id,
+            Err(response) => return response,
+        };
+        // The body is optional (`{}`: the old secret stops at once).
+        let body = match json_object(&state, &parts.headers, body, true).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let engine = state.engine.clone();
+        let created = net::off_workers(move || {
+            let (store, actor) = (auth.store_id(), Actor::Key(auth.key_id().to_owned()));
+            engine.regenerate_key_from_json(store.as_str(), &actor, &id, &body)
+        })
+        .await;
+        result(StatusCode::OK, created.map(|c| c.to_json()))
     })
-    .await;
-    result(
-        StatusCode::OK,
-        done.map(|()| json!({"id": id, "revoked": true})),
-    )
-}
-
-async fn regenerate_key(
-    State(state): State<AppState>,
-    axum::Extension(auth): axum::Extension<Authed>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    // The body is optional (`{}`: the old secret stops at once).
-    let body = match json_object(&state, &headers, body, true).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let engine = state.engine.clone();
-    let created = net::off_workers(move || {
-        let (store, actor) = (auth.store_id(), Actor::Key(auth.key_id().to_owned()));
-        engine.regenerate_key_from_json(store.as_str(), &actor, &id, &body)
-    })
-    .await;
-    result(StatusCode::OK, created.map(|c| c.to_json()))
+    .await
 }
 
 fn rate_limited() -> Response {
@@ -505,7 +447,7 @@ fn rate_limited() -> Response {
 
 async fn storefront(state: AppState, store_id: String, request: Request, area: Area) -> Response {
     let ip = client_ip(
-        net::peer(&request),
+        net::peer(request.extensions()),
         request.headers(),
         &state.config.trusted_proxies,
     );
@@ -544,26 +486,24 @@ async fn storefront_categories(
 
 // ---- customer portal (seed 001) -------------------------------------------------------------
 
-async fn open_portal(
-    State(state): State<AppState>,
-    axum::Extension(auth): axum::Extension<Authed>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let body = match json_object(&state, &headers, body, false).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let engine = state.engine.clone();
-    let session =
-        net::off_workers(move || engine.create_portal_session_from_json(&auth.scope(), &body));
-    let session = session.await.map(|s| s.to_json());
-    result(StatusCode::CREATED, session)
+async fn open_portal(State(state): State<AppState>, request: Request) -> Response {
+    keyed(&state, request, async |auth, parts, body| {
+        let body = match json_object(&state, &parts.headers, body, false).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let engine = state.engine.clone();
+        let session =
+            net::off_workers(move || engine.create_portal_session_from_json(&auth.scope(), &body));
+        let session = session.await.map(|s| s.to_json());
+        result(StatusCode::CREATED, session)
+    })
+    .await
 }
 
 async fn portal(state: AppState, request: Request, area: Area) -> Response {
     let ip = client_ip(
-        net::peer(&request),
+        net::peer(request.extensions()),
         request.headers(),
         &state.config.trusted_proxies,
     );

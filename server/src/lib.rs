@@ -150,7 +150,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi_json))
-        .merge(api::routes(state.clone()))
+        .merge(api::routes())
         .merge(admin::routes(state.clone()))
         .merge(dashboard::routes())
         .fallback(not_found)

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::body::{Body, HttpBody};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use ipnet::IpNet;
@@ -28,9 +28,8 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -
 }
 
 /// The peer address the listener recorded (absent in in-process tests).
-pub fn peer(request: &Request) -> Option<IpAddr> {
-    request
-        .extensions()
+pub fn peer(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())
 }
