@@ -219,8 +219,11 @@ pub(crate) struct Inner {
     pub(crate) db: Database,
     pub(crate) clock: HotClock,
     index: KeyIndex,
-    /// Live store state, shared with key entries. Written only under `writer`.
-    stores: RwLock<HashMap<StoreId, Arc<StoreLive>>>,
+    /// Live store state, shared with key entries. Written only under `writer`. Hashed with
+    /// foldhash (seeded per process) rather than SipHash: every keyed list looks its store up
+    /// here, and SipHash cost that lookup twice its other work; store ids are made by admins
+    /// and the engine, not chosen by the clients whose requests look them up.
+    stores: RwLock<HashMap<StoreId, Arc<StoreLive>, foldhash::fast::RandomState>>,
     /// Held through every write transaction, so the index is updated in commit order; holds
     /// what the writes keep between them.
     pub(crate) writer: Mutex<Writer>,
@@ -296,7 +299,7 @@ impl Engine {
             logs: crate::logs::LogBuffer::new(options.log_flush_at),
             clock: HotClock::new(options.clock),
             index: KeyIndex::new(options.digest_memo),
-            stores: RwLock::new(HashMap::new()),
+            stores: RwLock::new(HashMap::default()),
             writer: Mutex::new(Writer::default()),
             usage_queue: SegQueue::new(),
             shutdown: AtomicBool::new(false),
