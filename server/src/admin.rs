@@ -344,8 +344,8 @@ async fn regenerate_key(
     result(StatusCode::OK, created.map(|c| c.to_json()))
 }
 
-fn parse_time(
-    params: &net::Query<'_>,
+fn parse_time<const N: usize>(
+    params: &net::Query<'_, N>,
     name: &str,
     problems: &mut Vec<String>,
 ) -> Option<OffsetDateTime> {

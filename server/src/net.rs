@@ -153,65 +153,77 @@ pub async fn off_workers<T: Send + 'static>(
 }
 
 /// A request's query parameters as [`query`] read them: each allowed name at most once,
-/// percent-decoded. Borrowed from the request line where no decoding was needed: the keyed
-/// list routes read one on every request.
-#[derive(Debug, Default)]
-pub struct Query<'a> {
-    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+/// percent-decoded, in the slot of its place among the allowed names. Borrowed from the request
+/// line where no decoding was needed, and held inline: the keyed list routes read one on
+/// every request.
+#[derive(Debug)]
+pub struct Query<'a, const N: usize> {
+    names: &'static [&'static str; N],
+    values: [Option<Cow<'a, str>>; N],
 }
 
-impl Query<'_> {
+impl<const N: usize> Query<'_, N> {
+    fn slot(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|known| *known == name)
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(known, _)| known == name)
-            .map(|(_, value)| value.as_ref())
+        self.values[self.slot(name)?].as_deref()
     }
 
     pub fn take(&mut self, name: &str) -> Option<String> {
-        let at = self.pairs.iter().position(|(known, _)| known == name)?;
-        Some(self.pairs.swap_remove(at).1.into_owned())
+        let at = self.slot(name)?;
+        self.values[at].take().map(Cow::into_owned)
     }
 }
 
 /// A route's query parameters. Each name must be one the route reads (`allowed`) and come at
 /// most once: a misspelt `limt=5` or a second `limit` would otherwise be ignored silently.
 /// Every unknown or repeated name is added to `problems`, once each.
-pub fn query<'a>(
+pub fn query<'a, const N: usize>(
     request_query: Option<&'a str>,
-    allowed: &[&str],
+    allowed: &'static [&'static str; N],
     problems: &mut Vec<String>,
-) -> Query<'a> {
-    let mut out = Query::default();
-    let mut refused: Vec<String> = Vec::new();
-    for pair in request_query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = decode(k);
-        let problem = if !allowed.contains(&name.as_ref()) {
-            let reads = if allowed.is_empty() {
-                "none".to_owned()
-            } else {
-                allowed.join(", ")
-            };
-            format!(
-                "query: unknown parameter `{}` (this route reads {reads})",
-                name.escape_debug()
-            )
-        } else if out.get(&name).is_some() {
-            format!("query: `{name}` given more than once")
-        } else {
-            out.pairs.push((name, decode(v)));
+) -> Query<'a, N> {
+    let mut out = Query {
+        names: allowed,
+        values: std::array::from_fn(|_| None),
+    };
+    let first_problem = problems.len();
+    let mut rest = request_query.unwrap_or_default();
+    while !rest.is_empty() {
+        // By bytes: `&` and `=` are ASCII, so the cuts fall on character boundaries.
+        let end = rest.bytes().position(|b| b == b'&').unwrap_or(rest.len());
+        let pair = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or_default();
+        if pair.is_empty() {
             continue;
+        }
+        let split = pair.bytes().position(|b| b == b'=');
+        let (k, v) = split.map_or((pair, ""), |at| (&pair[..at], &pair[at + 1..]));
+        let name = decode(k);
+        let problem = match out.slot(&name) {
+            Some(at) if out.values[at].is_none() => {
+                out.values[at] = Some(decode(v));
+                continue;
+            }
+            Some(_) => format!("query: `{name}` given more than once"),
+            None => {
+                let reads = if allowed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allowed.join(", ")
+                };
+                format!(
+                    "query: unknown parameter `{}` (this route reads {reads})",
+                    name.escape_debug()
+                )
+            }
         };
-        if !refused.contains(&problem) {
-            refused.push(problem);
+        if !problems[first_problem..].contains(&problem) {
+            problems.push(problem);
         }
     }
-    problems.extend(refused);
     out
 }
 
@@ -243,7 +255,7 @@ fn decode(text: &str) -> Cow<'_, str> {
 }
 
 /// `limit` as a page size: `Ok(None)` when absent, a problem when not a whole number.
-pub fn limit_param(params: &Query<'_>) -> Result<Option<usize>, String> {
+pub fn limit_param<const N: usize>(params: &Query<'_, N>) -> Result<Option<usize>, String> {
     params
         .get("limit")
         .map(|v| {
@@ -318,7 +330,7 @@ mod tests {
         );
         // Nothing to decode: the values are the request line's own text.
         let plain = query(Some("limit=20"), &["limit"], &mut Vec::new());
-        assert!(matches!(plain.pairs[0].1, Cow::Borrowed("20")));
+        assert!(matches!(plain.values[0], Some(Cow::Borrowed("20"))));
         let bad = query(Some("limit=ten"), &["limit"], &mut Vec::new());
         assert_eq!(
             limit_param(&bad),
