@@ -180,9 +180,29 @@ pub fn error(err: &latchkey::Error) -> Response {
 pub fn with_headers(mut response: Response, limit: Option<LimitState>) -> Response {
     let headers = response.headers_mut();
     for (header, value) in limit.iter().flat_map(LimitState::header_figures) {
-        headers.insert(header_name(header), HeaderValue::from(value));
+        headers.insert(header_name(header), figure(header, value));
     }
     response
+}
+
+/// A limit header's value for `value`: the value this thread made for the header last time
+/// when it is the same figure, else a new one. A key's limit repeats on every answer and the
+/// reset time for a whole window, and sharing a value is a reference count where making one is
+/// two allocations.
+fn figure(header: LimitHeader, value: i64) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<[(i64, HeaderValue); 4]> =
+            std::cell::RefCell::new(std::array::from_fn(|_| (-1, HeaderValue::from_static("-1"))));
+    }
+    let slot = header as usize;
+    LAST.with_borrow_mut(|last| {
+        let (figure, made) = &mut last[slot];
+        if *figure != value {
+            *figure = value;
+            *made = HeaderValue::from(value);
+        }
+        made.clone()
+    })
 }
 
 /// The name of a limit header. Constants, as `from_static` outside a const context looks the
@@ -203,6 +223,22 @@ fn header_name(header: LimitHeader) -> HeaderName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limit_figure_is_its_own_text_whether_made_or_reused() {
+        for (header, value) in [
+            (LimitHeader::Limit, 100),
+            (LimitHeader::Limit, 100),
+            (LimitHeader::Limit, 7),
+            (LimitHeader::Remaining, -1),
+            (LimitHeader::Remaining, 0),
+            (LimitHeader::Reset, 1_767_225_600),
+            (LimitHeader::RetryAfter, 1_767_225_600),
+            (LimitHeader::Reset, 1_767_225_601),
+        ] {
+            assert_eq!(figure(header, value), value.to_string().as_str());
+        }
+    }
 
     #[test]
     fn the_joined_pieces_are_the_wrapper_around_the_page() {
