@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post};
 use latchkey::{
-    Actor, Area, Decision, DenyCode, KeyIdentity, NewKey, Permission, Scope, StoreId,
+    Action, Actor, Area, Decision, DenyCode, KeyIdentity, NewKey, Permission, Scope, StoreId,
     VerifyRequest, credential_from_headers,
 };
 use serde_json::{Value, json};
@@ -124,6 +124,7 @@ static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 async fn keyed(
     state: &AppState,
     request: Request,
+    needs: Needs,
     handler: impl AsyncFnOnce(Authed, &mut Parts, Body) -> Response,
 ) -> Response {
     let started = Instant::now();
@@ -135,7 +136,10 @@ async fn keyed(
     );
     let path = parts.uri.path();
     // An action the area does not offer is refused as a missing permission.
-    let permission = Permission::for_route(parts.method.as_str(), path);
+    let permission = match needs {
+        Needs::ByRoute => Permission::for_route(parts.method.as_str(), path),
+        Needs::Exactly(permission) => Some(permission),
+    };
     let headers = &parts.headers;
     let (api_key, authorization) = (headers.get_all(&X_API_KEY), headers.get_all(AUTHORIZATION));
     // A header that is not valid text is a malformed credential: 401, never 500.
@@ -176,10 +180,20 @@ async fn keyed(
 }
 
 async fn wrong_method(State(state): State<AppState>, request: Request) -> Response {
-    keyed(&state, request, async |_, _, _| {
+    keyed(&state, request, Needs::ByRoute, async |_, _, _| {
         StatusCode::METHOD_NOT_ALLOWED.into_response()
     })
     .await
+}
+
+/// The permission a keyed route needs of its key.
+#[derive(Clone, Copy, Debug)]
+enum Needs {
+    /// The one [`Permission::for_route`] derives from the request's method and path.
+    ByRoute,
+    /// This one: an entity route's, registered for its area with its method's action, which
+    /// `for_route` would derive too (a test checks), without reading the path again.
+    Exactly(Permission),
 }
 
 /// The `{id}` of a keyed route's path (percent-decoded by the router).
@@ -219,7 +233,8 @@ fn page_params(uri: &Uri) -> Result<(Option<usize>, Option<String>), Response> {
 }
 
 async fn list(state: AppState, request: Request, area: Area) -> Response {
-    keyed(&state, request, async |auth, parts, _| {
+    let needs = Needs::Exactly(Permission::new(area, Action::View));
+    keyed(&state, request, needs, async |auth, parts, _| {
         let (limit, cursor) = match page_params(&parts.uri) {
             Ok(params) => params,
             Err(response) => return response,
@@ -236,7 +251,8 @@ async fn list(state: AppState, request: Request, area: Area) -> Response {
 }
 
 async fn create(state: AppState, request: Request, area: Area) -> Response {
-    keyed(&state, request, async |auth, parts, body| {
+    let needs = Needs::Exactly(Permission::new(area, Action::Edit));
+    keyed(&state, request, needs, async |auth, parts, body| {
         let body = match json_object(&state, &parts.headers, body, false).await {
             Ok(body) => body,
             Err(response) => return response,
@@ -285,7 +301,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
 }
 
 async fn read(state: AppState, request: Request, area: Area) -> Response {
-    keyed(&state, request, async |auth, parts, _| {
+    let needs = Needs::Exactly(Permission::new(area, Action::View));
+    keyed(&state, request, needs, async |auth, parts, _| {
         let id = match path_id(parts).await {
             Ok(id) => id,
             Err(response) => return response,
@@ -299,7 +316,8 @@ async fn read(state: AppState, request: Request, area: Area) -> Response {
 }
 
 async fn update(state: AppState, request: Request, area: Area) -> Response {
-    keyed(&state, request, async |auth, parts, body| {
+    let needs = Needs::Exactly(Permission::new(area, Action::Edit));
+    keyed(&state, request, needs, async |auth, parts, body| {
         let id = match path_id(parts).await {
             Ok(id) => id,
             Err(response) => return response,
@@ -317,7 +335,8 @@ async fn update(state: AppState, request: Request, area: Area) -> Response {
 }
 
 async fn remove(state: AppState, request: Request, area: Area) -> Response {
-    keyed(&state, request, async |auth, parts, _| {
+    let needs = Needs::Exactly(Permission::new(area, Action::Delete));
+    keyed(&state, request, needs, async |auth, parts, _| {
         let id = match path_id(parts).await {
             Ok(id) => id,
             Err(response) => return response,
@@ -337,7 +356,7 @@ async fn remove(state: AppState, request: Request, area: Area) -> Response {
 // ---- self-service keys (seed 001): a key managing its store's keys ----------------------
 
 async fn list_keys(State(state): State<AppState>, request: Request) -> Response {
-    keyed(&state, request, async |auth, _, _| {
+    keyed(&state, request, Needs::ByRoute, async |auth, _, _| {
         let keys = state
             .engine
             .list_keys(auth.store_id().as_str())
@@ -357,7 +376,7 @@ async fn list_keys(State(state): State<AppState>, request: Request) -> Response 
 /// The caller's own key (no permission needed): its permissions, limit, expiry and last use,
 /// so an integration can check what it may do (as Shopify's `access_scopes`).
 async fn current_key(State(state): State<AppState>, request: Request) -> Response {
-    keyed(&state, request, async |auth, _, _| {
+    keyed(&state, request, Needs::ByRoute, async |auth, _, _| {
         let key = state
             .engine
             .get_key(auth.store_id().as_str(), auth.key_id())
@@ -368,28 +387,33 @@ async fn current_key(State(state): State<AppState>, request: Request) -> Respons
 }
 
 async fn create_key(State(state): State<AppState>, request: Request) -> Response {
-    keyed(&state, request, async |auth, parts, body| {
-        let body = match json_object(&state, &parts.headers, body, false).await {
-            Ok(body) => body,
-            Err(response) => return response,
-        };
-        let engine = state.engine.clone();
-        let created = net::off_workers(move || {
-            let key = NewKey::from_json(&body)?;
-            engine.create_key(
-                auth.store_id().as_str(),
-                &Actor::Key(auth.key_id().to_owned()),
-                key,
-            )
-        })
-        .await;
-        result(StatusCode::CREATED, created.map(|c| c.to_json()))
-    })
+    keyed(
+        &state,
+        request,
+        Needs::ByRoute,
+        async |auth, parts, body| {
+            let body = match json_object(&state, &parts.headers, body, false).await {
+                Ok(body) => body,
+                Err(response) => return response,
+            };
+            let engine = state.engine.clone();
+            let created = net::off_workers(move || {
+                let key = NewKey::from_json(&body)?;
+                engine.create_key(
+                    auth.store_id().as_str(),
+                    &Actor::Key(auth.key_id().to_owned()),
+                    key,
+                )
+            })
+            .await;
+            result(StatusCode::CREATED, created.map(|c| c.to_json()))
+        },
+    )
     .await
 }
 
 async fn revoke_key(State(state): State<AppState>, request: Request) -> Response {
-    keyed(&state, request, async |auth, parts, _| {
+    keyed(&state, request, Needs::ByRoute, async |auth, parts, _| {
         let id = match path_id(parts).await {
             Ok(id) => id,
             Err(response) => return response,
@@ -413,24 +437,29 @@ async fn revoke_key(State(state): State<AppState>, request: Request) -> Response
 }
 
 async fn regenerate_key(State(state): State<AppState>, request: Request) -> Response {
-    keyed(&state, request, async |auth, parts, body| {
-        let id = match path_id(parts).await {
-            Ok(id) => id,
-            Err(response) => return response,
-        };
-        // The body is optional (`{}`: the old secret stops at once).
-        let body = match json_object(&state, &parts.headers, body, true).await {
-            Ok(body) => body,
-            Err(response) => return response,
-        };
-        let engine = state.engine.clone();
-        let created = net::off_workers(move || {
-            let (store, actor) = (auth.store_id(), Actor::Key(auth.key_id().to_owned()));
-            engine.regenerate_key_from_json(store.as_str(), &actor, &id, &body)
-        })
-        .await;
-        result(StatusCode::OK, created.map(|c| c.to_json()))
-    })
+    keyed(
+        &state,
+        request,
+        Needs::ByRoute,
+        async |auth, parts, body| {
+            let id = match path_id(parts).await {
+                Ok(id) => id,
+                Err(response) => return response,
+            };
+            // The body is optional (`{}`: the old secret stops at once).
+            let body = match json_object(&state, &parts.headers, body, true).await {
+                Ok(body) => body,
+                Err(response) => return response,
+            };
+            let engine = state.engine.clone();
+            let created = net::off_workers(move || {
+                let (store, actor) = (auth.store_id(), Actor::Key(auth.key_id().to_owned()));
+                engine.regenerate_key_from_json(store.as_str(), &actor, &id, &body)
+            })
+            .await;
+            result(StatusCode::OK, created.map(|c| c.to_json()))
+        },
+    )
     .await
 }
 
@@ -487,17 +516,23 @@ async fn storefront_categories(
 // ---- customer portal (seed 001) -------------------------------------------------------------
 
 async fn open_portal(State(state): State<AppState>, request: Request) -> Response {
-    keyed(&state, request, async |auth, parts, body| {
-        let body = match json_object(&state, &parts.headers, body, false).await {
-            Ok(body) => body,
-            Err(response) => return response,
-        };
-        let engine = state.engine.clone();
-        let session =
-            net::off_workers(move || engine.create_portal_session_from_json(&auth.scope(), &body));
-        let session = session.await.map(|s| s.to_json());
-        result(StatusCode::CREATED, session)
-    })
+    keyed(
+        &state,
+        request,
+        Needs::ByRoute,
+        async |auth, parts, body| {
+            let body = match json_object(&state, &parts.headers, body, false).await {
+                Ok(body) => body,
+                Err(response) => return response,
+            };
+            let engine = state.engine.clone();
+            let session = net::off_workers(move || {
+                engine.create_portal_session_from_json(&auth.scope(), &body)
+            });
+            let session = session.await.map(|s| s.to_json());
+            result(StatusCode::CREATED, session)
+        },
+    )
     .await
 }
 
@@ -571,4 +606,33 @@ async fn portal_orders(State(state): State<AppState>, request: Request) -> Respo
 
 async fn portal_subscriptions(State(state): State<AppState>, request: Request) -> Response {
     portal(state, request, Area::Subscriptions).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The entity handlers name their permission (`Needs::Exactly`) rather than derive it: it
+    /// must be the one the core's rule derives for every method they serve on every area.
+    #[test]
+    fn entity_routes_need_what_the_core_derives_from_their_method_and_path() {
+        for area in entity_areas() {
+            let list = format!("/api/v1/{}", area.route_segment());
+            let one = format!("{list}/x_1");
+            for (method, path, action) in [
+                ("GET", &list, Action::View),
+                ("HEAD", &list, Action::View),
+                ("POST", &list, Action::Edit),
+                ("GET", &one, Action::View),
+                ("PATCH", &one, Action::Edit),
+                ("DELETE", &one, Action::Delete),
+            ] {
+                assert_eq!(
+                    Permission::for_route(method, path),
+                    Some(Permission::new(area, action)),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
 }
