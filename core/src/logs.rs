@@ -263,8 +263,8 @@ impl LogEntry {
 }
 
 /// An entry waiting to be written: what rows are grouped and ordered by, and the rest already
-/// in its stored form. One allocation per request: entries are made on the threads serving
-/// requests and freed on the writer's, and every allocation freed across threads costs both.
+/// in its stored form, in a buffer the writer hands back once it is written (see
+/// `LogBuffer::spares`).
 #[derive(Debug)]
 struct Queued {
     store: StoreId,
@@ -273,15 +273,11 @@ struct Queued {
 }
 
 impl Queued {
-    /// `None` when a field is over 4 GiB (no request has one).
-    fn new(store: StoreId, at: OffsetDateTime, parts: &Parts<'_>) -> Option<Self> {
-        Self::at_nanos(store, nanos(at), parts)
-    }
-
-    /// [`Queued::new`] at a time in unix nanoseconds (the clock's own reading, with no date
-    /// made of it and taken apart again).
-    fn at_nanos(store: StoreId, at: i64, parts: &Parts<'_>) -> Option<Self> {
-        let mut fields = Vec::with_capacity(parts.len());
+    /// The entry at a time in unix nanoseconds, encoded into `fields` (emptied first: a buffer
+    /// of an entry already written). `None` when a field is over 4 GiB (no request has one).
+    fn at_nanos(store: StoreId, at: i64, parts: &Parts<'_>, mut fields: Vec<u8>) -> Option<Self> {
+        fields.clear();
+        fields.reserve(parts.len());
         encode_fields(&mut fields, parts)?;
         Some(Self { store, at, fields })
     }
@@ -596,6 +592,13 @@ pub(crate) struct LogBuffer {
     /// kept between flushes (up to `LOG_BUFFER` entries, 2.5 MiB) rather than allocated for
     /// each wake-up of the writer under load.
     flushing: parking_lot::Mutex<Vec<Queued>>,
+    /// Entries' buffers the writer handed back, at most [`LOG_FLUSH_AT`], for the next entries
+    /// to be encoded into. Entries are made on the threads serving requests and written on the
+    /// writer's: freed there, each buffer was an allocation freed across threads, and the
+    /// allocator returned the pages that emptied so to the system and faulted them back in
+    /// (2 MiB zeroed at a time, with transparent huge pages): most of the server's page faults
+    /// under keyed load. Handed round, the buffers stay allocated.
+    spares: ArrayQueue<Vec<u8>>,
 }
 
 impl LogBuffer {
@@ -608,6 +611,7 @@ impl LogBuffer {
             writer: OnceLock::new(),
             woken: AtomicBool::new(false),
             flushing: parking_lot::Mutex::new(Vec::new()),
+            spares: ArrayQueue::new(LOG_FLUSH_AT),
         }
     }
 
@@ -626,8 +630,9 @@ impl LogBuffer {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if self.queue.force_push(entry).is_some() {
+        if let Some(oldest) = self.queue.force_push(entry) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            let _ = self.spares.push(oldest.fields);
         }
         // The plain load first: past the mark, every request until the writer drains would
         // otherwise do a locked swap on this shared line.
@@ -666,7 +671,13 @@ impl Inner {
         // not: the unstable sort cost the writer about 8 % more CPU under load.
         batch.sort_by_key(|entry: &Queued| (entry.store, entry.at));
         let written = self.write_batch(&batch);
-        // The entries themselves are not kept until the next batch, only the buffer.
+        // The entries themselves are not kept until the next batch, only the buffer; their
+        // fields' buffers go back to the threads that record entries, as many as are kept.
+        for entry in batch.drain(..) {
+            if self.logs.spares.push(entry.fields).is_err() {
+                break;
+            }
+        }
         batch.clear();
         written
     }
@@ -722,8 +733,10 @@ impl Inner {
 impl Engine {
     /// Records one API request. Never blocks and never writes to disk itself.
     pub fn record_request(&self, entry: LogEntry) {
-        let queued = Queued::new(entry.store_id, entry.at, &entry.parts());
-        self.inner().logs.push(queued);
+        let logs = &self.inner().logs;
+        let spare = logs.spares.pop().unwrap_or_default();
+        let queued = Queued::at_nanos(entry.store_id, nanos(entry.at), &entry.parts(), spare);
+        logs.push(queued);
     }
 
     /// Queues an entry from its parts, cleaned as [`LogEntry::new`] does, without making one.
@@ -748,8 +761,10 @@ impl Engine {
             path: &clean_path(path),
             code: first_chars(code, MAX_CODE),
         };
-        let queued = Queued::at_nanos(store, self.inner().clock.now_nanos(), &parts);
-        self.inner().logs.push(queued);
+        let logs = &self.inner().logs;
+        let spare = logs.spares.pop().unwrap_or_default();
+        let queued = Queued::at_nanos(store, self.inner().clock.now_nanos(), &parts, spare);
+        logs.push(queued);
     }
 
     /// Records the request a decision answered (middleware of the bindings and the server):
@@ -993,7 +1008,7 @@ mod tests {
     fn chunk(entries: &[LogEntry]) -> Vec<u8> {
         let queued: Vec<Queued> = entries
             .iter()
-            .map(|e| Queued::new(e.store_id, e.at, &e.parts()).unwrap())
+            .map(|e| Queued::at_nanos(e.store_id, nanos(e.at), &e.parts(), Vec::new()).unwrap())
             .collect();
         // What was measured is what was written.
         for (q, e) in queued.iter().zip(entries) {
@@ -1074,11 +1089,54 @@ mod tests {
         assert!(others < 50, "{others} of 1000 absent keys passed");
         // Each stored form of an address and key is skipped to the key correctly.
         for entry in &entries {
-            let queued = Queued::new(entry.store_id, entry.at, &entry.parts()).unwrap();
+            let queued =
+                Queued::at_nanos(entry.store_id, nanos(entry.at), &entry.parts(), Vec::new())
+                    .unwrap();
             let (key, status) = key_and_status(&queued.fields);
             assert_eq!(key, entry.key_id.as_deref().map(str::as_bytes));
             assert_eq!(status, entry.status);
         }
+    }
+
+    /// A written entry's buffer is handed back and the next entry recorded is encoded into
+    /// it: what it held before does not show in the entry, which reads back as recorded.
+    #[test]
+    fn written_entries_buffers_are_reused_for_the_next_entries() {
+        let engine = Engine::memory().unwrap();
+        let (store, _) = engine
+            .create_store(&crate::Actor::admin("t"), crate::NewStore::named("Logs"))
+            .unwrap();
+        let at = engine.clock().now();
+        let long = "/api/v1/orders/".to_owned() + &"x".repeat(300);
+        let recorded = |path: &str, status: u16| {
+            LogEntry::new(
+                at,
+                store.id,
+                Some("key_a"),
+                "GET",
+                path,
+                status,
+                None,
+                "OK",
+                7,
+            )
+        };
+        for status in [200, 201, 202] {
+            engine.record_request(recorded(&long, status));
+        }
+        engine.flush().unwrap();
+        let logs = &engine.inner().logs;
+        assert_eq!(logs.spares.len(), 3);
+        engine.record_request(recorded("/api/v1/orders", 204));
+        assert_eq!(logs.spares.len(), 2);
+        engine.flush().unwrap();
+        let read = engine
+            .logs(store.id.as_str(), &LogQuery::default())
+            .unwrap();
+        let statuses: Vec<u16> = read.iter().map(|e| e.status).collect();
+        assert_eq!(statuses.len(), 4);
+        let short = read.iter().find(|e| e.status == 204).unwrap();
+        assert_eq!(*short, recorded("/api/v1/orders", 204));
     }
 
     /// Rows of one entry written before chunks (version 2) still read.
