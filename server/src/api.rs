@@ -161,6 +161,7 @@ async fn keyed(
         ip,
         path,
     });
+    // The credential may borrow the headers; the handler borrows the whole head next.
     drop(credential);
     state.metrics.decision(decision.code());
     let response = match decision.key_identity() {
@@ -179,6 +180,7 @@ async fn keyed(
     response
 }
 
+/// A method a keyed path does not serve: 405 once the key is verified (see `routes`).
 async fn wrong_method(State(state): State<AppState>, request: Request) -> Response {
     keyed(&state, request, Needs::ByRoute, async |_, _, _| {
         StatusCode::METHOD_NOT_ALLOWED.into_response()

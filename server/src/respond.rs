@@ -194,9 +194,11 @@ fn figure(header: LimitHeader, value: i64) -> HeaderValue {
         static LAST: std::cell::RefCell<[(i64, HeaderValue); 4]> =
             std::cell::RefCell::new(std::array::from_fn(|_| (-1, HeaderValue::from_static("-1"))));
     }
-    let slot = header as usize;
     LAST.with_borrow_mut(|last| {
-        let (figure, made) = &mut last[slot];
+        // One slot a header (four); a header added later without one is made each time.
+        let Some((figure, made)) = last.get_mut(header as usize) else {
+            return HeaderValue::from(value);
+        };
         if *figure != value {
             *figure = value;
             *made = HeaderValue::from(value);
