@@ -125,7 +125,7 @@ async fn keyed(
     state: &AppState,
     request: Request,
     needs: Needs,
-    handler: impl AsyncFnOnce(Authed, &mut Parts, Body) -> Response,
+    handler: impl AsyncFnOnce(Authed, &mut Parts, Body) -> Result<Response, Response>,
 ) -> Response {
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
@@ -165,7 +165,10 @@ async fn keyed(
     drop(credential);
     state.metrics.decision(decision.code());
     let response = match decision.key_identity() {
-        Some(id) if decision.allowed() => handler(Authed(id), &mut parts, body).await,
+        // A handler's refusal of its input (`Err`) is answered like its success.
+        Some(id) if decision.allowed() => match handler(Authed(id), &mut parts, body).await {
+            Ok(response) | Err(response) => response,
+        },
         _ => refusal(&decision),
     };
     let response = respond::with_headers(response, decision.limit());
@@ -183,7 +186,7 @@ async fn keyed(
 /// A method a keyed path does not serve: 405 once the key is verified (see `routes`).
 async fn wrong_method(State(state): State<AppState>, request: Request) -> Response {
     keyed(&state, request, Needs::ByRoute, async |_, _, _| {
-        StatusCode::METHOD_NOT_ALLOWED.into_response()
+        Ok(StatusCode::METHOD_NOT_ALLOWED.into_response())
     })
     .await
 }
@@ -237,17 +240,14 @@ fn page_params(uri: &Uri) -> Result<(Option<usize>, Option<String>), Response> {
 async fn list(state: AppState, request: Request, area: Area) -> Response {
     let needs = Needs::Exactly(Permission::new(area, Action::View));
     keyed(&state, request, needs, async |auth, parts, _| {
-        let (limit, cursor) = match page_params(&parts.uri) {
-            Ok(params) => params,
-            Err(response) => return response,
-        };
+        let (limit, cursor) = page_params(&parts.uri)?;
         let page = state
             .engine
             .list_entities_json(&auth.scope(), area, limit, cursor.as_deref());
-        match page {
+        Ok(match page {
             Ok(page) => respond::ok_page(page),
             Err(err) => respond::error(&err),
-        }
+        })
     })
     .await
 }
@@ -255,20 +255,14 @@ async fn list(state: AppState, request: Request, area: Area) -> Response {
 async fn create(state: AppState, request: Request, area: Area) -> Response {
     let needs = Needs::Exactly(Permission::new(area, Action::Edit));
     keyed(&state, request, needs, async |auth, parts, body| {
-        let body = match json_object(&state, &parts.headers, body, false).await {
-            Ok(body) => body,
-            Err(response) => return response,
-        };
-        let key = match idempotency_key(&parts.headers) {
-            Ok(key) => key,
-            Err(response) => return response,
-        };
+        let body = json_object(&state, &parts.headers, body, false).await?;
+        let key = idempotency_key(&parts.headers)?;
         let engine = state.engine.clone();
         let created = net::off_workers(move || {
             engine.create_entity_once(&auth.scope(), area, &body, key.as_deref())
         })
         .await;
-        match created {
+        Ok(match created {
             // A replay answers as the first request did (IETF httpapi-idempotency-key-header),
             // and says so (as Stripe's API does).
             Ok(created) if created.replayed => {
@@ -281,7 +275,7 @@ async fn create(state: AppState, request: Request, area: Area) -> Response {
             }
             Ok(created) => respond::ok(StatusCode::CREATED, created.value),
             Err(err) => respond::error(&err),
-        }
+        })
     })
     .await
 }
@@ -305,14 +299,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
 async fn read(state: AppState, request: Request, area: Area) -> Response {
     let needs = Needs::Exactly(Permission::new(area, Action::View));
     keyed(&state, request, needs, async |auth, parts, _| {
-        let id = match path_id(parts).await {
-            Ok(id) => id,
-            Err(response) => return response,
-        };
-        result(
+        let id = path_id(parts).await?;
+        Ok(result(
             StatusCode::OK,
             state.engine.get_entity(&auth.scope(), area, &id),
-        )
+        ))
     })
     .await
 }
@@ -320,18 +311,12 @@ async fn read(state: AppState, request: Request, area: Area) -> Response {
 async fn update(state: AppState, request: Request, area: Area) -> Response {
     let needs = Needs::Exactly(Permission::new(area, Action::Edit));
     keyed(&state, request, needs, async |auth, parts, body| {
-        let id = match path_id(parts).await {
-            Ok(id) => id,
-            Err(response) => return response,
-        };
-        let body = match json_object(&state, &parts.headers, body, false).await {
-            Ok(body) => body,
-            Err(response) => return response,
-        };
+        let id = path_id(parts).await?;
+        let body = json_object(&state, &parts.headers, body, false).await?;
         let engine = state.engine.clone();
         let updated =
             net::off_workers(move || engine.update_entity(&auth.scope(), area, &id, &body)).await;
-        result(StatusCode::OK, updated)
+        Ok(result(StatusCode::OK, updated))
     })
     .await
 }
@@ -339,18 +324,15 @@ async fn update(state: AppState, request: Request, area: Area) -> Response {
 async fn remove(state: AppState, request: Request, area: Area) -> Response {
     let needs = Needs::Exactly(Permission::new(area, Action::Delete));
     keyed(&state, request, needs, async |auth, parts, _| {
-        let id = match path_id(parts).await {
-            Ok(id) => id,
-            Err(response) => return response,
-        };
+        let id = path_id(parts).await?;
         let engine = state.engine.clone();
         let deleted = id.clone();
         let done =
             net::off_workers(move || engine.delete_entity(&auth.scope(), area, &deleted)).await;
-        result(
+        Ok(result(
             StatusCode::OK,
             done.map(|()| json!({"id": id, "deleted": true})),
-        )
+        ))
     })
     .await
 }
@@ -370,7 +352,7 @@ async fn list_keys(State(state): State<AppState>, request: Request) -> Response 
                     .collect();
                 json!(visible)
             });
-        result(StatusCode::OK, keys)
+        Ok(result(StatusCode::OK, keys))
     })
     .await
 }
@@ -383,7 +365,7 @@ async fn current_key(State(state): State<AppState>, request: Request) -> Respons
             .engine
             .get_key(auth.store_id().as_str(), auth.key_id())
             .map(|key| json!(key));
-        result(StatusCode::OK, key)
+        Ok(result(StatusCode::OK, key))
     })
     .await
 }
@@ -394,10 +376,7 @@ async fn create_key(State(state): State<AppState>, request: Request) -> Response
         request,
         Needs::ByRoute,
         async |auth, parts, body| {
-            let body = match json_object(&state, &parts.headers, body, false).await {
-                Ok(body) => body,
-                Err(response) => return response,
-            };
+            let body = json_object(&state, &parts.headers, body, false).await?;
             let engine = state.engine.clone();
             let created = net::off_workers(move || {
                 let key = NewKey::from_json(&body)?;
@@ -408,7 +387,7 @@ async fn create_key(State(state): State<AppState>, request: Request) -> Response
                 )
             })
             .await;
-            result(StatusCode::CREATED, created.map(|c| c.to_json()))
+            Ok(result(StatusCode::CREATED, created.map(|c| c.to_json())))
         },
     )
     .await
@@ -416,10 +395,7 @@ async fn create_key(State(state): State<AppState>, request: Request) -> Response
 
 async fn revoke_key(State(state): State<AppState>, request: Request) -> Response {
     keyed(&state, request, Needs::ByRoute, async |auth, parts, _| {
-        let id = match path_id(parts).await {
-            Ok(id) => id,
-            Err(response) => return response,
-        };
+        let id = path_id(parts).await?;
         let engine = state.engine.clone();
         let revoked = id.clone();
         let done = net::off_workers(move || {
@@ -430,10 +406,10 @@ async fn revoke_key(State(state): State<AppState>, request: Request) -> Response
             )
         })
         .await;
-        result(
+        Ok(result(
             StatusCode::OK,
             done.map(|()| json!({"id": id, "revoked": true})),
-        )
+        ))
     })
     .await
 }
@@ -444,22 +420,16 @@ async fn regenerate_key(State(state): State<AppState>, request: Request) -> Resp
         request,
         Needs::ByRoute,
         async |auth, parts, body| {
-            let id = match path_id(parts).await {
-                Ok(id) => id,
-                Err(response) => return response,
-            };
+            let id = path_id(parts).await?;
             // The body is optional (`{}`: the old secret stops at once).
-            let body = match json_object(&state, &parts.headers, body, true).await {
-                Ok(body) => body,
-                Err(response) => return response,
-            };
+            let body = json_object(&state, &parts.headers, body, true).await?;
             let engine = state.engine.clone();
             let created = net::off_workers(move || {
                 let (store, actor) = (auth.store_id(), Actor::Key(auth.key_id().to_owned()));
                 engine.regenerate_key_from_json(store.as_str(), &actor, &id, &body)
             })
             .await;
-            result(StatusCode::OK, created.map(|c| c.to_json()))
+            Ok(result(StatusCode::OK, created.map(|c| c.to_json())))
         },
     )
     .await
@@ -523,16 +493,13 @@ async fn open_portal(State(state): State<AppState>, request: Request) -> Respons
         request,
         Needs::ByRoute,
         async |auth, parts, body| {
-            let body = match json_object(&state, &parts.headers, body, false).await {
-                Ok(body) => body,
-                Err(response) => return response,
-            };
+            let body = json_object(&state, &parts.headers, body, false).await?;
             let engine = state.engine.clone();
             let session = net::off_workers(move || {
                 engine.create_portal_session_from_json(&auth.scope(), &body)
             });
             let session = session.await.map(|s| s.to_json());
-            result(StatusCode::CREATED, session)
+            Ok(result(StatusCode::CREATED, session))
         },
     )
     .await
