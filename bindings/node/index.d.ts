@@ -253,6 +253,16 @@ export interface CreateOptions extends EntityOptions {
 /** A store entity in the HTTP API's JSON shape. */
 export type Entity = Record<string, any>
 
+/** An entity as a create answered it. */
+export type CreatedEntity = Entity & {
+  /**
+   * True when an earlier create with the same idempotency key made it and this call changed
+   * nothing (the HTTP API's `Idempotent-Replayed: true`). Not enumerated: not in the entity's
+   * JSON or a spread of it.
+   */
+  readonly replayed: boolean
+}
+
 export interface Page {
   items: Entity[]
   nextCursor: string | null
@@ -425,11 +435,11 @@ export declare class Engine {
   /**
    * Creates an entity. With `idempotencyKey` (1-255 visible ASCII characters, a UUID say) it is
    * made at most once per key in the store and environment for 24 hours: a retry returns what
-   * the first call made, as it is now, and makes nothing; the key with another area or body
-   * throws `CONFLICT`.
+   * the first call made, as it is now, and makes nothing (`replayed` is then true); the key with
+   * another area or body throws `CONFLICT`.
    */
-  create(storeId: string, area: Area | string, data: Entity, options?: CreateOptions): Entity
-  createAsync(storeId: string, area: Area | string, data: Entity, options?: CreateOptions): Promise<Entity>
+  create(storeId: string, area: Area | string, data: Entity, options?: CreateOptions): CreatedEntity
+  createAsync(storeId: string, area: Area | string, data: Entity, options?: CreateOptions): Promise<CreatedEntity>
   get(storeId: string, area: Area | string, id: string, options?: EntityOptions): Entity
   list(storeId: string, area: Area | string, options?: EntityOptions & { limit?: number; cursor?: string }): Page
   update(storeId: string, area: Area | string, id: string, data: Entity, options?: EntityOptions): Entity

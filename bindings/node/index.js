@@ -59,6 +59,15 @@ function createdKey(fields) {
   return key
 }
 
+/**
+ * A created entity, with `replayed` (not enumerated, so not in its JSON or a spread, as a
+ * key's `credential`): true when an earlier create with the same idempotency key made it.
+ */
+function createdEntity({ entity, replayed }) {
+  Object.defineProperty(entity, 'replayed', { enumerable: false, value: replayed })
+  return entity
+}
+
 function storeAndKey(answer) {
   return { store: output(answer.store), defaultKey: createdKey(answer.defaultKey) }
 }
@@ -341,10 +350,11 @@ class Engine {
   // ---- store entities (SPEC §7): the HTTP API's JSON, as is ---------------------------------
 
   create(storeId, area, data, { environment, idempotencyKey } = {}) {
-    return this.#call('createEntity', { ...entityArgs(storeId, area, environment), input: data, idempotencyKey })
+    return createdEntity(this.#call('createEntity', { ...entityArgs(storeId, area, environment), input: data, idempotencyKey }))
   }
-  createAsync(storeId, area, data, { environment, idempotencyKey } = {}) {
-    return this.#callAsync('createEntity', { ...entityArgs(storeId, area, environment), input: data, idempotencyKey })
+  async createAsync(storeId, area, data, { environment, idempotencyKey } = {}) {
+    const args = { ...entityArgs(storeId, area, environment), input: data, idempotencyKey }
+    return createdEntity(await this.#callAsync('createEntity', args))
   }
   get(storeId, area, id, { environment } = {}) {
     return this.#call('getEntity', { ...entityArgs(storeId, area, environment), id })

@@ -389,7 +389,10 @@ pub fn call(engine: &Engine, op: Op, args: &Value) -> Result<Value> {
             let key = a.optional_text("idempotencyKey");
             a.finish()?;
             let (scope, area) = target(scope, area)?;
-            Ok(engine.create_entity_once(&scope, area, input, key)?.value)
+            // The entity and whether an earlier call with the key made it (the HTTP API's
+            // `Idempotent-Replayed` header); the binding hands the entity back with the flag.
+            let created = engine.create_entity_once(&scope, area, input, key)?;
+            Ok(json!({"entity": created.value, "replayed": created.replayed}))
         }
         Op::GetEntity => {
             let (scope, area, id) = (a.scope()?, a.area(), a.text("id"));

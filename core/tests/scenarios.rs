@@ -132,9 +132,13 @@ impl Run {
                     let created = self
                         .engine
                         .create_entity_once(&scope, area, &input, step["idempotency_key"].as_str())
-                        .map_err(fail)?
-                        .value;
-                    let id = created["id"].as_str().expect("an entity id");
+                        .map_err(fail)?;
+                    assert_eq!(
+                        created.replayed,
+                        step.get("same_as").is_some(),
+                        "replayed: {step}"
+                    );
+                    let id = created.value["id"].as_str().expect("an entity id");
                     if let Some(name) = step["same_as"].as_str() {
                         assert_eq!(
                             Some(id),

@@ -79,6 +79,7 @@ class Run {
           idempotencyKey: step.idempotency_key,
         })
         if (step.same_as !== undefined) assert.equal(created.id, this.entities[step.same_as], JSON.stringify(step))
+        assert.equal(created.replayed, step.same_as !== undefined, `replayed: ${JSON.stringify(step)}`)
         if (step.as !== undefined) this.entities[step.as] = created.id
         break
       }

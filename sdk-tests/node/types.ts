@@ -23,6 +23,8 @@ async function usage(): Promise<void> {
   eng.recordRequest(decision, { method: 'GET', path: '/api/v1/orders', status })
   const log: LogEntry[] = await eng.logsAsync(store.id, { keyId: scoped.id, since: new Date(0) })
   const page: Page = eng.list(store.id, 'Orders', { limit: 10 })
+  const made: latchkey.CreatedEntity = await eng.createAsync(store.id, 'Packages', { name: 'Gold' }, { idempotencyKey: 'gold-1' })
+  const replayed: boolean = made.replayed
   try {
     eng.revokeKey(store.id, defaultKey.id)
   } catch (err) {
@@ -61,7 +63,7 @@ async function usage(): Promise<void> {
   const endedAll: Promise<string[]> = eng.endCustomerPortalSessionsAsync(store.id, live[0].customerId)
   // @ts-expect-error a listed session carries no token
   void live[0].token
-  void [allowed, headers, keys, log, page, middleware, latchkey.version, secret, sent, attempts, customer, orders, rolled, overlapEnds, oldSecretUsed, ended, endedAll]
+  void [replayed, allowed, headers, keys, log, page, middleware, latchkey.version, secret, sent, attempts, customer, orders, rolled, overlapEnds, oldSecretUsed, ended, endedAll]
   eng.close()
 }
 

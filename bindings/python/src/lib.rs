@@ -431,6 +431,7 @@ impl Engine {
         self.call(py, |e| Ok(to_text(&json!(e.audit(store_id, limit)?))))
     }
 
+    /// The entity as JSON and whether an earlier create with the key made it.
     #[pyo3(signature = (store_id, environment, area_name, input, idempotency_key=None))]
     fn create_entity(
         &self,
@@ -440,13 +441,13 @@ impl Engine {
         area_name: &str,
         input: &str,
         idempotency_key: Option<&str>,
-    ) -> PyResult<String> {
+    ) -> PyResult<(String, bool)> {
         let scope = Scope::new(self::store_id(py, store_id)?, environment);
         let area = area(py, area_name)?;
         let input = parse_json(py, input)?;
         self.call(py, move |e| {
             let created = e.create_entity_once(&scope, area, &input, idempotency_key)?;
-            Ok(to_text(&created.value))
+            Ok((to_text(&created.value), created.replayed))
         })
     }
 

@@ -66,6 +66,7 @@ class Run:
                                       idempotency_key=step.get("idempotency_key"))
             if "same_as" in step:
                 assert created.id == self.entities[step["same_as"]], step
+            assert created.replayed == ("same_as" in step), step
             if "as" in step:
                 self.entities[step["as"]] = created.id
         elif op == "create_portal_session":

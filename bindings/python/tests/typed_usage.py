@@ -35,3 +35,5 @@ opened: Optional[latchkey.Record] = eng.portal_customer("cps_x")
 with latchkey.Engine.memory() as scoped:
     scoped.flush()
 rolled: latchkey.CreatedKey = eng.regenerate_key(store.id, created.id, overlap_seconds=3600)
+made: latchkey.Created = eng.create(store.id, "Packages", {"name": "Gold"}, idempotency_key="gold-1")
+replayed: bool = made.replayed

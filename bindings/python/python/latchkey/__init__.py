@@ -42,6 +42,7 @@ __all__ = [
     "Store",
     "Key",
     "CreatedKey",
+    "Created",
     "Page",
     "LatchkeyError",
     "ValidationError",
@@ -118,6 +119,22 @@ class CreatedKey(Key):
 
 class Page(Record):
     """One page of a list: `items` and `next_cursor` (None on the last page)."""
+
+
+class Created(Record):
+    """An entity as a create answered it. `replayed` is True when an earlier create with the
+    same idempotency key made it and this call changed nothing (the HTTP API's
+    `Idempotent-Replayed: true`); it is not one of the entity's fields."""
+
+    __slots__ = ("_replayed",)
+
+    def __init__(self, data: Mapping[str, Any], replayed: bool) -> None:
+        super().__init__(data)
+        object.__setattr__(self, "_replayed", replayed)
+
+    @property
+    def replayed(self) -> bool:
+        return bool(self._replayed)
 
 
 def _encode(value: Any) -> Any:
@@ -341,13 +358,13 @@ class Engine:
         *,
         environment: str = "live",
         idempotency_key: Optional[str] = None,
-    ) -> Record:
+    ) -> Created:
         """Creates an entity. With `idempotency_key` (1-255 visible ASCII characters, a UUID say)
         it is made at most once per key in the store and environment for 24 hours: a retry
-        returns what the first call made, as it is now, and makes nothing; the key with another
-        area or body raises `ConflictError`."""
-        native = self._native.create_entity(store_id, environment, area, _dump(data), idempotency_key)
-        return Record(json.loads(native))
+        returns what the first call made, as it is now, and makes nothing (`replayed` is then
+        True); the key with another area or body raises `ConflictError`."""
+        native, replayed = self._native.create_entity(store_id, environment, area, _dump(data), idempotency_key)
+        return Created(json.loads(native), replayed)
 
     def get(self, store_id: str, area: str, id: str, *, environment: str = "live") -> Record:
         return Record(json.loads(self._native.get_entity(store_id, environment, area, id)))
