@@ -6,7 +6,8 @@
 #
 # Starts both servers as bench/http.sh does, then for each round loads /healthz and the keyed
 # GET /api/v1/packages on A, then on B, with `wrk -t2 -c64`, and prints each server's CPU
-# (user + system, from /proc/PID/stat) divided by the requests served, and the request rate.
+# (user + system, from /proc/PID/stat) divided by the requests served, the part of it spent by
+# the request log's writer thread, and the request rate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: bench/http_ab.sh BIN_A BIN_B [rounds] [seconds]" >&2; exit 2; }
@@ -25,22 +26,32 @@ TICKS=$(getconf CLK_TCK)
 # Fields 14 and 15 of /proc/PID/stat: user and system time in clock ticks. (The command name
 # in field 2 has no spaces here.)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# The same for the request log's writer (the engine's maintenance thread, `latchkey-usage`):
+# the keyed route's only work off the request's own thread, and a cost of its own to watch.
+writer_ticks() {
+  local task
+  for task in /proc/"$1"/task/*; do
+    if [ "$(cat "$task/comm" 2>/dev/null)" = latchkey-usage ]; then awk '{ print $14 + $15 }' "$task/stat"; fi
+  done | awk '{ t += $1 } END { print t + 0 }'
+}
 
 load() { # load DIR ROUTE(healthz|keyed) LABEL
   local dir=$1 pid base before after requests rate
   pid=$(cat "$dir/pid")
   base=$(cat "$dir/base")
   before=$(cpu_ticks "$pid")
+  wbefore=$(writer_ticks "$pid")
   if [ "$2" = healthz ]; then
     wrk -t2 -c64 -d"${SECONDS_PER_RUN}s" -s "$dir/healthz.lua" "$base/healthz" >"$dir/wrk.txt"
   else
     wrk -t2 -c64 -d"${SECONDS_PER_RUN}s" -s "$dir/keys.lua" "$base/api/v1/packages" >"$dir/wrk.txt"
   fi
   after=$(cpu_ticks "$pid")
+  wafter=$(writer_ticks "$pid")
   requests=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$dir/wrk.txt")
   rate=$(sed -n 's/^Requests\/sec: *//p' "$dir/wrk.txt")
-  awk -v t=$((after - before)) -v hz="$TICKS" -v n="$requests" -v r="$rate" -v s="$3" -v route="$2" \
-    'BEGIN { printf "%s %-8s %6.2f us of server CPU a request, %s req/s\n", s, route, t / hz * 1e6 / n, r }'
+  awk -v t=$((after - before)) -v w=$((wafter - wbefore)) -v hz="$TICKS" -v n="$requests" -v r="$rate" -v s="$3" -v route="$2" \
+    'BEGIN { printf "%s %-8s %6.2f us of server CPU a request (log writer %.2f), %s req/s\n", s, route, t / hz * 1e6 / n, w / hz * 1e6 / n, r }'
 }
 
 for dir in a b; do # warm-up, not counted
