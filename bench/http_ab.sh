@@ -25,18 +25,21 @@ TICKS=$(getconf CLK_TCK)
 
 # Fields 14 and 15 of /proc/PID/stat: user and system time in clock ticks. (The command name
 # in field 2 has no spaces here.)
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# Summed over the stat files given (none: 0).
+stat_ticks() { awk '{ t += $14 + $15 } END { print t + 0 }' /dev/null "$@"; }
+cpu_ticks() { stat_ticks "/proc/$1/stat"; }
 # The same for the request log's writer (the engine's maintenance thread, `latchkey-usage`):
 # the keyed route's only work off the request's own thread, and a cost of its own to watch.
 writer_ticks() {
-  local task
+  local task stats=()
   for task in /proc/"$1"/task/*; do
-    if [ "$(cat "$task/comm" 2>/dev/null)" = latchkey-usage ]; then awk '{ print $14 + $15 }' "$task/stat"; fi
-  done | awk '{ t += $1 } END { print t + 0 }'
+    if [ "$(cat "$task/comm" 2>/dev/null)" = latchkey-usage ]; then stats+=("$task/stat"); fi
+  done
+  stat_ticks "${stats[@]}"
 }
 
 load() { # load DIR ROUTE(healthz|keyed) LABEL
-  local dir=$1 pid base before after requests rate
+  local dir=$1 pid base before after wbefore wafter requests rate
   pid=$(cat "$dir/pid")
   base=$(cat "$dir/base")
   before=$(cpu_ticks "$pid")
