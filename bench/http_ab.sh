@@ -7,7 +7,10 @@
 # Starts both servers as bench/http.sh does, then for each round loads /healthz and the keyed
 # GET /api/v1/packages on A, then on B, with `wrk -t2 -c64`, and prints each server's CPU
 # (user + system, from /proc/PID/stat) divided by the requests served, the part of it spent by
-# the request log's writer thread, and the request rate.
+# the request log's writer thread, the whole machine's busy CPU (every process, the kernel's
+# softirq work included, from /proc/stat) divided by the same requests, and the request rate.
+# With both cores busy the rate is the machine's CPU over the machine's CPU a request, so that
+# figure is what a change to the server must lower, wherever (server, kernel, `wrk`) it lands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: bench/http_ab.sh BIN_A BIN_B [rounds] [seconds]" >&2; exit 2; }
@@ -38,23 +41,29 @@ writer_ticks() {
   stat_ticks "${stats[@]}"
 }
 
+# The first line of /proc/stat: the machine's time in clock ticks; busy is all but idle and
+# iowait (fields 5 and 6), steal excluded too (field 9: time the hypervisor gave elsewhere).
+busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+
 load() { # load DIR ROUTE(healthz|keyed) LABEL
-  local dir=$1 pid base before after wbefore wafter requests rate
+  local dir=$1 pid base before after wbefore wafter mbefore mafter requests rate
   pid=$(cat "$dir/pid")
   base=$(cat "$dir/base")
   before=$(cpu_ticks "$pid")
   wbefore=$(writer_ticks "$pid")
+  mbefore=$(busy_ticks)
   if [ "$2" = healthz ]; then
     wrk -t2 -c64 -d"${SECONDS_PER_RUN}s" -s "$dir/healthz.lua" "$base/healthz" >"$dir/wrk.txt"
   else
     wrk -t2 -c64 -d"${SECONDS_PER_RUN}s" -s "$dir/keys.lua" "$base/api/v1/packages" >"$dir/wrk.txt"
   fi
+  mafter=$(busy_ticks)
   after=$(cpu_ticks "$pid")
   wafter=$(writer_ticks "$pid")
   requests=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$dir/wrk.txt")
   rate=$(sed -n 's/^Requests\/sec: *//p' "$dir/wrk.txt")
-  awk -v t=$((after - before)) -v w=$((wafter - wbefore)) -v hz="$TICKS" -v n="$requests" -v r="$rate" -v s="$3" -v route="$2" \
-    'BEGIN { printf "%s %-8s %6.2f us of server CPU a request (log writer %.2f), %s req/s\n", s, route, t / hz * 1e6 / n, w / hz * 1e6 / n, r }'
+  awk -v t=$((after - before)) -v w=$((wafter - wbefore)) -v m=$((mafter - mbefore)) -v hz="$TICKS" -v n="$requests" -v r="$rate" -v s="$3" -v route="$2" \
+    'BEGIN { printf "%s %-8s %6.2f us of server CPU a request (log writer %.2f), machine %.2f us, %s req/s\n", s, route, t / hz * 1e6 / n, w / hz * 1e6 / n, m / hz * 1e6 / n, r }'
 }
 
 for dir in a b; do # warm-up, not counted

@@ -62,9 +62,12 @@ pub struct EngineOptions {
     /// the request-log writer's cost while it grows.
     pub cache_bytes: usize,
     /// Remember the SHA-256 of recently presented secrets per thread (default on; see
-    /// `memo.rs`), so a busy key is hashed once per thread rather than once per request. Off
-    /// for operators whose policy forbids keeping presented secrets in memory past their
-    /// request; environment: [`DIGEST_MEMO_ENV`] `=off`.
+    /// `memo.rs`), so a busy key is hashed once per thread rather than once per request. It
+    /// pays only while its entries stay in the CPU's caches, as in a loop of verifies; where
+    /// much other work runs between two requests of a key (the HTTP server: sockets, parsing,
+    /// the response) a hit waits on memory for longer than hashing takes, so the server turns
+    /// it off. Off also for operators whose policy forbids keeping presented secrets in memory
+    /// past their request; environment: [`DIGEST_MEMO_ENV`].
     pub digest_memo: bool,
 }
 
@@ -97,12 +100,18 @@ impl EngineOptions {
     /// The defaults, with the settings the environment may override (see
     /// [`RateOptions::from_env`] and [`DIGEST_MEMO_ENV`]). Every problem is named at once.
     pub fn from_env() -> Result<Self> {
-        let memo = std::env::var_os(DIGEST_MEMO_ENV);
-        let memo = memo.as_deref().map(|v| v.to_string_lossy());
-        Self::from_values(RateOptions::from_env(), memo.as_deref())
+        Self::from_env_over(Self::default())
     }
 
-    fn from_values(rates: Result<RateOptions>, memo: Option<&str>) -> Result<Self> {
+    /// `defaults` (a front end's own, such as the server's memo off), with the settings the
+    /// environment may override, as [`from_env`](Self::from_env) does.
+    pub fn from_env_over(defaults: Self) -> Result<Self> {
+        let memo = std::env::var_os(DIGEST_MEMO_ENV);
+        let memo = memo.as_deref().map(|v| v.to_string_lossy());
+        Self::from_values(defaults, RateOptions::from_env(), memo.as_deref())
+    }
+
+    fn from_values(defaults: Self, rates: Result<RateOptions>, memo: Option<&str>) -> Result<Self> {
         let mut problems = Problems::new();
         let rates = rates.unwrap_or_else(|e| {
             match e {
@@ -112,7 +121,7 @@ impl EngineOptions {
             RateOptions::default()
         });
         let digest_memo = match memo.map(str::trim).filter(|v| !v.is_empty()) {
-            None => true,
+            None => defaults.digest_memo,
             Some(v) => match v.to_ascii_lowercase().as_str() {
                 "on" | "true" | "1" => true,
                 "off" | "false" | "0" => false,
@@ -120,7 +129,7 @@ impl EngineOptions {
                     problems.push(format!(
                         "{DIGEST_MEMO_ENV}: `{v}` is not one of on, off, true, false, 1, 0"
                     ));
-                    true
+                    defaults.digest_memo
                 }
             },
         };
@@ -128,7 +137,7 @@ impl EngineOptions {
         Ok(Self {
             rates,
             digest_memo,
-            ..Self::default()
+            ..defaults
         })
     }
 
@@ -1588,27 +1597,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_digest_memo_is_on_unless_the_environment_turns_it_off() {
-        let memo = |v: Option<&str>| {
-            EngineOptions::from_values(Ok(RateOptions::default()), v).map(|o| o.digest_memo)
+    fn the_environment_sets_the_digest_memo_over_the_front_ends_default() {
+        let memo = |default: bool, v: Option<&str>| {
+            let defaults = EngineOptions {
+                digest_memo: default,
+                cache_bytes: 3 << 20,
+                ..EngineOptions::default()
+            };
+            EngineOptions::from_values(defaults, Ok(RateOptions::default()), v)
+                .map(|o| (o.digest_memo, o.cache_bytes))
         };
-        for (value, on) in [
-            (None, true),
-            (Some(" "), true),
-            (Some("ON"), true),
-            (Some("1"), true),
-        ]
-        .into_iter()
-        .chain([
-            (Some("off"), false),
-            (Some(" False "), false),
-            (Some("0"), false),
-        ]) {
-            assert_eq!(memo(value).ok(), Some(on), "{value:?}");
+        for default in [true, false] {
+            for (value, on) in [
+                (None, default),
+                (Some(" "), default),
+                (Some("ON"), true),
+                (Some("1"), true),
+                (Some("off"), false),
+                (Some(" False "), false),
+                (Some("0"), false),
+            ] {
+                // The other defaults given are kept too.
+                assert_eq!(memo(default, value).ok(), Some((on, 3 << 20)), "{value:?}");
+            }
         }
+        assert!(EngineOptions::default().digest_memo);
         // Every problem of the environment at once: the rate limit's and the memo's.
         let rates = Err(Error::Validation(vec!["rate problem".into()]));
-        match EngineOptions::from_values(rates, Some("sometimes")) {
+        match EngineOptions::from_values(EngineOptions::default(), rates, Some("sometimes")) {
             Err(Error::Validation(problems)) => {
                 assert_eq!(problems.len(), 2, "{problems:?}");
                 assert_eq!(problems[0], "rate problem");

@@ -53,9 +53,11 @@ enum Command {
 #[command(after_help = "\
 Environment only (read by the server and the bindings alike):
   API_DEFAULT_RATE_LIMIT_PER_MINUTE  per-key limit when neither key nor store sets one (1-10000; default 60)
-  LATCHKEY_DIGEST_MEMO               on (default) or off: remember the SHA-256 of recently presented
-                                     secrets per thread, so a busy key is hashed once per thread; off
-                                     keeps no presented secret in memory past its request")]
+  LATCHKEY_DIGEST_MEMO               off (the server's default) or on: remember the SHA-256 of recently
+                                     presented secrets per thread, so a busy key is hashed once per
+                                     thread. Under HTTP load its entries fall out of the CPU's caches
+                                     between a key's requests and a hit costs more than hashing; the
+                                     bindings, called in tighter loops, default to on")]
 struct Serve {
     /// Database file (created if missing). With --dev and no --db, an in-memory database.
     #[arg(long, env = "LATCHKEY_DB")]
@@ -297,6 +299,16 @@ fn cli_actor() -> Actor {
     Actor::admin("cli")
 }
 
+/// The engine options `serve` starts from, before the environment and its flags: the digest
+/// memo off (the environment may turn it on). Measured under load, a hit waited on memory for
+/// longer than hashing takes (BENCHMARKS.md, twenty-second session).
+fn serve_defaults() -> EngineOptions {
+    EngineOptions {
+        digest_memo: false,
+        ..EngineOptions::default()
+    }
+}
+
 fn serve(args: Serve) -> Result<(), String> {
     let mut problems = Vec::new();
     let secret = match (&args.jwt_secret, args.dev) {
@@ -339,9 +351,9 @@ fn serve(args: Serve) -> Result<(), String> {
     if let Some(problem) = WebhookOptions::timeout_problem(webhook_timeout) {
         problems.push(format!("--webhook-timeout: {problem}"));
     }
-    let mut options = EngineOptions::from_env().unwrap_or_else(|e| {
+    let mut options = EngineOptions::from_env_over(serve_defaults()).unwrap_or_else(|e| {
         problems.push(e.to_string());
-        EngineOptions::default()
+        serve_defaults()
     });
     if let Err(problem) = options.set_cache_mb(args.cache_mb) {
         problems.push(format!("--cache-mb: {problem}"));
@@ -775,5 +787,13 @@ mod tests {
             Some(json!({"limit": 3}))
         );
         assert_eq!(rate_limit_flag("{not json"), None);
+    }
+
+    #[test]
+    fn the_server_starts_from_the_digest_memo_off_and_the_engines_other_defaults() {
+        let (served, engine) = (serve_defaults(), EngineOptions::default());
+        assert!(!served.digest_memo && engine.digest_memo);
+        assert_eq!(served.cache_bytes, engine.cache_bytes);
+        assert_eq!(served.log_flush_at, engine.log_flush_at);
     }
 }
