@@ -4,9 +4,12 @@
 # 80 % of the /healthz rate). Usage: bench/http.sh [seconds] [connections] [rounds]
 # Environment: PACKAGES (packages in the listed store, default 20), LATCHKEY_BIN (see below).
 #
-# The two loads alternate for a number of rounds (default 3) and the ratio reported is that of
-# the medians: on two shared cores one load's rate swings by 10-20 % from run to run, and a
-# single pair mostly measured that swing. Every round's figures are printed.
+# The two loads alternate for a number of rounds (default 9 of 5 s each) and the ratio reported
+# is that of the medians: on two shared cores one load's rate swings by 10-30 % from run to run,
+# and a single pair mostly measured that swing. Many short rounds rather than a few long ones,
+# so the machine's slow drift lands on both loads alike; and the order within a round turns
+# each round (keyed first in the even ones), so neither load always runs after the other.
+# Every round's figures are printed.
 #
 # Both loads go through the same wrk script machinery (bench/lib.sh): a request() call that
 # picks the next of 500 preformatted requests. wrk's plain mode (one buffer sent over and over)
@@ -19,9 +22,9 @@
 # per-IP route scopes are switched off (--no-ip-scopes) because all load comes from one address.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECONDS_PER_RUN="${1:-10}"
+SECONDS_PER_RUN="${1:-5}"
 CONNECTIONS="${2:-64}"
-ROUNDS="${3:-3}"
+ROUNDS="${3:-9}"
 
 . bench/lib.sh
 bench_tools
@@ -42,9 +45,15 @@ wrk -t2 -c"$CONNECTIONS" -d2s -s "$WORK/healthz.lua" "$BASE/healthz" >/dev/null
 wrk -t2 -c"$CONNECTIONS" -d2s -s "$WORK/keys.lua" "$BASE/api/v1/packages" >/dev/null
 NON2XX=0
 echo "wrk -t2 -c$CONNECTIONS -d${SECONDS_PER_RUN}s, same server, $ROUNDS rounds"
+load() { # load healthz|keyed
+  if [ "$1" = healthz ]; then
+    wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/healthz.lua" "$BASE/healthz" >"$WORK/healthz.txt"
+  else
+    wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/keys.lua" "$BASE/api/v1/packages" >"$WORK/keyed.txt"
+  fi
+}
 for round in $(seq "$ROUNDS"); do
-  wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/healthz.lua" "$BASE/healthz" >"$WORK/healthz.txt"
-  wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/keys.lua" "$BASE/api/v1/packages" >"$WORK/keyed.txt"
+  if [ $((round % 2)) = 1 ]; then load healthz; load keyed; else load keyed; load healthz; fi
   wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "$BASE/healthz" >"$WORK/plain.txt"
   rate "$WORK/plain.txt" >>"$WORK/plain.rates"
   rate "$WORK/healthz.txt" >>"$WORK/healthz.rates"
