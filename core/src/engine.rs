@@ -104,11 +104,13 @@ impl EngineOptions {
     }
 
     /// `defaults` (a front end's own, such as the server's memo off), with the settings the
-    /// environment may override, as [`from_env`](Self::from_env) does.
+    /// environment may override, as [`from_env`](Self::from_env) does; the rest of `defaults`
+    /// is kept.
     pub fn from_env_over(defaults: Self) -> Result<Self> {
         let memo = std::env::var_os(DIGEST_MEMO_ENV);
         let memo = memo.as_deref().map(|v| v.to_string_lossy());
-        Self::from_values(defaults, RateOptions::from_env(), memo.as_deref())
+        let rates = RateOptions::from_env_over(defaults.rates.clone());
+        Self::from_values(defaults, rates, memo.as_deref())
     }
 
     fn from_values(defaults: Self, rates: Result<RateOptions>, memo: Option<&str>) -> Result<Self> {
@@ -118,7 +120,7 @@ impl EngineOptions {
                 Error::Validation(found) => found.into_iter().for_each(|p| problems.push(p)),
                 other => problems.push(other.to_string()),
             }
-            RateOptions::default()
+            defaults.rates.clone()
         });
         let digest_memo = match memo.map(str::trim).filter(|v| !v.is_empty()) {
             None => defaults.digest_memo,

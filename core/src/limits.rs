@@ -228,14 +228,22 @@ impl RateOptions {
     /// The defaults, with the server default per-key limit taken from
     /// `API_DEFAULT_RATE_LIMIT_PER_MINUTE` when it is set (an integer from 1 to 10,000).
     pub fn from_env() -> crate::Result<Self> {
-        let value = std::env::var_os(DEFAULT_LIMIT_ENV);
-        Self::with_default_from(value.as_deref().map(|v| v.to_string_lossy()).as_deref())
+        Self::from_env_over(Self::default())
     }
 
-    /// The defaults with the server default per-key limit read from `value` (the variable's
-    /// text; `None` or blank: unset).
-    fn with_default_from(value: Option<&str>) -> crate::Result<Self> {
-        let mut options = Self::default();
+    /// `options` with the server default per-key limit taken from the environment when it is
+    /// set, as [`from_env`](Self::from_env) does over the defaults.
+    pub fn from_env_over(options: Self) -> crate::Result<Self> {
+        let value = std::env::var_os(DEFAULT_LIMIT_ENV);
+        Self::with_default_from(
+            options,
+            value.as_deref().map(|v| v.to_string_lossy()).as_deref(),
+        )
+    }
+
+    /// `options` with the server default per-key limit read from `value` (the variable's
+    /// text; `None` or blank: unset, `options`' own kept).
+    fn with_default_from(mut options: Self, value: Option<&str>) -> crate::Result<Self> {
         let Some(text) = value.map(str::trim).filter(|t| !t.is_empty()) else {
             return Ok(options);
         };
@@ -511,13 +519,28 @@ mod tests {
 
     #[test]
     fn server_default_from_the_environment() {
-        let default = RateOptions::with_default_from(None).unwrap();
+        let from = |value| RateOptions::with_default_from(RateOptions::default(), value);
+        let default = from(None).unwrap();
         assert_eq!(default.default_limit, RateLimit::per_minute(60));
-        assert_eq!(RateOptions::with_default_from(Some(" ")).unwrap(), default);
-        let set = RateOptions::with_default_from(Some("120")).unwrap();
+        assert_eq!(from(Some(" ")).unwrap(), default);
+        let set = from(Some("120")).unwrap();
         assert_eq!(set.default_limit, RateLimit::per_minute(120));
+        // Over a front end's own options: unset keeps its default limit, and the variable
+        // changes only that.
+        let own = RateOptions {
+            default_limit: RateLimit::per_minute(7),
+            brute_force: None,
+            ..RateOptions::default()
+        };
+        assert_eq!(
+            RateOptions::with_default_from(own.clone(), None).unwrap(),
+            own
+        );
+        let over = RateOptions::with_default_from(own.clone(), Some("120")).unwrap();
+        assert_eq!(over.default_limit, RateLimit::per_minute(120));
+        assert_eq!(over.brute_force, None);
         for bad in ["0", "10001", "-5", "fast", "1.5"] {
-            let err = RateOptions::with_default_from(Some(bad)).unwrap_err();
+            let err = from(Some(bad)).unwrap_err();
             let message = err.problems().join("");
             assert!(
                 message.contains(DEFAULT_LIMIT_ENV) && message.contains(bad),
