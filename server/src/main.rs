@@ -56,8 +56,8 @@ Environment only (read by the server and the bindings alike):
   LATCHKEY_DIGEST_MEMO               off (the server's default) or on: remember the SHA-256 of recently
                                      presented secrets per thread, so a busy key is hashed once per
                                      thread. Under HTTP load its entries fall out of the CPU's caches
-                                     between a key's requests and a hit costs more than hashing; the
-                                     bindings, called in tighter loops, default to on")]
+                                     between a key's requests and a hit costs more than hashing
+                                     (the bindings default to on)")]
 struct Serve {
     /// Database file (created if missing). With --dev and no --db, an in-memory database.
     #[arg(long, env = "LATCHKEY_DB")]
