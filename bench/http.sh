@@ -39,25 +39,15 @@ BASE=$(cat "$WORK/base")
 
 rate() { sed -n 's/^Requests\/sec: *//p' "$1"; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-# A load of each first, not counted: the first seconds of a fresh server (page faults,
-# caches filling) ran well below the later rounds. The keyed one for 15 s: the request log
-# grows the heap (redb's page cache filling up to its 64 MiB) for about the first 600,000
-# requests, and until then the kernel zeroes fresh pages for it: 0.3-0.5 us a keyed request
-# after 2 s of warm-up (perf), 0.01 us once the resident size is flat, as in a server that
-# has been up for a while.
-wrk -t2 -c"$CONNECTIONS" -d2s -s "$WORK/healthz.lua" "$BASE/healthz" >/dev/null
-wrk -t2 -c"$CONNECTIONS" -d15s -s "$WORK/keys.lua" "$BASE/api/v1/packages" >/dev/null
+bench_warm "$WORK" "$CONNECTIONS"
 NON2XX=0
 echo "wrk -t2 -c$CONNECTIONS -d${SECONDS_PER_RUN}s, same server, $ROUNDS rounds"
-load() { # load healthz|keyed
-  if [ "$1" = healthz ]; then
-    wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/healthz.lua" "$BASE/healthz" >"$WORK/healthz.txt"
-  else
-    wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s "$WORK/keys.lua" "$BASE/api/v1/packages" >"$WORK/keyed.txt"
-  fi
-}
 for round in $(seq "$ROUNDS"); do
-  if [ $((round % 2)) = 1 ]; then load healthz; load keyed; else load keyed; load healthz; fi
+  order="healthz keyed"
+  if [ $((round % 2)) = 0 ]; then order="keyed healthz"; fi
+  for route in $order; do
+    bench_load "$WORK" "$route" "$SECONDS_PER_RUN" "$CONNECTIONS" >"$WORK/$route.txt"
+  done
   wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "$BASE/healthz" >"$WORK/plain.txt"
   rate "$WORK/plain.txt" >>"$WORK/plain.rates"
   rate "$WORK/healthz.txt" >>"$WORK/healthz.rates"

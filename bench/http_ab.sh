@@ -46,17 +46,12 @@ writer_ticks() {
 busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 
 load() { # load DIR ROUTE(healthz|keyed) LABEL
-  local dir=$1 pid base before after wbefore wafter mbefore mafter requests rate
+  local dir=$1 pid before after wbefore wafter mbefore mafter requests rate
   pid=$(cat "$dir/pid")
-  base=$(cat "$dir/base")
   before=$(cpu_ticks "$pid")
   wbefore=$(writer_ticks "$pid")
   mbefore=$(busy_ticks)
-  if [ "$2" = healthz ]; then
-    wrk -t2 -c64 -d"${SECONDS_PER_RUN}s" -s "$dir/healthz.lua" "$base/healthz" >"$dir/wrk.txt"
-  else
-    wrk -t2 -c64 -d"${SECONDS_PER_RUN}s" -s "$dir/keys.lua" "$base/api/v1/packages" >"$dir/wrk.txt"
-  fi
+  bench_load "$dir" "$2" "$SECONDS_PER_RUN" >"$dir/wrk.txt"
   mafter=$(busy_ticks)
   after=$(cpu_ticks "$pid")
   wafter=$(writer_ticks "$pid")
@@ -66,10 +61,7 @@ load() { # load DIR ROUTE(healthz|keyed) LABEL
     'BEGIN { printf "%s %-8s %6.2f us of server CPU a request (log writer %.2f), machine %.2f us, %s req/s\n", s, route, t / hz * 1e6 / n, w / hz * 1e6 / n, m / hz * 1e6 / n, r }'
 }
 
-for dir in a b; do # warm-up, not counted; the keyed one as long as bench/http.sh's (see there)
-  wrk -t2 -c64 -d2s -s "$WORK/$dir/healthz.lua" "$(cat "$WORK/$dir/base")/healthz" >/dev/null
-  wrk -t2 -c64 -d15s -s "$WORK/$dir/keys.lua" "$(cat "$WORK/$dir/base")/api/v1/packages" >/dev/null
-done
+for dir in a b; do bench_warm "$WORK/$dir"; done
 for round in $(seq "$ROUNDS"); do
   echo "round $round"
   for route in healthz keyed; do

@@ -74,3 +74,22 @@ request = function()
 end
 LUA
 }
+
+# bench_load DIR ROUTE SECONDS [CONNECTIONS]: one `wrk -t2` load (64 connections unless given)
+# of ROUTE (healthz or keyed) on the server bench_server left in DIR; wrk's report on stdout.
+bench_load() {
+  local path=/healthz script=healthz.lua
+  if [ "$2" = keyed ]; then path=/api/v1/packages script=keys.lua; fi
+  wrk -t2 -c"${4:-64}" -d"$3s" -s "$1/$script" "$(cat "$1/base")$path"
+}
+
+# bench_warm DIR [CONNECTIONS]: a load of each route, not counted: the first seconds of a fresh
+# server (page faults, caches filling) ran well below the later rounds. The keyed one for 15 s:
+# the request log grows the heap (redb's page cache filling up to its 64 MiB) for about the
+# first 600,000 requests, and until then the kernel zeroes fresh pages for it: 0.3-0.5 us a
+# keyed request after 2 s of warm-up (perf), 0.01 us once the resident size is flat, as in a
+# server that has been up for a while.
+bench_warm() {
+  bench_load "$1" healthz 2 "${2:-64}" >/dev/null
+  bench_load "$1" keyed 15 "${2:-64}" >/dev/null
+}
