@@ -11,6 +11,7 @@
 //! a row at a time once its newest entry is past the retention (so an entry may outlive it by
 //! the second a row spans at most).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,8 +29,9 @@ use crate::ids::StoreId;
 use crate::storage;
 
 /// (store, unix nanos of the newest entry in the row, sequence) → a chunk of that store's
-/// entries with its summary (version 4), a chunk without (version 3), or one entry at that
-/// time (versions 1 and 2); earlier releases' rows are still read. The sequence orders rows written in the same nanosecond.
+/// entries with its summary (versions 4 and 5), a chunk without (version 3), or one entry at
+/// that time (versions 1 and 2); earlier releases' rows are still read. The sequence orders
+/// rows written in the same nanosecond.
 pub(crate) const LOGS: TableDefinition<(&str, i64, u64), &[u8]> =
     TableDefinition::new("request_log");
 
@@ -166,13 +168,21 @@ struct Stored {
 const COMPACT: u8 = 2;
 /// First byte of a version 3 row: a chunk of entries.
 const CHUNK: u8 = 3;
-/// First byte of a version 4 row: a [`Summary`] of the chunk, then the chunk as version 3.
+/// First byte of a version 4 row: a [`Summary`] of the chunk (256 key bits), then the chunk
+/// as version 3.
 const SUMMARIZED: u8 = 4;
+/// First byte of a version 5 row: the same with 1,024 key bits, for chunks of up to 128
+/// entries.
+const SUMMARIZED_WIDE: u8 = 5;
 /// The length written for an absent key id (no real string is 4 GiB long).
 const ABSENT: u32 = u32::MAX;
-/// Entries in a chunk, at most: rows of about 3 KB, within a redb page, and few entries to
-/// decode past for a reader that wants only the newest.
-const CHUNK_ENTRIES: usize = 32;
+/// Entries in a chunk, at most: rows of about 12 KB. Each row costs the writer a B-tree
+/// insert (pages allocated, zeroed, checksummed): with 32 entries a row the writer spent
+/// 0.42-0.59 us of CPU a request under `bench/http.sh`'s load, with 128 0.27-0.32 us, on the
+/// same two cores as the requests. Readers pass over more at once too (`cargo bench --bench
+/// logs`: a rare key's entries and a day's usage read faster); one that wants only the newest
+/// decodes up to 127 more.
+const CHUNK_ENTRIES: usize = 128;
 /// Nanoseconds between a chunk's oldest and newest entry, at most (1 s): a reader that wants
 /// entries up to a time need not look at rows whose newest entry is later than that by more.
 pub(crate) const CHUNK_SPAN: i64 = 1_000_000_000;
@@ -184,8 +194,9 @@ pub(crate) const CHUNK_SPAN: i64 = 1_000_000_000;
 ///
 /// Version 2 stored one entry per row as `2` and these fields, the time and store being the
 /// row key's. Version 3 stores a chunk: `3`, the number of entries (u32), then per entry its
-/// time (i64 unix nanos) and these fields. Version 4 (written now) is `4`, the chunk's
-/// [`Summary`] (five u64), then the version 3 chunk.
+/// time (i64 unix nanos) and these fields. Version 4 is `4`, the chunk's [`Summary`] (five
+/// u64), then the version 3 chunk; version 5 (written now) is `5`, a wider summary (seventeen
+/// u64), then the version 3 chunk.
 ///
 /// A row per chunk rather than per entry: the log is written for every API request, on a
 /// thread beside the ones serving them, and a B-tree insert per entry was most of its cost
@@ -287,22 +298,74 @@ impl Queued {
 /// Without it, a filter that matches little (the one request of a key used once, the 500s of
 /// a healthy store) decoded every entry of the store's log.
 ///
-/// `keys` is a Bloom filter of the rows' key ids (256 bits, two bits a key); `statuses` has
-/// bit `status % 64` set for each status. Both answer "maybe" or "no". The hash is fixed
-/// (below): summaries are stored, so every release must compute the same bits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// `keys` is a Bloom filter of the rows' key ids (two bits a key, of 1,024 in rows written
+/// now and 256 in version 4 ones); `statuses` has bit `status % 64` set for each status. Both
+/// answer "maybe" or "no". The hash is fixed (below): summaries are stored, so every release
+/// must compute the same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Summary {
-    keys: [u64; 4],
+    width: Width,
+    /// The filter's words; only the first [`Width::words`] are used.
+    keys: [u64; 16],
     statuses: u64,
+}
+
+/// A summary's key filter: 256 bits (version 4 rows, chunks of up to 32 entries) or 1,024
+/// (version 5): two bits a key of 256 left a row of 128 keys answering "maybe" for 40 % of the
+/// keys it does not hold, of 1,024 for 5 %, as with 32 keys in 256 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Width {
+    Narrow,
+    Wide,
+}
+
+impl Width {
+    /// Log2 of the filter's bits.
+    fn log2(self) -> u32 {
+        match self {
+            Width::Narrow => 8,
+            Width::Wide => 10,
+        }
+    }
+
+    fn words(self) -> usize {
+        1 << (self.log2() - 6)
+    }
+
+    fn version(self) -> u8 {
+        match self {
+            Width::Narrow => SUMMARIZED,
+            Width::Wide => SUMMARIZED_WIDE,
+        }
+    }
+
+    /// The summary's stored length: the filter's words and the statuses' word.
+    fn len(self) -> usize {
+        (self.words() + 1) * 8
+    }
+
+    fn of_version(version: u8) -> Option<Width> {
+        match version {
+            SUMMARIZED => Some(Width::Narrow),
+            SUMMARIZED_WIDE => Some(Width::Wide),
+            _ => None,
+        }
+    }
 }
 
 /// FxHash's multiplier.
 const K: u64 = 0x517c_c1b7_2722_0a95;
 
 impl Summary {
-    const LEN: usize = 5 * 8;
+    fn new(width: Width) -> Self {
+        Self {
+            width,
+            keys: [0; 16],
+            statuses: 0,
+        }
+    }
 
-    fn key_bits(key_id: &[u8]) -> [usize; 2] {
+    fn key_bits(&self, key_id: &[u8]) -> [usize; 2] {
         // FxHash's step over 8-byte little-endian words (the last zero-padded), then the
         // length: the writer hashes every entry's key, and a byte-at-a-time hash cost it 7 %.
         let mut hash: u64 = 0;
@@ -312,13 +375,19 @@ impl Summary {
             hash = (hash.rotate_left(5) ^ u64::from_le_bytes(padded)).wrapping_mul(K);
         }
         hash = (hash.rotate_left(5) ^ key_id.len() as u64).wrapping_mul(K);
-        // The high bits are the well-mixed ones: two 8-bit positions from the top 16.
-        [(hash >> 56) as usize, ((hash >> 48) & 0xff) as usize]
+        // The high bits are the well-mixed ones: two positions from the top ones (for 256
+        // bits, the top 16 as version 4 has always taken them).
+        let bits = self.width.log2();
+        let mask = (1u64 << bits) - 1;
+        [
+            (hash >> (64 - bits)) as usize,
+            ((hash >> (64 - 2 * bits)) & mask) as usize,
+        ]
     }
 
     fn add(&mut self, key_id: Option<&[u8]>, status: u16) {
         if let Some(key_id) = key_id {
-            for bit in Self::key_bits(key_id) {
+            for bit in self.key_bits(key_id) {
                 self.keys[bit / 64] |= 1 << (bit % 64);
             }
         }
@@ -328,33 +397,37 @@ impl Summary {
     /// False only when no entry of the row can match.
     fn may_match(&self, key_id: Option<&str>, status: Option<u16>) -> bool {
         let key = key_id.is_none_or(|key| {
-            Self::key_bits(key.as_bytes())
+            self.key_bits(key.as_bytes())
                 .iter()
                 .all(|&bit| self.keys[bit / 64] & (1 << (bit % 64)) != 0)
         });
         key && status.is_none_or(|s| self.statuses & (1 << (s % 64)) != 0)
     }
 
+    /// The version byte, then the summary.
     fn write(&self, out: &mut Vec<u8>) {
-        for word in self.keys.iter().chain([&self.statuses]) {
+        out.push(self.width.version());
+        for word in self.keys[..self.width.words()]
+            .iter()
+            .chain([&self.statuses])
+        {
             out.extend_from_slice(&word.to_le_bytes());
         }
     }
 
-    /// The summary of a stored row, when it has one (version 4).
-    fn of_row(bytes: &[u8]) -> Option<Summary> {
-        let (&SUMMARIZED, rest) = bytes.split_first()? else {
-            return None;
-        };
-        let mut words = rest
-            .get(..Self::LEN)?
+    /// The summary of a stored row, when it has one (versions 4 and 5), and the chunk after it.
+    fn of_row(bytes: &[u8]) -> Option<(Summary, &[u8])> {
+        let (&version, rest) = bytes.split_first()?;
+        let mut summary = Summary::new(Width::of_version(version)?);
+        let (stored, chunk) = rest.split_at_checked(summary.width.len())?;
+        let mut words = stored
             .chunks_exact(8)
             .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()));
-        let mut next = || words.next().unwrap_or(u64::MAX);
-        Some(Summary {
-            keys: [next(), next(), next(), next()],
-            statuses: next(),
-        })
+        for key in &mut summary.keys[..summary.width.words()] {
+            *key = words.next().unwrap_or(u64::MAX);
+        }
+        summary.statuses = words.next().unwrap_or(u64::MAX);
+        Some((summary, chunk))
     }
 }
 
@@ -380,14 +453,13 @@ fn key_and_status(fields: &[u8]) -> (Option<&[u8]>, u16) {
     (key, status)
 }
 
-/// A version 4 row holding `entries` (all of one store): their [`Summary`], then the chunk.
+/// A version 5 row holding `entries` (all of one store): their [`Summary`], then the chunk.
 fn encode_chunk(out: &mut Vec<u8>, entries: &[Queued]) -> Result<()> {
-    let mut summary = Summary::default();
+    let mut summary = Summary::new(Width::Wide);
     for entry in entries {
         let (key, status) = key_and_status(&entry.fields);
         summary.add(key, status);
     }
-    out.push(SUMMARIZED);
     summary.write(out);
     out.push(CHUNK);
     let count = u32::try_from(entries.len())
@@ -400,31 +472,67 @@ fn encode_chunk(out: &mut Vec<u8>, entries: &[Queued]) -> Result<()> {
     Ok(())
 }
 
-/// The entries of a stored row of any version, each with its time in unix nanos; `store` and
-/// `key_at` are the row key's.
-pub(crate) fn decode_row(
-    bytes: &[u8],
-    store: StoreId,
-    key_at: i64,
-) -> Result<Vec<(i64, LogEntry)>> {
+/// An entry as stored, with its time in unix nanos: its strings borrowed from the row
+/// (versions 2 to 5), or owned when they had to be unescaped (version 1). A reader looks at
+/// the fields it filters on before paying for an entry's four strings.
+#[derive(Debug)]
+pub(crate) struct RawEntry<'a> {
+    pub(crate) at: i64,
+    pub(crate) status: u16,
+    pub(crate) latency_us: u64,
+    ip: Option<IpAddr>,
+    pub(crate) key_id: Option<Cow<'a, str>>,
+    method: Cow<'a, str>,
+    path: Cow<'a, str>,
+    pub(crate) code: Cow<'a, str>,
+}
+
+impl RawEntry<'_> {
+    pub(crate) fn into_entry(self, store: StoreId) -> LogEntry {
+        LogEntry {
+            // Every i64 of nanoseconds is a valid time.
+            at: crate::clock::from_nanos(self.at),
+            store_id: store,
+            key_id: self.key_id.map(Cow::into_owned),
+            method: self.method.into_owned(),
+            path: self.path.into_owned(),
+            status: self.status,
+            ip: self.ip,
+            code: self.code.into_owned(),
+            latency_us: self.latency_us,
+        }
+    }
+}
+
+/// The entries of a stored row of any version, oldest first, without copying their strings;
+/// `key_at` is the time in the row's key.
+pub(crate) fn read_row(bytes: &[u8], key_at: i64) -> Result<Vec<RawEntry<'_>>> {
     let corrupt = || Error::Corrupt("log entry record: truncated or not UTF-8".into());
     match bytes.first() {
         Some(b'{') => {
             let entry = storage::decode::<Stored>(bytes, 1, "log entry")?.entry;
-            Ok(vec![(key_at, entry)])
+            Ok(vec![RawEntry {
+                at: key_at,
+                status: entry.status,
+                latency_us: entry.latency_us,
+                ip: entry.ip,
+                key_id: entry.key_id.map(Cow::Owned),
+                method: Cow::Owned(entry.method),
+                path: Cow::Owned(entry.path),
+                code: Cow::Owned(entry.code),
+            }])
         }
         Some(&COMPACT) => {
             let mut reader = Reader(&bytes[1..]);
-            let entry = reader.fields(store, key_at).ok_or_else(corrupt)?;
+            let entry = reader.fields(key_at).ok_or_else(corrupt)?;
             reader.finish().ok_or_else(corrupt)?;
-            Ok(vec![(key_at, entry)])
+            Ok(vec![entry])
         }
-        Some(&SUMMARIZED) => decode_row(
-            bytes
-                .get(1 + Summary::LEN..)
+        Some(&SUMMARIZED | &SUMMARIZED_WIDE) => read_row(
+            Summary::of_row(bytes)
+                .map(|(_, chunk)| chunk)
                 .filter(|chunk| chunk.first() == Some(&CHUNK))
                 .ok_or_else(corrupt)?,
-            store,
             key_at,
         ),
         Some(&CHUNK) => {
@@ -435,13 +543,13 @@ pub(crate) fn decode_row(
             let mut entries = Vec::with_capacity(room);
             for _ in 0..count {
                 let at = i64::from_le_bytes(reader.array().ok_or_else(corrupt)?);
-                entries.push((at, reader.fields(store, at).ok_or_else(corrupt)?));
+                entries.push(reader.fields(at).ok_or_else(corrupt)?);
             }
             reader.finish().ok_or_else(corrupt)?;
             Ok(entries)
         }
         Some(version) => Err(Error::Corrupt(format!(
-            "log entry record version {version} is newer than this release reads ({SUMMARIZED})"
+            "log entry record version {version} is newer than this release reads ({SUMMARIZED_WIDE})"
         ))),
         None => Err(Error::Corrupt("log entry record: empty".into())),
     }
@@ -450,9 +558,9 @@ pub(crate) fn decode_row(
 /// Reads stored entries; `None` once the bytes run out.
 struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
-    /// The fields [`encode_fields`] writes, as an entry at `at` of `store`.
-    fn fields(&mut self, store: StoreId, at: i64) -> Option<LogEntry> {
+impl<'a> Reader<'a> {
+    /// The fields [`encode_fields`] writes, as an entry at `at`.
+    fn fields(&mut self, at: i64) -> Option<RawEntry<'a>> {
         let status = u16::from_le_bytes(self.array()?);
         let latency_us = u64::from_le_bytes(self.array()?);
         let ip = match self.array::<1>()? {
@@ -463,17 +571,15 @@ impl Reader<'_> {
         };
         let key_id = self.text()?;
         let (method, path, code) = (self.text()??, self.text()??, self.text()??);
-        Some(LogEntry {
-            // Every i64 of nanoseconds is a valid time.
-            at: crate::clock::from_nanos(at),
-            store_id: store,
-            key_id,
-            method,
-            path,
+        Some(RawEntry {
+            at,
             status,
-            ip,
-            code,
             latency_us,
+            ip,
+            key_id: key_id.map(Cow::Borrowed),
+            method: Cow::Borrowed(method),
+            path: Cow::Borrowed(path),
+            code: Cow::Borrowed(code),
         })
     }
 
@@ -489,14 +595,14 @@ impl Reader<'_> {
     }
 
     /// A length-prefixed string: `Some(None)` for [`ABSENT`].
-    fn text(&mut self) -> Option<Option<String>> {
+    fn text(&mut self) -> Option<Option<&'a str>> {
         let len = u32::from_le_bytes(self.array()?);
         if len == ABSENT {
             return Some(None);
         }
         let (text, rest) = self.0.split_at_checked(usize::try_from(len).ok()?)?;
         self.0 = rest;
-        Some(Some(std::str::from_utf8(text).ok()?.to_owned()))
+        Some(Some(std::str::from_utf8(text).ok()?))
     }
 }
 
@@ -883,11 +989,12 @@ impl Engine {
         let sid = store.id.as_str();
         let from = query.since.map_or(i64::MIN, nanos);
         let to = query.until.map_or(i64::MAX, nanos);
-        let wanted = |entry: &LogEntry| {
-            query
-                .key_id
-                .as_ref()
-                .is_none_or(|k| entry.key_id.as_ref() == Some(k))
+        let wanted = |entry: &RawEntry<'_>| {
+            (from..=to).contains(&entry.at)
+                && query
+                    .key_id
+                    .as_deref()
+                    .is_none_or(|k| entry.key_id.as_deref() == Some(k))
                 && query.status.is_none_or(|s| s == entry.status)
         };
         // Rows come newest first by the time of their newest entry, but a row's older entries
@@ -912,20 +1019,30 @@ impl Engine {
                     return Ok(out);
                 }
             }
-            if Summary::of_row(row)
-                .is_some_and(|summary| !summary.may_match(query.key_id.as_deref(), query.status))
-            {
+            if Summary::of_row(row).is_some_and(|(summary, _)| {
+                !summary.may_match(query.key_id.as_deref(), query.status)
+            }) {
                 continue;
             }
-            for (index, (at, entry)) in decode_row(row, store.id, newest)?.into_iter().enumerate() {
-                if (from..=to).contains(&at) && wanted(&entry) {
-                    waiting.push(Waiting {
-                        at,
-                        seq,
-                        index,
-                        entry,
-                    });
-                }
+            // Of a row's wanted entries only its newest `room` can be returned (each older one
+            // has `room` entries ahead of it already), so only those are made into entries.
+            // Rows are written in time order; the stable sort only makes sure (one pass then).
+            let room = limit - out.len();
+            let mut entries = read_row(row, newest)?;
+            entries.sort_by_key(|entry| entry.at);
+            for (index, raw) in entries
+                .into_iter()
+                .enumerate()
+                .rev()
+                .filter(|(_, raw)| wanted(raw))
+                .take(room)
+            {
+                waiting.push(Waiting {
+                    at: raw.at,
+                    seq,
+                    index,
+                    entry: raw.into_entry(store.id),
+                });
             }
         }
         while out.len() < limit
@@ -982,6 +1099,15 @@ mod tests {
 
     fn store() -> StoreId {
         StoreId::parse("ab12cd34").unwrap()
+    }
+
+    /// The entries of a stored row of any version as entries, each with its time in unix
+    /// nanos; `store` and `key_at` are the row key's.
+    fn decode_row(bytes: &[u8], store: StoreId, key_at: i64) -> Result<Vec<(i64, LogEntry)>> {
+        Ok(read_row(bytes, key_at)?
+            .into_iter()
+            .map(|raw| (raw.at, raw.into_entry(store)))
+            .collect())
     }
 
     fn sample(key_id: Option<&str>, ip: Option<IpAddr>, path: &str) -> LogEntry {
@@ -1049,8 +1175,8 @@ mod tests {
             entry.at += time::Duration::milliseconds(n as i64 * 7);
         }
         let bytes = chunk(&entries);
-        assert_eq!(bytes[0], SUMMARIZED);
-        assert_eq!(bytes[1 + Summary::LEN], CHUNK);
+        assert_eq!(bytes[0], SUMMARIZED_WIDE);
+        assert_eq!(bytes[1 + Width::Wide.len()], CHUNK);
         // The key's time is the newest entry's; each entry keeps its own.
         let read = decode_row(&bytes, store(), nanos(entries[2].at)).unwrap();
         let expected: Vec<_> = entries.iter().map(|e| (nanos(e.at), e.clone())).collect();
@@ -1063,7 +1189,7 @@ mod tests {
     fn version_3_chunks_still_read() {
         let entries = samples();
         let bytes = chunk(&entries);
-        let v3 = &bytes[1 + Summary::LEN..];
+        let v3 = &bytes[1 + Width::Wide.len()..];
         assert_eq!(v3[0], CHUNK);
         let read = decode_row(v3, store(), 0).unwrap();
         let expected: Vec<_> = entries.iter().map(|e| (nanos(e.at), e.clone())).collect();
@@ -1076,13 +1202,13 @@ mod tests {
     fn summaries_pass_over_rows_that_cannot_match() {
         let mut entries = samples();
         entries[1].status = 503;
-        let summary = Summary::of_row(&chunk(&entries)).unwrap();
+        let (summary, _) = Summary::of_row(&chunk(&entries)).unwrap();
         for entry in &entries {
             assert!(summary.may_match(entry.key_id.as_deref(), Some(entry.status)));
         }
         assert!(summary.may_match(None, None));
         assert!(!summary.may_match(None, Some(200)));
-        // Among many other key ids, nearly all are answered "no" (two bits of 256 each).
+        // Among many other key ids, nearly all are answered "no" (two bits of 1,024 each).
         let others = (0..1000)
             .filter(|n| summary.may_match(Some(&format!("key_{n:020}")), None))
             .count();
@@ -1095,6 +1221,76 @@ mod tests {
             let (key, status) = key_and_status(&queued.fields);
             assert_eq!(key, entry.key_id.as_deref().map(str::as_bytes));
             assert_eq!(status, entry.status);
+        }
+    }
+
+    /// A full chunk of distinct keys still passes over nearly every key it does not hold:
+    /// the reason a 128-entry row has 1,024 bits where a 32-entry one had 256.
+    #[test]
+    fn a_full_chunk_of_distinct_keys_still_passes_over_others() {
+        let entries: Vec<LogEntry> = (0..CHUNK_ENTRIES)
+            .map(|n| sample(Some(&format!("key_held_{n:020}")), None, "/p"))
+            .collect();
+        let (summary, _) = Summary::of_row(&chunk(&entries)).unwrap();
+        for entry in &entries {
+            assert!(summary.may_match(entry.key_id.as_deref(), None));
+        }
+        let others = (0..1000)
+            .filter(|n| summary.may_match(Some(&format!("key_other_{n:019}")), None))
+            .count();
+        assert!(others < 100, "{others} of 1000 absent keys passed");
+    }
+
+    /// Version 4 rows (256-bit summaries, as earlier releases wrote them) still read, and
+    /// their summaries are asked with the bits those releases set.
+    #[test]
+    fn version_4_rows_still_read_and_pass_over() {
+        let mut entries = samples();
+        entries[1].status = 503;
+        // The bits version 4 has always set: the top two bytes of the hash.
+        let old_bits = |key: &[u8]| {
+            let mut hash: u64 = 0;
+            for word in key.chunks(8) {
+                let mut padded = [0u8; 8];
+                padded[..word.len()].copy_from_slice(word);
+                hash = (hash.rotate_left(5) ^ u64::from_le_bytes(padded)).wrapping_mul(K);
+            }
+            hash = (hash.rotate_left(5) ^ key.len() as u64).wrapping_mul(K);
+            [(hash >> 56) as usize, ((hash >> 48) & 0xff) as usize]
+        };
+        let mut words = [0u64; 5];
+        for entry in &entries {
+            for bit in entry
+                .key_id
+                .as_deref()
+                .map_or(vec![], |k| old_bits(k.as_bytes()).to_vec())
+            {
+                words[bit / 64] |= 1 << (bit % 64);
+            }
+            words[4] |= 1 << (entry.status % 64);
+        }
+        let mut v4 = vec![SUMMARIZED];
+        for word in words {
+            v4.extend_from_slice(&word.to_le_bytes());
+        }
+        let wide = chunk(&entries);
+        v4.extend_from_slice(&wide[1 + Width::Wide.len()..]);
+        let read = decode_row(&v4, store(), 0).unwrap();
+        let expected: Vec<_> = entries.iter().map(|e| (nanos(e.at), e.clone())).collect();
+        assert_eq!(read, expected);
+        let (summary, _) = Summary::of_row(&v4).unwrap();
+        assert_eq!(summary.width, Width::Narrow);
+        for entry in &entries {
+            assert!(summary.may_match(entry.key_id.as_deref(), Some(entry.status)));
+        }
+        assert!(!summary.may_match(None, Some(200)));
+        let others = (0..1000)
+            .filter(|n| summary.may_match(Some(&format!("key_{n:020}")), None))
+            .count();
+        assert!(others < 50, "{others} of 1000 absent keys passed");
+        // Cut anywhere, a version 4 row is refused like any other.
+        for cut in 0..v4.len() {
+            assert!(decode_row(&v4[..cut], store(), 0).is_err());
         }
     }
 
@@ -1185,15 +1381,15 @@ mod tests {
         assert!(decode_row(&bad_ip, store(), 0).is_err());
         // A count larger than the entries there: refused, without allocating for the count.
         let mut too_many = chunk(&samples());
-        let count = 2 + Summary::LEN;
+        let count = 2 + Width::Wide.len();
         too_many[count..count + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_row(&too_many, store(), 0).is_err());
         // A summary followed by anything but a chunk.
         let mut not_chunk = chunk(&samples());
-        not_chunk[1 + Summary::LEN] = COMPACT;
+        not_chunk[1 + Width::Wide.len()] = COMPACT;
         assert!(decode_row(&not_chunk, store(), 0).is_err());
         let mut newer = compact(&one);
-        newer[0] = SUMMARIZED + 1;
+        newer[0] = SUMMARIZED_WIDE + 1;
         let error = decode_row(&newer, store(), 0).unwrap_err();
         assert!(error.to_string().contains("newer"), "{error}");
     }
@@ -1265,7 +1461,7 @@ mod tests {
             let expected: Vec<_> = entries.iter().map(|e| (nanos(e.at), e.clone())).collect();
             prop_assert_eq!(read, expected);
             // No entry is ever passed over by its row's summary.
-            let summary = Summary::of_row(&bytes).unwrap();
+            let (summary, _) = Summary::of_row(&bytes).unwrap();
             for entry in &entries {
                 prop_assert!(summary.may_match(entry.key_id.as_deref(), Some(entry.status)));
             }

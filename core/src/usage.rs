@@ -12,7 +12,7 @@ use time::{Duration, OffsetDateTime};
 use crate::clock::Clock;
 use crate::engine::{Engine, ReadStores};
 use crate::error::{Problems, Result};
-use crate::logs::{CHUNK_SPAN, LOGS, decode_row, nanos};
+use crate::logs::{CHUNK_SPAN, LOGS, RawEntry, nanos, read_row};
 use crate::storage;
 
 /// The period a usage summary covers by default: the last day.
@@ -84,6 +84,16 @@ struct Tally {
     latency_us: u128,
 }
 
+impl Tally {
+    fn add(&mut self, entry: &RawEntry<'_>) {
+        self.requests += 1;
+        self.errors += u64::from(entry.status >= 400);
+        self.denied += u64::from(entry.code != "OK");
+        self.last_at = self.last_at.max(entry.at);
+        self.latency_us += u128::from(entry.latency_us);
+    }
+}
+
 impl Engine {
     /// How each key of the store was used in the period, from its request log (entries still
     /// buffered are written first, as for [`Engine::logs`]).
@@ -105,7 +115,10 @@ impl Engine {
         let store = tx.store(store_id)?;
         let sid = store.id.as_str();
         let (from, to) = (nanos(since), nanos(until));
-        let mut keys: HashMap<Option<String>, Tally> = HashMap::new();
+        // Requests without a key (none are recorded now, but a log may hold them) apart, so
+        // a key's tally is found by the stored id without copying it.
+        let mut keys: HashMap<String, Tally> = HashMap::new();
+        let mut keyless: Option<Tally> = None;
         // Status classes 1xx to 5xx by their digit (a stored status is 100–599).
         let mut classes = [0u64; 6];
         let mut by_code: BTreeMap<String, u64> = BTreeMap::new();
@@ -116,29 +129,35 @@ impl Engine {
         for item in tx.open_table(LOGS)?.range((sid, from, 0)..=last)? {
             let (key, value) = item?;
             let (_, newest, _) = key.value();
-            for (at, entry) in decode_row(value.value(), store.id, newest)? {
-                if !(from..=to).contains(&at) {
+            for entry in read_row(value.value(), newest)? {
+                if !(from..=to).contains(&entry.at) {
                     continue;
                 }
                 requests += 1;
                 classes[usize::from(entry.status / 100).min(5)] += 1;
-                let denied = entry.code != "OK";
-                let tally = keys.entry(entry.key_id).or_default();
-                tally.requests += 1;
-                tally.errors += u64::from(entry.status >= 400);
-                tally.denied += u64::from(denied);
-                tally.last_at = tally.last_at.max(at);
-                tally.latency_us += u128::from(entry.latency_us);
-                match by_code.get_mut(&entry.code) {
+                match entry.key_id.as_deref() {
+                    None => keyless.get_or_insert_default().add(&entry),
+                    Some(id) => {
+                        if !keys.contains_key(id) {
+                            keys.insert(id.to_owned(), Tally::default());
+                        }
+                        if let Some(tally) = keys.get_mut(id) {
+                            tally.add(&entry);
+                        }
+                    }
+                }
+                match by_code.get_mut(&*entry.code) {
                     Some(count) => *count += 1,
                     None => {
-                        by_code.insert(entry.code, 1);
+                        by_code.insert(entry.code.into_owned(), 1);
                     }
                 }
             }
         }
         let mut keys: Vec<KeyUsage> = keys
             .into_iter()
+            .map(|(key_id, t)| (Some(key_id), t))
+            .chain(keyless.map(|t| (None, t)))
             .map(|(key_id, t)| KeyUsage {
                 key_id,
                 requests: t.requests,

@@ -327,11 +327,12 @@ proptest! {
     /// However entries arrive (out of time order, many in one nanosecond, in several writes
     /// whose times overlap) the log reads as everything recorded, this store's only, sorted
     /// newest first (the later recorded first within a nanosecond), filtered and cut at the
-    /// limit. Times spread over 3 s, so rows are split by their 1 s span as well as by count.
+    /// limit. Times spread over 3 s, so rows are split by their 1 s span, or (`dense`) over
+    /// 0.3 s, so they are split by count (128 entries) too.
     #[test]
     fn the_log_reads_as_what_was_recorded_sorted_and_filtered(
         writes in prop::collection::vec(
-            prop::collection::vec((0i64..3_000, 0usize..3, any::<bool>(), any::<bool>()), 0..90),
+            prop::collection::vec((0i64..3_000, 0usize..3, any::<bool>(), any::<bool>()), 0..300),
             1..5,
         ),
         since in prop::option::of(0i64..3_000),
@@ -340,12 +341,13 @@ proptest! {
         key in prop::option::of(0usize..3),
         status in prop::option::of(any::<bool>()),
         limit in 1usize..60,
+        dense in any::<bool>(),
     ) {
         let (engine, _) = engine();
         let (store, _) = store(&engine);
         let (other, _) = other_store(&engine);
         let base = engine.clock().now();
-        let ms = |n: i64| base + time::Duration::milliseconds(n);
+        let ms = |n: i64| base + time::Duration::milliseconds(if dense { n / 10 } else { n });
         // (time, recorded position, key, status) of this store's entries.
         let mut recorded = Vec::new();
         for write in &writes {
