@@ -192,6 +192,9 @@ test('every header line counts, as on the server', async (t) => {
   assert.equal(await get([['X-Api-Key', key.key], ['X-Forwarded-For', '6.6.6.6'], ['X-Forwarded-For', '9.9.9.9']]), 403)
   // A credential header sent twice is ambiguous, even with the same valid key on both lines.
   assert.equal(await get([['X-Api-Key', key.key], ['X-Api-Key', key.key], ['X-Forwarded-For', '6.6.6.6']]), 401)
+  // Header names match whatever their case, each line on its own.
+  assert.equal(await get([['x-api-key', key.key], ['X-API-KEY', key.key], ['X-Forwarded-For', '6.6.6.6']]), 401)
+  assert.equal(await get([['X-API-KEY', key.key], ['X-Forwarded-For', '6.6.6.6']]), 200)
   const bearer = `Bearer ${key.key}`
   assert.equal(await get([['Authorization', bearer], ['Authorization', bearer], ['X-Forwarded-For', '6.6.6.6']]), 401)
   assert.equal(await get([['Authorization', bearer], ['X-Forwarded-For', '6.6.6.6']]), 200)
