@@ -6,7 +6,7 @@
 //! ([`LOG_FLUSH_AT`]), and on [`Engine::flush`] and drop. When the queue is full the oldest
 //! unwritten entry is dropped and counted ([`Engine::dropped_log_entries`]): a burst faster
 //! than the disk can lose log lines, never slow requests down.
-//! Each batch is written as rows of up to 32 entries of one store (see [`LOGS`]). Each store
+//! Each batch is written as rows of up to 128 entries of one store (see [`LOGS`]). Each store
 //! keeps its log for `log_retention_days`; older entries are deleted as new ones are written,
 //! a row at a time once its newest entry is past the retention (so an entry may outlive it by
 //! the second a row spans at most).
@@ -178,7 +178,7 @@ const SUMMARIZED_WIDE: u8 = 5;
 const ABSENT: u32 = u32::MAX;
 /// Entries in a chunk, at most: rows of about 12 KB. Each row costs the writer a B-tree
 /// insert (pages allocated, zeroed, checksummed): with 32 entries a row the writer spent
-/// 0.42-0.59 us of CPU a request under `bench/http.sh`'s load, with 128 0.27-0.32 us, on the
+/// 0.42-0.59 us of CPU a request under `bench/http.sh`'s load, with 128 0.27-0.33 us, on the
 /// same two cores as the requests. Readers pass over more at once too (`cargo bench --bench
 /// logs`: a rare key's entries and a day's usage read faster); one that wants only the newest
 /// decodes up to 127 more.
