@@ -182,6 +182,37 @@ def test_every_header_line_counts_like_the_server(setup):
             assert (answer.status_code, answer.json()["code"]) == (401, "INVALID"), (target, headers)
 
 
+def test_header_names_count_whatever_case_the_server_passes_them_in(setup):
+    """ASGI servers lowercase header names, but one that passes them as sent must not let a
+    second credential line, spelt differently, go unseen."""
+    import asyncio
+
+    eng, _, key = setup
+    inner = Starlette(routes=[Route("/api/v1/orders", lambda request: JSONResponse({}))])
+    middleware = LatchkeyMiddleware(inner, eng, area_for=lambda p: "Orders")
+
+    def status(headers):
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "scheme": "http", "path": "/api/v1/orders", "raw_path": b"/api/v1/orders",
+                 "query_string": b"", "root_path": "", "headers": headers,
+                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80)}
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(middleware(scope, receive, send))
+        return sent[0]["status"]
+
+    assert status([(b"X-API-KEY", key.key.encode())]) == 200
+    assert status([(b"x-api-key", key.key.encode()), (b"X-Api-Key", key.key.encode())]) == 401
+    assert status([(b"Authorization", f"Bearer {key.key}".encode()),
+                   (b"authorization", f"Bearer {key.key}".encode())]) == 401
+
+
 def test_a_method_that_implies_no_action_is_answered_405_like_the_server(setup):
     """On an area's route, OPTIONS or PROPFIND names no action, so no permission can be
     checked: the route must not run. The key is verified first (401 without one)."""
