@@ -112,6 +112,7 @@ class Engine {
   #native
   #actor
   #verify
+  #record
   #out = new Float64Array(OUT_LEN)
   /** `{keyId, storeId, environment}` of each key a decision named, by the number the native
    * verify gave it (see src/fast.rs). Allocated whole: numbers come in any order, and an
@@ -122,6 +123,7 @@ class Engine {
     this.#native = nativeEngine
     this.#actor = actor ?? 'node'
     this.#verify = nativeEngine.bindVerify(this.#out)
+    this.#record = nativeEngine.bindRecord()
   }
 
   /**
@@ -260,7 +262,14 @@ class Engine {
     // A decision for a credential that matched no key names no store: nothing to record.
     if (decision.storeId === null) return
     const code = Decision.codeNumber(decision)
-    call(() => this.#native.recordOutcome(decision.storeId, decision.keyId, code, method, path, status, ip, latencyUs))
+    const latency = latencyUs ?? 0
+    try {
+      // The native function takes the address last, and only when there is one.
+      if (ip == null) this.#record(decision.storeId, decision.keyId, code, method, path, status, latency)
+      else this.#record(decision.storeId, decision.keyId, code, method, path, status, latency, ip)
+    } catch (err) {
+      throw typed(err)
+    }
   }
 
   /** A store's request log, newest first: `{ keyId, status, since, until, limit }`. */

@@ -27,15 +27,15 @@ export declare class Engine {
    */
   callAsync(op: string, args: any): Promise<string>
   /**
+   * A `record(storeId, keyId, code, method, path, status, latencyUs, ip?)` function bound
+   * to this engine; see `src/fast.rs`.
+   */
+  bindRecord(): (storeId: string, keyId: string | null, code: number, method: string, path: string, status: number, latencyUs: number, ip?: string | null) => void
+  /**
    * A `verify(credential, permissionNumber, path, ip?)` function bound to this engine that
    * writes the decision's limit fields into `out` (a `Float64Array` of 6); see `src/fast.rs`.
    */
   bindVerify(out: Float64Array): (credential?: string | null, permission?: number, path?: string | null, ip?: string | null) => number | [number, string, string, string]
-  /**
-   * Records the request a decision answered in its store's request log (buffered; never
-   * blocks): the store and key the decision named and its code number (0 = allowed).
-   */
-  recordOutcome(storeId: string, keyId: string | undefined | null, code: number, method: string, path: string, status: number, ip?: string | undefined | null, latencyUs?: number | undefined | null): void
 }
 
 /** The proxies whose `X-Forwarded-For` is believed, parsed once (CIDRs or addresses). */

@@ -144,6 +144,15 @@ test('request log: recorded decisions are readable with filters', async () => {
   const past = { since: new Date('2020-01-01T00:00:00Z'), until: new Date('2020-01-02T00:00:00Z') }
   assert.equal(eng.usage(store.id, past).requests, 0)
   assert.throws(() => eng.usage(store.id, { since: past.until, until: past.since }), { code: 'VALIDATION' })
+  // Long and non-ASCII text crosses whole (read past the native side's stack buffers).
+  const long = '/api/v1/orders/é' + 'x'.repeat(300)
+  eng.recordRequest(ok, { method: 'GET', path: long, status: 200, ip: '2001:db8::1' })
+  const [newest] = eng.logs(store.id, { limit: 1 })
+  assert.deepEqual([newest.path, newest.ip, newest.latencyUs], [long, '2001:db8::1', 0])
+  assert.throws(() => eng.recordRequest(ok, { method: 'GET', path: '/', status: 200, ip: 7 }), { code: 'VALIDATION' })
+  // A status past 32 bits is refused, not wrapped round to 200.
+  assert.throws(() => eng.recordRequest(ok, { method: 'GET', path: '/', status: 2 ** 32 + 200 }), { code: 'VALIDATION' })
+  assert.equal(eng.logs(store.id).length, 3)
 })
 
 test('store entities keep the HTTP API shape and validate every field', async () => {
@@ -257,4 +266,5 @@ test('decisions name the right key however keys alternate, and arguments are che
   assert.throws(() => eng.recordRequest({ storeId: store.id }, { method: 'GET', path: '/', status: 200 }), { code: 'VALIDATION' })
   eng.close()
   assert.throws(() => eng.verify(a.credential), { code: 'CLOSED' })
+  assert.throws(() => eng.recordRequest(limited, { method: 'GET', path: '/', status: 200 }), { code: 'CLOSED' })
 })

@@ -1,4 +1,4 @@
-//! `verify` on raw Node-API: the one call a server makes per request.
+//! `verify` and `record` on raw Node-API: the calls a server makes per request.
 //!
 //! napi-rs's generated glue for a class method costs microseconds per call (it unwraps and
 //! type-checks `this`, converts every argument through owned `String`s and wraps the result in
@@ -17,12 +17,17 @@
 //! Everything else about the decision (names, statuses, messages, refusal bodies) is asked of
 //! the core by the typed layer from those numbers; no rule is restated in JS.
 //!
-//! This is the crate's only `unsafe` code. Invariants: the function's data pointer is a
-//! `Box<Verifier>` leaked at creation and freed only by the function's finalizer; the
-//! `Float64Array` is kept alive by a strong reference owned by that box, so the data pointer
-//! read at binding time stays valid (V8 never moves an off-heap backing store, and the array is
-//! never handed out to be detached); a function is only ever called on the thread of the
-//! environment that created it, so the box's `RefCell` is never shared across threads.
+//! `record` is bound the same way and takes the decision's store, key and code number back
+//! with the request's method, path, status, latency and address, as strings read into stack
+//! buffers.
+//!
+//! This is the crate's only `unsafe` code. Invariants: a function's data pointer is a
+//! `Box<Verifier>` (`verify`) or `Box<Shared>` (`record`) leaked at creation and freed only by
+//! the function's finalizer; the `Float64Array` is kept alive by a strong reference owned by
+//! the verifier, so the data pointer read at binding time stays valid (V8 never moves an
+//! off-heap backing store, and the array is never handed out to be detached); a function is
+//! only ever called on the thread of the environment that created it, so the box's `RefCell`
+//! (and the `Rc` of `Shared`) is never shared across threads.
 
 #![allow(unsafe_code)]
 
@@ -372,6 +377,146 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
         }
     }
     result
+}
+
+/// `record(storeId, keyId, code, method, path, status, latencyUs[, ip])`: the request a
+/// decision answered, into its store's request log (`Engine.recordRequest` checks the
+/// arguments' types first). Bound like `verify`, for the same reason: the napi-rs method took
+/// 1.5-2 µs a call, most of it converting five strings into owned ones, where the core's
+/// record is a fraction of that. The address is last and only given when there is one.
+unsafe extern "C" fn record(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    let mut argc = 8usize;
+    let mut argv = [ptr::null_mut(); 8];
+    let mut data: *mut c_void = ptr::null_mut();
+    // SAFETY: argv has room for argc values; missing arguments are filled with undefined.
+    let status = unsafe {
+        sys::napi_get_cb_info(
+            env,
+            info,
+            &mut argc,
+            argv.as_mut_ptr(),
+            ptr::null_mut(),
+            &mut data,
+        )
+    };
+    if status != Status::napi_ok || data.is_null() {
+        throw(env, "INTERNAL", &["record: no engine bound".to_owned()]);
+        return ptr::null_mut();
+    }
+    // SAFETY: data is the Box<Shared> leaked in `bind_record`, alive until its finalizer.
+    let shared = unsafe { &*data.cast::<Shared>() };
+
+    let mut problems = Vec::new();
+    let mut text = |at: usize, name: &str, required: bool, buf, heap| {
+        // SAFETY: the value is one of this call's arguments.
+        match unsafe { read_string(env, argv[at], buf, heap) } {
+            Ok(Some(text)) => Some(text),
+            Ok(None) if !required => None,
+            _ => {
+                problems.push(format!("{name}: expected a string"));
+                None
+            }
+        }
+    };
+    let mut bufs = [[MaybeUninit::<u8>::uninit(); STACK_STRING]; 5];
+    let mut heaps: [String; 5] = Default::default();
+    let [store_buf, key_buf, method_buf, path_buf, ip_buf] = &mut bufs;
+    let [store_heap, key_heap, method_heap, path_heap, ip_heap] = &mut heaps;
+    let store_id = text(0, "storeId", true, store_buf, store_heap);
+    let key_id = text(1, "keyId", false, key_buf, key_heap);
+    let method = text(3, "method", true, method_buf, method_heap);
+    let path = text(4, "path", true, path_buf, path_heap);
+    let ip = if argc < 8 {
+        None
+    } else {
+        text(7, "ip", false, ip_buf, ip_heap)
+    };
+    // A whole number from 0 to u32::MAX (Node-API's own u32 read would wrap 2^32 + 200 to 200).
+    let whole = |at: usize| {
+        let mut n = f64::NAN;
+        // SAFETY: the value is one of this call's arguments.
+        unsafe { sys::napi_get_value_double(env, argv[at], &mut n) };
+        // In range and whole, so the cast is exact.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        (n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n)).then_some(n as u32)
+    };
+    let code = whole(2).unwrap_or_else(|| {
+        problems.push("code: expected a decision code number".to_owned());
+        0
+    });
+    let code = crate::decision_code(code, &mut problems);
+    let status = whole(5).unwrap_or_else(|| {
+        problems.push("status: expected an HTTP status".to_owned());
+        0
+    });
+    let mut latency = f64::NAN;
+    // SAFETY: the value is one of this call's arguments.
+    unsafe { sys::napi_get_value_double(env, argv[6], &mut latency) };
+    if !latency.is_finite() || latency < 0.0 {
+        problems.push("latencyUs: must be a number ≥ 0".to_owned());
+    }
+    let (Some(store_id), Some(method), Some(path), true) =
+        (store_id, method, path, problems.is_empty())
+    else {
+        throw(env, "VALIDATION", &problems);
+        return ptr::null_mut();
+    };
+    let guard = shared.borrow();
+    let Some(engine) = guard.as_ref() else {
+        throw(env, "CLOSED", &["the engine is closed".to_owned()]);
+        return ptr::null_mut();
+    };
+    // Float to integer casts saturate; latency is checked finite and ≥ 0 above.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let latency_us = latency as u64;
+    if let Err(err) =
+        engine.record_outcome(store_id, key_id, code, method, path, status, ip, latency_us)
+    {
+        throw(env, err.code(), &err.problems());
+        return ptr::null_mut();
+    }
+    let mut undefined = ptr::null_mut();
+    unsafe { sys::napi_get_undefined(env, &mut undefined) };
+    undefined
+}
+
+unsafe extern "C" fn finalize_record(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // SAFETY: data is the Box<Shared> leaked in `bind_record`; the finalizer runs exactly once.
+    drop(unsafe { Box::from_raw(data.cast::<Shared>()) });
+}
+
+/// A JS function `record(storeId, keyId, code, method, path, status, latencyUs[, ip])` bound
+/// to `engine` (see [`record`]).
+pub(crate) fn bind_record(env: sys::napi_env, engine: Shared) -> napi::Result<sys::napi_value> {
+    let data = Box::into_raw(Box::new(engine));
+    let name = c"record";
+    let mut function = ptr::null_mut();
+    // SAFETY: the callback and data follow the invariants of the module documentation.
+    unsafe {
+        if sys::napi_create_function(
+            env,
+            name.as_ptr(),
+            CStr::count_bytes(name) as isize,
+            Some(record),
+            data.cast::<c_void>(),
+            &mut function,
+        ) != Status::napi_ok
+            || sys::napi_add_finalizer(
+                env,
+                function,
+                data.cast::<c_void>(),
+                Some(finalize_record),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            ) != Status::napi_ok
+        {
+            finalize_record(env, data.cast::<c_void>(), ptr::null_mut());
+            return Err(napi::Error::from_reason(
+                "binding record: cannot create the function",
+            ));
+        }
+    }
+    Ok(function)
 }
 
 unsafe extern "C" fn finalize(env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {

@@ -211,6 +211,17 @@ impl Engine {
         }))
     }
 
+    /// A `record(storeId, keyId, code, method, path, status, latencyUs, ip?)` function bound
+    /// to this engine; see `src/fast.rs`.
+    #[napi(
+        ts_return_type = "(storeId: string, keyId: string | null, code: number, method: string, path: string, status: number, latencyUs: number, ip?: string | null) => void"
+    )]
+    pub fn bind_record<'env>(&self, env: &'env Env) -> Result<Unknown<'env>> {
+        let function = fast::bind_record(env.raw(), self.engine.clone())?;
+        // SAFETY: `function` was just created in this call's environment.
+        Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), function) })
+    }
+
     /// A `verify(credential, permissionNumber, path, ip?)` function bound to this engine that
     /// writes the decision's limit fields into `out` (a `Float64Array` of 6); see `src/fast.rs`.
     #[napi(
@@ -221,47 +232,6 @@ impl Engine {
         let function = fast::bind(env.raw(), self.engine.clone(), out.raw())?;
         // SAFETY: `function` was just created in this call's environment.
         Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), function) })
-    }
-
-    /// Records the request a decision answered in its store's request log (buffered; never
-    /// blocks): the store and key the decision named and its code number (0 = allowed).
-    #[napi]
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_outcome(
-        &self,
-        store_id: String,
-        key_id: Option<String>,
-        code: u32,
-        method: String,
-        path: String,
-        status: u32,
-        ip: Option<String>,
-        latency_us: Option<f64>,
-    ) -> Result<()> {
-        let mut problems = Vec::new();
-        let code = decision_code(code, &mut problems);
-        let latency = latency_us.unwrap_or(0.0);
-        if !latency.is_finite() || latency < 0.0 {
-            problems.push("latencyUs: must be a number ≥ 0".to_owned());
-        }
-        if !problems.is_empty() {
-            return Err(invalid(problems));
-        }
-        // Float to integer casts saturate; latency is checked finite and ≥ 0 above.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let latency_us = latency as u64;
-        self.shared()?
-            .record_outcome(
-                &store_id,
-                key_id.as_deref(),
-                code,
-                &method,
-                &path,
-                status,
-                ip.as_deref(),
-                latency_us,
-            )
-            .map_err(|e| thrown(&e))
     }
 }
 
@@ -313,7 +283,7 @@ pub fn verify_arguments(
 }
 
 /// The deny code numbered `n` as `verify` numbers them (0 = allowed, `None`).
-fn decision_code(n: u32, problems: &mut Vec<String>) -> Option<DenyCode> {
+pub(crate) fn decision_code(n: u32, problems: &mut Vec<String>) -> Option<DenyCode> {
     match n {
         0 => None,
         n => DenyCode::from_index(n - 1).or_else(|| {
