@@ -138,11 +138,12 @@ impl Engine {
                 match entry.key_id.as_deref() {
                     None => keyless.get_or_insert_default().add(&entry),
                     Some(id) => {
-                        if !keys.contains_key(id) {
-                            keys.insert(id.to_owned(), Tally::default());
-                        }
                         if let Some(tally) = keys.get_mut(id) {
                             tally.add(&entry);
+                        } else {
+                            let mut tally = Tally::default();
+                            tally.add(&entry);
+                            keys.insert(id.to_owned(), tally);
                         }
                     }
                 }

@@ -225,12 +225,18 @@ unsafe fn read_string<'b>(
     Ok(Some(heap.as_str()))
 }
 
-/// `verify(credential, permissionIndex, path[, ip])`; see the module documentation. The address
-/// is last so an in-process caller, which has none, leaves it out: an absent argument is known
-/// from the count, where an `undefined` one costs a failed read and a type test.
-unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    let mut argc = 4usize;
-    let mut argv = [ptr::null_mut(); 4];
+/// This call's arguments (up to `N`; missing ones are undefined), how many were given, and
+/// the function's data pointer; `None` (an error thrown) when Node-API cannot say or no data
+/// is bound.
+///
+/// SAFETY: `env` and `info` belong to the current call.
+unsafe fn arguments<const N: usize>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+    function: &str,
+) -> Option<(usize, [sys::napi_value; N], *mut c_void)> {
+    let mut argc = N;
+    let mut argv = [ptr::null_mut(); N];
     let mut data: *mut c_void = ptr::null_mut();
     // SAFETY: argv has room for argc values; missing arguments are filled with undefined.
     let status = unsafe {
@@ -244,9 +250,59 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
         )
     };
     if status != Status::napi_ok || data.is_null() {
-        throw(env, "INTERNAL", &["verify: no engine bound".to_owned()]);
-        return ptr::null_mut();
+        throw(env, "INTERNAL", &[format!("{function}: no engine bound")]);
+        return None;
     }
+    Some((argc, argv, data))
+}
+
+/// A JS function `name` calling `callback` with `data`, which `finalize` frees once the
+/// function is collected; `None` when it cannot be made, `data` then freed already.
+///
+/// SAFETY: `env` is the live environment; `data` is a leaked box that `finalize` frees and
+/// `callback` reads, per the module's invariants.
+unsafe fn function(
+    env: sys::napi_env,
+    name: &CStr,
+    callback: sys::napi_callback,
+    data: *mut c_void,
+    finalize: unsafe extern "C" fn(sys::napi_env, *mut c_void, *mut c_void),
+) -> Option<sys::napi_value> {
+    let mut function = ptr::null_mut();
+    // SAFETY: as the function's own contract.
+    unsafe {
+        if sys::napi_create_function(
+            env,
+            name.as_ptr(),
+            CStr::count_bytes(name) as isize,
+            callback,
+            data,
+            &mut function,
+        ) != Status::napi_ok
+            || sys::napi_add_finalizer(
+                env,
+                function,
+                data,
+                Some(finalize),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            ) != Status::napi_ok
+        {
+            finalize(env, data, ptr::null_mut());
+            return None;
+        }
+    }
+    Some(function)
+}
+
+/// `verify(credential, permissionIndex, path[, ip])`; see the module documentation. The address
+/// is last so an in-process caller, which has none, leaves it out: an absent argument is known
+/// from the count, where an `undefined` one costs a failed read and a type test.
+unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: env and info are this call's.
+    let Some((argc, argv, data)) = (unsafe { arguments::<4>(env, info, "verify") }) else {
+        return ptr::null_mut();
+    };
     // SAFETY: data is the Box<Verifier> leaked in `bind`, alive until the function's finalizer.
     let verifier = unsafe { &*data.cast::<Verifier>() };
 
@@ -385,24 +441,10 @@ unsafe extern "C" fn verify(env: sys::napi_env, info: sys::napi_callback_info) -
 /// 1.5-2 µs a call, most of it converting five strings into owned ones, where the core's
 /// record is a fraction of that. The address is last and only given when there is one.
 unsafe extern "C" fn record(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
-    let mut argc = 8usize;
-    let mut argv = [ptr::null_mut(); 8];
-    let mut data: *mut c_void = ptr::null_mut();
-    // SAFETY: argv has room for argc values; missing arguments are filled with undefined.
-    let status = unsafe {
-        sys::napi_get_cb_info(
-            env,
-            info,
-            &mut argc,
-            argv.as_mut_ptr(),
-            ptr::null_mut(),
-            &mut data,
-        )
-    };
-    if status != Status::napi_ok || data.is_null() {
-        throw(env, "INTERNAL", &["record: no engine bound".to_owned()]);
+    // SAFETY: env and info are this call's.
+    let Some((argc, argv, data)) = (unsafe { arguments::<8>(env, info, "record") }) else {
         return ptr::null_mut();
-    }
+    };
     // SAFETY: data is the Box<Shared> leaked in `bind_record`, alive until its finalizer.
     let shared = unsafe { &*data.cast::<Shared>() };
 
@@ -488,35 +530,10 @@ unsafe extern "C" fn finalize_record(_env: sys::napi_env, data: *mut c_void, _hi
 /// A JS function `record(storeId, keyId, code, method, path, status, latencyUs[, ip])` bound
 /// to `engine` (see [`record`]).
 pub(crate) fn bind_record(env: sys::napi_env, engine: Shared) -> napi::Result<sys::napi_value> {
-    let data = Box::into_raw(Box::new(engine));
-    let name = c"record";
-    let mut function = ptr::null_mut();
+    let data = Box::into_raw(Box::new(engine)).cast::<c_void>();
     // SAFETY: the callback and data follow the invariants of the module documentation.
-    unsafe {
-        if sys::napi_create_function(
-            env,
-            name.as_ptr(),
-            CStr::count_bytes(name) as isize,
-            Some(record),
-            data.cast::<c_void>(),
-            &mut function,
-        ) != Status::napi_ok
-            || sys::napi_add_finalizer(
-                env,
-                function,
-                data.cast::<c_void>(),
-                Some(finalize_record),
-                ptr::null_mut(),
-                ptr::null_mut(),
-            ) != Status::napi_ok
-        {
-            finalize_record(env, data.cast::<c_void>(), ptr::null_mut());
-            return Err(napi::Error::from_reason(
-                "binding record: cannot create the function",
-            ));
-        }
-    }
-    Ok(function)
+    unsafe { function(env, c"record", Some(record), data, finalize_record) }
+        .ok_or_else(|| napi::Error::from_reason("binding record: cannot create the function"))
 }
 
 unsafe extern "C" fn finalize(env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
@@ -563,32 +580,17 @@ pub(crate) fn bind(
         out_ref,
         identities: RefCell::new(Identities::default()),
     }));
-    let name = c"verify";
-    let mut function = ptr::null_mut();
     // SAFETY: the callback and data follow the invariants of the module documentation.
     unsafe {
-        if sys::napi_create_function(
+        function(
             env,
-            name.as_ptr(),
-            CStr::count_bytes(name) as isize,
+            c"verify",
             Some(verify),
             verifier.cast::<c_void>(),
-            &mut function,
-        ) != Status::napi_ok
-            || sys::napi_add_finalizer(
-                env,
-                function,
-                verifier.cast::<c_void>(),
-                Some(finalize),
-                ptr::null_mut(),
-                ptr::null_mut(),
-            ) != Status::napi_ok
-        {
-            finalize(env, verifier.cast::<c_void>(), ptr::null_mut());
-            return Err(fail("cannot create the function"));
-        }
+            finalize,
+        )
     }
-    Ok(function)
+    .ok_or_else(|| fail("cannot create the function"))
 }
 
 impl std::fmt::Debug for Verifier {
