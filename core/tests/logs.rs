@@ -220,6 +220,85 @@ fn a_full_buffer_drops_the_oldest_and_counts_them() {
     assert_eq!(newest[0].path, format!("/{}", LOG_BUFFER + 9));
 }
 
+/// Entries recorded on many threads at once are all written, each thread's in the order it
+/// recorded them.
+#[test]
+fn entries_recorded_on_many_threads_are_all_written() {
+    let clock = clock();
+    let engine = latchkey::Engine::memory_with(latchkey::EngineOptions {
+        log_flush_at: 0,
+        ..options(&clock)
+    })
+    .unwrap();
+    let (store, _) = store(&engine);
+    let threads = 8;
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let engine = &engine;
+            scope.spawn(move || {
+                for i in 0..1000 {
+                    let key = format!("key_thread{t:011}");
+                    engine.record_request(entry(engine, store.id, &key, &format!("/{t}/{i}"), 200));
+                }
+            });
+        }
+    });
+    assert_eq!(engine.pending_log_entries(), threads * 1000);
+    engine.flush().unwrap();
+    assert_eq!(engine.pending_log_entries(), 0);
+    assert_eq!(engine.dropped_log_entries(), 0);
+    for t in 0..threads {
+        let read = engine
+            .logs(
+                store.id.as_str(),
+                &LogQuery {
+                    key_id: Some(format!("key_thread{t:011}")),
+                    limit: Some(1000),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let paths: Vec<String> = read.into_iter().map(|e| e.path).collect();
+        let expected: Vec<String> = (0..1000).rev().map(|i| format!("/{t}/{i}")).collect();
+        assert_eq!(paths, expected, "thread {t}");
+    }
+}
+
+/// The bound holds with many recording threads: every entry is either waiting or counted as
+/// dropped, and the buffer holds what it may and no more.
+#[test]
+fn a_full_buffer_stays_bounded_across_threads() {
+    let clock = clock();
+    let engine = latchkey::Engine::memory_with(latchkey::EngineOptions {
+        log_flush_at: 0,
+        ..options(&clock)
+    })
+    .unwrap();
+    let (store, _) = store(&engine);
+    let threads = 4;
+    let each = LOG_BUFFER / 2;
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let engine = &engine;
+            scope.spawn(move || {
+                for i in 0..each {
+                    engine.record_request(entry(
+                        engine,
+                        store.id,
+                        "key_aaaaaaaaaaaaaaaa",
+                        &format!("/{i}"),
+                        200,
+                    ));
+                }
+            });
+        }
+    });
+    let waiting = engine.pending_log_entries();
+    let dropped = usize::try_from(engine.dropped_log_entries()).unwrap();
+    assert_eq!(waiting + dropped, threads * each);
+    assert_eq!(waiting, LOG_BUFFER);
+}
+
 #[test]
 fn paths_are_bounded_and_clean() {
     let (engine, _) = engine();
