@@ -187,16 +187,19 @@ fn each_store_keeps_its_log_for_its_retention() {
     assert!(err.problems()[0].contains("log_retention_days"));
 }
 
+/// An engine whose log is written only at the tick (an hour away) or on a flush: its queue
+/// fills as under a load faster than the disk.
+fn written_only_at_ticks() -> latchkey::Engine {
+    latchkey::Engine::memory_with(latchkey::EngineOptions {
+        log_flush_at: 0,
+        ..options(&clock())
+    })
+    .unwrap()
+}
+
 #[test]
 fn a_full_buffer_drops_the_oldest_and_counts_them() {
-    // Written only at the tick (an hour away), so the queue fills as under a load faster
-    // than the disk.
-    let clock = clock();
-    let engine = latchkey::Engine::memory_with(latchkey::EngineOptions {
-        log_flush_at: 0,
-        ..options(&clock)
-    })
-    .unwrap();
+    let engine = written_only_at_ticks();
     let (store, _) = store(&engine);
     for i in 0..LOG_BUFFER + 10 {
         engine.record_request(entry(
@@ -224,12 +227,7 @@ fn a_full_buffer_drops_the_oldest_and_counts_them() {
 /// recorded them.
 #[test]
 fn entries_recorded_on_many_threads_are_all_written() {
-    let clock = clock();
-    let engine = latchkey::Engine::memory_with(latchkey::EngineOptions {
-        log_flush_at: 0,
-        ..options(&clock)
-    })
-    .unwrap();
+    let engine = written_only_at_ticks();
     let (store, _) = store(&engine);
     let threads = 8;
     std::thread::scope(|scope| {
@@ -268,12 +266,7 @@ fn entries_recorded_on_many_threads_are_all_written() {
 /// dropped, and the buffer holds what it may and no more.
 #[test]
 fn a_full_buffer_stays_bounded_across_threads() {
-    let clock = clock();
-    let engine = latchkey::Engine::memory_with(latchkey::EngineOptions {
-        log_flush_at: 0,
-        ..options(&clock)
-    })
-    .unwrap();
+    let engine = written_only_at_ticks();
     let (store, _) = store(&engine);
     let threads = 4;
     let each = LOG_BUFFER / 2;
