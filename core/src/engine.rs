@@ -565,6 +565,26 @@ impl Engine {
 
     /// Creates a store and its default key. The default key's secret is in the result, once.
     pub fn create_store(&self, actor: &Actor, input: NewStore) -> Result<(Store, CreatedKey)> {
+        self.create_store_as(actor, None, input)
+    }
+
+    /// [`Engine::create_store`] under an id chosen by the caller (the development store of
+    /// `latchkey serve --dev` is `devstore`, SPEC §9): a conflict when a store has it already.
+    pub fn create_store_with_id(
+        &self,
+        actor: &Actor,
+        id: StoreId,
+        input: NewStore,
+    ) -> Result<(Store, CreatedKey)> {
+        self.create_store_as(actor, Some(id), input)
+    }
+
+    fn create_store_as(
+        &self,
+        actor: &Actor,
+        chosen: Option<StoreId>,
+        input: NewStore,
+    ) -> Result<(Store, CreatedKey)> {
         let settings = input.settings()?;
         let inner = &*self.inner;
         let _writer = inner.writer.lock();
@@ -572,12 +592,23 @@ impl Engine {
         let tx = storage::write(&inner.db)?;
         let id = {
             let stores = tx.open_table(STORES)?;
-            let mut id = StoreId::random()?;
-            // 36^8 ids: a collision is rare, but a clash must never overwrite a store.
-            while stores.get(id.as_str())?.is_some() {
-                id = StoreId::random()?;
+            match chosen {
+                Some(id) if stores.get(id.as_str())?.is_some() => {
+                    return Err(Error::Conflict(format!(
+                        "A store with id {} exists already",
+                        id.as_str()
+                    )));
+                }
+                Some(id) => id,
+                None => {
+                    let mut id = StoreId::random()?;
+                    // 36^8 ids: a collision is rare, but a clash must never overwrite a store.
+                    while stores.get(id.as_str())?.is_some() {
+                        id = StoreId::random()?;
+                    }
+                    id
+                }
             }
-            id
         };
         let store = Store {
             id,

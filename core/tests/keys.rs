@@ -9,6 +9,26 @@ use latchkey::{
 };
 use serde_json::json;
 
+/// A store created under a chosen id (`serve --dev`'s `devstore`) is a store like any other,
+/// its default key works at once, and the id cannot be taken twice.
+#[test]
+fn a_store_may_be_created_under_a_chosen_id_once() {
+    let (engine, _) = engine();
+    let id = latchkey::StoreId::parse("devstore").unwrap();
+    let (store, key) = engine
+        .create_store_with_id(&admin(), id, NewStore::named("Dev"))
+        .unwrap();
+    assert_eq!(store.id.as_str(), "devstore");
+    assert_eq!(engine.get_store("devstore").unwrap().settings.name, "Dev");
+    assert!(verify(&engine, &key.credential(), Area::Orders, Action::View).allowed());
+    let err = engine
+        .create_store_with_id(&admin(), id, NewStore::named("Again"))
+        .unwrap_err();
+    assert_eq!(err.http_status(), 409);
+    assert_eq!(engine.get_store("devstore").unwrap().settings.name, "Dev");
+    assert_eq!(engine.list_keys("devstore").unwrap().len(), 1);
+}
+
 #[test]
 fn a_store_comes_with_one_full_access_default_key() {
     let (engine, clock) = engine();
