@@ -8,6 +8,7 @@ const { test, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const http = require('node:http')
+const os = require('node:os')
 const path = require('node:path')
 const readline = require('node:readline')
 const { spawn } = require('node:child_process')
@@ -24,11 +25,15 @@ let banner = {}
 let browser
 let receiver
 let received = []
+let dbDir
 
 /** Starts `latchkey serve --dev` on a free port; resolves with the banner's values. */
 function startServer() {
   return new Promise((resolve, reject) => {
-    server = spawn(BIN, ['serve', '--dev', '--listen', '127.0.0.1:0', '--allow-private-webhooks'], {
+    // A database of its own: `--dev` reuses the store it made in a database before.
+    dbDir = fs.mkdtempSync(path.join(os.tmpdir(), 'latchkey-browser-'))
+    const db = path.join(dbDir, 'dashboard.redb')
+    server = spawn(BIN, ['serve', '--dev', '--listen', '127.0.0.1:0', '--db', db, '--allow-private-webhooks'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     server.on('error', reject)
@@ -65,6 +70,8 @@ after(async () => {
   receiver?.close()
   server?.removeAllListeners('exit')
   server?.kill('SIGTERM')
+  if (server && server.exitCode === null) await new Promise((resolve) => server.once('exit', resolve))
+  if (dbDir) fs.rmSync(dbDir, { recursive: true, force: true })
 })
 
 /** Every form control on the page has a label (or an aria-label), read in one evaluation. */

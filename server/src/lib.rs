@@ -15,6 +15,7 @@ pub mod jwt;
 mod net;
 pub mod openapi;
 mod respond;
+pub mod secret_file;
 pub mod serve;
 
 use std::sync::Arc;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use latchkey::{Actor, Clock, Engine, EngineOptions, NewKey, NewStore, WebhookOptions};
-use latchkey_server::{AppState, Config, app, jwt};
+use latchkey_server::{AppState, Config, app, jwt, secret_file};
 use serde_json::json;
 
 #[global_allocator]
@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Run the HTTP server.
     Serve(Serve),
-    /// Print a management-API token signed with the server's secret.
+    /// Print a management-API token signed with the database's secret (or LATCHKEY_JWT_SECRET).
     AdminToken(AdminToken),
     /// List or create stores in a database file.
     Stores {
@@ -59,16 +59,18 @@ Environment only (read by the server and the bindings alike):
                                      between a key's requests and a hit costs more than hashing
                                      (the bindings default to on)")]
 struct Serve {
-    /// Database file (created if missing). With --dev and no --db, an in-memory database.
-    #[arg(long, env = "LATCHKEY_DB")]
-    db: Option<PathBuf>,
+    /// Database file (created if missing), with its management secret beside it in
+    /// PATH.jwt-secret (created on the first start, unless --jwt-secret is given).
+    #[arg(long, env = "LATCHKEY_DB", default_value = DEFAULT_DB)]
+    db: PathBuf,
     /// Address to listen on.
     #[arg(long, env = "LATCHKEY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Development mode: create a store and print a working key and an admin token.
+    /// Development mode: create the store `devstore` (once) and print a working key for it
+    /// (a new secret for its default key on each start) and an admin token.
     #[arg(long)]
     dev: bool,
-    /// HS256 secret for management tokens (at least 32 bytes; --dev makes a random one).
+    /// HS256 secret for management tokens (at least 32 bytes), instead of the database's own.
     #[arg(long, env = "LATCHKEY_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     /// Proxies whose X-Forwarded-For is believed (CIDRs or addresses, comma-separated).
@@ -140,8 +142,13 @@ fn per_window(text: &str) -> Option<latchkey::RateLimit> {
 
 #[derive(Args, Debug)]
 struct AdminToken {
+    /// The database whose secret signs the token (its PATH.jwt-secret; the database may be
+    /// in use by a running server).
+    #[arg(long, env = "LATCHKEY_DB", default_value = DEFAULT_DB)]
+    db: PathBuf,
+    /// Sign with this secret instead of the database's (the one the server was given).
     #[arg(long, env = "LATCHKEY_JWT_SECRET", hide_env_values = true)]
-    jwt_secret: String,
+    jwt_secret: Option<String>,
     /// Who the token is for (recorded in the audit trail).
     #[arg(long, default_value = "admin")]
     sub: String,
@@ -149,24 +156,44 @@ struct AdminToken {
     #[arg(long, value_delimiter = ',')]
     permissions: Vec<String>,
     /// Store ids the token covers (comma-separated), or `*`.
-    #[arg(long, value_delimiter = ',', default_value = "*")]
+    #[arg(long, alias = "store", value_delimiter = ',', default_value = "*")]
     stores: Vec<String>,
-    /// Lifetime in seconds.
-    #[arg(long, default_value_t = 3600)]
-    ttl: i64,
+    /// Lifetime: seconds, or a number with s, m, h or d (1 minute to 366 days).
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+}
+
+/// The database file when none is named (SPEC §9).
+const DEFAULT_DB: &str = "latchkey.redb";
+
+/// A lifetime as `--ttl` takes it: seconds, or a whole number with `s`, `m`, `h` or `d`.
+fn lifetime(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    number.parse::<i64>().ok()?.checked_mul(scale)
 }
 
 #[derive(Subcommand, Debug)]
 enum StoresCommand {
     /// Print every store (JSON).
     List {
-        #[arg(long, env = "LATCHKEY_DB")]
+        #[arg(long, env = "LATCHKEY_DB", default_value = DEFAULT_DB)]
         db: PathBuf,
     },
     /// Create a store; prints it and its default key (shown this once).
     Create {
         name: String,
-        #[arg(long, env = "LATCHKEY_DB")]
+        #[arg(long, env = "LATCHKEY_DB", default_value = DEFAULT_DB)]
         db: PathBuf,
     },
 }
@@ -175,7 +202,7 @@ enum StoresCommand {
 enum KeysCommand {
     /// Create a scoped key; prints it with its secret (shown this once).
     Create {
-        #[arg(long, env = "LATCHKEY_DB")]
+        #[arg(long, env = "LATCHKEY_DB", default_value = DEFAULT_DB)]
         db: PathBuf,
         #[arg(long)]
         store: String,
@@ -207,14 +234,14 @@ enum KeysCommand {
     },
     /// Print a store's keys (JSON, secrets masked).
     List {
-        #[arg(long, env = "LATCHKEY_DB")]
+        #[arg(long, env = "LATCHKEY_DB", default_value = DEFAULT_DB)]
         db: PathBuf,
         #[arg(long)]
         store: String,
     },
     /// Revoke a key: it stops working at once.
     Revoke {
-        #[arg(long, env = "LATCHKEY_DB")]
+        #[arg(long, env = "LATCHKEY_DB", default_value = DEFAULT_DB)]
         db: PathBuf,
         #[arg(long)]
         store: String,
@@ -224,7 +251,7 @@ enum KeysCommand {
     /// Give a key a new secret (printed this once); the old secret stops working at once, or
     /// after --overlap-seconds.
     Regenerate {
-        #[arg(long, env = "LATCHKEY_DB")]
+        #[arg(long, env = "LATCHKEY_DB", default_value = DEFAULT_DB)]
         db: PathBuf,
         #[arg(long)]
         store: String,
@@ -311,23 +338,7 @@ fn serve_defaults() -> EngineOptions {
 
 fn serve(args: Serve) -> Result<(), String> {
     let mut problems = Vec::new();
-    let secret = match (&args.jwt_secret, args.dev) {
-        (Some(secret), _) if secret.len() >= jwt::MIN_SECRET => secret.as_bytes().to_vec(),
-        (Some(_), _) => {
-            problems.push(format!(
-                "--jwt-secret: must be at least {} bytes",
-                jwt::MIN_SECRET
-            ));
-            Vec::new()
-        }
-        (None, true) => rand::random::<[u8; 32]>().to_vec(),
-        (None, false) => {
-            problems.push(
-                "--jwt-secret (or LATCHKEY_JWT_SECRET) is required to serve the management API; use --dev to try it out".into(),
-            );
-            Vec::new()
-        }
-    };
+    let given_secret = given_secret(args.jwt_secret.as_deref(), &mut problems);
     let entries: Vec<String> = args
         .trusted_proxy
         .iter()
@@ -357,10 +368,6 @@ fn serve(args: Serve) -> Result<(), String> {
     });
     if let Err(problem) = options.set_cache_mb(args.cache_mb) {
         problems.push(format!("--cache-mb: {problem}"));
-    }
-    if args.db.is_none() && !args.dev {
-        problems
-            .push("--db (or LATCHKEY_DB) is required; use --dev for an in-memory database".into());
     }
     options.webhooks.allow_private = args.allow_private_webhooks;
     options.webhooks.timeout = webhook_timeout;
@@ -393,12 +400,13 @@ fn serve(args: Serve) -> Result<(), String> {
     if !problems.is_empty() {
         return Err(problems.join("\n"));
     }
-    let engine = match &args.db {
-        Some(path) => {
-            Engine::open_with(path, options).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        None => Engine::memory_with(options).map_err(|e| e.to_string())?,
+    // Only now that every flag is good: nothing is created for a refused start.
+    let secret = match given_secret {
+        Some(secret) => secret,
+        None => secret_file::ensure(&args.db)?,
     };
+    let engine =
+        Engine::open_with(&args.db, options).map_err(|e| format!("{}: {e}", args.db.display()))?;
     let engine = Arc::new(engine);
     engine.start_webhook_worker().map_err(|e| e.to_string())?;
     let dev = args.dev.then(|| (engine.clone(), secret.clone()));
@@ -472,10 +480,37 @@ fn reachable(bound: SocketAddr) -> SocketAddr {
     }
 }
 
+/// `--dev`'s store (SPEC §9): made on the first `--dev` start on a database.
+const DEV_STORE: &str = "devstore";
+
+/// The development store and a working key for it: on the first start the store is created
+/// with its default key; on later ones the default key gets a new secret (the old one is not
+/// kept anywhere to be shown again), or, if it was deleted, a full-access key is made.
+fn dev_store(engine: &Engine) -> Result<(latchkey::Store, latchkey::CreatedKey), String> {
+    let actor = Actor::admin("dev");
+    let id = latchkey::StoreId::parse(DEV_STORE).ok_or("the development store's id")?;
+    match engine.create_store_with_id(&actor, id, NewStore::named("Dev Store")) {
+        Ok(created) => return Ok(created),
+        Err(latchkey::Error::Conflict(_)) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let store = engine.get_store(DEV_STORE).map_err(|e| e.to_string())?;
+    let keys = engine.list_keys(DEV_STORE).map_err(|e| e.to_string())?;
+    let key = match keys.iter().find(|k| k.kind == latchkey::KeyKind::Default) {
+        Some(default) => {
+            engine.regenerate_key(DEV_STORE, &actor, &default.id, time::Duration::ZERO)
+        }
+        None => engine.create_key(
+            DEV_STORE,
+            &actor,
+            NewKey::new("Development key", latchkey::PermissionSet::all()),
+        ),
+    };
+    Ok((store, key.map_err(|e| e.to_string())?))
+}
+
 fn dev_banner(engine: &Engine, secret: &[u8], listen: SocketAddr) -> Result<(), String> {
-    let (store, default_key) = engine
-        .create_store(&Actor::admin("dev"), NewStore::named("Dev Store"))
-        .map_err(|e| e.to_string())?;
+    let (store, default_key) = dev_store(engine)?;
     let token = jwt::issue(
         secret,
         "dev",
@@ -485,27 +520,41 @@ fn dev_banner(engine: &Engine, secret: &[u8], listen: SocketAddr) -> Result<(), 
         24 * 3600,
     )?;
     let key = default_key.credential();
-    println!("Latchkey development server");
-    println!("  store:        {}", store.id);
-    println!("  API key:      {key}");
-    println!("  admin token:  {token}");
-    println!("  console:      http://{listen}/dashboard/ (sign in with the admin token)");
-    println!();
-    println!("  curl -H 'X-Api-Key: {key}' http://{listen}/api/v1/packages");
-    println!(
-        "  curl -H 'Authorization: Bearer {token}' http://{listen}/api/stores/{}",
-        store.id
+    let id = store.id;
+    let banner = format!(
+        "Latchkey development server
+  store:        {id}
+  API key:      {key}
+  admin token:  {token}
+  console:      http://{listen}/dashboard/ (sign in with the admin token)
+
+  curl -H 'X-Api-Key: {key}' http://{listen}/api/v1/packages
+  curl -H 'Authorization: Bearer {token}' http://{listen}/api/stores/{id}
+"
     );
+    // Written, not `print!`ed: a reader that goes away (`serve --dev | head -3`) must not
+    // stop the server with a panic over its banner.
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     Ok(())
 }
 
-fn admin_token(args: AdminToken) -> Result<(), String> {
-    if args.jwt_secret.len() < jwt::MIN_SECRET {
-        return Err(format!(
+/// `--jwt-secret` when given and long enough (a problem when too short); `None` when absent.
+fn given_secret(given: Option<&str>, problems: &mut Vec<String>) -> Option<Vec<u8>> {
+    let secret = given?;
+    if secret.len() < jwt::MIN_SECRET {
+        problems.push(format!(
             "--jwt-secret: must be at least {} bytes",
             jwt::MIN_SECRET
         ));
     }
+    Some(secret.as_bytes().to_vec())
+}
+
+fn admin_token(args: AdminToken) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let given_secret = given_secret(args.jwt_secret.as_deref(), &mut problems);
     let permissions: Vec<&str> = if args.permissions.is_empty() {
         jwt::ALL_PERMISSIONS.to_vec()
     } else {
@@ -517,15 +566,28 @@ fn admin_token(args: AdminToken) -> Result<(), String> {
         .copied()
         .collect();
     if !unknown.is_empty() {
-        return Err(format!(
+        problems.push(format!(
             "--permissions: unknown {} (expected {})",
             unknown.join(", "),
             jwt::ALL_PERMISSIONS.join(", ")
         ));
     }
-    if !(60..=366 * 24 * 3600).contains(&args.ttl) {
-        return Err("--ttl: must be from 60 seconds to 366 days".into());
+    let ttl = lifetime(&args.ttl).filter(|ttl| (60..=366 * 24 * 3600).contains(ttl));
+    if ttl.is_none() {
+        problems.push(format!(
+            "--ttl: `{}` is not a lifetime from 60 seconds to 366 days (seconds, or a number with s, m, h or d)",
+            args.ttl
+        ));
     }
+    let secret = match given_secret {
+        Some(secret) => Some(secret),
+        None => secret_file::read(&args.db)
+            .map_err(|problem| problems.push(problem))
+            .ok(),
+    };
+    let (Some(secret), Some(ttl), true) = (secret, ttl, problems.is_empty()) else {
+        return Err(problems.join("\n"));
+    };
     let stores = if args.stores.iter().any(|s| s == "*") {
         json!("*")
     } else {
@@ -534,14 +596,7 @@ fn admin_token(args: AdminToken) -> Result<(), String> {
     let now = latchkey::SystemClock.now_secs();
     println!(
         "{}",
-        jwt::issue(
-            args.jwt_secret.as_bytes(),
-            &args.sub,
-            &permissions,
-            stores,
-            now,
-            args.ttl
-        )?
+        jwt::issue(&secret, &args.sub, &permissions, stores, now, ttl)?
     );
     Ok(())
 }

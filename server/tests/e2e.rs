@@ -15,21 +15,54 @@ struct Server {
     base: String,
 }
 
+/// `latchkey serve` on a free loopback port and `db`, its errors piped.
+fn serve(db: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .stderr(Stdio::piped());
+    command
+}
+
 impl Server {
     fn start(db: &Path) -> Server {
         Self::start_with(db, &[])
     }
 
     fn start_with(db: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
+        let mut command = serve(db);
+        command
             .args(extra)
             .env("LATCHKEY_JWT_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        Self::listening(command.spawn().expect("start the server"))
+    }
+
+    /// `serve --dev` on `db` with the database's own management secret: the server and the
+    /// banner's lines (`store`, `API key`, `admin token`).
+    fn start_dev(db: &Path) -> (Server, std::collections::HashMap<String, String>) {
+        let mut child = serve(db)
+            .arg("--dev")
+            .env_remove("LATCHKEY_JWT_SECRET")
+            .stdout(Stdio::piped())
             .spawn()
             .expect("start the server");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut banner = std::collections::HashMap::new();
+        while !banner.contains_key("admin token") {
+            let line = lines.next().expect("the banner").expect("read stdout");
+            if let Some((name, value)) = line.trim().split_once(": ") {
+                banner.insert(name.to_owned(), value.trim().to_owned());
+            }
+        }
+        // The rest of the banner too: a closed pipe would fail the server's next print.
+        std::thread::spawn(move || for _ in lines {});
+        (Self::listening(child), banner)
+    }
+
+    /// The server once it says where it listens.
+    fn listening(mut child: Child) -> Server {
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let base = loop {
@@ -384,10 +417,169 @@ fn serve_refuses_bad_configuration_naming_every_problem() {
         "--cache-mb: must be between 1 and",
         "--webhook-timeout: must be more than zero and at most 300 seconds",
         "--auth-failures: `ten` is not LIMIT/SECONDS or off",
-        "--db",
     ] {
         assert!(stderr.contains(needle), "{needle}: {stderr}");
     }
+}
+
+/// `admin-token` names every problem at once, and signs nothing then.
+#[test]
+fn admin_token_names_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args([
+            "admin-token",
+            "--ttl",
+            "5 weeks",
+            "--permissions",
+            "Stores:Fly",
+            "--db",
+        ])
+        .arg(dir.path().join("none.redb"))
+        .env_remove("LATCHKEY_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for needle in [
+        "--ttl: `5 weeks` is not a lifetime",
+        "--permissions: unknown Stores:Fly",
+        "none.redb.jwt-secret: no management secret here",
+    ] {
+        assert!(stderr.contains(needle), "{needle}: {stderr}");
+    }
+    // Lifetimes with a unit, and a given secret without any database.
+    for ttl in ["90", "90s", "30m", "2h", "7d"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .args(["admin-token", "--ttl", ttl])
+            .env("LATCHKEY_JWT_SECRET", SECRET)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{ttl}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for ttl in ["59", "1m1", "367d", "h", "-5m"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .args(["admin-token", "--ttl", ttl])
+            .env("LATCHKEY_JWT_SECRET", SECRET)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{ttl}");
+    }
+}
+
+/// Without LATCHKEY_JWT_SECRET the server signs with the database's own secret, made on its
+/// first start; `admin-token` signs with the same while the server runs, and it survives a
+/// restart. `--dev` makes `devstore` once: a restart gives its default key a new secret.
+#[test]
+fn the_database_secret_signs_admin_tokens_and_dev_makes_its_store_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("own.redb");
+    let admin_token = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .args(["admin-token", "--ttl", "2h", "--db"])
+            .arg(&db)
+            .args(extra)
+            .env_remove("LATCHKEY_JWT_SECRET")
+            .env_remove("LATCHKEY_DB")
+            .output()
+            .unwrap()
+    };
+    let before = admin_token(&[]);
+    assert!(!before.status.success());
+    assert!(
+        String::from_utf8_lossy(&before.stderr).contains("no management secret here"),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+    let (server, first) = Server::start_dev(&db);
+    assert_eq!(first["store"], "devstore");
+    let secret_file = std::fs::read_to_string(dir.path().join("own.redb.jwt-secret")).unwrap();
+    assert_eq!(secret_file.trim().len(), 64);
+    let client = Client::new(&server);
+    let token = admin_token(&["--store", "devstore"]);
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let bearer = format!("Bearer {token}");
+    let reply = client.send(
+        "GET",
+        "/api/stores/devstore",
+        ("Authorization", &bearer),
+        None,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let banner_bearer = format!("Bearer {}", first["admin token"]);
+    let reply = client.send(
+        "GET",
+        "/api/stores",
+        ("Authorization", &banner_bearer),
+        None,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // The e2e secret is not this server's.
+    assert_eq!(client.admin("GET", "/api/stores", None).status, 401);
+    assert_eq!(
+        client
+            .with_key("/api/v1/packages", &first["API key"])
+            .status,
+        200
+    );
+    drop(server);
+
+    let (server, second) = Server::start_dev(&db);
+    let client = Client::new(&server);
+    assert_eq!(second["store"], "devstore");
+    assert_ne!(second["API key"], first["API key"]);
+    assert_eq!(
+        client
+            .with_key("/api/v1/packages", &second["API key"])
+            .status,
+        200
+    );
+    assert_eq!(
+        client
+            .with_key("/api/v1/packages", &first["API key"])
+            .status,
+        401
+    );
+    let reply = client.send(
+        "GET",
+        "/api/stores/devstore",
+        ("Authorization", &bearer),
+        None,
+    );
+    assert_eq!(
+        reply.status, 200,
+        "the token made before the restart: {}",
+        reply.body
+    );
+    let stores = client.send("GET", "/api/stores", ("Authorization", &bearer), None);
+    assert_eq!(
+        stores.body["data"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        stores.body
+    );
+    let keys = client.send(
+        "GET",
+        "/api/stores/devstore/api-keys",
+        ("Authorization", &bearer),
+        None,
+    );
+    assert_eq!(
+        keys.body["data"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        keys.body
+    );
 }
 
 #[test]

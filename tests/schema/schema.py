@@ -15,10 +15,13 @@ Exit status: schemathesis's, the first non-zero one.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import urllib.request
 from pathlib import Path
@@ -28,13 +31,17 @@ CHECKS = "not_a_server_error,response_schema_conformance,response_headers_confor
 
 
 def start(binary: Path, *extra: str) -> tuple[subprocess.Popen, str, dict]:
-    """`serve --dev` (with `extra` flags) on a free loopback port: the process, its base URL and
-    the banner's store, API key and admin token."""
+    """`serve --dev` (with `extra` flags) on a free loopback port and a database of its own: the
+    process, its base URL and the banner's store, API key and admin token."""
     # No per-IP route limits and no brute-force limit: thousands of requests from one address
     # (hundreds of them refused 401, which the brute-force limit counts) would otherwise be
     # 429s, which are correct answers but test nothing behind them.
+    # A fresh database each time (removed when this script exits): `--dev` reuses the store it
+    # made in a database before.
+    db = Path(tempfile.mkdtemp(prefix="latchkey-schema-")) / "schema.redb"
+    atexit.register(shutil.rmtree, db.parent, ignore_errors=True)
     proc = subprocess.Popen([str(binary), "serve", "--dev", "--no-ip-scopes", "--auth-failures", "off",
-                             *extra, "--listen", "127.0.0.1:0"],
+                             *extra, "--listen", "127.0.0.1:0", "--db", str(db)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     banner = {}
     assert proc.stdout and proc.stderr
