@@ -72,7 +72,7 @@ struct Serve {
     dev: bool,
     /// HS256 secret for management tokens (at least 32 bytes), instead of the database's own.
     #[arg(long, env = "LATCHKEY_JWT_SECRET", hide_env_values = true)]
-    jwt_secret: Option<String>,
+    jwt_secret: Option<SecretArg>,
     /// Proxies whose X-Forwarded-For is believed (CIDRs or addresses, comma-separated).
     #[arg(long, env = "LATCHKEY_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxy: Vec<String>,
@@ -148,7 +148,7 @@ struct AdminToken {
     db: PathBuf,
     /// Sign with this secret instead of the database's (the one the server was given).
     #[arg(long, env = "LATCHKEY_JWT_SECRET", hide_env_values = true)]
-    jwt_secret: Option<String>,
+    jwt_secret: Option<SecretArg>,
     /// Who the token is for (recorded in the audit trail).
     #[arg(long, default_value = "admin")]
     sub: String,
@@ -161,6 +161,25 @@ struct AdminToken {
     /// Lifetime: seconds, or a number with s, m, h or d (1 minute to 366 days).
     #[arg(long, default_value = "1h")]
     ttl: String,
+}
+
+/// A secret given on the command line or in the environment: its `Debug` (the arguments')
+/// says only that there is one.
+#[derive(Clone)]
+struct SecretArg(String);
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// The database file when none is named (SPEC §9).
@@ -338,7 +357,7 @@ fn serve_defaults() -> EngineOptions {
 
 fn serve(args: Serve) -> Result<(), String> {
     let mut problems = Vec::new();
-    let given_secret = given_secret(args.jwt_secret.as_deref(), &mut problems);
+    let given_secret = given_secret(args.jwt_secret.as_ref(), &mut problems);
     let entries: Vec<String> = args
         .trusted_proxy
         .iter()
@@ -541,8 +560,8 @@ fn dev_banner(engine: &Engine, secret: &[u8], listen: SocketAddr) -> Result<(), 
 }
 
 /// `--jwt-secret` when given and long enough (a problem when too short); `None` when absent.
-fn given_secret(given: Option<&str>, problems: &mut Vec<String>) -> Option<Vec<u8>> {
-    let secret = given?;
+fn given_secret(given: Option<&SecretArg>, problems: &mut Vec<String>) -> Option<Vec<u8>> {
+    let SecretArg(secret) = given?;
     if secret.len() < jwt::MIN_SECRET {
         problems.push(format!(
             "--jwt-secret: must be at least {} bytes",
@@ -554,7 +573,7 @@ fn given_secret(given: Option<&str>, problems: &mut Vec<String>) -> Option<Vec<u
 
 fn admin_token(args: AdminToken) -> Result<(), String> {
     let mut problems = Vec::new();
-    let given_secret = given_secret(args.jwt_secret.as_deref(), &mut problems);
+    let given_secret = given_secret(args.jwt_secret.as_ref(), &mut problems);
     let permissions: Vec<&str> = if args.permissions.is_empty() {
         jwt::ALL_PERMISSIONS.to_vec()
     } else {
@@ -842,6 +861,32 @@ mod tests {
             Some(json!({"limit": 3}))
         );
         assert_eq!(rate_limit_flag("{not json"), None);
+    }
+
+    #[test]
+    fn lifetimes_read_seconds_or_a_unit_and_secrets_never_show_in_debug() {
+        for (text, seconds) in [
+            ("90", 90),
+            ("90s", 90),
+            ("30m", 1800),
+            (" 1h ", 3600),
+            ("7d", 604_800),
+        ] {
+            assert_eq!(lifetime(text), Some(seconds), "{text:?}");
+        }
+        for bad in ["", "h", "1m1", "1w", "-5m", "1.5h", "99999999999999999999d"] {
+            assert_eq!(lifetime(bad), None, "{bad:?}");
+        }
+        let args = Cli::try_parse_from([
+            "latchkey",
+            "admin-token",
+            "--jwt-secret",
+            "a-secret-that-must-not-be-printed!!",
+        ])
+        .unwrap();
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("must-not-be-printed"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]
