@@ -99,8 +99,14 @@ fn create(path: &Path, secret: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(path);
         return Err(e);
     }
+    // The directory too, so the new name survives a crash (`latchkey.redb.jwt-secret` alone
+    // is in the working directory).
     #[cfg(unix)]
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
