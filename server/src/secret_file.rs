@@ -23,7 +23,7 @@ pub fn path_for(db: &Path) -> PathBuf {
 pub fn ensure(db: &Path) -> Result<Vec<u8>, String> {
     let path = path_for(db);
     match read_at(&path) {
-        Err(Missing) => {}
+        Err(Problem::Missing) => {}
         found => return found.map_err(|problem| problem.message(&path)),
     }
     let secret = latchkey::hex_lower(&rand::random::<[u8; 32]>());
@@ -49,14 +49,13 @@ enum Problem {
     Unreadable(std::io::Error),
     Malformed,
 }
-use Problem::Missing;
 
 impl Problem {
     /// The message for `path`. Never the file's content: it may be a secret mistyped.
     fn message(&self, path: &Path) -> String {
         let path = path.display();
         match self {
-            Missing => format!(
+            Problem::Missing => format!(
                 "{path}: no management secret here (a server started on this database without LATCHKEY_JWT_SECRET creates it; with one, set the same LATCHKEY_JWT_SECRET here)"
             ),
             Problem::Unreadable(e) => format!("{path}: cannot read: {e}"),
@@ -71,7 +70,7 @@ impl Problem {
 fn read_at(path: &Path) -> Result<Vec<u8>, Problem> {
     let text = match std::fs::read(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Missing),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Problem::Missing),
         Err(e) => return Err(Problem::Unreadable(e)),
     };
     let secret = text.trim_ascii();
