@@ -580,6 +580,19 @@ fn the_database_secret_signs_admin_tokens_and_dev_makes_its_store_once() {
         "{}",
         keys.body
     );
+    assert!(!second.contains_key("note"));
+    // What was set on the key since is kept, and the banner says when it stops the key.
+    let key_id = keys.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/stores/devstore/api-keys/{key_id}");
+    let off = json!({"active": false});
+    let reply = client.send("PATCH", &path, ("Authorization", &bearer), Some(off));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    drop(server);
+    let (server, third) = Server::start_dev(&db);
+    assert!(third["note"].contains("deactivated"), "{third:?}");
+    let client = Client::new(&server);
+    let refused = client.with_key("/api/v1/packages", &third["API key"]);
+    assert_eq!(refused.body["code"], "INACTIVE", "{}", refused.body);
 }
 
 #[test]
