@@ -160,6 +160,31 @@ fn unknown_key_and_wrong_secret_are_the_same_answer() {
     );
 }
 
+/// `Key::has_expired` (what a caller shows about a key) agrees with verify's `EXPIRED`, to
+/// the instant it starts.
+#[test]
+fn a_key_has_expired_exactly_when_verify_says_so() {
+    use latchkey::Clock;
+    let (engine, clock) = engine();
+    let (store, _) = store(&engine);
+    let mut new = NewKey::new("k", perms(json!({"Orders": ["View"]})));
+    new.expires_at = Patch::Set(clock.now_plus_days(1));
+    let key = engine.create_key(store.id.as_str(), &admin(), new).unwrap();
+    let cred = key.credential();
+    let expired_now = || {
+        let code = verify(&engine, &cred, Area::Orders, Action::View).code();
+        (
+            key.key.has_expired(clock.now()),
+            code == Some(DenyCode::Expired),
+        )
+    };
+    assert_eq!(expired_now(), (false, false));
+    clock.advance(time::Duration::days(1) - time::Duration::nanoseconds(1));
+    assert_eq!(expired_now(), (false, false));
+    clock.advance(time::Duration::nanoseconds(1));
+    assert_eq!(expired_now(), (true, true));
+}
+
 #[test]
 fn expired_then_inactive_then_store_checks_in_order() {
     let (engine, clock) = engine();

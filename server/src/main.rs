@@ -541,10 +541,7 @@ fn dev_banner(engine: &Engine, secret: &[u8], listen: SocketAddr) -> Result<(), 
     let key = default_key.credential();
     let id = store.id;
     // A later start keeps what was set on the key since; it says so when that stops the key.
-    let expired = default_key
-        .key
-        .expires_at
-        .is_some_and(|at| at <= engine.clock().now());
+    let expired = default_key.key.has_expired(engine.clock().now());
     let caveat = match (default_key.key.active, expired) {
         (false, _) => "  note:         it is deactivated; activate it in the console to use it\n",
         (true, true) => "  note:         it has expired; give it a later expiry in the console\n",

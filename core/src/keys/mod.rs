@@ -216,6 +216,13 @@ pub struct Key {
     pub previous_last_used_at: Option<OffsetDateTime>,
 }
 
+impl Key {
+    /// Whether verify refuses the key as `EXPIRED` at `now`: from its `expires_at` on.
+    pub fn has_expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+}
+
 /// A key together with its secret: returned by create and regenerate, and nowhere else.
 ///
 /// For `token` and `hex` keys the secret is the whole key; for `pair` it is the consumer
