@@ -164,6 +164,20 @@ impl Problems {
     }
 }
 
+impl From<redb::DatabaseError> for Error {
+    fn from(err: redb::DatabaseError) -> Self {
+        match err {
+            // redb's own words ("Cannot acquire lock") do not say who holds it or what to do.
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Storage(
+                "the database file is already open (by a running server, or another engine in \
+                 this process); one engine at a time may have it"
+                    .to_owned(),
+            ),
+            other => Error::Storage(other.to_string()),
+        }
+    }
+}
+
 macro_rules! storage_from {
     ($($ty:ty),*) => {$(
         impl From<$ty> for Error {
@@ -176,7 +190,6 @@ macro_rules! storage_from {
 
 storage_from!(
     redb::Error,
-    redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,

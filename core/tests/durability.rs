@@ -112,3 +112,26 @@ fn concurrent_creations_never_exceed_the_cap() {
     assert_eq!(created, 5, "max_scoped_keys is 5");
     assert_eq!(engine.list_keys(&sid).unwrap().len(), 6);
 }
+
+/// A database file has one engine at a time; a second open says so in words a person can act
+/// on, and leaves the first engine working.
+#[test]
+fn a_database_open_elsewhere_is_refused_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.redb");
+    let engine = Engine::open(&path).unwrap();
+    let (_, key) = store(&engine);
+    let err = Engine::open(&path)
+        .err()
+        .expect("a second engine on the same file");
+    assert_eq!(err.code(), "STORAGE");
+    let message = err.to_string();
+    assert!(message.contains("already open"), "{message}");
+    assert!(message.contains("running server"), "{message}");
+    assert!(
+        verify(&engine, &key.credential(), Area::Orders, Action::View).allowed(),
+        "the first engine stopped working"
+    );
+    drop(engine);
+    Engine::open(&path).expect("open once the first engine is gone");
+}
