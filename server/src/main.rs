@@ -202,18 +202,28 @@ fn lifetime(text: &str) -> Option<i64> {
     number.parse::<i64>().ok()?.checked_mul(scale)
 }
 
+/// The database file a `stores` or `keys` command works on.
+#[derive(Args, Debug)]
+struct Db {
+    /// Database file: `stores create` creates it if missing, every other command needs it to
+    /// exist (the server may not be running on it: a database is open in one process at a time).
+    #[arg(long = "db", env = "LATCHKEY_DB", default_value = DEFAULT_DB)]
+    path: PathBuf,
+}
+
 #[derive(Subcommand, Debug)]
 enum StoresCommand {
     /// Print every store (JSON).
     List {
-        #[arg(long, env = "LATCHKEY_DB", default_value = DEFAULT_DB)]
-        db: PathBuf,
+        #[command(flatten)]
+        db: Db,
     },
     /// Create a store; prints it and its default key (shown this once).
     Create {
+        /// The store's name.
         name: String,
-        #[arg(long, env = "LATCHKEY_DB", default_value = DEFAULT_DB)]
-        db: PathBuf,
+        #[command(flatten)]
+        db: Db,
     },
 }
 
@@ -221,10 +231,12 @@ enum StoresCommand {
 enum KeysCommand {
     /// Create a scoped key; prints it with its secret (shown this once).
     Create {
-        #[arg(long, env = "LATCHKEY_DB", default_value = DEFAULT_DB)]
-        db: PathBuf,
+        #[command(flatten)]
+        db: Db,
+        /// The store's id.
         #[arg(long)]
         store: String,
+        /// The key's name, as lists show it.
         #[arg(long)]
         name: String,
         /// Permissions as JSON (`{"Orders":["View"]}`), scopes (`orders:read,packages:read`)
@@ -234,6 +246,7 @@ enum KeysCommand {
         /// token, hex or pair.
         #[arg(long, default_value = "token")]
         format: String,
+        /// A note on what the key is for.
         #[arg(long)]
         description: Option<String>,
         /// The store environment the key works in (default `live`).
@@ -253,27 +266,32 @@ enum KeysCommand {
     },
     /// Print a store's keys (JSON, secrets masked).
     List {
-        #[arg(long, env = "LATCHKEY_DB", default_value = DEFAULT_DB)]
-        db: PathBuf,
+        #[command(flatten)]
+        db: Db,
+        /// The store's id.
         #[arg(long)]
         store: String,
     },
     /// Revoke a key: it stops working at once.
     Revoke {
-        #[arg(long, env = "LATCHKEY_DB", default_value = DEFAULT_DB)]
-        db: PathBuf,
+        #[command(flatten)]
+        db: Db,
+        /// The store's id.
         #[arg(long)]
         store: String,
+        /// The key's id (`key_…`).
         #[arg(long)]
         key: String,
     },
     /// Give a key a new secret (printed this once); the old secret stops working at once, or
     /// after --overlap-seconds.
     Regenerate {
-        #[arg(long, env = "LATCHKEY_DB", default_value = DEFAULT_DB)]
-        db: PathBuf,
+        #[command(flatten)]
+        db: Db,
+        /// The store's id.
         #[arg(long)]
         store: String,
+        /// The key's id (`key_…`).
         #[arg(long)]
         key: String,
         /// How long the old secret keeps working beside the new one (0 to 604800, a week), so
@@ -630,11 +648,11 @@ fn admin_token(args: AdminToken) -> Result<(), String> {
 fn stores(command: StoresCommand) -> Result<(), String> {
     match command {
         StoresCommand::List { db } => {
-            let engine = open_existing(&db)?;
+            let engine = open_existing(&db.path)?;
             print_json(&json!(engine.list_stores().map_err(|e| e.to_string())?));
         }
         StoresCommand::Create { name, db } => {
-            let engine = open(&db)?;
+            let engine = open(&db.path)?;
             let (store, key) = engine
                 .create_store(&cli_actor(), NewStore::named(name))
                 .map_err(|e| e.problems().join("\n"))?;
@@ -696,18 +714,18 @@ fn keys(command: KeysCommand) -> Result<(), String> {
                 Ok(key) if problems.is_empty() => key,
                 _ => return Err(problems.join("\n")),
             };
-            let engine = open_existing(&db)?;
+            let engine = open_existing(&db.path)?;
             let created = engine
                 .create_key(&store, &cli_actor(), key)
                 .map_err(|e| e.problems().join("\n"))?;
             print_json(&created.to_json());
         }
         KeysCommand::List { db, store } => {
-            let engine = open_existing(&db)?;
+            let engine = open_existing(&db.path)?;
             print_json(&json!(engine.list_keys(&store).map_err(|e| e.to_string())?));
         }
         KeysCommand::Revoke { db, store, key } => {
-            let engine = open_existing(&db)?;
+            let engine = open_existing(&db.path)?;
             engine
                 .revoke_key(&store, &cli_actor(), &key)
                 .map_err(|e| e.to_string())?;
@@ -719,7 +737,7 @@ fn keys(command: KeysCommand) -> Result<(), String> {
             key,
             overlap_seconds,
         } => {
-            let engine = open_existing(&db)?;
+            let engine = open_existing(&db.path)?;
             let options = json!({ "overlap_seconds": overlap_seconds });
             let created = engine
                 .regenerate_key_from_json(&store, &cli_actor(), &key, &options)
