@@ -195,6 +195,17 @@ pub struct Identified {
     pub replaced: bool,
 }
 
+/// How [`Engine::stop_leaked`] stopped a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The key was revoked.
+    Revoked,
+    /// The credential was a replaced secret; its overlap was ended.
+    OverlapEnded,
+    /// The store's default key (which cannot be revoked) got a new secret, not shown.
+    SecretReplaced,
+}
+
 /// A store as written to disk.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoreRecord {
@@ -719,10 +730,16 @@ impl Engine {
     // ---- keys ---------------------------------------------------------------------------
 
     /// Stops a leaked credential, if it is live: a replaced secret has its overlap ended (the
-    /// clients already on the new secret keep working), any other live key is revoked. `None`
-    /// when it authenticates nothing; else what it is, and whether stopping it worked (the
-    /// default key, for one, cannot be revoked).
-    pub fn stop_leaked(&self, credential: &str, actor: &Actor) -> Option<(Identified, Result<()>)> {
+    /// clients already on the new secret keep working); a store's default key, which cannot be
+    /// revoked, gets a new secret that is not returned (whoever holds the key regenerates it
+    /// again to get one; deactivating it instead would let a later activation bring the
+    /// leaked secret back); any other key is revoked. `None` when it authenticates nothing;
+    /// else what it is, and how it was stopped or why it could not be.
+    pub fn stop_leaked(
+        &self,
+        credential: &str,
+        actor: &Actor,
+    ) -> Option<(Identified, Result<Stopped>)> {
         let found = self.identify(credential)?;
         let store = found.store_id.as_str();
         let stopped = if found.replaced {
@@ -730,9 +747,18 @@ impl Engine {
                 previous_expires_at: Patch::Null,
                 ..KeyPatch::default()
             };
-            self.update_key(store, actor, &found.key_id, stop).map(drop)
+            self.update_key(store, actor, &found.key_id, stop)
+                .map(|_| Stopped::OverlapEnded)
         } else {
-            self.revoke_key(store, actor, &found.key_id)
+            self.get_key(store, &found.key_id).and_then(|key| {
+                if key.kind == KeyKind::Default {
+                    self.regenerate_key(store, actor, &found.key_id, time::Duration::ZERO)
+                        .map(|_| Stopped::SecretReplaced)
+                } else {
+                    self.revoke_key(store, actor, &found.key_id)
+                        .map(|()| Stopped::Revoked)
+                }
+            })
         };
         Some((found, stopped))
     }

@@ -57,7 +57,7 @@ pub use audit::{Actor, AuditAction, AuditEvent};
 pub use client::{client_ip, parse_ip, parse_ip_argument};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use engine::{
-    CACHE_MB, DEFAULT_CACHE_BYTES, DIGEST_MEMO_ENV, Engine, EngineOptions, Identified,
+    CACHE_MB, DEFAULT_CACHE_BYTES, DIGEST_MEMO_ENV, Engine, EngineOptions, Identified, Stopped,
 };
 pub use entities::{
     Created, DEFAULT_PAGE, ENTITY_COUNT_MAX, ENTITY_DESCRIPTION_MAX_CHARS, ENTITY_NAME_MAX_CHARS,

@@ -1037,3 +1037,53 @@ fn clock_now(clock: &latchkey::FakeClock) -> time::OffsetDateTime {
     use latchkey::Clock;
     clock.now()
 }
+
+/// `stop_leaked` (the CLI's `scan --revoke`) stops each kind of live credential in the way
+/// that kind allows, and leaves the others working.
+#[test]
+fn a_leaked_credential_is_stopped_as_its_key_allows() {
+    use latchkey::Stopped;
+    let (engine, _clock) = engine();
+    let (store, default_key) = store(&engine);
+    let sid = store.id.as_str();
+    let scoped_key = scoped(&engine, &store, json!({"Orders": ["View"]}));
+    let rotated = scoped(&engine, &store, json!({"Orders": ["View"]}));
+    let old_secret = rotated.credential();
+    let renewed = engine
+        .regenerate_key(sid, &admin(), &rotated.key.id, time::Duration::hours(1))
+        .unwrap();
+    let works =
+        |credential: &str| verify(&engine, credential, Area::Orders, Action::View).allowed();
+    assert!(works(&old_secret) && works(&renewed.credential()));
+
+    let stop = |credential: &str| {
+        let (found, how) = engine.stop_leaked(credential, &admin()).expect("live");
+        (found.key_id, how.unwrap())
+    };
+    assert_eq!(
+        stop(&scoped_key.credential()),
+        (scoped_key.key.id.clone(), Stopped::Revoked)
+    );
+    // The replaced secret stops; the clients already on the new one are not cut off.
+    assert_eq!(
+        stop(&old_secret),
+        (rotated.key.id.clone(), Stopped::OverlapEnded)
+    );
+    assert!(!works(&old_secret) && works(&renewed.credential()));
+    // The default key cannot be revoked: it keeps its id and access under a secret no one has.
+    assert_eq!(
+        stop(&default_key.credential()),
+        (default_key.key.id.clone(), Stopped::SecretReplaced)
+    );
+    assert!(!works(&default_key.credential()) && !works(&scoped_key.credential()));
+    let kept = engine.get_key(sid, &default_key.key.id).unwrap();
+    assert_eq!((kept.kind, kept.active), (KeyKind::Default, true));
+    // Stopped credentials authenticate nothing, so a second pass finds nothing live.
+    for credential in [
+        scoped_key.credential(),
+        old_secret,
+        default_key.credential(),
+    ] {
+        assert!(engine.stop_leaked(&credential, &admin()).is_none());
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
-use latchkey::{Actor, Clock, Engine, EngineOptions, NewKey, NewStore, WebhookOptions};
+use latchkey::{Actor, Clock, Engine, EngineOptions, NewKey, NewStore, Stopped, WebhookOptions};
 use latchkey_server::{AppState, Config, app, jwt, secret_file};
 use serde_json::json;
 
@@ -837,12 +837,18 @@ fn scan(args: Scan) -> Result<(), String> {
                 {
                     None => String::new(),
                     Some(None) => " not live".into(),
-                    Some(Some((found, Ok(())))) => {
+                    Some(Some((found, Ok(how)))) => {
                         revoked += 1;
-                        if found.replaced {
-                            format!(" stopped (replaced secret of {})", found.key_id)
-                        } else {
-                            format!(" revoked {}", found.key_id)
+                        let key = &found.key_id;
+                        match how {
+                            Stopped::Revoked => format!(" revoked {key}"),
+                            Stopped::OverlapEnded => {
+                                format!(" stopped (replaced secret of {key})")
+                            }
+                            Stopped::SecretReplaced => format!(
+                                " stopped: default key {key} has a new secret, not shown \
+                                 (regenerate it to get one)"
+                            ),
                         }
                     }
                     Some(Some((found, Err(e)))) => {

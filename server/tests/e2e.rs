@@ -607,6 +607,7 @@ fn scan_finds_tokens_and_revokes_live_ones() {
     ]))
     .unwrap();
     let token = created["key"].as_str().unwrap();
+    let default_key = store["default_key"]["key"].as_str().unwrap();
     let mut fake = token.to_owned();
     fake.replace_range(
         fake.len() - 1..,
@@ -616,7 +617,7 @@ fn scan_finds_tokens_and_revokes_live_ones() {
     std::fs::create_dir(&source).unwrap();
     std::fs::write(
         source.join("config.env"),
-        format!("# settings\nAPI_KEY={token}\nOTHER={fake}\n"),
+        format!("# settings\nAPI_KEY={token}\nOTHER={fake}\nADMIN_KEY={default_key}\n"),
     )
     .unwrap();
 
@@ -631,7 +632,15 @@ fn scan_finds_tokens_and_revokes_live_ones() {
         "the report never repeats the token"
     );
     let report = run(&["scan", source.to_str().unwrap(), "--revoke", "--db", db_arg]);
-    assert!(report.contains("revoked key_"), "{report}");
+    assert!(
+        report.contains("config.env:2: ") && report.contains("revoked key_"),
+        "{report}"
+    );
+    // The default key cannot be revoked: its leaked secret is replaced by one nobody has seen.
+    assert!(
+        report.contains("config.env:4: ") && report.contains("has a new secret, not shown"),
+        "{report}"
+    );
     let listed: Value =
         serde_json::from_str(&run(&["keys", "list", "--db", db_arg, "--store", sid])).unwrap();
     assert_eq!(
@@ -639,6 +648,9 @@ fn scan_finds_tokens_and_revokes_live_ones() {
         1,
         "only the default key is left"
     );
+    // Neither leaked secret authenticates any more.
+    let again = run(&["scan", source.to_str().unwrap(), "--revoke", "--db", db_arg]);
+    assert_eq!(again.matches(" not live").count(), 2, "{again}");
 }
 
 /// A delivery in flight when the server is killed is delivered after the restart, with the
