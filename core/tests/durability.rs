@@ -121,9 +121,9 @@ fn a_database_open_elsewhere_is_refused_with_its_reason() {
     let path = dir.path().join("held.redb");
     let engine = Engine::open(&path).unwrap();
     let (_, key) = store(&engine);
-    let err = Engine::open(&path)
-        .err()
-        .expect("a second engine on the same file");
+    let Err(err) = Engine::open(&path) else {
+        panic!("a second engine opened the same file");
+    };
     assert_eq!(err.code(), "STORAGE");
     let message = err.to_string();
     assert!(message.contains("already open"), "{message}");
