@@ -120,6 +120,11 @@ class Engine {
   #keys = new Array(KEY_SLOTS).fill(null)
 
   constructor(nativeEngine, actor) {
+    // `new Engine('shop.redb')` is the natural first guess; say what to call instead of
+    // failing on a method a string does not have.
+    if (!(nativeEngine instanceof native.Engine)) {
+      throw new TypeError('an Engine is made by Engine.open(path) or Engine.memory()')
+    }
     this.#native = nativeEngine
     this.#actor = actor ?? 'node'
     this.#verify = nativeEngine.bindVerify(this.#out)

@@ -33,6 +33,8 @@ test('errors are typed and carry a stable code and every problem', () => {
   assert.throws(() => eng.logs(store.id, { colour: 'red' }), { code: 'VALIDATION' })
   assert.throws(() => latchkey.trustedProxies(['10.0.0.0/33', 'nope']), (err) => err.problems.length === 2)
   assert.throws(() => latchkey.Engine.open(''), { code: 'VALIDATION' })
+  // The natural first guess says what to call instead.
+  assert.throws(() => new latchkey.Engine('shop.redb'), { name: 'TypeError', message: /Engine\.open\(path\) or Engine\.memory\(\)/ })
   // The default key cannot be revoked.
   const { defaultKey } = shop()
   assert.throws(() => eng.revokeKey(store.id, defaultKey.id))
@@ -104,7 +106,7 @@ test('Promise forms run off the event loop: a timer keeps firing during commits'
   await assert.rejects(eng.revokeKeyAsync(store.id, 'key_nope'), { code: 'NOT_FOUND' })
   await assert.rejects(eng.createKeyAsync(store.id, { name: '' }), (err) => err instanceof latchkey.ValidationError)
   // Another process opening the file (this one holds its lock) finds everything.
-  assert.throws(() => latchkey.Engine.open(path.join(dir, 'shop.redb')), { code: 'STORAGE' })
+  assert.throws(() => latchkey.Engine.open(path.join(dir, 'shop.redb')), { code: 'STORAGE', message: /already open/ })
   const script = `const l = require('latchkey'); process.stdout.write(String(l.Engine.open(${JSON.stringify(
     path.join(dir, 'shop.redb'),
   )}).listStores().length))`

@@ -236,6 +236,17 @@ def test_a_file_database_survives_reopening(tmp_path):
     assert again.verify(created.key).allowed
 
 
+def test_a_file_open_elsewhere_and_a_misbuilt_engine_say_what_to_do(tmp_path):
+    path = tmp_path / "shop.redb"
+    eng = latchkey.Engine.open(path)
+    with pytest.raises(latchkey.StorageError, match="already open"):
+        latchkey.Engine.open(path)
+    with pytest.raises(TypeError, match=r"Engine\.open\(path\) or Engine\.memory\(\)"):
+        latchkey.Engine(str(path))  # type: ignore[arg-type]
+    eng.close()
+    assert latchkey.Engine.open(path) is not None
+
+
 def test_commits_release_the_gil(tmp_path):
     """With a long switch interval, another Python thread only runs while the main thread
     has released the GIL; it must make progress during a few durable commits."""

@@ -181,6 +181,13 @@ class Engine:
     Python method around it would add a frame that costs a fifth of the call."""
 
     def __init__(self, native: "_native.Engine", actor: str = "python") -> None:
+        # `Engine("shop.redb")` is the natural first guess; say what to call instead of failing
+        # later on an attribute of a string.
+        if not isinstance(native, _native.Engine):
+            raise TypeError(
+                "Engine is made by Engine.open(path) or Engine.memory(), "
+                f"not from {type(native).__name__}"
+            )
         self._native = native
         self.actor = actor
         self.verify = native.verify
