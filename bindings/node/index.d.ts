@@ -362,6 +362,8 @@ export interface WebhookTestResult {
 }
 
 export declare class Engine {
+  /** Made by `Engine.open` or `Engine.memory`; anything else passed here is a TypeError. */
+  private constructor(nativeEngine: unknown, actor?: string)
   /** Opens (or creates) a database file; `actor` names who made changes in the audit trail. */
   static open(path: string, options?: EngineOpenOptions): Engine
   static memory(options?: EngineOpenOptions): Engine

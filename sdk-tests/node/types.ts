@@ -37,6 +37,8 @@ async function usage(): Promise<void> {
   const middleware = latchkey.express(eng, { area: 'Orders', trustedProxies: ['127.0.0.1/32'] })
   // @ts-expect-error an action is one of View / Edit / Delete or a string, never a number
   eng.verify(credential, { action: 7 })
+  // @ts-expect-error an engine comes from Engine.open or Engine.memory, not a constructor
+  new latchkey.Engine('shop.redb')
   // @ts-expect-error a new key needs a name
   eng.createKey(store.id, { permissions: ['Orders:View'] })
   // @ts-expect-error the algorithm is one of three
