@@ -513,18 +513,24 @@ impl Engine {
     /// The key a credential belongs to, if it is live, and whether it is a replaced secret
     /// in its overlap: for scanners of leaked keys. Charges no limit and records no use.
     pub fn identify(&self, credential: &str) -> Option<Identified> {
+        self.identify_kind(credential).map(|(found, _)| found)
+    }
+
+    /// [`Engine::identify`] and the key's kind, both from the index entry.
+    fn identify_kind(&self, credential: &str) -> Option<(Identified, KeyKind)> {
         let presented = format::parse(credential)?;
         let digest = Digest::of(presented.secret().as_bytes());
         self.inner.index.find(
             &presented,
             self.inner.clock.now_nanos(),
             |entry| {
-                Some(Identified {
+                let found = Identified {
                     store_id: entry.store_id(),
                     key_id: entry.id().to_owned(),
                     // Found, but not under its own digest: through a replaced secret.
                     replaced: !entry.digest.ct_eq(&digest),
-                })
+                };
+                Some((found, entry.grant.kind))
             },
             || None,
         )
@@ -740,7 +746,7 @@ impl Engine {
         credential: &str,
         actor: &Actor,
     ) -> Option<(Identified, Result<Stopped>)> {
-        let found = self.identify(credential)?;
+        let (found, kind) = self.identify_kind(credential)?;
         let store = found.store_id.as_str();
         let stopped = if found.replaced {
             let stop = KeyPatch {
@@ -749,16 +755,12 @@ impl Engine {
             };
             self.update_key(store, actor, &found.key_id, stop)
                 .map(|_| Stopped::OverlapEnded)
+        } else if kind == KeyKind::Default {
+            self.regenerate_key(store, actor, &found.key_id, time::Duration::ZERO)
+                .map(|_| Stopped::SecretReplaced)
         } else {
-            self.get_key(store, &found.key_id).and_then(|key| {
-                if key.kind == KeyKind::Default {
-                    self.regenerate_key(store, actor, &found.key_id, time::Duration::ZERO)
-                        .map(|_| Stopped::SecretReplaced)
-                } else {
-                    self.revoke_key(store, actor, &found.key_id)
-                        .map(|()| Stopped::Revoked)
-                }
-            })
+            self.revoke_key(store, actor, &found.key_id)
+                .map(|()| Stopped::Revoked)
         };
         Some((found, stopped))
     }
