@@ -511,19 +511,20 @@ impl Engine {
     }
 
     /// The key a credential belongs to, if it is live, and whether it is a replaced secret
-    /// in its overlap: for scanners of leaked keys. Charges no limit and records no use.
+    /// in its overlap: for scanners of leaked keys. Takes what [`crate::find_leaks`] finds:
+    /// any credential `verify` takes, and a pair's consumer secret alone (the secret is the
+    /// leak; the consumer key is public). Charges no limit and records no use.
     pub fn identify(&self, credential: &str) -> Option<Identified> {
         self.identify_kind(credential).map(|(found, _)| found)
     }
 
     /// [`Engine::identify`] and the key's kind, both from the index entry.
     fn identify_kind(&self, credential: &str) -> Option<(Identified, KeyKind)> {
-        let presented = format::parse(credential)?;
-        let digest = Digest::of(presented.secret().as_bytes());
-        self.inner.index.find(
-            &presented,
-            self.inner.clock.now_nanos(),
-            |entry| {
+        let index = &self.inner.index;
+        let now = self.inner.clock.now_nanos();
+        let found = |secret: &str| {
+            let digest = Digest::of(secret.as_bytes());
+            move |entry: &mut KeyEntry| {
                 let found = Identified {
                     store_id: entry.store_id(),
                     key_id: entry.id().to_owned(),
@@ -531,9 +532,15 @@ impl Engine {
                     replaced: !entry.digest.ct_eq(&digest),
                 };
                 Some((found, entry.grant.kind))
-            },
-            || None,
-        )
+            }
+        };
+        match format::parse(credential) {
+            Some(presented) => index.find(&presented, now, found(presented.secret()), || None),
+            None if format::is_pair_secret(credential) => {
+                index.find_pair_secret(credential, now, found(credential), || None)
+            }
+            None => None,
+        }
     }
 
     /// Charges the per-IP route limit of a request that carries no key (public storefront

@@ -505,6 +505,24 @@ impl KeyIndex {
         }
     }
 
+    /// The key whose consumer secret is `secret` (`cs_…`), whatever its consumer key: for
+    /// scanners, which find a leaked secret without it (the consumer key is public).
+    pub(crate) fn find_pair_secret<R>(
+        &self,
+        secret: &str,
+        now: i64,
+        f: impl FnOnce(&mut KeyEntry) -> R,
+        miss: impl FnOnce() -> R,
+    ) -> R {
+        self.lookup(
+            secret,
+            now,
+            |matcher, _| matches!(matcher, Matcher::Pair(_)),
+            f,
+            miss,
+        )
+    }
+
     /// The lookup every format shares: the SHA-256 of `secret`, the entry under it, and a
     /// constant-time comparison of the whole digest besides the format's own checks.
     #[inline]

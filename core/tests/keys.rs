@@ -1087,3 +1087,59 @@ fn a_leaked_credential_is_stopped_as_its_key_allows() {
         assert!(engine.stop_leaked(&credential, &admin()).is_none());
     }
 }
+
+/// What a scanner finds in a file, in every format, names its live key: a pair's consumer
+/// secret alone too (the consumer key is public; the secret is the leak), and a hex digest
+/// that is no key names nothing.
+#[test]
+fn credentials_found_in_text_are_identified_and_stopped_in_every_format() {
+    use latchkey::LeakShape;
+    let (engine, _clock) = engine();
+    let (store, _default_key) = store(&engine);
+    let sid = store.id.as_str();
+    let create = |format: KeyFormat| {
+        let mut new = NewKey::new(format.as_str(), perms(json!({"Orders": ["View"]})));
+        new.format = format;
+        engine.create_key(sid, &admin(), new).unwrap()
+    };
+    let token = create(KeyFormat::Token);
+    let hex = create(KeyFormat::Hex);
+    let pair = create(KeyFormat::Pair);
+    let lone_secret = create(KeyFormat::Pair);
+    let digest = latchkey::hex_lower(&[7u8; 32]);
+    let text = format!(
+        "TOKEN={}\nHEX={}\nWC={}\nSECRET=\"{}\"\nsha256 {digest}\n",
+        token.credential(),
+        hex.credential(),
+        pair.credential(),
+        lone_secret.secret.expose(),
+    );
+    let found: Vec<_> = latchkey::find_leaks(&text)
+        .map(|leak| (leak.line, leak.shape, engine.identify(leak.credential)))
+        .map(|(line, shape, id)| (line, shape, id.map(|found| found.key_id)))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (1, LeakShape::Token, Some(token.key.id.clone())),
+            (2, LeakShape::Hex, Some(hex.key.id.clone())),
+            (3, LeakShape::PairSecret, Some(pair.key.id.clone())),
+            (4, LeakShape::PairSecret, Some(lone_secret.key.id.clone())),
+            (5, LeakShape::Hex, None),
+        ]
+    );
+    for leak in latchkey::find_leaks(&text).filter(|l| l.line < 5) {
+        let (_, how) = engine.stop_leaked(leak.credential, &admin()).unwrap();
+        assert_eq!(how.unwrap(), latchkey::Stopped::Revoked);
+    }
+    for key in [&token, &hex, &pair, &lone_secret] {
+        let decision = verify(&engine, &key.credential(), Area::Orders, Action::View);
+        assert_eq!(
+            decision.code(),
+            Some(DenyCode::Invalid),
+            "{:?}",
+            key.key.format
+        );
+    }
+    assert!(latchkey::find_leaks(&text).all(|l| engine.identify(l.credential).is_none()));
+}

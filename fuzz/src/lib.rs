@@ -76,6 +76,20 @@ pub fn credentials(data: &[u8]) {
         if latchkey::is_token(credential) {
             assert_eq!(credential.matches('_').count(), 2, "{credential:?}");
         }
+        // The scanner, on the input as a file: each finding is a word of it, shown masked,
+        // and names a key only when it is (part of) one that was issued.
+        for leak in latchkey::find_leaks(credential) {
+            assert_eq!(latchkey::leak_shape(leak.credential), Some(leak.shape));
+            assert!(!leak.masked().contains(leak.credential), "{leak:?}");
+            let issued = keys
+                .iter()
+                .any(|k| k.split(':').any(|part| part == leak.credential));
+            assert_eq!(
+                engine.identify(leak.credential).is_some(),
+                issued,
+                "{leak:?}"
+            );
+        }
     });
 }
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
-use latchkey::{Actor, Clock, Engine, EngineOptions, NewKey, NewStore, Stopped, WebhookOptions};
+use latchkey::{
+    Actor, Clock, Engine, EngineOptions, LeakShape, NewKey, NewStore, Stopped, WebhookOptions,
+};
 use latchkey_server::{AppState, Config, app, jwt, secret_file};
 use serde_json::json;
 
@@ -45,7 +47,7 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Find Latchkey tokens in files (by format and checksum); optionally revoke the live ones.
+    /// Find Latchkey credentials in files; with --db say which are live, with --revoke stop them.
     Scan(Scan),
 }
 
@@ -302,16 +304,32 @@ enum KeysCommand {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+What is found: tokens ({prefix}_{store}_{secret}, by their checksum) and pair secrets (cs_ and 32
+hex; the consumer key ck_... is public and not reported) always; hex keys (64 hex characters) only
+with --db and only when they are live keys, as most such strings are digests (lockfiles,
+checksums). Each is printed as file:line and its masked form, never in full.
+
+With --fail the exit status is 1 when a live credential is left (with --db) or any credential
+was found (without it), as on any error; 0 otherwise.")]
 struct Scan {
-    /// Files or directories to scan.
+    /// Files or directories to scan (directories recursively; symbolic links are not followed).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// Revoke every live key found (needs --db); a found old secret still in its
-    /// regeneration's overlap has the overlap ended instead.
+    /// Check each credential found against this database file: which key it is and whether it
+    /// is live. Only this flag names it (LATCHKEY_DB is not read), so a scan never opens a
+    /// database unasked; a database a running server has open cannot be checked.
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Stop every live credential found (needs --db): a key is revoked; an old secret still in
+    /// its regeneration's overlap has the overlap ended; a store's default key, which cannot be
+    /// revoked, gets a new secret that is not shown.
     #[arg(long, requires = "db")]
     revoke: bool,
-    #[arg(long, env = "LATCHKEY_DB")]
-    db: Option<PathBuf>,
+    /// Exit with status 1 when a credential found is still live at the end (with --db), or when
+    /// any is found (without it): for a pre-commit hook or a CI step.
+    #[arg(long)]
+    fail: bool,
 }
 
 fn main() -> ExitCode {
@@ -810,59 +828,101 @@ fn scan(args: Scan) -> Result<(), String> {
         }
         files(path, &mut paths);
     }
-    let engine = match (&args.db, args.revoke) {
-        (Some(db), true) => Some(open_existing(db)?),
-        _ => None,
-    };
-    let mut found = 0;
-    let mut revoked = 0;
+    let engine = args.db.as_deref().map(open_existing).transpose()?;
+    let actor = Actor::admin("scan");
+    let (mut found, mut live, mut stopped, mut unchecked) = (0, 0, 0, 0);
     for path in paths {
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // Said, not fatal: one unreadable file should not hide the leaks in the rest.
+                eprintln!("latchkey scan: {}: not read: {e}", path.display());
+                continue;
+            }
         };
         let text = String::from_utf8_lossy(&bytes);
-        for (line_no, line) in text.lines().enumerate() {
-            let words = line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
-            for word in words.filter(|w| latchkey::is_token(w)) {
-                found += 1;
-                // The token itself is not printed: the report must not spread the leak.
-                let masked = format!(
-                    "{}…{}",
-                    &word[..word.len().min(12)],
-                    &word[word.len() - 4..]
-                );
-                let status = match engine
-                    .as_ref()
-                    .map(|e| e.stop_leaked(word, &Actor::admin("scan")))
-                {
-                    None => String::new(),
-                    Some(None) => " not live".into(),
-                    Some(Some((found, Ok(how)))) => {
-                        revoked += 1;
-                        let key = &found.key_id;
+        for leak in latchkey::find_leaks(&text) {
+            let status = match &engine {
+                // A hex key cannot be told from a digest by its shape: only the index can.
+                None if leak.shape == LeakShape::Hex => {
+                    unchecked += 1;
+                    continue;
+                }
+                None => String::new(),
+                Some(engine) if args.revoke => match engine.stop_leaked(leak.credential, &actor) {
+                    None if leak.shape == LeakShape::Hex => continue,
+                    None => " not live".into(),
+                    Some((key, Ok(how))) => {
+                        stopped += 1;
+                        let key = key.key_id;
                         match how {
                             Stopped::Revoked => format!(" revoked {key}"),
-                            Stopped::OverlapEnded => {
-                                format!(" stopped (replaced secret of {key})")
-                            }
+                            Stopped::OverlapEnded => format!(" stopped (replaced secret of {key})"),
                             Stopped::SecretReplaced => format!(
                                 " stopped: default key {key} has a new secret, not shown \
                                  (regenerate it to get one)"
                             ),
                         }
                     }
-                    Some(Some((found, Err(e)))) => {
-                        format!(" live key {}, not stopped: {e}", found.key_id)
+                    Some((key, Err(e))) => {
+                        live += 1;
+                        format!(" live key {}, not stopped: {e}", key.key_id)
                     }
-                };
-                println!("{}:{}: {masked}{status}", path.display(), line_no + 1);
-            }
+                },
+                Some(engine) => match engine.identify(leak.credential) {
+                    None if leak.shape == LeakShape::Hex => continue,
+                    None => " not live".into(),
+                    Some(key) => {
+                        live += 1;
+                        let (id, store) = (key.key_id, key.store_id);
+                        if key.replaced {
+                            format!(" live: old secret of {id} (store {store}), in its overlap")
+                        } else {
+                            format!(" live key {id} (store {store})")
+                        }
+                    }
+                },
+            };
+            found += 1;
+            println!(
+                "{}:{}: {} ({}){status}",
+                path.display(),
+                leak.line,
+                leak.masked(),
+                shape_name(leak.shape)
+            );
         }
     }
-    eprintln!(
-        "latchkey scan: {found} token(s) found, {revoked} stopped (revoked, or a replaced secret ended)"
-    );
+    let mut summary = format!("latchkey scan: {found} credential(s) found");
+    if engine.is_some() {
+        summary.push_str(&format!(", {live} live"));
+    }
+    if args.revoke {
+        summary.push_str(&format!(", {stopped} stopped"));
+    }
+    if unchecked > 0 {
+        summary.push_str(&format!(
+            "; {unchecked} string(s) of 64 hex characters not checked (a hex key looks like any \
+             SHA-256 digest: --db tells them apart)"
+        ));
+    }
+    eprintln!("{summary}");
+    let failing = if engine.is_some() { live } else { found };
+    if args.fail && failing > 0 {
+        return Err(format!(
+            "{failing} {} credential(s) found (--fail)",
+            if engine.is_some() { "live" } else { "Latchkey" }
+        ));
+    }
     Ok(())
+}
+
+fn shape_name(shape: LeakShape) -> &'static str {
+    match shape {
+        LeakShape::Token => "token",
+        LeakShape::PairSecret => "pair secret",
+        LeakShape::Hex => "hex key",
+    }
 }
 
 #[cfg(test)]

@@ -572,14 +572,18 @@ fn the_database_secret_signs_admin_tokens_and_dev_makes_its_store_once() {
 }
 
 #[test]
-fn scan_finds_tokens_and_revokes_live_ones() {
+fn scan_finds_credentials_of_every_format_and_stops_live_ones() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("scan.redb");
-    let run = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+    let latchkey = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_latchkey"))
             .args(args)
+            .env_remove("LATCHKEY_DB")
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let run = |args: &[&str]| {
+        let output = latchkey(args);
         assert!(
             output.status.success(),
             "{}",
@@ -591,49 +595,94 @@ fn scan_finds_tokens_and_revokes_live_ones() {
     let store: Value =
         serde_json::from_str(&run(&["stores", "create", "Scan Shop", "--db", db_arg])).unwrap();
     let sid = store["store"]["id"].as_str().unwrap();
-    let created: Value = serde_json::from_str(&run(&[
-        "keys",
-        "create",
-        "--db",
-        db_arg,
-        "--store",
-        sid,
-        "--name",
-        "leaky",
-        "--permissions",
-        "orders:read",
-    ]))
-    .unwrap();
-    let token = created["key"].as_str().unwrap();
+    let create = |format: &str| -> Value {
+        serde_json::from_str(&run(&[
+            "keys",
+            "create",
+            "--db",
+            db_arg,
+            "--store",
+            sid,
+            "--name",
+            "leaky",
+            "--permissions",
+            "orders:read",
+            "--format",
+            format,
+        ]))
+        .unwrap()
+    };
+    let token = create("token")["key"].as_str().unwrap().to_owned();
+    let hex = create("hex")["key"].as_str().unwrap().to_owned();
+    let pair = create("pair");
+    let consumer_secret = pair["consumer_secret"].as_str().unwrap();
     let default_key = store["default_key"]["key"].as_str().unwrap();
-    let mut fake = token.to_owned();
+    let mut fake = token.clone();
     fake.replace_range(
         fake.len() - 1..,
         if fake.ends_with('A') { "B" } else { "A" },
     );
+    let digest = "0123456789abcdef".repeat(4);
     let source = dir.path().join("src");
     std::fs::create_dir(&source).unwrap();
     std::fs::write(
         source.join("config.env"),
-        format!("# settings\nAPI_KEY={token}\nOTHER={fake}\nADMIN_KEY={default_key}\n"),
+        format!(
+            "# settings\nAPI_KEY={token}\nOTHER={fake}\nADMIN_KEY={default_key}\n\
+             HEX_KEY={hex}\nWC_SECRET={consumer_secret}\nSHA256={digest}\n"
+        ),
     )
     .unwrap();
+    let source_arg = source.to_str().unwrap();
+    let secrets = [&token, &hex, consumer_secret, default_key];
+    let never_repeated = |report: &str| {
+        for secret in secrets {
+            assert!(!report.contains(secret), "the report repeats a secret");
+        }
+    };
 
-    let report = run(&["scan", source.to_str().unwrap()]);
-    assert!(report.contains("config.env:2:"), "{report}");
+    // Without a database: tokens and pair secrets by their shape; 64-hex strings are not
+    // reported (most are digests) but counted.
+    let output = latchkey(&["scan", source_arg]);
+    let (report, summary) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{summary}");
+    never_repeated(&report);
+    for line in ["config.env:2: ", "config.env:4: ", "config.env:6: cs_…"] {
+        assert!(report.contains(line), "{line}: {report}");
+    }
     assert!(
         !report.contains("config.env:3:"),
         "a bad checksum is not a token: {report}"
     );
+    assert_eq!(report.lines().count(), 3, "{report}");
     assert!(
-        !report.contains(token),
-        "the report never repeats the token"
+        summary.contains("3 credential(s) found")
+            && summary.contains("2 string(s) of 64 hex characters not checked"),
+        "{summary}"
     );
-    let report = run(&["scan", source.to_str().unwrap(), "--revoke", "--db", db_arg]);
-    assert!(
-        report.contains("config.env:2: ") && report.contains("revoked key_"),
-        "{report}"
+    // --fail turns a finding into a failing exit status, for a pre-commit hook.
+    let output = latchkey(&["scan", source_arg, "--fail"]);
+    assert_eq!(output.status.code(), Some(1));
+
+    // With --db: which key each is; the hex key is told from the digest; nothing is changed.
+    let report = run(&["scan", source_arg, "--db", db_arg]);
+    never_repeated(&report);
+    assert_eq!(report.matches(" live key key_").count(), 4, "{report}");
+    assert!(report.contains("config.env:5: …") && !report.contains("config.env:7:"));
+    let listed: Value =
+        serde_json::from_str(&run(&["keys", "list", "--db", db_arg, "--store", sid])).unwrap();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        4,
+        "a report revokes nothing"
     );
+
+    let report = run(&["scan", source_arg, "--revoke", "--db", db_arg]);
+    never_repeated(&report);
+    assert_eq!(report.matches(" revoked key_").count(), 3, "{report}");
     // The default key cannot be revoked: its leaked secret is replaced by one nobody has seen.
     assert!(
         report.contains("config.env:4: ") && report.contains("has a new secret, not shown"),
@@ -646,9 +695,10 @@ fn scan_finds_tokens_and_revokes_live_ones() {
         1,
         "only the default key is left"
     );
-    // Neither leaked secret authenticates any more.
-    let again = run(&["scan", source.to_str().unwrap(), "--revoke", "--db", db_arg]);
-    assert_eq!(again.matches(" not live").count(), 2, "{again}");
+    // No leaked secret authenticates any more: a second pass finds nothing live, and --fail
+    // passes. (The hex key, no longer live, is no longer told from a digest.)
+    let again = run(&["scan", source_arg, "--revoke", "--db", db_arg, "--fail"]);
+    assert_eq!(again.matches(" not live").count(), 3, "{again}");
 }
 
 /// A delivery in flight when the server is killed is delivered after the restart, with the

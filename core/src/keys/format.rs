@@ -204,9 +204,14 @@ pub(crate) fn parse(text: &str) -> Option<Presented<'_>> {
     // Each format has its own length, so the branch is chosen without scanning the text.
     match text.len() {
         PAIR_LEN => parse_pair(text),
-        64 => all_bytes(text.as_bytes(), is_lower_hex).then_some(Presented::Hex(text)),
+        64 => is_hex_key(text).then_some(Presented::Hex(text)),
         _ => parse_token(text, false),
     }
+}
+
+/// 64 lowercase hex characters: the shape of a `hex` key.
+pub(crate) fn is_hex_key(text: &str) -> bool {
+    text.len() == 64 && all_bytes(text.as_bytes(), is_lower_hex)
 }
 
 /// `ck_` + 32 hex, `:`, `cs_` + 32 hex.
@@ -286,6 +291,15 @@ fn parse_token(text: &str, check_checksum: bool) -> Option<Presented<'_>> {
 /// True when `text` looks like a live-format Latchkey token (format and checksum), for scanners.
 pub fn is_token(text: &str) -> bool {
     matches!(parse_token(text, true), Some(Presented::Token { .. }))
+}
+
+/// True when `text` is a pair's consumer secret (`cs_` + 32 lowercase hex), for scanners: the
+/// secret is what leaks, and alone it names its key (the consumer key is public).
+pub fn is_pair_secret(text: &str) -> bool {
+    text.len() == CONSUMER_SECRET_PREFIX.len() + 32
+        && text
+            .strip_prefix(CONSUMER_SECRET_PREFIX)
+            .is_some_and(|hex| all_bytes(hex.as_bytes(), is_lower_hex))
 }
 
 /// The credential a front end passes for a credential header it cannot use (not text, or

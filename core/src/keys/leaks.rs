@@ -1,0 +1,169 @@
+//! Finding credentials in text (source files, logs, pasted config), for scanners of leaked
+//! keys: which words have the shape of one of the three key formats, and how to show one in a
+//! report without repeating its secret.
+//!
+//! A shape is not proof. A token carries a checksum, so a token-shaped word is almost surely
+//! one a Latchkey issued; a pair's consumer secret (`cs_` + 32 hex) is distinctive enough to
+//! report on sight; a hex key looks like every SHA-256 digest written in hex (lockfiles,
+//! checksums, commit ids of SHA-256 repositories), so only a lookup in the key index
+//! ([`crate::Engine::identify`]) tells one from the rest.
+
+use super::format::{self, CONSUMER_SECRET_PREFIX};
+
+/// Which key format a word found in text has the shape of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeakShape {
+    /// `{prefix}_{storeId}_{secret}` whose checksum holds.
+    Token,
+    /// A pair's consumer secret, `cs_` + 32 lowercase hex. The consumer key (`ck_…`) is an
+    /// identifier, not a secret: it is not a leak by itself, and the secret alone finds its key.
+    PairSecret,
+    /// 64 lowercase hex characters: a hex key, or (far more often) a digest.
+    Hex,
+}
+
+/// A credential-shaped word and where it is. `Debug` never shows the word.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Leak<'a> {
+    /// 1-based line number in the text scanned.
+    pub line: usize,
+    pub shape: LeakShape,
+    /// The credential itself, to look up; never print it (see [`Leak::masked`]).
+    pub credential: &'a str,
+}
+
+impl std::fmt::Debug for Leak<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leak")
+            .field("line", &self.line)
+            .field("shape", &self.shape)
+            .field("masked", &self.masked())
+            .finish()
+    }
+}
+
+impl Leak<'_> {
+    /// The form key lists show (`lk_ab12cd34_…Xy9Z`, `cs_…9f3a`, `…9f3a`): the public part
+    /// and the last four characters, so a report does not spread the leak it reports.
+    pub fn masked(&self) -> String {
+        let text = self.credential;
+        let last4 = &text[text.len() - 4..];
+        match self.shape {
+            // The prefix and store id, up to the second `_`, are public.
+            LeakShape::Token => match text.rfind('_') {
+                Some(end) => format!("{}…{last4}", &text[..=end]),
+                None => format!("…{last4}"),
+            },
+            LeakShape::PairSecret => format!("{CONSUMER_SECRET_PREFIX}…{last4}"),
+            LeakShape::Hex => format!("…{last4}"),
+        }
+    }
+}
+
+/// The shape of `word`, if it has one of the key formats' (a token only with a valid checksum).
+pub fn leak_shape(word: &str) -> Option<LeakShape> {
+    if format::is_token(word) {
+        Some(LeakShape::Token)
+    } else if format::is_pair_secret(word) {
+        Some(LeakShape::PairSecret)
+    } else if format::is_hex_key(word) {
+        Some(LeakShape::Hex)
+    } else {
+        None
+    }
+}
+
+/// Every credential-shaped word of `text`, in order. Words are runs of ASCII letters, digits
+/// and `_` (every format's alphabet), so a credential is found inside quotes, after `=` or
+/// `Bearer `, and either half of `ck_…:cs_…`; a run longer than any credential is not split.
+pub fn find_leaks(text: &str) -> impl Iterator<Item = Leak<'_>> {
+    text.lines().enumerate().flat_map(|(i, line)| {
+        line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter_map(move |word| {
+                leak_shape(word).map(|shape| Leak {
+                    line: i + 1,
+                    shape,
+                    credential: word,
+                })
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "lk_abcd1234_";
+
+    fn generate(format: format::KeyFormat) -> format::Generated {
+        let store = crate::ids::StoreId::parse("abcd1234").unwrap();
+        format::generate(format, "lk", store).unwrap()
+    }
+
+    fn token() -> String {
+        generate(format::KeyFormat::Token)
+            .secret
+            .expose()
+            .to_owned()
+    }
+
+    #[test]
+    fn each_format_is_found_by_its_shape_and_masked_as_lists_show_it() {
+        let token = token();
+        let pair = generate(format::KeyFormat::Pair);
+        let ck = pair.consumer_key.unwrap();
+        let cs = pair.secret.expose().to_owned();
+        let hex = "0123456789abcdef".repeat(4);
+        let text = format!(
+            "# config\nAPI_KEY=\"{token}\"\nWC={ck}:{cs}\nsha256 {hex}  file.tar\n{}\n",
+            "x".repeat(80)
+        );
+        let found: Vec<_> = find_leaks(&text).collect();
+        let shapes: Vec<_> = found.iter().map(|l| (l.line, l.shape)).collect();
+        assert_eq!(
+            shapes,
+            [
+                (2, LeakShape::Token),
+                (3, LeakShape::PairSecret),
+                (4, LeakShape::Hex)
+            ]
+        );
+        assert_eq!(found[0].credential, token);
+        assert_eq!(found[1].credential, cs);
+        assert_eq!(
+            found[0].masked(),
+            format!("{TOKEN}…{}", &token[token.len() - 4..])
+        );
+        assert_eq!(found[1].masked(), format!("cs_…{}", &cs[cs.len() - 4..]));
+        assert_eq!(found[2].masked(), "…cdef");
+        for leak in &found {
+            let shown = format!("{leak:?} {}", leak.masked());
+            assert!(!shown.contains(leak.credential), "{shown}");
+        }
+    }
+
+    #[test]
+    fn near_misses_are_not_credentials() {
+        let token = token();
+        let mut mistyped = token.clone();
+        let last = mistyped.pop().unwrap();
+        mistyped.push(if last == 'A' { 'B' } else { 'A' });
+        let cs_upper = format!("cs_{}", "ABCDEF0123456789".repeat(2));
+        let cs_short = format!("cs_{}", "a".repeat(31));
+        let hex_upper = "0123456789ABCDEF".repeat(4);
+        let hex_long = "a".repeat(65);
+        let ck_only = format!("ck_{}", "a".repeat(32));
+        for word in [
+            mistyped.as_str(),
+            &cs_upper,
+            &cs_short,
+            &hex_upper,
+            &hex_long,
+            &ck_only,
+            &format!("x{token}"),
+        ] {
+            assert_eq!(leak_shape(word), None, "{word}");
+            assert_eq!(find_leaks(word).count(), 0, "{word}");
+        }
+    }
+}
