@@ -1093,7 +1093,7 @@ fn a_leaked_credential_is_stopped_as_its_key_allows() {
 /// that is no key names nothing.
 #[test]
 fn credentials_found_in_text_are_identified_and_stopped_in_every_format() {
-    use latchkey::LeakShape;
+    use latchkey::{LeakShape, LeakStatus};
     let (engine, _clock) = engine();
     let (store, _default_key) = store(&engine);
     let sid = store.id.as_str();
@@ -1114,24 +1114,45 @@ fn credentials_found_in_text_are_identified_and_stopped_in_every_format() {
         pair.credential(),
         lone_secret.secret.expose(),
     );
-    let found: Vec<_> = latchkey::find_leaks(&text)
-        .map(|leak| (leak.line, leak.shape, engine.identify(leak.credential)))
-        .map(|(line, shape, id)| (line, shape, id.map(|found| found.key_id)))
+    let shapes: Vec<_> = latchkey::find_leaks(&text)
+        .map(|l| (l.line, l.shape))
         .collect();
     assert_eq!(
-        found,
+        shapes,
         [
-            (1, LeakShape::Token, Some(token.key.id.clone())),
-            (2, LeakShape::Hex, Some(hex.key.id.clone())),
-            (3, LeakShape::PairSecret, Some(pair.key.id.clone())),
-            (4, LeakShape::PairSecret, Some(lone_secret.key.id.clone())),
-            (5, LeakShape::Hex, None),
+            (1, LeakShape::Token),
+            (2, LeakShape::Hex),
+            (3, LeakShape::PairSecret),
+            (4, LeakShape::PairSecret),
+            (5, LeakShape::Hex),
         ]
     );
-    for leak in latchkey::find_leaks(&text).filter(|l| l.line < 5) {
-        let (_, how) = engine.stop_leaked(leak.credential, &admin()).unwrap();
-        assert_eq!(how.unwrap(), latchkey::Stopped::Revoked);
-    }
+    let summary = |stop: bool| -> Vec<_> {
+        let findings = engine.check_leaks(&text, stop, &admin());
+        let shown = format!("{findings:?} {}", serde_json::to_string(&findings).unwrap());
+        for key in [&token, &hex, &pair, &lone_secret] {
+            assert!(!shown.contains(key.secret.expose()), "{shown}");
+        }
+        findings
+            .into_iter()
+            .map(|f| (f.line, f.status, f.key_id))
+            .collect()
+    };
+    let ids = [&token, &hex, &pair, &lone_secret].map(|k| Some(k.key.id.clone()));
+    // The digest on line 5 names no key: left out. A pair's consumer secret alone names its key.
+    let live: Vec<_> = (1..=4)
+        .map(|line| (line, LeakStatus::Live, ids[line - 1].clone()))
+        .collect();
+    assert_eq!(summary(false), live);
+    assert_eq!(
+        engine.list_keys(sid).unwrap().len(),
+        5,
+        "a check changes nothing"
+    );
+    let revoked: Vec<_> = (1..=4)
+        .map(|line| (line, LeakStatus::Revoked, ids[line - 1].clone()))
+        .collect();
+    assert_eq!(summary(true), revoked);
     for key in [&token, &hex, &pair, &lone_secret] {
         let decision = verify(&engine, &key.credential(), Area::Orders, Action::View);
         assert_eq!(
@@ -1141,5 +1162,11 @@ fn credentials_found_in_text_are_identified_and_stopped_in_every_format() {
             key.key.format
         );
     }
-    assert!(latchkey::find_leaks(&text).all(|l| engine.identify(l.credential).is_none()));
+    // Once stopped, the token and pair secrets are reported as not live; the hex key, which
+    // no longer names a key, is no longer told from a digest.
+    let not_live: Vec<_> = [1, 3, 4]
+        .map(|line| (line, LeakStatus::NotLive, None))
+        .into();
+    assert_eq!(summary(false), not_live);
+    assert_eq!(summary(true), not_live);
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use latchkey::{
-    Actor, Clock, Engine, EngineOptions, LeakShape, NewKey, NewStore, Stopped, WebhookOptions,
+    Actor, Clock, Engine, EngineOptions, LeakShape, LeakStatus, NewKey, NewStore, WebhookOptions,
 };
 use latchkey_server::{AppState, Config, app, jwt, secret_file};
 use serde_json::json;
@@ -841,56 +841,57 @@ fn scan(args: Scan) -> Result<(), String> {
             }
         };
         let text = String::from_utf8_lossy(&bytes);
-        for leak in latchkey::find_leaks(&text) {
-            let status = match &engine {
-                // A hex key cannot be told from a digest by its shape: only the index can.
-                None if leak.shape == LeakShape::Hex => {
-                    unchecked += 1;
-                    continue;
-                }
-                None => String::new(),
-                Some(engine) if args.revoke => match engine.stop_leaked(leak.credential, &actor) {
-                    None if leak.shape == LeakShape::Hex => continue,
-                    None => " not live".into(),
-                    Some((key, Ok(how))) => {
-                        stopped += 1;
-                        let key = key.key_id;
-                        match how {
-                            Stopped::Revoked => format!(" revoked {key}"),
-                            Stopped::OverlapEnded => format!(" stopped (replaced secret of {key})"),
-                            Stopped::SecretReplaced => format!(
-                                " stopped: default key {key} has a new secret, not shown \
-                                 (regenerate it to get one)"
-                            ),
-                        }
-                    }
-                    Some((key, Err(e))) => {
-                        live += 1;
-                        format!(" live key {}, not stopped: {e}", key.key_id)
-                    }
-                },
-                Some(engine) => match engine.identify(leak.credential) {
-                    None if leak.shape == LeakShape::Hex => continue,
-                    None => " not live".into(),
-                    Some(key) => {
-                        live += 1;
-                        let (id, store) = (key.key_id, key.store_id);
-                        if key.replaced {
-                            format!(" live: old secret of {id} (store {store}), in its overlap")
-                        } else {
-                            format!(" live key {id} (store {store})")
-                        }
-                    }
-                },
-            };
+        let mut report = |line: usize, shape: LeakShape, masked: &str, status: &str| {
             found += 1;
-            println!(
-                "{}:{}: {} ({}){status}",
-                path.display(),
-                leak.line,
-                leak.masked(),
-                shape_name(leak.shape)
-            );
+            let shape = match shape {
+                LeakShape::Token => "token",
+                LeakShape::PairSecret => "pair secret",
+                LeakShape::Hex => "hex key",
+            };
+            println!("{}:{line}: {masked} ({shape}){status}", path.display());
+        };
+        let Some(engine) = &engine else {
+            for leak in latchkey::find_leaks(&text) {
+                // A hex key cannot be told from a digest by its shape: only the index can.
+                if leak.shape == LeakShape::Hex {
+                    unchecked += 1;
+                } else {
+                    report(leak.line, leak.shape, &leak.masked(), "");
+                }
+            }
+            continue;
+        };
+        for finding in engine.check_leaks(&text, args.revoke, &actor) {
+            let key = finding.key_id.as_deref().unwrap_or_default();
+            let store = finding
+                .store_id
+                .map(|id| id.to_string())
+                .unwrap_or_default();
+            let status = match finding.status {
+                LeakStatus::NotLive => " not live".to_owned(),
+                LeakStatus::Live if finding.replaced => {
+                    format!(" live: old secret of {key} (store {store}), in its overlap")
+                }
+                LeakStatus::Live => format!(" live key {key} (store {store})"),
+                LeakStatus::Revoked => format!(" revoked {key}"),
+                LeakStatus::OverlapEnded => format!(" stopped (replaced secret of {key})"),
+                LeakStatus::SecretReplaced => format!(
+                    " stopped: default key {key} has a new secret, not shown (regenerate it \
+                     to get one)"
+                ),
+                LeakStatus::NotStopped => format!(
+                    " live key {key}, not stopped: {}",
+                    finding.error.as_deref().unwrap_or_default()
+                ),
+            };
+            match finding.status {
+                LeakStatus::Live | LeakStatus::NotStopped => live += 1,
+                LeakStatus::Revoked | LeakStatus::OverlapEnded | LeakStatus::SecretReplaced => {
+                    stopped += 1
+                }
+                LeakStatus::NotLive => {}
+            }
+            report(finding.line, finding.shape, &finding.masked, &status);
         }
     }
     let mut summary = format!("latchkey scan: {found} credential(s) found");
@@ -915,14 +916,6 @@ fn scan(args: Scan) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn shape_name(shape: LeakShape) -> &'static str {
-    match shape {
-        LeakShape::Token => "token",
-        LeakShape::PairSecret => "pair secret",
-        LeakShape::Hex => "hex key",
-    }
 }
 
 #[cfg(test)]

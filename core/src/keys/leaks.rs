@@ -8,10 +8,16 @@
 //! checksums, commit ids of SHA-256 repositories), so only a lookup in the key index
 //! ([`crate::Engine::identify`]) tells one from the rest.
 
+use serde::Serialize;
+
 use super::format::{self, CONSUMER_SECRET_PREFIX};
+use crate::audit::Actor;
+use crate::engine::{Engine, Stopped};
+use crate::ids::StoreId;
 
 /// Which key format a word found in text has the shape of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LeakShape {
     /// `{prefix}_{storeId}_{secret}` whose checksum holds.
     Token,
@@ -87,6 +93,93 @@ pub fn find_leaks(text: &str) -> impl Iterator<Item = Leak<'_>> {
                 })
             })
     })
+}
+
+/// What became of a credential [`Engine::check_leaks`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakStatus {
+    /// It authenticates nothing: never issued here, or already revoked or replaced.
+    NotLive,
+    /// It is live (asked not to stop it).
+    Live,
+    /// Stopped: its key was revoked.
+    Revoked,
+    /// Stopped: it was an old secret in its regeneration's overlap, which was ended (the key's
+    /// current secret keeps working).
+    OverlapEnded,
+    /// Stopped: a store's default key, which cannot be revoked, got a new secret, not shown.
+    SecretReplaced,
+    /// Live, and stopping it failed (`error` says why).
+    NotStopped,
+}
+
+/// A credential found in text, checked against the key index. Holds no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// 1-based line of the text.
+    pub line: usize,
+    pub shape: LeakShape,
+    /// As key lists show it ([`Leak::masked`]).
+    pub masked: String,
+    pub status: LeakStatus,
+    /// The key it named, when it was live.
+    pub key_id: Option<String>,
+    pub store_id: Option<StoreId>,
+    /// It was an old secret of the key, in its regeneration's overlap.
+    pub replaced: bool,
+    /// Why a live credential could not be stopped.
+    pub error: Option<String>,
+}
+
+impl Engine {
+    /// Every credential in `text` ([`find_leaks`]) checked against the key index: which key
+    /// each names and whether it is live; with `stop`, each live one is stopped
+    /// ([`Engine::stop_leaked`]: revoked, its overlap ended, or a default key's secret
+    /// replaced). A 64-hex string that names no key is left out: most are digests, not keys.
+    /// For scanners of files, pasted text and support tickets; charges no limit.
+    pub fn check_leaks(&self, text: &str, stop: bool, actor: &Actor) -> Vec<Finding> {
+        find_leaks(text)
+            .filter_map(|leak| {
+                let mut finding = Finding {
+                    line: leak.line,
+                    shape: leak.shape,
+                    masked: leak.masked(),
+                    status: LeakStatus::NotLive,
+                    key_id: None,
+                    store_id: None,
+                    replaced: false,
+                    error: None,
+                };
+                let checked = if stop {
+                    self.stop_leaked(leak.credential, actor)
+                        .map(|(found, how)| {
+                            let status = match how {
+                                Ok(Stopped::Revoked) => LeakStatus::Revoked,
+                                Ok(Stopped::OverlapEnded) => LeakStatus::OverlapEnded,
+                                Ok(Stopped::SecretReplaced) => LeakStatus::SecretReplaced,
+                                Err(e) => {
+                                    finding.error = Some(e.to_string());
+                                    LeakStatus::NotStopped
+                                }
+                            };
+                            (found, status)
+                        })
+                } else {
+                    self.identify(leak.credential)
+                        .map(|found| (found, LeakStatus::Live))
+                };
+                let Some((found, status)) = checked else {
+                    return (leak.shape != LeakShape::Hex).then_some(finding);
+                };
+                finding.status = status;
+                finding.key_id = Some(found.key_id);
+                finding.store_id = Some(found.store_id);
+                finding.replaced = found.replaced;
+                Some(finding)
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
