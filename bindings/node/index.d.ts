@@ -124,6 +124,24 @@ export interface KeyChanges {
   previousExpiresAt?: string | Date | null
 }
 
+/** A credential found in text by `checkLeaks`; it holds no secret. */
+export interface LeakFinding {
+  /** 1-based line of the text. */
+  line: number
+  /** `hex` findings are reported only when they name a key (most 64-hex strings are digests). */
+  shape: 'token' | 'pair_secret' | 'hex'
+  /** As key lists show it: `lk_ab12cd34_…Xy9Z`, `cs_…9f3a`, `…9f3a`. */
+  masked: string
+  status: 'not_live' | 'live' | 'revoked' | 'overlap_ended' | 'secret_replaced' | 'not_stopped'
+  /** The key it named, when it was live. */
+  keyId: string | null
+  storeId: string | null
+  /** An old secret of the key, in its regeneration's overlap. */
+  replaced: boolean
+  /** Why a live credential could not be stopped (`status` `not_stopped`). */
+  error: string | null
+}
+
 export interface AuditEvent {
   seq: number
   at: string
@@ -387,6 +405,9 @@ export declare class Engine {
   revokeKey(storeId: string, keyId: string): void
   revokeKeyAsync(storeId: string, keyId: string): Promise<void>
   audit(storeId: string, options?: { limit?: number }): AuditEvent[]
+  /** The credentials in `text`, checked against the keys; `stop` stops the live ones. */
+  checkLeaks(text: string, options?: { stop?: boolean }): LeakFinding[]
+  checkLeaksAsync(text: string, options?: { stop?: boolean }): Promise<LeakFinding[]>
 
   /** Decides one request; a refusal is a Decision with `allowed === false`, never an exception. */
   verify(credential: string | null | undefined, options?: VerifyOptions): Decision

@@ -223,6 +223,19 @@ class Engine {
   audit(storeId, { limit } = {}) {
     return output(this.#call('audit', { storeId, limit }))
   }
+  /**
+   * The credentials in `text` (a file, a pasted snippet, a support ticket), checked against
+   * the keys: each finding's `line`, `shape`, `masked` form, `status` and the `keyId` and
+   * `storeId` it names. With `{ stop: true }` the live ones are stopped (revoked; an old secret
+   * has its overlap ended; a default key gets a new secret, not shown). A 64-hex string that
+   * names no key is left out: most are digests.
+   */
+  checkLeaks(text, { stop } = {}) {
+    return output(this.#call('checkLeaks', { text, stop, actor: this.#actor }))
+  }
+  async checkLeaksAsync(text, { stop } = {}) {
+    return output(await this.#callAsync('checkLeaks', { text, stop, actor: this.#actor }))
+  }
 
   // ---- verify (SPEC §4, §5) -----------------------------------------------------------------
 

@@ -57,9 +57,10 @@ pub enum Op {
     PortalSessions,
     EndPortalSession,
     EndCustomerPortalSessions,
+    CheckLeaks,
 }
 
-const ALL: [Op; 36] = [
+const ALL: [Op; 37] = [
     Op::CreateStore,
     Op::GetStore,
     Op::ListStores,
@@ -96,6 +97,7 @@ const ALL: [Op; 36] = [
     Op::PortalSessions,
     Op::EndPortalSession,
     Op::EndCustomerPortalSessions,
+    Op::CheckLeaks,
 ];
 
 impl Op {
@@ -138,6 +140,7 @@ impl Op {
             Op::PortalSessions => "portalSessions",
             Op::EndPortalSession => "endPortalSession",
             Op::EndCustomerPortalSessions => "endCustomerPortalSessions",
+            Op::CheckLeaks => "checkLeaks",
         }
     }
 
@@ -175,6 +178,7 @@ impl Op {
             Op::PortalList => &["token", "area", "limit", "cursor"],
             Op::EndPortalSession => &["storeId", "actor", "sessionId"],
             Op::EndCustomerPortalSessions => &["storeId", "actor", "customerId"],
+            Op::CheckLeaks => &["text", "stop", "actor"],
         }
     }
 
@@ -248,6 +252,19 @@ impl<'a> Args<'a> {
         match self.value(name) {
             Value::Null => None,
             _ => Some(self.text(name)),
+        }
+    }
+
+    /// An optional boolean, false when absent.
+    fn flag(&mut self, name: &str) -> bool {
+        match self.value(name) {
+            Value::Null => false,
+            Value::Bool(flag) => *flag,
+            _ => {
+                self.problems
+                    .push(format!("{name}: expected true or false"));
+                false
+            }
         }
     }
 
@@ -538,6 +555,11 @@ pub fn call(engine: &Engine, op: Op, args: &Value) -> Result<Value> {
             a.finish()?;
             let which = crate::portal::EndPortalSessions::OfCustomer(customer);
             Ok(json!({"ended": engine.end_portal_sessions(store, &actor, which)?}))
+        }
+        Op::CheckLeaks => {
+            let (text, stop, actor) = (a.text("text"), a.flag("stop"), a.actor());
+            a.finish()?;
+            Ok(json!(engine.check_leaks(text, stop, &actor)))
         }
         Op::PortalList => {
             let (token, area) = (a.text("token"), a.area());

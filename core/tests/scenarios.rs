@@ -55,6 +55,20 @@ impl Run {
         self.keys[text(step, "key")].clone()
     }
 
+    /// A `check_leaks` step's text: its `lines`, each `{name}` the credential of that key.
+    fn pasted(&self, step: &Value) -> String {
+        let mut text = String::new();
+        for line in step["lines"].as_array().expect("lines") {
+            let mut line = line.as_str().expect("a line").to_owned();
+            for (name, (_, credential)) in &self.keys {
+                line = line.replace(&format!("{{{name}}}"), credential);
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    }
+
     /// A portal step's token: the session saved under `session`, or `token` as given.
     fn token(&self, step: &Value) -> String {
         match step["session"].as_str() {
@@ -223,6 +237,27 @@ impl Run {
                         "{step}"
                     );
                 }
+            }
+            "check_leaks" => {
+                // `lines` with each `{name}` replaced by that key's credential; each finding
+                // expected as [line, shape, status, key name or null].
+                let text = self.pasted(step);
+                let stop = step["stop"].as_bool().unwrap_or(false);
+                let findings = self.engine.check_leaks(&text, stop, &admin);
+                let seen: Vec<Value> = findings
+                    .iter()
+                    .map(|f| json!([f.line, f.shape, f.status, f.key_id]))
+                    .collect();
+                let wanted: Vec<Value> = step["expect"]
+                    .as_array()
+                    .expect("expect")
+                    .iter()
+                    .map(|w| {
+                        let key = w[3].as_str().map(|name| self.keys[name].0.clone());
+                        json!([w[0], w[1], w[2], key])
+                    })
+                    .collect();
+                assert_eq!(seen, wanted, "{step}");
             }
             other => panic!("unknown op `{other}`"),
         }

@@ -270,3 +270,33 @@ test('decisions name the right key however keys alternate, and arguments are che
   assert.throws(() => eng.verify(a.credential), { code: 'CLOSED' })
   assert.throws(() => eng.recordRequest(limited, { method: 'GET', path: '/', status: 200 }), { code: 'CLOSED' })
 })
+
+test('checkLeaks finds pasted credentials, names their keys and stops them; bad arguments are named', async () => {
+  const eng = latchkey.Engine.memory()
+  const { store } = eng.createStore('Leaky')
+  const pair = eng.createKey(store.id, { name: 'p', permissions: 'orders:read', format: 'pair' })
+  const text = `WC_KEY=${pair.consumerKey}\nWC_SECRET=${pair.consumerSecret}\n`
+  const [found] = eng.checkLeaks(text)
+  assert.deepEqual(found, {
+    line: 2,
+    shape: 'pair_secret',
+    masked: `cs_…${pair.consumerSecret.slice(-4)}`,
+    status: 'live',
+    keyId: pair.id,
+    storeId: store.id,
+    replaced: false,
+    error: null,
+  })
+  assert.ok(!JSON.stringify(found).includes(pair.consumerSecret))
+  const [stopped] = await eng.checkLeaksAsync(text, { stop: true })
+  assert.equal(stopped.status, 'revoked')
+  assert.equal(eng.verify(pair.credential).code, 'INVALID')
+  assert.throws(
+    () => eng.checkLeaks(42, { stop: 'yes' }),
+    (err) =>
+      err instanceof latchkey.ValidationError &&
+      err.problems.some((p) => p.startsWith('text:')) &&
+      err.problems.some((p) => p.startsWith('stop:')),
+  )
+  eng.close()
+})

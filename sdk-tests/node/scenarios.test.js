@@ -118,6 +118,18 @@ class Run {
         assert.deepEqual(seen, wanted, JSON.stringify(step))
         break
       }
+      case 'check_leaks': {
+        // `lines` with each `{name}` replaced by that key's credential; each finding expected
+        // as [line, shape, status, key name or null].
+        const text = step.lines
+          .map((line) => line.replace(/\{([a-z0-9_.]+)\}/g, (whole, name) => this.keys[name]?.[1] ?? whole))
+          .join('\n')
+        const findings = this.eng.checkLeaks(text, { stop: step.stop ?? false })
+        const seen = findings.map((f) => [f.line, f.shape, f.status, f.keyId])
+        const wanted = step.expect.map(([line, shape, status, key]) => [line, shape, status, key === null ? null : this.keys[key][0]])
+        assert.deepEqual(seen, wanted, JSON.stringify(step))
+        break
+      }
       default:
         throw new Error(`unknown op ${step.op}`)
     }

@@ -65,7 +65,14 @@ async function usage(): Promise<void> {
   const endedAll: Promise<string[]> = eng.endCustomerPortalSessionsAsync(store.id, live[0].customerId)
   // @ts-expect-error a listed session carries no token
   void live[0].token
-  void [replayed, allowed, headers, keys, log, page, middleware, latchkey.version, secret, sent, attempts, customer, orders, rolled, overlapEnds, oldSecretUsed, ended, endedAll]
+  const findings: latchkey.LeakFinding[] = eng.checkLeaks('API_KEY=lk_…', { stop: false })
+  const stopped: Promise<latchkey.LeakFinding[]> = eng.checkLeaksAsync('API_KEY=lk_…', { stop: true })
+  const named: string | null = findings[0].keyId
+  // @ts-expect-error a finding never carries the credential it found
+  void findings[0].credential
+  // @ts-expect-error `stop` is a boolean
+  eng.checkLeaks('text', { stop: 'yes' })
+  void [replayed, allowed, headers, keys, log, page, middleware, latchkey.version, secret, sent, attempts, customer, orders, rolled, overlapEnds, oldSecretUsed, ended, endedAll, stopped, named]
   eng.close()
 }
 

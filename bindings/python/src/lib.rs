@@ -420,6 +420,39 @@ impl Engine {
         self.call(py, move |e| e.revoke_key(store_id, &actor, key_id))
     }
 
+    /// The credentials in `text` checked against the keys (and stopped, with `stop`), as a
+    /// JSON array of findings; every problem with the arguments named at once.
+    fn check_leaks(
+        &self,
+        py: Python<'_>,
+        text: &Bound<'_, PyAny>,
+        stop: &Bound<'_, PyAny>,
+        actor: &str,
+    ) -> PyResult<String> {
+        let mut problems = Vec::new();
+        let text = match text.extract::<String>() {
+            Ok(text) => text,
+            _ => {
+                problems.push("text: expected a string".to_owned());
+                String::new()
+            }
+        };
+        let stop = match stop.extract::<bool>() {
+            Ok(flag) if stop.is_instance_of::<pyo3::types::PyBool>() => flag,
+            _ => {
+                problems.push("stop: expected True or False".to_owned());
+                false
+            }
+        };
+        if !problems.is_empty() {
+            return Err(invalid(py, problems));
+        }
+        let actor = Actor::admin(actor);
+        self.call(py, move |e| {
+            Ok(to_text(&json!(e.check_leaks(&text, stop, &actor))))
+        })
+    }
+
     #[pyo3(signature = (store_id, limit=None))]
     fn audit(
         &self,

@@ -334,3 +334,28 @@ def test_close_does_not_wait_for_calls_in_flight(tmp_path):
     packages = reopened.list(store.id, "Packages", limit=100).items
     assert 0 < len(packages) <= 50
     reopened.close()
+
+
+def test_check_leaks_names_and_stops_pasted_credentials_and_names_bad_arguments():
+    eng = latchkey.Engine.memory()
+    store, _ = eng.create_store("Leaky")
+    pair = eng.create_key(store.id, name="p", permissions="orders:read", format="pair")
+    text = f"WC_KEY={pair.consumer_key}\nWC_SECRET={pair.consumer_secret}\n"
+    (found,) = eng.check_leaks(text)
+    assert found.to_dict() == {
+        "line": 2,
+        "shape": "pair_secret",
+        "masked": "cs_…" + pair.consumer_secret[-4:],
+        "status": "live",
+        "key_id": pair.id,
+        "store_id": store.id,
+        "replaced": False,
+        "error": None,
+    }
+    assert pair.consumer_secret not in repr(found)
+    (stopped,) = eng.check_leaks(text, stop=True)
+    assert stopped.status == "revoked"
+    assert eng.verify(pair.credential).code == "INVALID"
+    with pytest.raises(latchkey.ValidationError) as err:
+        eng.check_leaks(42, stop="yes")  # type: ignore[arg-type]
+    assert [p.split(":")[0] for p in err.value.problems] == ["text", "stop"]

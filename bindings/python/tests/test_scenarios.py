@@ -1,6 +1,7 @@
 """Every shared scenario in sdk-tests/scenarios/, through the Python binding."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,18 @@ class Run:
                 key = self.keys[want["key"]][0] if want["key"] is not None else None
                 assert (event.action, event.key_id, event.changes) == (want["action"], key, want["changes"]), step
                 assert event.actor == {"type": "admin", "id": "scenario"}, step
+        elif op == "check_leaks":
+            # `lines` with each `{name}` replaced by that key's credential; each finding
+            # expected as [line, shape, status, key name or None].
+            text = "".join(
+                re.sub(r"\{([a-z0-9_.]+)\}", lambda m: self.keys[m[1]][1] if m[1] in self.keys else m[0], line) + "\n"
+                for line in step["lines"]
+            )
+            findings = self.eng.check_leaks(text, stop=step.get("stop", False))
+            seen = [[f.line, f.shape, f.status, f.key_id] for f in findings]
+            wanted = [[line, shape, status, None if key is None else self.keys[key][0]]
+                      for line, shape, status, key in step["expect"]]
+            assert seen == wanted, step
         else:
             raise AssertionError(f"unknown op {op}")
 

@@ -1,7 +1,7 @@
 """Not a test module: `make python` type-checks it with `mypy --strict`, with the package, so
 the stubs and annotations stay usable from typed code (Starlette and FastAPI included)."""
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
@@ -37,3 +37,4 @@ with latchkey.Engine.memory() as scoped:
 rolled: latchkey.CreatedKey = eng.regenerate_key(store.id, created.id, overlap_seconds=3600)
 made: latchkey.Created = eng.create(store.id, "Packages", {"name": "Gold"}, idempotency_key="gold-1")
 replayed: bool = made.replayed
+findings: List[latchkey.Record] = eng.check_leaks("API_KEY=lk_…", stop=False)

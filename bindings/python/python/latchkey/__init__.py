@@ -294,6 +294,16 @@ class Engine:
         """Who created, changed or revoked what, newest first (at most `limit`, 1–1000)."""
         return [Record(e) for e in json.loads(self._native.audit(store_id, limit))]
 
+    def check_leaks(self, text: str, *, stop: bool = False) -> List[Record]:
+        """The credentials in `text` (a file, a pasted snippet, a support ticket), checked
+        against the keys: each finding's `line`, `shape` (`token`, `pair_secret`, `hex`),
+        `masked` form, `status` (`not_live`, `live`, `revoked`, `overlap_ended`,
+        `secret_replaced`, `not_stopped`), and the `key_id` and `store_id` it names. With
+        `stop=True` the live ones are stopped (revoked; an old secret has its overlap ended; a
+        default key gets a new secret, not shown). A 64-hex string that names no key is left
+        out: most are digests. A finding never holds the credential."""
+        return [Record(f) for f in json.loads(self._native.check_leaks(text, stop, self.actor))]
+
     # ---- verify is the native function itself (see `verify` above); buffered writes --------
 
     def flush(self) -> None:
