@@ -874,7 +874,9 @@ fn scan(args: Scan) -> Result<(), String> {
                 }
                 LeakStatus::Live => format!(" live key {key} (store {store})"),
                 LeakStatus::Revoked => format!(" revoked {key}"),
-                LeakStatus::OverlapEnded => format!(" stopped (replaced secret of {key})"),
+                LeakStatus::OverlapEnded => {
+                    format!(" stopped: old secret of {key}, its overlap ended")
+                }
                 LeakStatus::SecretReplaced => format!(
                     " stopped: default key {key} has a new secret, not shown (regenerate it \
                      to get one)"

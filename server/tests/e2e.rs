@@ -944,7 +944,7 @@ fn keys_create_takes_the_api_settings_and_names_every_bad_flag() {
     let scanned = latchkey(&["scan", leak.to_str().unwrap(), "--revoke", "--db", db_arg]);
     let report = String::from_utf8_lossy(&scanned.stdout);
     assert!(
-        report.contains(&format!("stopped (replaced secret of {kid})")),
+        report.contains(&format!("stopped: old secret of {kid}, its overlap ended")),
         "{report}"
     );
     let engine = latchkey::Engine::open(&db).unwrap();
