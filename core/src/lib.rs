@@ -70,7 +70,7 @@ pub use expiry::EXPIRY_NOTICE;
 pub use ids::StoreId;
 pub use input::{Patch, parse_cidrs};
 pub use keys::{
-    CreatedKey, Finding, Key, KeyFormat, KeyKind, KeyPatch, Leak, LeakShape, LeakStatus,
+    CreatedKey, Finding, Key, KeyFormat, KeyKind, KeyPatch, Leak, LeakCheck, LeakShape, LeakStatus,
     MAX_ALLOWLIST_ENTRIES, MAX_DESCRIPTION_CHARS, MAX_KEY_NAME_CHARS, MAX_KEY_OVERLAP,
     MAX_META_BYTES, NewKey, UNREADABLE_CREDENTIAL, credential_from_headers, find_leaks, is_token,
     leak_shape, regeneration_overlap,

@@ -20,6 +20,7 @@ use crate::{AppState, respond};
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/api/meta", get(meta))
+        .route("/api/leaks", post(check_leaks))
         .route("/api/stores", get(list_stores).post(create_store))
         .route("/api/stores/{store_id}", get(get_store).patch(update_store))
         .route(
@@ -458,6 +459,38 @@ async fn audit(
     let engine = state.engine.clone();
     let events = net::off_workers(move || engine.audit(&store_id, limit)).await;
     result(StatusCode::OK, events.map(|events| json!(events)))
+}
+
+/// Checks pasted text for leaked credentials of the stores the token covers, and with
+/// `stop` stops the live ones: the management API's `latchkey scan --db --revoke`, for a
+/// database a running server holds. Reading needs Stores:View, stopping Stores:Edit.
+async fn check_leaks(
+    State(state): State<AppState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = guard!(json_object(&state, &headers, body, false).await);
+    let check = match latchkey::LeakCheck::from_json(&body) {
+        Ok(check) => check,
+        Err(err) => return respond::error(&err),
+    };
+    guard!(allow(
+        &claims,
+        if check.stop {
+            "Stores:Edit"
+        } else {
+            "Stores:View"
+        },
+        None
+    ));
+    let engine = state.engine.clone();
+    blocking(StatusCode::OK, move || {
+        let covers = |store: &latchkey::StoreId| claims.covers(store.as_str());
+        let findings = engine.check_leaks_within(&check.text, check.stop, &actor(&claims), covers);
+        Ok(json!(findings))
+    })
+    .await
 }
 
 async fn list_portal_sessions(

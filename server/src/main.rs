@@ -885,9 +885,11 @@ fn scan(args: Scan) -> Result<(), String> {
                     " live key {key}, not stopped: {}",
                     finding.error.as_deref().unwrap_or_default()
                 ),
+                // The CLI checks every store of the file; kept for completeness.
+                LeakStatus::OutOfScope => " live, in a store outside this check".to_owned(),
             };
             match finding.status {
-                LeakStatus::Live | LeakStatus::NotStopped => live += 1,
+                LeakStatus::Live | LeakStatus::NotStopped | LeakStatus::OutOfScope => live += 1,
                 LeakStatus::Revoked | LeakStatus::OverlapEnded | LeakStatus::SecretReplaced => {
                     stopped += 1
                 }

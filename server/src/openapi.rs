@@ -459,6 +459,16 @@ pub fn operations() -> Vec<Operation> {
             )
         },
         op!(
+            "post",
+            "/api/leaks",
+            Admin,
+            200,
+            Some("LeakCheck"),
+            NONE,
+            Data::list("LeakFinding"),
+            "Find leaked credentials in a text: which key each names and whether it is live, for the stores the token covers; stop: true (Stores:Edit) stops the live ones"
+        ),
+        op!(
             "get",
             "/api/stores/{store_id}/logs",
             Admin,
@@ -829,6 +839,14 @@ fn bodies(out: &mut Map<String, Value>) {
     );
 
     put(
+        "LeakCheck",
+        input(
+            &["text"],
+            json!({"text": {"type": "string", "description": "text to search: a file, a snippet, a support ticket"},
+                   "stop": {"type": "boolean", "description": "stop the live credentials found (default false)"}}),
+        ),
+    );
+    put(
         "Regeneration",
         input(
             &[],
@@ -980,6 +998,18 @@ fn outputs(out: &mut Map<String, Value>) {
     put(
         "Deleted",
         output(&[], json!({"id": text(), "deleted": {"const": true}})),
+    );
+    put(
+        "LeakFinding",
+        output(
+            &[],
+            json!({
+        "line": {"type": "integer", "minimum": 1}, "shape": {"enum": ["token", "pair_secret", "hex"]},
+        "masked": text(),
+        "status": {"enum": ["not_live", "live", "revoked", "overlap_ended", "secret_replaced", "not_stopped", "out_of_scope"]},
+        "key_id": maybe_text(), "store_id": maybe_text(), "replaced": {"type": "boolean"},
+        "error": maybe_text()}),
+        ),
     );
     put(
         "Revoked",

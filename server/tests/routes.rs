@@ -1353,3 +1353,106 @@ async fn usage_counts_the_keys_requests_from_the_log() {
         bad.body
     );
 }
+
+/// `POST /api/leaks`: the running server's `scan --db --revoke`. A token reads findings of
+/// the stores it covers (Stores:View) and stops them (Stores:Edit); another store's live key
+/// is `out_of_scope`, neither named nor stopped; a bad body names every problem.
+#[tokio::test]
+async fn leaked_credentials_pasted_to_the_management_api_are_named_and_stopped() {
+    let h = harness();
+    let (other, other_key) = h
+        .engine
+        .create_store(&Actor::admin("t"), NewStore::named("Other"))
+        .unwrap();
+    let text = format!(
+        "key: {}\nsomeone else's: {}\n",
+        h.key,
+        other_key.credential()
+    );
+    let issue = |permissions: &[&str]| {
+        let token = jwt::issue(
+            SECRET,
+            "owner",
+            permissions,
+            json!([h.store]),
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+            600,
+        )
+        .unwrap();
+        format!("Bearer {token}")
+    };
+    let viewer = issue(&["Stores:View"]);
+    let editor = issue(&["Stores:View", "Stores:Edit"]);
+    let post = |bearer: &str, body: Value| {
+        let bearer = bearer.to_owned();
+        let h = &h;
+        async move {
+            h.call(
+                "POST",
+                "/api/leaks",
+                &[("Authorization", &bearer)],
+                Some(body),
+            )
+            .await
+        }
+    };
+
+    let read = post(&viewer, json!({"text": text})).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_wrapper(&read);
+    let shown = read.body.to_string();
+    assert!(!shown.contains(&h.key) && !shown.contains(&other_key.credential()));
+    let findings = read.body["data"].as_array().unwrap();
+    assert_eq!(findings.len(), 2, "{}", read.body);
+    assert_eq!(findings[0]["status"], "live");
+    assert_eq!(findings[0]["store_id"], h.store.as_str());
+    assert_eq!(findings[0]["line"], 1);
+    assert_eq!(findings[1]["status"], "out_of_scope");
+    assert_eq!(findings[1]["key_id"], Value::Null);
+    assert_eq!(findings[1]["store_id"], Value::Null);
+
+    let refused = post(&viewer, json!({"text": text, "stop": true})).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert_eq!(refused.body["message"], "Missing permission Stores:Edit");
+
+    let stopped = post(&editor, json!({"text": text, "stop": true})).await;
+    assert_eq!(stopped.status, StatusCode::OK, "{}", stopped.body);
+    let findings = stopped.body["data"].as_array().unwrap();
+    // The store's default key cannot be revoked: it gets a new secret nobody has seen.
+    assert_eq!(findings[0]["status"], "secret_replaced");
+    assert_eq!(findings[1]["status"], "out_of_scope");
+    let gone = h.keyed("GET", "/api/v1/packages", &h.key, None).await;
+    assert_eq!(gone.status, StatusCode::UNAUTHORIZED);
+    let untouched = h
+        .keyed("GET", "/api/v1/packages", &other_key.credential(), None)
+        .await;
+    assert_eq!(
+        untouched.status,
+        StatusCode::OK,
+        "another store's key is theirs to stop"
+    );
+    // A platform token (every store) sees and may stop the other store's key.
+    let all = h
+        .admin("POST", "/api/leaks", Some(json!({"text": text})))
+        .await;
+    let findings = all.body["data"].as_array().unwrap();
+    assert_eq!(findings[1]["status"], "live");
+    assert_eq!(findings[1]["store_id"], other.id.as_str());
+
+    let bad = post(&viewer, json!({"stop": "yes", "extra": 1})).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let errors: Vec<&str> = bad.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "text: is required",
+            "stop: expected true or false",
+            "extra: unknown field"
+        ]
+    );
+}

@@ -250,6 +250,14 @@ def walk(w: Walk, banner: dict, hook_url: str) -> None:
                    expect=201)["data"]
     w.call("get", "/api/v1/packages", {"X-Api-Key": tight["key"]}, expect=200)
     w.call("get", "/api/v1/packages", {"X-Api-Key": tight["key"]}, expect=429)
+    # A leaked key pasted to the management API: named, then stopped.
+    paste = f"TIGHT_KEY={tight['key']}\nsha256 {'ab' * 32}\n"
+    found = w.call("post", "/api/leaks", admin, {"text": paste}, expect=200)["data"]
+    if [(f["status"], f["key_id"]) for f in found] != [("live", tight["id"])]:
+        w.problems.append(f"POST /api/leaks found {found}, not the live key {tight['id']}")
+    w.call("post", "/api/leaks", admin, {"text": paste, "stop": True}, expect=200)
+    w.call("get", "/api/v1/packages", {"X-Api-Key": tight["key"]}, expect=401)
+    w.call("post", "/api/leaks", admin, {"stop": 1}, expect=400)
     w.call("post", "/api/v1/packages", dev_key, {"name": "", "price": {"amount": -1}}, expect=400)
     w.call("get", "/api/v1/packages/pkg_000000000000000000000", dev_key, expect=404)
     w.call("get", f"{s}/logs?limit=5&status=200", admin, expect=200)

@@ -14,6 +14,7 @@ use super::format::{self, CONSUMER_SECRET_PREFIX};
 use crate::audit::Actor;
 use crate::engine::{Engine, Stopped};
 use crate::ids::StoreId;
+use crate::input::{Fields, boolean, string};
 
 /// Which key format a word found in text has the shape of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -112,6 +113,31 @@ pub enum LeakStatus {
     SecretReplaced,
     /// Live, and stopping it failed (`error` says why).
     NotStopped,
+    /// It names a live key of a store outside the caller's scope
+    /// ([`Engine::check_leaks_within`]): neither named nor stopped here.
+    OutOfScope,
+}
+
+/// The request of a leak check as the HTTP API takes it: `{text, stop?}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeakCheck {
+    pub text: String,
+    /// Stop the live credentials found (default false: only report them).
+    pub stop: bool,
+}
+
+impl LeakCheck {
+    /// Reads `{text, stop?}`; every problem (and each unknown field) named at once.
+    pub fn from_json(value: &serde_json::Value) -> crate::Result<LeakCheck> {
+        let mut fields = Fields::new(value, "leak check")?;
+        let text = fields.required("text", string);
+        let stop = fields.optional("stop", boolean).unwrap_or(false);
+        fields.finish().finish()?;
+        Ok(LeakCheck {
+            text: text.unwrap_or_default(),
+            stop,
+        })
+    }
 }
 
 /// A credential found in text, checked against the key index. Holds no secret.
@@ -139,6 +165,20 @@ impl Engine {
     /// replaced). A 64-hex string that names no key is left out: most are digests, not keys.
     /// For scanners of files, pasted text and support tickets; charges no limit.
     pub fn check_leaks(&self, text: &str, stop: bool, actor: &Actor) -> Vec<Finding> {
+        self.check_leaks_within(text, stop, actor, |_| true)
+    }
+
+    /// [`Engine::check_leaks`] for a caller who manages only the stores `covers` accepts: a
+    /// live credential of another store is reported [`LeakStatus::OutOfScope`], without its
+    /// key or store, and never stopped. (Whoever holds a credential can learn that it is live
+    /// by presenting it; which tenant it belongs to, and stopping it, are that tenant's.)
+    pub fn check_leaks_within(
+        &self,
+        text: &str,
+        stop: bool,
+        actor: &Actor,
+        covers: impl Fn(&StoreId) -> bool,
+    ) -> Vec<Finding> {
         find_leaks(text)
             .filter_map(|leak| {
                 let mut finding = Finding {
@@ -151,31 +191,33 @@ impl Engine {
                     replaced: false,
                     error: None,
                 };
-                let checked = if stop {
-                    self.stop_leaked(leak.credential, actor)
-                        .map(|(found, how)| {
-                            let status = match how {
-                                Ok(Stopped::Revoked) => LeakStatus::Revoked,
-                                Ok(Stopped::OverlapEnded) => LeakStatus::OverlapEnded,
-                                Ok(Stopped::SecretReplaced) => LeakStatus::SecretReplaced,
-                                Err(e) => {
-                                    finding.error = Some(e.to_string());
-                                    LeakStatus::NotStopped
-                                }
-                            };
-                            (found, status)
-                        })
-                } else {
-                    self.identify(leak.credential)
-                        .map(|found| (found, LeakStatus::Live))
-                };
-                let Some((found, status)) = checked else {
+                let Some(found) = self.identify(leak.credential) else {
                     return (leak.shape != LeakShape::Hex).then_some(finding);
                 };
-                finding.status = status;
-                finding.key_id = Some(found.key_id);
-                finding.store_id = Some(found.store_id);
-                finding.replaced = found.replaced;
+                if !covers(&found.store_id) {
+                    finding.status = LeakStatus::OutOfScope;
+                    return Some(finding);
+                }
+                finding.status = if !stop {
+                    LeakStatus::Live
+                } else {
+                    match self.stop_leaked(leak.credential, actor).map(|(_, how)| how) {
+                        // Stopped by an earlier line of the same text.
+                        None => LeakStatus::NotLive,
+                        Some(Ok(Stopped::Revoked)) => LeakStatus::Revoked,
+                        Some(Ok(Stopped::OverlapEnded)) => LeakStatus::OverlapEnded,
+                        Some(Ok(Stopped::SecretReplaced)) => LeakStatus::SecretReplaced,
+                        Some(Err(e)) => {
+                            finding.error = Some(e.to_string());
+                            LeakStatus::NotStopped
+                        }
+                    }
+                };
+                if finding.status != LeakStatus::NotLive {
+                    finding.key_id = Some(found.key_id);
+                    finding.store_id = Some(found.store_id);
+                    finding.replaced = found.replaced;
+                }
                 Some(finding)
             })
             .collect()
