@@ -459,3 +459,34 @@ test('the key list flags a key expiring within the week, as its api_key.expiring
   await page.close()
   for (const key of [soon, later]) await admin('DELETE', `/api-keys/${key.id}`)
 })
+
+test('leak check: pasted text names the live key, masked, and stops it after a confirmation', async () => {
+  const response = await fetch(`${base}/api/stores/${banner.store}/api-keys`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${banner['admin token']}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'Pasted', permissions: 'packages:read' }),
+  })
+  const leaked = (await response.json()).data
+  assert.equal((await call('/api/v1/packages', leaked.key)).status, 200)
+
+  const page = await signedIn()
+  await page.getByRole('link', { name: 'Leak check' }).click()
+  await page.getByRole('heading', { name: 'Leak check' }).waitFor()
+  await assertLabelled(page)
+  await page.getByLabel('Text to check').fill(`Hi, my integration fails with\nX-Api-Key: ${leaked.key}\nthanks`)
+  await page.getByRole('button', { name: 'Check' }).click()
+  const results = page.locator('#leak-results')
+  await results.getByText('Live', { exact: true }).waitFor()
+  const shown = await results.textContent()
+  assert.match(shown, new RegExp(leaked.id))
+  assert.ok(shown.includes(`…${leaked.key.slice(-4)}`) && !shown.includes(leaked.key), 'masked, never whole')
+  assert.match(shown, /^Line.*2/s)
+
+  await page.getByRole('button', { name: 'Stop the live credential' }).click()
+  await page.getByRole('button', { name: 'Stop them' }).click()
+  await results.getByText('Revoked', { exact: true }).waitFor()
+  await shot(page, 'leaks')
+  assert.doesNotMatch(await results.textContent(), /null|undefined/)
+  assert.equal((await call('/api/v1/packages', leaked.key)).status, 401)
+  await page.close()
+})

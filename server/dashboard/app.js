@@ -196,15 +196,19 @@ async function render() {
     }
   }
   if (mine !== renders) return
-  const [, section, storeId, tab] = location.hash.match(/^#\/(stores)?\/?([^/]*)\/?([^/]*)/) || []
-  $('nav').replaceChildren(h('a', { href: '#/stores', 'aria-current': storeId ? false : 'page' }, 'Stores'))
+  const [, section, storeId, tab] = location.hash.match(/^#\/(stores|leaks)?\/?([^/]*)\/?([^/]*)/) || []
+  const leaks = section === 'leaks'
+  $('nav').replaceChildren(
+    h('a', { href: '#/stores', 'aria-current': storeId || leaks ? false : 'page' }, 'Stores'),
+    h('a', { href: '#/leaks', 'aria-current': leaks ? 'page' : false }, 'Leak check'))
   // Each render draws into its own view, which the next render detaches: a slower earlier
   // render still waiting on the API (the store list after signing in, say) then draws into a
   // detached node instead of over the page the user has moved on to.
   const view = h('div', {}, h('p', { class: 'sub' }, 'Loading…'))
   main.replaceChildren(view)
   try {
-    if (section && storeId) await storePage(view, decodeURIComponent(storeId), tab || 'keys')
+    if (leaks) leaksPage(view)
+    else if (section && storeId) await storePage(view, decodeURIComponent(storeId), tab || 'keys')
     else await storesPage(view)
   } catch (err) {
     if (!state.token) return
@@ -288,6 +292,76 @@ async function storePage(main, storeId, tab) {
   main.replaceChildren(h('h1', {}, store.name), h('p', { class: 'sub' }, 'Store ', h('code', {}, store.id)), tabs, body)
   const pages = { keys: keysTab, webhooks: webhooksTab, portal: portalTab, logs: logsTab, audit: auditTab, settings: settingsTab }
   await (pages[tab] || keysTab)(body, store)
+}
+
+// ---- leak check ------------------------------------------------------------------------------
+
+const LEAK_STATUS = {
+  live: ['off', 'Live'],
+  not_live: ['on', 'Not live'],
+  revoked: ['on', 'Revoked'],
+  overlap_ended: ['on', 'Old secret stopped'],
+  secret_replaced: ['on', 'New secret issued (not shown)'],
+  not_stopped: ['off', 'Live: not stopped'],
+  out_of_scope: ['warn', "Live, another store's"],
+}
+
+/** Pasted text (a ticket, a chat message, a file) checked for credentials; the live ones of
+ * the stores this token covers may then be stopped. Only masked forms come back. */
+function leaksPage(main) {
+  const text = h('textarea', { name: 'text', rows: 8, required: true, autocomplete: 'off', spellcheck: 'false' })
+  const error = h('div', { class: 'error' })
+  const results = h('div', { id: 'leak-results', 'aria-live': 'polite' })
+  const check = async (stop) => {
+    const findings = await api('POST', '/api/leaks', { text: text.value, stop })
+    error.replaceChildren()
+    error.removeAttribute('role')
+    const live = findings.filter((f) => f.status === 'live').length
+    const stopButton = h('button', { type: 'button', class: 'danger' }, `Stop ${live === 1 ? 'the live credential' : `all ${live} live credentials`}`)
+    stopButton.addEventListener('click', async () => {
+      const sure = await confirmDialog('Stop leaked credentials',
+        'Each live key found is revoked; an old secret still in its overlap stops (the key keeps its new one); a store\'s default key, which cannot be revoked, gets a new secret that is not shown: regenerate it to use it again.',
+        'Stop them')
+      if (!sure) return
+      try {
+        await check(true)
+        notice('Leaked credentials stopped.')
+      } catch (err) {
+        showError(error, err)
+      }
+    })
+    results.replaceChildren(h('div', {},
+      findings.length
+        ? h('table', {},
+          h('thead', {}, h('tr', {}, ['Line', 'Credential', 'Kind', 'Status', 'Key'].map((c) => h('th', { scope: 'col' }, c)))),
+          h('tbody', {}, findings.map((f) => h('tr', {},
+            h('td', {}, String(f.line)),
+            h('td', {}, h('code', {}, f.masked)),
+            h('td', {}, f.shape.replace('_', ' ')),
+            h('td', {}, h('span', { class: `badge ${LEAK_STATUS[f.status][0]}` }, LEAK_STATUS[f.status][1]), f.error ? h('small', {}, ` ${f.error}`) : null),
+            h('td', {}, f.key_id
+              ? h('a', { href: `#/stores/${encodeURIComponent(f.store_id)}/keys` }, h('code', {}, f.key_id), f.replaced ? ' (old secret)' : '')
+              : '—')))))
+        : h('p', { class: 'empty' }, 'No credentials found.'),
+      live ? h('p', {}, stopButton) : null))
+  }
+  const form = h('form', { class: 'card' },
+    ...field('Text to check', text),
+    error,
+    h('p', {}, h('button', { class: 'primary', type: 'submit' }, 'Check')))
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault()
+    try {
+      await check(false)
+    } catch (err) {
+      showError(error, err)
+    }
+  })
+  main.replaceChildren(
+    h('h1', {}, 'Leak check'),
+    h('p', { class: 'sub' }, 'Paste text where a key may have leaked: a support ticket, a chat message, a file. Tokens and pair secrets are found by their form, hex keys when they name a key; each is shown masked with the key it names and whether it still works. Nothing is stored.'),
+    form, results)
+  text.focus()
 }
 
 // ---- permissions matrix ---------------------------------------------------------------------
