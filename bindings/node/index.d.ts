@@ -164,6 +164,8 @@ export interface AuditEvent {
   actor: { type: string; id: string }
   /** The fields an update changed. */
   changes: string[]
+  /** Why, when known: `leaked` for a key stopped by `checkLeaks(…, { stop: true })` (absent otherwise). */
+  reason?: 'leaked'
 }
 
 export interface LogEntry {

@@ -68,7 +68,15 @@ pub struct AuditEvent {
     /// the ids of the sessions ended.
     #[serde(default)]
     pub changes: Vec<String>,
+    /// Why, when the change was made for a reason the engine knows: `leaked` for a key
+    /// stopped because its credential was found where it should not be
+    /// ([`crate::Engine::stop_leaked`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
+
+/// The [`AuditEvent::reason`] of a key stopped by [`crate::Engine::stop_leaked`].
+pub const REASON_LEAKED: &str = "leaked";
 
 impl AuditEvent {
     pub(crate) const VERSION: u32 = 1;

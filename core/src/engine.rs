@@ -746,8 +746,9 @@ impl Engine {
     /// clients already on the new secret keep working); a store's default key, which cannot be
     /// revoked, gets a new secret that is not returned (whoever holds the key regenerates it
     /// again to get one; deactivating it instead would let a later activation bring the
-    /// leaked secret back); any other key is revoked. `None` when it authenticates nothing;
-    /// else what it is, and how it was stopped or why it could not be.
+    /// leaked secret back); any other key is revoked. Each change is audited with the reason
+    /// `leaked`. `None` when it authenticates nothing; else what it is, and how it was
+    /// stopped or why it could not be.
     pub fn stop_leaked(
         &self,
         credential: &str,
@@ -755,18 +756,21 @@ impl Engine {
     ) -> Option<(Identified, Result<Stopped>)> {
         let (found, kind) = self.identify_kind(credential)?;
         let store = found.store_id.as_str();
+        // The audit trail says why: a revocation for a leak reads differently from a routine one.
+        let reason = Some(crate::audit::REASON_LEAKED);
         let stopped = if found.replaced {
             let stop = KeyPatch {
                 previous_expires_at: Patch::Null,
                 ..KeyPatch::default()
             };
-            self.update_key(store, actor, &found.key_id, stop)
+            self.update_key_because(store, actor, &found.key_id, stop, reason)
                 .map(|_| Stopped::OverlapEnded)
         } else if kind == KeyKind::Default {
-            self.regenerate_key(store, actor, &found.key_id, time::Duration::ZERO)
+            let overlap = time::Duration::ZERO;
+            self.regenerate_key_because(store, actor, &found.key_id, overlap, reason)
                 .map(|_| Stopped::SecretReplaced)
         } else {
-            self.revoke_key(store, actor, &found.key_id)
+            self.revoke_key_because(store, actor, &found.key_id, reason)
                 .map(|()| Stopped::Revoked)
         };
         Some((found, stopped))
@@ -938,6 +942,18 @@ impl Engine {
         key_id: &str,
         patch: KeyPatch,
     ) -> Result<Key> {
+        self.update_key_because(store_id, actor, key_id, patch, None)
+    }
+
+    /// [`Engine::update_key`], its audit event giving `reason`.
+    fn update_key_because(
+        &self,
+        store_id: &str,
+        actor: &Actor,
+        key_id: &str,
+        patch: KeyPatch,
+        reason: Option<&str>,
+    ) -> Result<Key> {
         patch.check()?;
         let inner = &*self.inner;
         let _writer = inner.writer.lock();
@@ -1041,6 +1057,7 @@ impl Engine {
             AuditAction::KeyUpdated,
             actor,
             changes,
+            reason,
             now,
         )?;
         tx.commit()?;
@@ -1063,6 +1080,18 @@ impl Engine {
         actor: &Actor,
         key_id: &str,
         overlap: time::Duration,
+    ) -> Result<CreatedKey> {
+        self.regenerate_key_because(store_id, actor, key_id, overlap, None)
+    }
+
+    /// [`Engine::regenerate_key`], its audit event giving `reason`.
+    fn regenerate_key_because(
+        &self,
+        store_id: &str,
+        actor: &Actor,
+        key_id: &str,
+        overlap: time::Duration,
+        reason: Option<&str>,
     ) -> Result<CreatedKey> {
         crate::input::overlap_within(overlap, MAX_KEY_OVERLAP)
             .map_err(|problem| Error::invalid(vec![format!("overlap_seconds: {problem}")]))?;
@@ -1108,6 +1137,7 @@ impl Engine {
             AuditAction::KeyRegenerated,
             actor,
             Vec::new(),
+            reason,
             now,
         )?;
         tx.commit()?;
@@ -1139,6 +1169,17 @@ impl Engine {
 
     /// Revokes (deletes) a scoped key. Stops working at once; the default key cannot be revoked.
     pub fn revoke_key(&self, store_id: &str, actor: &Actor, key_id: &str) -> Result<()> {
+        self.revoke_key_because(store_id, actor, key_id, None)
+    }
+
+    /// [`Engine::revoke_key`], its audit event giving `reason`.
+    fn revoke_key_because(
+        &self,
+        store_id: &str,
+        actor: &Actor,
+        key_id: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
         let inner = &*self.inner;
         let mut writer = inner.writer.lock();
         let now = inner.clock.now();
@@ -1163,6 +1204,7 @@ impl Engine {
             AuditAction::KeyRevoked,
             actor,
             Vec::new(),
+            reason,
             now,
         )?;
         tx.commit()?;
@@ -1519,6 +1561,7 @@ fn insert_new_key(
         AuditAction::KeyCreated,
         actor,
         Vec::new(),
+        None,
         now,
     )?;
     Ok((record, secret))
@@ -1533,6 +1576,7 @@ fn write_change(
     action: AuditAction,
     actor: &Actor,
     changes: Vec<String>,
+    reason: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<()> {
     // A replaced secret whose overlap has ended goes with the next change.
@@ -1563,7 +1607,7 @@ fn write_change(
         crate::entities::write_outbox(tx, &scope, now, vec![(event, data)])?;
     }
     let subject = Subject::Key(record.store_id, &record.id);
-    append_audit(tx, subject, action, actor, changes, now)
+    append_audit_because(tx, subject, action, actor, changes, reason, now)
 }
 
 /// Writes a key's record, and keeps the records' indexes true to it. Every write of a key
@@ -1595,6 +1639,19 @@ pub(crate) fn append_audit(
     changes: Vec<String>,
     now: OffsetDateTime,
 ) -> Result<()> {
+    append_audit_because(tx, subject, action, actor, changes, None, now)
+}
+
+/// [`append_audit`] with the event's reason (see [`AuditEvent::reason`]).
+pub(crate) fn append_audit_because(
+    tx: &WriteTransaction,
+    subject: Subject<'_>,
+    action: AuditAction,
+    actor: &Actor,
+    changes: Vec<String>,
+    reason: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<()> {
     let seq = storage::next_audit_seq(tx)?;
     let (store_id, key_id, webhook_id) = match subject {
         Subject::Key(store, key) => (store, Some(key.to_owned()), None),
@@ -1611,6 +1668,7 @@ pub(crate) fn append_audit(
         action,
         actor: actor.clone(),
         changes,
+        reason: reason.map(str::to_owned),
     };
     let mut audit = tx.open_table(AUDIT)?;
     audit.insert(

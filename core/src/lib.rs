@@ -53,7 +53,7 @@ mod usage;
 mod verify;
 mod webhooks;
 
-pub use audit::{Actor, AuditAction, AuditEvent};
+pub use audit::{Actor, AuditAction, AuditEvent, REASON_LEAKED};
 pub use client::{client_ip, parse_ip, parse_ip_argument};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use engine::{

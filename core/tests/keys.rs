@@ -1076,6 +1076,26 @@ fn a_leaked_credential_is_stopped_as_its_key_allows() {
         (default_key.key.id.clone(), Stopped::SecretReplaced)
     );
     assert!(!works(&default_key.credential()) && !works(&scoped_key.credential()));
+    // The audit trail says why each was stopped; a routine change gives no reason.
+    let events = engine.audit(sid, 4).unwrap();
+    let why: Vec<_> = events
+        .iter()
+        .map(|e| (e.action, e.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        why,
+        [
+            (AuditAction::KeyRegenerated, Some("leaked")),
+            (AuditAction::KeyUpdated, Some("leaked")),
+            (AuditAction::KeyRevoked, Some("leaked")),
+            (AuditAction::KeyRegenerated, None),
+        ]
+    );
+    assert!(
+        !serde_json::to_string(&events[3])
+            .unwrap()
+            .contains("reason")
+    );
     let kept = engine.get_key(sid, &default_key.key.id).unwrap();
     assert_eq!((kept.kind, kept.active), (KeyKind::Default, true));
     // Stopped credentials authenticate nothing, so a second pass finds nothing live.

@@ -488,5 +488,9 @@ test('leak check: pasted text names the live key, masked, and stops it after a c
   await shot(page, 'leaks')
   assert.doesNotMatch(await results.textContent(), /null|undefined/)
   assert.equal((await call('/api/v1/packages', leaked.key)).status, 401)
+  // The audit trail says why the key went.
+  await page.goto(`${base}/dashboard/#/stores/${banner.store}/audit`)
+  await page.getByRole('heading', { name: 'Audit trail' }).waitFor()
+  assert.match(await page.locator('tbody tr').first().textContent(), new RegExp(`key revoked${leaked.id}.*reason: leaked`))
   await page.close()
 })

@@ -847,7 +847,7 @@ async function auditTab(body, store) {
             : e.webhook_id ? h('span', {}, 'webhook ', h('code', {}, e.webhook_id))
               : e.action === 'portal_sessions_ended' ? 'portal sessions' : 'store settings'),
           h('td', {}, `${e.actor.type} ${e.actor.id}`),
-          h('td', {}, e.changes.join(', ') || '—')))))
+          h('td', {}, [...e.changes, ...(e.reason ? [`reason: ${e.reason}`] : [])].join(', ') || '—')))))
       : h('p', { class: 'empty' }, 'No changes yet.'))
 }
 

@@ -1083,10 +1083,11 @@ fn outputs(out: &mut Map<String, Value>) {
     put(
         "AuditEvent",
         output(
-            &["webhook_id"],
+            &["webhook_id", "reason"],
             json!({
         "v": {"type": "integer"}, "seq": {"type": "integer"}, "at": time(), "store_id": text(),
         "key_id": maybe_text(), "webhook_id": text(),
+        "reason": {"enum": [latchkey::REASON_LEAKED], "description": "why, when known: leaked for a key stopped by a leak check"},
         "action": {"enum": ["key_created", "key_updated", "key_regenerated", "key_revoked",
                             "store_updated", "webhook_created", "webhook_updated", "webhook_deleted",
                             "webhook_secret_rotated", "portal_sessions_ended"]},

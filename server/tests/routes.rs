@@ -1423,6 +1423,18 @@ async fn leaked_credentials_pasted_to_the_management_api_are_named_and_stopped()
     assert_eq!(findings[1]["status"], "out_of_scope");
     let gone = h.keyed("GET", "/api/v1/packages", &h.key, None).await;
     assert_eq!(gone.status, StatusCode::UNAUTHORIZED);
+    let audit = h
+        .admin(
+            "GET",
+            &format!("/api/stores/{}/audit?limit=1", h.store),
+            None,
+        )
+        .await;
+    let event = &audit.body["data"][0];
+    assert_eq!(
+        (&event["action"], &event["reason"], &event["actor"]["id"]),
+        (&json!("key_regenerated"), &json!("leaked"), &json!("owner"))
+    );
     let untouched = h
         .keyed("GET", "/api/v1/packages", &other_key.credential(), None)
         .await;
