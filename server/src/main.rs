@@ -330,6 +330,9 @@ struct Scan {
     /// any is found (without it): for a pre-commit hook or a CI step.
     #[arg(long)]
     fail: bool,
+    /// Files larger than this many MiB are skipped, and named: each file is read whole.
+    #[arg(long, value_name = "MIB", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    max_file_mib: u64,
 }
 
 fn main() -> ExitCode {
@@ -832,6 +835,16 @@ fn scan(args: Scan) -> Result<(), String> {
     let actor = Actor::admin("scan");
     let (mut found, mut live, mut stopped, mut unchecked) = (0, 0, 0, 0);
     for path in paths {
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if size > args.max_file_mib << 20 {
+            eprintln!(
+                "latchkey scan: {}: skipped, {} MiB (over --max-file-mib {})",
+                path.display(),
+                size >> 20,
+                args.max_file_mib
+            );
+            continue;
+        }
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) => {

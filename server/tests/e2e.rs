@@ -663,6 +663,22 @@ fn scan_finds_credentials_of_every_format_and_stops_live_ones() {
             && summary.contains("2 string(s) of 64 hex characters not checked"),
         "{summary}"
     );
+    // A file over --max-file-mib is skipped, and said to be.
+    let big = dir.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    std::fs::write(
+        big.join("dump.log"),
+        format!("{}\n{token}\n", "x".repeat(1 << 20)),
+    )
+    .unwrap();
+    let big_arg = big.to_str().unwrap();
+    let output = latchkey(&["scan", big_arg, "--max-file-mib", "1"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.stdout.is_empty() && stderr.contains("dump.log: skipped, 1 MiB"),
+        "{stderr}"
+    );
+    assert!(run(&["scan", big_arg]).contains("dump.log:2: "));
     // --fail turns a finding into a failing exit status, for a pre-commit hook.
     let output = latchkey(&["scan", source_arg, "--fail"]);
     assert_eq!(output.status.code(), Some(1));
