@@ -1603,6 +1603,10 @@ fn write_change(
             // Which fields an update set (their new values are the key's own fields).
             data["changes"] = serde_json::json!(changes);
         }
+        if let Some(reason) = reason {
+            // A receiver may alert on a key stopped as leaked rather than routinely changed.
+            data["reason"] = serde_json::json!(reason);
+        }
         let scope = crate::entities::Scope::new(record.store_id, record.environment.clone());
         crate::entities::write_outbox(tx, &scope, now, vec![(event, data)])?;
     }

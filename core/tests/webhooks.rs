@@ -748,6 +748,19 @@ fn key_events_are_written_in_the_key_change_commit_and_only_then() {
         ]
     );
     assert_eq!(events[0].data["masked"], created.key.masked.as_str());
+    assert!(
+        events[1].data.get("reason").is_none(),
+        "a routine revocation"
+    );
+    // A key stopped as leaked says so in its event, for receivers that alert on it.
+    let leaked = common::scoped(&engine, &store, json!({"Orders": ["View"]}));
+    let start = engine.outbox_events(0, 100).unwrap().last().unwrap().seq;
+    let (_, stopped) = engine.stop_leaked(&leaked.credential(), &admin()).unwrap();
+    stopped.unwrap();
+    let events = engine.outbox_events(start, 10).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type, "api_key.revoked");
+    assert_eq!(events[0].data["reason"], "leaked");
 }
 
 #[test]
