@@ -85,8 +85,22 @@ pub fn leak_shape(word: &str) -> Option<LeakShape> {
 /// `Bearer `, and either half of `ck_…:cs_…`; a run longer than any credential is not split.
 pub fn find_leaks(text: &str) -> impl Iterator<Item = Leak<'_>> {
     text.lines().enumerate().flat_map(|(i, line)| {
-        line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter_map(move |word| {
+        // Split on bytes: every separator is ASCII, so each piece is whole UTF-8, and a
+        // scanner over large trees spends its time here.
+        let word_byte = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+        let mut at = 0;
+        line.as_bytes()
+            .split(move |b| !word_byte(b))
+            .filter_map(move |bytes| {
+                let start = at;
+                at += bytes.len() + 1;
+                // A non-empty piece is ASCII and follows an ASCII separator (or starts the
+                // line), so both its ends are char boundaries; an empty one may sit inside a
+                // multi-byte character, so it is never sliced.
+                if bytes.is_empty() {
+                    return None;
+                }
+                let word = &line[start..start + bytes.len()];
                 leak_shape(word).map(|shape| Leak {
                     line: i + 1,
                     shape,
@@ -252,6 +266,15 @@ mod tests {
         let text = format!(
             "# config\nAPI_KEY=\"{token}\"\nWC={ck}:{cs}\nsha256 {hex}  file.tar\n{}\n",
             "x".repeat(80)
+        );
+        // Multi-byte characters around and between credentials change nothing.
+        let accented = format!("« clé »\nAPI_KEY=«{token}»\nWC=é{ck}:{cs}ü\n😀 {hex}é\n");
+        let found: Vec<_> = find_leaks(&accented)
+            .map(|l| (l.line, l.credential))
+            .collect();
+        assert_eq!(
+            found,
+            [(2, token.as_str()), (3, cs.as_str()), (4, hex.as_str())]
         );
         let found: Vec<_> = find_leaks(&text).collect();
         let shapes: Vec<_> = found.iter().map(|l| (l.line, l.shape)).collect();
