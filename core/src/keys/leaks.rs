@@ -82,11 +82,12 @@ pub fn leak_shape(word: &str) -> Option<LeakShape> {
 
 /// Every credential-shaped word of `text`, in order. Words are runs of ASCII letters, digits
 /// and `_` (every format's alphabet), so a credential is found inside quotes, after `=` or
-/// `Bearer `, and either half of `ck_…:cs_…`; a run longer than any credential is not split.
+/// `Bearer `, and the secret half of `ck_…:cs_…`; a run longer than any credential is not
+/// split.
 pub fn find_leaks(text: &str) -> impl Iterator<Item = Leak<'_>> {
     text.lines().enumerate().flat_map(|(i, line)| {
-        // Split on bytes: every separator is ASCII, so each piece is whole UTF-8, and a
-        // scanner over large trees spends its time here.
+        // Split on bytes (a scanner over large trees spends its time here): word bytes are
+        // ASCII, and every other byte, a multi-byte character's included, separates.
         let word_byte = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
         let mut at = 0;
         line.as_bytes()
@@ -132,12 +133,22 @@ pub enum LeakStatus {
     OutOfScope,
 }
 
-/// The request of a leak check as the HTTP API takes it: `{text, stop?}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The request of a leak check as the HTTP API takes it: `{text, stop?}`. Its `Debug` shows
+/// the text's length only: the text holds the credentials it is checked for.
+#[derive(Clone, PartialEq, Eq)]
 pub struct LeakCheck {
     pub text: String,
     /// Stop the live credentials found (default false: only report them).
     pub stop: bool,
+}
+
+impl std::fmt::Debug for LeakCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeakCheck")
+            .field("text_bytes", &self.text.len())
+            .field("stop", &self.stop)
+            .finish()
+    }
 }
 
 impl LeakCheck {
@@ -298,6 +309,25 @@ mod tests {
             let shown = format!("{leak:?} {}", leak.masked());
             assert!(!shown.contains(leak.credential), "{shown}");
         }
+    }
+
+    #[test]
+    fn a_check_request_is_read_with_every_problem_named_and_never_shows_its_text() {
+        let token = token();
+        let check = LeakCheck::from_json(&serde_json::json!({"text": token, "stop": true}));
+        let check = check.unwrap();
+        assert!(check.stop && check.text == token);
+        assert!(!format!("{check:?}").contains(&token));
+        let err = LeakCheck::from_json(&serde_json::json!({"stop": 1, "x": 2})).unwrap_err();
+        assert_eq!(
+            err.problems(),
+            [
+                "text: is required",
+                "stop: expected true or false",
+                "x: unknown field"
+            ]
+        );
+        assert!(LeakCheck::from_json(&serde_json::json!("text")).is_err());
     }
 
     #[test]
