@@ -3,6 +3,7 @@
 // The CLI's output is its interface: results go to stdout, diagnostics to stderr.
 #![allow(clippy::print_stdout)]
 
+use std::io::Read as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -313,7 +314,8 @@ checksums). Each is printed as file:line and its masked form, never in full.
 With --fail the exit status is 1 when a live credential is left (with --db) or any credential
 was found (without it), as on any error; 0 otherwise.")]
 struct Scan {
-    /// Files or directories to scan (directories recursively; symbolic links are not followed).
+    /// Files or directories to scan (directories recursively; symbolic links are not followed);
+    /// `-` reads standard input (`git diff --cached | latchkey scan --fail -`).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Check each credential found against this database file: which key it is and whether it
@@ -826,6 +828,10 @@ fn files(path: &Path, out: &mut Vec<PathBuf>) {
 fn scan(args: Scan) -> Result<(), String> {
     let mut paths = Vec::new();
     for path in &args.paths {
+        if path.as_os_str() == "-" {
+            paths.push(path.clone());
+            continue;
+        }
         if !path.exists() {
             return Err(format!("{}: no such file or directory", path.display()));
         }
@@ -835,8 +841,9 @@ fn scan(args: Scan) -> Result<(), String> {
     let actor = Actor::admin("scan");
     let (mut found, mut live, mut stopped, mut unchecked) = (0, 0, 0, 0);
     for path in paths {
+        let stdin = path.as_os_str() == "-";
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if size > args.max_file_mib << 20 {
+        if !stdin && size > args.max_file_mib << 20 {
             eprintln!(
                 "latchkey scan: {}: skipped, {} MiB (over --max-file-mib {})",
                 path.display(),
@@ -845,7 +852,22 @@ fn scan(args: Scan) -> Result<(), String> {
             );
             continue;
         }
-        let bytes = match std::fs::read(&path) {
+        let read = if stdin {
+            let mut bytes = Vec::new();
+            let limit = args.max_file_mib << 20;
+            let read = std::io::stdin().take(limit).read_to_end(&mut bytes);
+            if bytes.len() as u64 == limit {
+                eprintln!(
+                    "latchkey scan: -: only the first {} MiB of standard input read \
+                     (--max-file-mib)",
+                    args.max_file_mib
+                );
+            }
+            read.map(|_| bytes)
+        } else {
+            std::fs::read(&path)
+        };
+        let bytes = match read {
             Ok(bytes) => bytes,
             Err(e) => {
                 // Said, not fatal: one unreadable file should not hide the leaks in the rest.

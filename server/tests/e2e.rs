@@ -679,6 +679,26 @@ fn scan_finds_credentials_of_every_format_and_stops_live_ones() {
         "{stderr}"
     );
     assert!(run(&["scan", big_arg]).contains("dump.log:2: "));
+    // `-` reads standard input, as from `git diff --cached`.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(["scan", "--fail", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        write!(stdin, "@@ -1 +1,2 @@\n+API_KEY={token}\n").unwrap();
+    }
+    let piped = child.wait_with_output().unwrap();
+    assert_eq!(piped.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&piped.stdout);
+    assert!(
+        report.starts_with("-:2: ") && !report.contains(&token),
+        "{report}"
+    );
     // --fail turns a finding into a failing exit status, for a pre-commit hook.
     let output = latchkey(&["scan", source_arg, "--fail"]);
     assert_eq!(output.status.code(), Some(1));
