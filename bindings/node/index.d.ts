@@ -138,6 +138,10 @@ export interface LeakFinding {
   storeId: string | null
   /** An old secret of the key, in its regeneration's overlap. */
   replaced: boolean
+  /** When the credential was last presented (to the minute), before this check: whether the leak may have been used. */
+  lastUsedAt: string | null
+  /** From where (the key's current secret only). */
+  lastUsedIp: string | null
   /** Why a live credential could not be stopped (`status` `not_stopped`). */
   error: string | null
 }

@@ -225,8 +225,8 @@ class Engine {
   }
   /**
    * The credentials in `text` (a file, a pasted snippet, a support ticket), checked against
-   * the keys: each finding's `line`, `shape`, `masked` form, `status` and the `keyId` and
-   * `storeId` it names. With `{ stop: true }` the live ones are stopped (revoked; an old secret
+   * the keys: each finding's `line`, `shape`, `masked` form, `status`, the `keyId` and
+   * `storeId` it names and its `lastUsedAt` and `lastUsedIp`. With `{ stop: true }` the live ones are stopped (revoked; an old secret
    * has its overlap ended; a default key gets a new secret, not shown). A 64-hex string that
    * names no key is left out: most are digests.
    */

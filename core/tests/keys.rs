@@ -1158,6 +1158,22 @@ fn credentials_found_in_text_are_identified_and_stopped_in_every_format() {
             .map(|f| (f.line, f.status, f.key_id))
             .collect()
     };
+    // Whether a leak may have been used: the token was, from one address; the hex key not.
+    let from = "203.0.113.9";
+    assert!(
+        verify_from(
+            &engine,
+            &token.credential(),
+            Area::Orders,
+            Action::View,
+            from
+        )
+        .allowed()
+    );
+    let findings = engine.check_leaks(&text, false, &admin());
+    let used = |f: &latchkey::Finding| (f.last_used_at.is_some(), f.last_used_ip);
+    assert_eq!(used(&findings[0]), (true, Some(from.parse().unwrap())));
+    assert_eq!(used(&findings[1]), (false, None));
     let ids = [&token, &hex, &pair, &lone_secret].map(|k| Some(k.key.id.clone()));
     // The digest on line 5 names no key: left out. A pair's consumer secret alone names its key.
     let live: Vec<_> = (1..=4)

@@ -285,6 +285,8 @@ test('checkLeaks finds pasted credentials, names their keys and stops them; bad 
     keyId: pair.id,
     storeId: store.id,
     replaced: false,
+    lastUsedAt: null,
+    lastUsedIp: null,
     error: null,
   })
   assert.ok(!JSON.stringify(found).includes(pair.consumerSecret))

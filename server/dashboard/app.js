@@ -333,7 +333,7 @@ function leaksPage(main) {
     results.replaceChildren(h('div', {},
       findings.length
         ? h('table', {},
-          h('thead', {}, h('tr', {}, ['Line', 'Credential', 'Kind', 'Status', 'Key'].map((c) => h('th', { scope: 'col' }, c)))),
+          h('thead', {}, h('tr', {}, ['Line', 'Credential', 'Kind', 'Status', 'Key', 'Last used'].map((c) => h('th', { scope: 'col' }, c)))),
           h('tbody', {}, findings.map((f) => h('tr', {},
             h('td', {}, String(f.line)),
             h('td', {}, h('code', {}, f.masked)),
@@ -341,7 +341,8 @@ function leaksPage(main) {
             h('td', {}, h('span', { class: `badge ${LEAK_STATUS[f.status][0]}` }, LEAK_STATUS[f.status][1]), f.error ? h('small', {}, ` ${f.error}`) : null),
             h('td', {}, f.key_id
               ? h('a', { href: `#/stores/${encodeURIComponent(f.store_id)}/keys` }, h('code', {}, f.key_id), f.replaced ? ' (old secret)' : '')
-              : '—')))))
+              : '—'),
+            h('td', {}, f.key_id ? [f.last_used_at ? when(f.last_used_at) : 'Never', f.last_used_ip ? h('small', {}, ` from ${f.last_used_ip}`) : null] : '—')))))
         : h('p', { class: 'empty' }, 'No credentials found.'),
       live ? h('p', {}, stopButton) : null))
   }

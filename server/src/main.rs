@@ -825,6 +825,20 @@ fn files(path: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// When and from where a found credential was last presented: whether the leak was used.
+fn last_use(finding: &latchkey::Finding) -> String {
+    let Some(at) = finding.last_used_at else {
+        return "never used".to_owned();
+    };
+    let at = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    match finding.last_used_ip {
+        Some(ip) => format!("last used {at} from {ip}"),
+        None => format!("last used {at}"),
+    }
+}
+
 fn scan(args: Scan) -> Result<(), String> {
     let mut paths = Vec::new();
     for path in &args.paths {
@@ -904,10 +918,13 @@ fn scan(args: Scan) -> Result<(), String> {
                 .unwrap_or_default();
             let status = match finding.status {
                 LeakStatus::NotLive => " not live".to_owned(),
-                LeakStatus::Live if finding.replaced => {
-                    format!(" live: old secret of {key} (store {store}), in its overlap")
+                LeakStatus::Live if finding.replaced => format!(
+                    " live: old secret of {key} (store {store}), in its overlap; {}",
+                    last_use(&finding)
+                ),
+                LeakStatus::Live => {
+                    format!(" live key {key} (store {store}); {}", last_use(&finding))
                 }
-                LeakStatus::Live => format!(" live key {key} (store {store})"),
                 LeakStatus::Revoked => format!(" revoked {key}"),
                 LeakStatus::OverlapEnded => {
                     format!(" stopped: old secret of {key}, its overlap ended")

@@ -1008,6 +1008,7 @@ fn outputs(out: &mut Map<String, Value>) {
         "masked": text(),
         "status": {"enum": ["not_live", "live", "revoked", "overlap_ended", "secret_replaced", "not_stopped", "out_of_scope"]},
         "key_id": maybe_text(), "store_id": maybe_text(), "replaced": {"type": "boolean"},
+        "last_used_at": nullable(time()), "last_used_ip": maybe_text(),
         "error": maybe_text()}),
         ),
     );

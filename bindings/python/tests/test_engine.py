@@ -350,6 +350,8 @@ def test_check_leaks_names_and_stops_pasted_credentials_and_names_bad_arguments(
         "key_id": pair.id,
         "store_id": store.id,
         "replaced": False,
+        "last_used_at": None,
+        "last_used_ip": None,
         "error": None,
     }
     assert pair.consumer_secret not in repr(found)

@@ -179,6 +179,12 @@ pub struct Finding {
     pub store_id: Option<StoreId>,
     /// It was an old secret of the key, in its regeneration's overlap.
     pub replaced: bool,
+    /// When the credential was last presented (to the minute), before this check: whether
+    /// the leak may have been used. For an old secret, its own last use.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<time::OffsetDateTime>,
+    /// From where (the key's current secret only).
+    pub last_used_ip: Option<std::net::IpAddr>,
     /// Why a live credential could not be stopped.
     pub error: Option<String>,
 }
@@ -214,6 +220,8 @@ impl Engine {
                     key_id: None,
                     store_id: None,
                     replaced: false,
+                    last_used_at: None,
+                    last_used_ip: None,
                     error: None,
                 };
                 let Some(found) = self.identify(leak.credential) else {
@@ -223,6 +231,12 @@ impl Engine {
                     finding.status = LeakStatus::OutOfScope;
                     return Some(finding);
                 }
+                // Read before stopping: a revoked key is gone from the reads.
+                let used = self.get_key(found.store_id.as_str(), &found.key_id).ok();
+                let used = used.map(|key| match found.replaced {
+                    true => (key.previous_last_used_at, None),
+                    false => (key.last_used_at, key.last_used_ip),
+                });
                 finding.status = if !stop {
                     LeakStatus::Live
                 } else {
@@ -242,6 +256,7 @@ impl Engine {
                     finding.key_id = Some(found.key_id);
                     finding.store_id = Some(found.store_id);
                     finding.replaced = found.replaced;
+                    (finding.last_used_at, finding.last_used_ip) = used.unwrap_or_default();
                 }
                 Some(finding)
             })

@@ -298,7 +298,8 @@ class Engine:
         """The credentials in `text` (a file, a pasted snippet, a support ticket), checked
         against the keys: each finding's `line`, `shape` (`token`, `pair_secret`, `hex`),
         `masked` form, `status` (`not_live`, `live`, `revoked`, `overlap_ended`,
-        `secret_replaced`, `not_stopped`), and the `key_id` and `store_id` it names. With
+        `secret_replaced`, `not_stopped`), the `key_id` and `store_id` it names, and its
+        `last_used_at` and `last_used_ip` (whether the leak may have been used). With
         `stop=True` the live ones are stopped (revoked; an old secret has its overlap ended; a
         default key gets a new secret, not shown). A 64-hex string that names no key is left
         out: most are digests. A finding never holds the credential."""
