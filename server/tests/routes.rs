@@ -97,6 +97,12 @@ impl Harness {
         self.call(method, path, &[("X-Api-Key", key)], body).await
     }
 
+    /// The store's newest audit event, through the management API.
+    async fn last_audit(&self) -> Value {
+        let path = format!("/api/stores/{}/audit?limit=1", self.store);
+        self.admin("GET", &path, None).await.body["data"][0].clone()
+    }
+
     async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
         let bearer = format!("Bearer {}", self.admin);
         self.call(method, path, &[("Authorization", &bearer)], body)
@@ -1315,16 +1321,10 @@ async fn a_webhook_secret_rotates_with_its_new_secret_shown_once() {
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 
-    let audit = h
-        .admin(
-            "GET",
-            &format!("/api/stores/{}/audit?limit=1", h.store),
-            None,
-        )
-        .await;
-    assert_eq!(audit.body["data"][0]["action"], "webhook_secret_rotated");
-    assert_eq!(audit.body["data"][0]["webhook_id"], json!(id));
-    assert_eq!(audit.body["data"][0]["actor"]["id"], "ops");
+    let audit = h.last_audit().await;
+    assert_eq!(audit["action"], "webhook_secret_rotated");
+    assert_eq!(audit["webhook_id"], json!(id));
+    assert_eq!(audit["actor"]["id"], "ops");
 }
 
 #[tokio::test]
@@ -1423,14 +1423,7 @@ async fn leaked_credentials_pasted_to_the_management_api_are_named_and_stopped()
     assert_eq!(findings[1]["status"], "out_of_scope");
     let gone = h.keyed("GET", "/api/v1/packages", &h.key, None).await;
     assert_eq!(gone.status, StatusCode::UNAUTHORIZED);
-    let audit = h
-        .admin(
-            "GET",
-            &format!("/api/stores/{}/audit?limit=1", h.store),
-            None,
-        )
-        .await;
-    let event = &audit.body["data"][0];
+    let event = &h.last_audit().await;
     assert_eq!(
         (&event["action"], &event["reason"], &event["actor"]["id"]),
         (&json!("key_regenerated"), &json!("leaked"), &json!("owner"))
