@@ -12,6 +12,7 @@ mod admin;
 mod api;
 mod dashboard;
 pub mod jwt;
+pub mod leak_client;
 mod net;
 pub mod openapi;
 mod respond;

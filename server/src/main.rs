@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use latchkey::{
     Actor, Clock, Engine, EngineOptions, LeakShape, LeakStatus, NewKey, NewStore, WebhookOptions,
 };
+use latchkey_server::leak_client::LeakClient;
 use latchkey_server::{AppState, Config, app, jwt, secret_file};
 use serde_json::json;
 
@@ -307,12 +308,17 @@ enum KeysCommand {
 #[derive(Args, Debug)]
 #[command(after_help = "\
 What is found: tokens ({prefix}_{store}_{secret}, by their checksum) and pair secrets (cs_ and 32
-hex; the consumer key ck_... is public and not reported) always; hex keys (64 hex characters) only
-with --db and only when they are live keys, as most such strings are digests (lockfiles,
-checksums). Each is printed as file:line and its masked form, never in full.
+hex; the consumer key ck_... is public and not reported) always; hex keys (64 hex characters)
+only with --db or --server and only when they are live keys, as most such strings are digests
+(lockfiles, checksums). Each is printed as file:line and its masked form, never in full.
 
-With --fail the exit status is 1 when a live credential is left (with --db) or any credential
-was found (without it), as on any error; 0 otherwise.")]
+With --server, only the credential-shaped words are sent to the server (one a line, to POST
+/api/leaks with the admin token of LATCHKEY_ADMIN_TOKEN), never the files; live credentials of
+stores the token does not cover are reported as such, not named or stopped.
+
+With --fail the exit status is 1 when a live credential is left (with --db or --server) or any
+credential was found (without either), as on any error; 0 otherwise.")]
+#[command(group(clap::ArgGroup::new("checker").args(["db", "server"])))]
 struct Scan {
     /// Files or directories to scan (directories recursively; symbolic links are not followed);
     /// `-` reads standard input (`git diff --cached | latchkey scan --fail -`).
@@ -323,13 +329,21 @@ struct Scan {
     /// database unasked; a database a running server has open cannot be checked.
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
-    /// Stop every live credential found (needs --db): a key is revoked; an old secret still in
-    /// its regeneration's overlap has the overlap ended; a store's default key, which cannot be
-    /// revoked, gets a new secret that is not shown.
-    #[arg(long, requires = "db")]
+    /// Check each credential found with the running server at this address instead
+    /// (https://host[:port], or http to a loopback address), through its management API.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// The management token for --server (Stores:View; Stores:Edit with --revoke). Better set
+    /// in the environment than on a command line other users can list.
+    #[arg(long, env = "LATCHKEY_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Stop every live credential found (needs --db or --server): a key is revoked; an old
+    /// secret still in its regeneration's overlap has the overlap ended; a store's default key,
+    /// which cannot be revoked, gets a new secret that is not shown.
+    #[arg(long, requires = "checker")]
     revoke: bool,
-    /// Exit with status 1 when a credential found is still live at the end (with --db), or when
-    /// any is found (without it): for a pre-commit hook or a CI step.
+    /// Exit with status 1 when a credential found is still live at the end (with --db or
+    /// --server), or when any is found (without either): for a pre-commit hook or a CI step.
     #[arg(long)]
     fail: bool,
     /// Files larger than this many MiB are skipped, and named: each file is read whole.
@@ -852,6 +866,15 @@ fn scan(args: Scan) -> Result<(), String> {
         files(path, &mut paths);
     }
     let engine = args.db.as_deref().map(open_existing).transpose()?;
+    let remote = match &args.server {
+        Some(server) => Some(LeakClient::new(
+            server,
+            args.token.as_deref().unwrap_or_default(),
+            Duration::from_secs(60),
+        )?),
+        None => None,
+    };
+    let checked = engine.is_some() || remote.is_some();
     let actor = Actor::admin("scan");
     let (mut found, mut live, mut stopped, mut unchecked) = (0, 0, 0, 0);
     for path in paths {
@@ -899,18 +922,30 @@ fn scan(args: Scan) -> Result<(), String> {
             };
             println!("{}:{line}: {masked} ({shape}){status}", path.display());
         };
-        let Some(engine) = &engine else {
-            for leak in latchkey::find_leaks(&text) {
-                // A hex key cannot be told from a digest by its shape: only the index can.
-                if leak.shape == LeakShape::Hex {
-                    unchecked += 1;
-                } else {
-                    report(leak.line, leak.shape, &leak.masked(), "");
+        let findings = match (&engine, &remote) {
+            (Some(engine), _) => engine.check_leaks(&text, args.revoke, &actor),
+            (None, Some(remote)) => {
+                let leaks: Vec<_> = latchkey::find_leaks(&text).collect();
+                if leaks.is_empty() {
+                    continue;
                 }
+                remote
+                    .check(&leaks, args.revoke)
+                    .map_err(|e| format!("{}: not checked: {e}", path.display()))?
             }
-            continue;
+            (None, None) => {
+                for leak in latchkey::find_leaks(&text) {
+                    // A hex key cannot be told from a digest by its shape: only the index can.
+                    if leak.shape == LeakShape::Hex {
+                        unchecked += 1;
+                    } else {
+                        report(leak.line, leak.shape, &leak.masked(), "");
+                    }
+                }
+                continue;
+            }
         };
-        for finding in engine.check_leaks(&text, args.revoke, &actor) {
+        for finding in findings {
             let key = finding.key_id.as_deref().unwrap_or_default();
             let store = finding
                 .store_id
@@ -937,8 +972,10 @@ fn scan(args: Scan) -> Result<(), String> {
                     " live key {key}, not stopped: {}",
                     finding.error.as_deref().unwrap_or_default()
                 ),
-                // The CLI checks every store of the file; kept for completeness.
-                LeakStatus::OutOfScope => " live, in a store outside this check".to_owned(),
+                // Only through --server, with a token limited to some stores.
+                LeakStatus::OutOfScope => {
+                    " live, in a store the admin token does not cover".to_owned()
+                }
             };
             match finding.status {
                 LeakStatus::Live | LeakStatus::NotStopped | LeakStatus::OutOfScope => live += 1,
@@ -951,7 +988,7 @@ fn scan(args: Scan) -> Result<(), String> {
         }
     }
     let mut summary = format!("latchkey scan: {found} credential(s) found");
-    if engine.is_some() {
+    if checked {
         summary.push_str(&format!(", {live} live"));
     }
     if args.revoke {
@@ -960,15 +997,15 @@ fn scan(args: Scan) -> Result<(), String> {
     if unchecked > 0 {
         summary.push_str(&format!(
             "; {unchecked} string(s) of 64 hex characters not checked (a hex key looks like any \
-             SHA-256 digest: --db tells them apart)"
+             SHA-256 digest: --db or --server tells them apart)"
         ));
     }
     eprintln!("{summary}");
-    let failing = if engine.is_some() { live } else { found };
+    let failing = if checked { live } else { found };
     if args.fail && failing > 0 {
         return Err(format!(
             "{failing} {} credential(s) found (--fail)",
-            if engine.is_some() { "live" } else { "Latchkey" }
+            if checked { "live" } else { "Latchkey" }
         ));
     }
     Ok(())

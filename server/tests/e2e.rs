@@ -737,6 +737,149 @@ fn scan_finds_credentials_of_every_format_and_stops_live_ones() {
     assert_eq!(again.matches(" not live").count(), 3, "{again}");
 }
 
+/// `scan --server`: the same check through a running server's management API (whose database
+/// file `--db` cannot open), limited to the stores the admin token covers.
+#[test]
+fn scan_against_a_running_server_checks_and_stops_within_the_tokens_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("served.redb"));
+    let client = Client::new(&server);
+    let store = |name: &str| {
+        let created = client.admin("POST", "/api/stores", Some(json!({ "name": name })));
+        assert_eq!(created.status, 201, "{}", created.body);
+        created.body["data"]["store"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (ours, theirs) = (store("Ours"), store("Theirs"));
+    let mut credentials = Vec::new();
+    for (sid, format) in [
+        (&ours, "token"),
+        (&ours, "hex"),
+        (&ours, "pair"),
+        (&theirs, "token"),
+    ] {
+        let reply = client.admin(
+            "POST",
+            &format!("/api/stores/{sid}/api-keys"),
+            Some(json!({"name": "leaky", "format": format, "permissions": {"Orders": ["View"]}})),
+        );
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        credentials.push(key_of(&reply));
+    }
+    let digest = "0123456789abcdef".repeat(4);
+    let source = dir.path().join("repo");
+    std::fs::create_dir(&source).unwrap();
+    // More words than one request carries: lines are mapped back across requests.
+    let lock = format!(
+        "{}{}\n",
+        format!("{digest}\n").repeat(1_500),
+        credentials[0]
+    );
+    std::fs::write(source.join("lock.txt"), lock).unwrap();
+    std::fs::write(
+        source.join("deploy.sh"),
+        format!(
+            "#!/bin/sh\nexport A={}\nexport B={}\n# sha256 {digest}\nexport C={}\n\nexport D={}\n",
+            credentials[0], credentials[1], credentials[2], credentials[3]
+        ),
+    )
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let token = |permissions: &[&str]| {
+        jwt::issue(
+            SECRET.as_bytes(),
+            "ci",
+            permissions,
+            json!([ours]),
+            now,
+            600,
+        )
+        .unwrap()
+    };
+    let scan = |token: &str, extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .args(["scan", "--server", &server.base])
+            .args(extra)
+            .arg(&source)
+            .env("LATCHKEY_ADMIN_TOKEN", token)
+            .output()
+            .unwrap();
+        let report = String::from_utf8(output.stdout).unwrap();
+        for credential in &credentials {
+            let secret = credential.rsplit(':').next().unwrap();
+            assert!(!report.contains(secret), "the report repeats a secret");
+        }
+        (
+            output.status.code(),
+            report,
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let viewer = token(&["Stores:View"]);
+
+    // Reported at the lines they are on; the digest is not a key; another tenant's key is
+    // live but neither named nor stopped.
+    let (code, report, summary) = scan(&viewer, &[]);
+    assert_eq!(code, Some(0), "{summary}");
+    for line in ["deploy.sh:2: ", "deploy.sh:3: …", "deploy.sh:5: cs_…"] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.contains(line) && l.contains(" live key key_")),
+            "{line}: {report}"
+        );
+    }
+    assert!(
+        report.contains("deploy.sh:7: ")
+            && report.contains("a store the admin token does not cover"),
+        "{report}"
+    );
+    assert!(!report.contains("deploy.sh:4:"), "{report}");
+    assert!(report.contains("lock.txt:1501: "), "{report}");
+    assert!(
+        summary.contains("5 credential(s) found, 5 live"),
+        "{summary}"
+    );
+
+    // Stopping needs Stores:Edit: refused with the server's reason, and nothing is stopped.
+    let (code, _, refused) = scan(&viewer, &["--revoke"]);
+    assert_eq!(code, Some(1), "{refused}");
+    assert!(
+        refused.contains("403") && refused.contains("deploy.sh: not checked"),
+        "{refused}"
+    );
+    assert_eq!(
+        client.with_key("/api/v1/orders", &credentials[0]).status,
+        200
+    );
+
+    let editor = token(&["Stores:View", "Stores:Edit"]);
+    let (code, report, summary) = scan(&editor, &["--revoke", "--fail"]);
+    assert_eq!(code, Some(1), "their key is still live: {summary}");
+    assert_eq!(report.matches(" revoked key_").count(), 3, "{report}");
+    assert_eq!(
+        client.with_key("/api/v1/orders", &credentials[0]).status,
+        401
+    );
+    assert_eq!(
+        client.with_key("/api/v1/orders", &credentials[3]).status,
+        200
+    );
+
+    // A token the server does not accept, and no token at all, are said to be the problem.
+    let (code, _, refused) = scan("not.a.token", &[]);
+    assert_eq!(code, Some(1));
+    assert!(refused.contains("401"), "{refused}");
+    let (code, _, refused) = scan("", &[]);
+    assert_eq!(code, Some(1));
+    assert!(refused.contains("LATCHKEY_ADMIN_TOKEN"), "{refused}");
+    // One checker at a time.
+    let (code, _, refused) = scan(&viewer, &["--db", "x.redb"]);
+    assert_eq!(code, Some(2), "{refused}");
+}
+
 /// A delivery in flight when the server is killed is delivered after the restart, with the
 /// same `webhook-id`: the outcome was never recorded, so the delivery is still due.
 #[test]

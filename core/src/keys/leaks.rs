@@ -8,7 +8,7 @@
 //! checksums, commit ids of SHA-256 repositories), so only a lookup in the key index
 //! ([`crate::Engine::identify`]) tells one from the rest.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::format::{self, CONSUMER_SECRET_PREFIX};
 use crate::audit::Actor;
@@ -17,7 +17,7 @@ use crate::ids::StoreId;
 use crate::input::{Fields, boolean, string};
 
 /// Which key format a word found in text has the shape of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeakShape {
     /// `{prefix}_{storeId}_{secret}` whose checksum holds.
@@ -112,7 +112,7 @@ pub fn find_leaks(text: &str) -> impl Iterator<Item = Leak<'_>> {
 }
 
 /// What became of a credential [`Engine::check_leaks`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeakStatus {
     /// It authenticates nothing: never issued here, or already revoked or replaced.
@@ -165,8 +165,9 @@ impl LeakCheck {
     }
 }
 
-/// A credential found in text, checked against the key index. Holds no secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A credential found in text, checked against the key index. Holds no secret. Deserializes
+/// from what `POST /api/leaks` answers, for clients of a server's check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     /// 1-based line of the text.
     pub line: usize,
