@@ -40,6 +40,11 @@ impl LeakClient {
         let mut problems = Vec::new();
         let url = match base_url(server) {
             Ok(url) => Some(url),
+            // Not echoed: the part before `@` may be a password.
+            Err(problem) if has_userinfo(server) => {
+                problems.push(format!("--server: {problem}"));
+                None
+            }
             Err(problem) => {
                 problems.push(format!("--server {server:?}: {problem}"));
                 None
@@ -126,6 +131,12 @@ impl LeakClient {
 /// The server's base URL without a trailing `/`, or why it cannot be one.
 fn base_url(server: &str) -> Result<String, String> {
     let uri: Uri = server.parse().map_err(|e| format!("not a URL ({e})"))?;
+    if has_userinfo(server) {
+        return Err(
+            "no user or password in the address (the admin token goes in LATCHKEY_ADMIN_TOKEN)"
+                .to_owned(),
+        );
+    }
     let host = uri
         .host()
         .ok_or("no host (as in https://keys.example.com)")?;
@@ -145,6 +156,13 @@ fn base_url(server: &str) -> Result<String, String> {
         return Err("a query has no place in a server's address".to_owned());
     }
     Ok(server.trim_end_matches('/').to_owned())
+}
+
+fn has_userinfo(server: &str) -> bool {
+    let rest = server.split_once("://").map_or(server, |(_, rest)| rest);
+    rest.split(['/', '?', '#'])
+        .next()
+        .is_some_and(|authority| authority.contains('@'))
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -210,6 +228,16 @@ mod tests {
         assert!(
             both.contains("scheme") && both.contains("LATCHKEY_ADMIN_TOKEN"),
             "{both}"
+        );
+        let err = LeakClient::new(
+            "https://ops:hunter2@k.example",
+            "a.b.c",
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("no user or password") && !err.contains("hunter2"),
+            "{err}"
         );
         let token = "pasted secret\n";
         let err = LeakClient::new("https://k.example", token, Duration::from_secs(1)).unwrap_err();
