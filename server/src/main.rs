@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
-use latchkey::{
-    Actor, Clock, Engine, EngineOptions, LeakShape, LeakStatus, NewKey, NewStore, WebhookOptions,
-};
+use latchkey::{Actor, Clock, Engine, EngineOptions, LeakShape, NewKey, NewStore, WebhookOptions};
 use latchkey_server::leak_client::LeakClient;
+use latchkey_server::scan_report::{ScanFormat, ScanReport};
 use latchkey_server::{AppState, Config, app, jwt, secret_file};
 use serde_json::json;
 
@@ -346,6 +345,10 @@ struct Scan {
     /// --server), or when any is found (without either): for a pre-commit hook or a CI step.
     #[arg(long)]
     fail: bool,
+    /// How to report: lines for people, JSON Lines for scripts, or a SARIF 2.1.0 log for
+    /// code scanning (GitHub's upload-sarif takes it as is). The summary goes to stderr.
+    #[arg(long, value_enum, default_value_t = ScanFormat::Text)]
+    format: ScanFormat,
     /// Files larger than this many MiB are skipped, and named: each file is read whole.
     #[arg(long, value_name = "MIB", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     max_file_mib: u64,
@@ -839,18 +842,9 @@ fn files(path: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// When and from where a found credential was last presented: whether the leak was used.
-fn last_use(finding: &latchkey::Finding) -> String {
-    let Some(at) = finding.last_used_at else {
-        return "never used".to_owned();
-    };
-    let at = at
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    match finding.last_used_ip {
-        Some(ip) => format!("last used {at} from {ip}"),
-        None => format!("last used {at}"),
-    }
+/// A report that could not be written (its reader went away, a full disk): the scan stops.
+fn written(e: std::io::Error) -> String {
+    format!("standard output: {e}")
 }
 
 fn scan(args: Scan) -> Result<(), String> {
@@ -876,7 +870,9 @@ fn scan(args: Scan) -> Result<(), String> {
     };
     let checked = engine.is_some() || remote.is_some();
     let actor = Actor::admin("scan");
-    let (mut found, mut live, mut stopped, mut unchecked) = (0, 0, 0, 0);
+    let mut report = ScanReport::new(args.format);
+    let mut out = std::io::stdout().lock();
+    let mut unchecked = 0;
     for path in paths {
         let stdin = path.as_os_str() == "-";
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -913,15 +909,6 @@ fn scan(args: Scan) -> Result<(), String> {
             }
         };
         let text = String::from_utf8_lossy(&bytes);
-        let mut report = |line: usize, shape: LeakShape, masked: &str, status: &str| {
-            found += 1;
-            let shape = match shape {
-                LeakShape::Token => "token",
-                LeakShape::PairSecret => "pair secret",
-                LeakShape::Hex => "hex key",
-            };
-            println!("{}:{line}: {masked} ({shape}){status}", path.display());
-        };
         let findings = match (&engine, &remote) {
             (Some(engine), _) => engine.check_leaks(&text, args.revoke, &actor),
             (None, Some(remote)) => {
@@ -939,54 +926,29 @@ fn scan(args: Scan) -> Result<(), String> {
                     if leak.shape == LeakShape::Hex {
                         unchecked += 1;
                     } else {
-                        report(leak.line, leak.shape, &leak.masked(), "");
+                        report
+                            .found(&mut out, &path, leak.line, leak.shape, &leak.masked(), None)
+                            .map_err(written)?;
                     }
                 }
                 continue;
             }
         };
-        for finding in findings {
-            let key = finding.key_id.as_deref().unwrap_or_default();
-            let store = finding
-                .store_id
-                .map(|id| id.to_string())
-                .unwrap_or_default();
-            let status = match finding.status {
-                LeakStatus::NotLive => " not live".to_owned(),
-                LeakStatus::Live if finding.replaced => format!(
-                    " live: old secret of {key} (store {store}), in its overlap; {}",
-                    last_use(&finding)
-                ),
-                LeakStatus::Live => {
-                    format!(" live key {key} (store {store}); {}", last_use(&finding))
-                }
-                LeakStatus::Revoked => format!(" revoked {key}"),
-                LeakStatus::OverlapEnded => {
-                    format!(" stopped: old secret of {key}, its overlap ended")
-                }
-                LeakStatus::SecretReplaced => format!(
-                    " stopped: default key {key} has a new secret, not shown (regenerate it \
-                     to get one)"
-                ),
-                LeakStatus::NotStopped => format!(
-                    " live key {key}, not stopped: {}",
-                    finding.error.as_deref().unwrap_or_default()
-                ),
-                // Only through --server, with a token limited to some stores.
-                LeakStatus::OutOfScope => {
-                    " live, in a store the admin token does not cover".to_owned()
-                }
-            };
-            match finding.status {
-                LeakStatus::Live | LeakStatus::NotStopped | LeakStatus::OutOfScope => live += 1,
-                LeakStatus::Revoked | LeakStatus::OverlapEnded | LeakStatus::SecretReplaced => {
-                    stopped += 1
-                }
-                LeakStatus::NotLive => {}
-            }
-            report(finding.line, finding.shape, &finding.masked, &status);
+        for finding in &findings {
+            report
+                .found(
+                    &mut out,
+                    &path,
+                    finding.line,
+                    finding.shape,
+                    &finding.masked,
+                    Some(finding),
+                )
+                .map_err(written)?;
         }
     }
+    let (found, live, stopped) = (report.found, report.live, report.stopped);
+    report.finish(&mut out).map_err(written)?;
     let mut summary = format!("latchkey scan: {found} credential(s) found");
     if checked {
         summary.push_str(&format!(", {live} live"));

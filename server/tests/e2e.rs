@@ -715,6 +715,29 @@ fn scan_finds_credentials_of_every_format_and_stops_live_ones() {
         4,
         "a report revokes nothing"
     );
+    // The same for scripts (JSON Lines) and code scanning (SARIF), secrets still masked.
+    let lines = run(&["scan", source_arg, "--db", db_arg, "--format", "json"]);
+    never_repeated(&lines);
+    let entries: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 4, "{lines}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["status"] == "live" && e["path"].as_str().unwrap().ends_with("config.env"))
+    );
+    let sarif = run(&["scan", source_arg, "--db", db_arg, "--format", "sarif"]);
+    never_repeated(&sarif);
+    let log: Value = serde_json::from_str(&sarif).unwrap();
+    let results = log["runs"][0]["results"].as_array().unwrap();
+    let lines: Vec<_> = results
+        .iter()
+        .map(|r| r["locations"][0]["physicalLocation"]["region"]["startLine"].clone())
+        .collect();
+    assert_eq!(lines, [json!(2), json!(4), json!(5), json!(6)], "{sarif}");
+    assert!(results.iter().all(|r| r["level"] == "error"), "{sarif}");
 
     let report = run(&["scan", source_arg, "--revoke", "--db", db_arg]);
     never_repeated(&report);
