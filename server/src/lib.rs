@@ -16,7 +16,7 @@ pub mod leak_client;
 mod net;
 pub mod openapi;
 mod respond;
-pub mod scan_report;
+pub mod scan;
 pub mod secret_file;
 pub mod serve;
 

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use latchkey::{Actor, Clock, Engine, EngineOptions, LeakShape, NewKey, NewStore, WebhookOptions};
 use latchkey_server::leak_client::LeakClient;
-use latchkey_server::scan_report::{ScanFormat, ScanReport};
+use latchkey_server::scan::{Excludes, ScanFormat, ScanReport};
 use latchkey_server::{AppState, Config, app, jwt, secret_file};
 use serde_json::json;
 
@@ -349,6 +349,11 @@ struct Scan {
     /// code scanning (GitHub's upload-sarif takes it as is). The summary goes to stderr.
     #[arg(long, value_enum, default_value_t = ScanFormat::Text)]
     format: ScanFormat,
+    /// Skip files and directories below the paths given that match this glob (repeatable):
+    /// without a `/` it matches a name at any depth (`node_modules`, `*.min.js`), with one the
+    /// path from the directory given (`vendor/**/*.json`); `*` stops at `/`, `**` does not.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
     /// Files larger than this many MiB are skipped, and named: each file is read whole.
     #[arg(long, value_name = "MIB", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     max_file_mib: u64,
@@ -825,30 +830,14 @@ fn rate_limit_flag(text: &str) -> Option<serde_json::Value> {
     Some(value)
 }
 
-/// Every file under `path` (directories recursively, symlinks not followed).
-fn files(path: &Path, out: &mut Vec<PathBuf>) {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            if let Ok(entries) = std::fs::read_dir(path) {
-                let mut children: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-                children.sort();
-                for child in children {
-                    files(&child, out);
-                }
-            }
-        }
-        Ok(meta) if meta.is_file() => out.push(path.to_owned()),
-        _ => {}
-    }
-}
-
 /// A report that could not be written (its reader went away, a full disk): the scan stops.
 fn written(e: std::io::Error) -> String {
     format!("standard output: {e}")
 }
 
 fn scan(args: Scan) -> Result<(), String> {
-    let mut paths = Vec::new();
+    let excludes = Excludes::new(&args.exclude)?;
+    let (mut paths, mut unreadable) = (Vec::new(), Vec::new());
     for path in &args.paths {
         if path.as_os_str() == "-" {
             paths.push(path.clone());
@@ -857,7 +846,11 @@ fn scan(args: Scan) -> Result<(), String> {
         if !path.exists() {
             return Err(format!("{}: no such file or directory", path.display()));
         }
-        files(path, &mut paths);
+        latchkey_server::scan::files(path, &excludes, &mut paths, &mut unreadable);
+    }
+    // Said, not fatal, as for files: one unreadable directory should not hide the rest.
+    for problem in &unreadable {
+        eprintln!("latchkey scan: {problem}");
     }
     let engine = args.db.as_deref().map(open_existing).transpose()?;
     let remote = match &args.server {

@@ -1,12 +1,110 @@
-//! How `latchkey scan` reports what it finds: lines for people (`file:line: masked (shape)
-//! status`), JSON Lines for scripts, or one SARIF 2.1.0 log for code-scanning services (GitHub
-//! code scanning takes it as is). Every format shows a credential only masked.
+//! `latchkey scan`: which files it reads (directories walked, `--exclude` globs applied) and
+//! how it reports what it finds: lines for people (`file:line: masked (shape) status`), JSON
+//! Lines for scripts, or one SARIF 2.1.0 log for code-scanning services (GitHub code scanning
+//! takes it as is). Every format shows a credential only masked.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use latchkey::{Finding, LeakShape, LeakStatus};
 use serde_json::{Value, json};
+
+/// What a walk skips below the paths it is given (`--exclude`), in gitignore's manner: a
+/// pattern without `/` matches a file or directory name at any depth (`node_modules`,
+/// `*.min.js`); one with `/` matches the path from the scanned directory (`vendor/**/*.json`;
+/// a leading `/` only anchors it). `*` never crosses a `/`; `**` does. A path named on the
+/// command line is always read.
+#[derive(Debug, Default)]
+pub struct Excludes {
+    names: GlobSet,
+    paths: GlobSet,
+}
+
+impl Excludes {
+    /// The patterns compiled; every one that is not a glob named at once.
+    pub fn new(patterns: &[String]) -> Result<Excludes, String> {
+        let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+        let mut problems = Vec::new();
+        for pattern in patterns {
+            let trimmed = pattern.trim_end_matches('/');
+            let anchored = trimmed.strip_prefix('/');
+            let glob = anchored.unwrap_or(trimmed);
+            if glob.is_empty() {
+                problems.push(format!("--exclude {pattern:?}: an empty pattern"));
+                continue;
+            }
+            match GlobBuilder::new(glob).literal_separator(true).build() {
+                Ok(compiled) if anchored.is_none() && !glob.contains('/') => {
+                    names.add(compiled);
+                }
+                Ok(compiled) => {
+                    paths.add(compiled);
+                }
+                Err(e) => problems.push(format!("--exclude {pattern:?}: {}", e.kind())),
+            }
+        }
+        let build = |set: GlobSetBuilder| set.build().map_err(|e| e.to_string());
+        match (problems.is_empty(), build(names), build(paths)) {
+            (true, Ok(names), Ok(paths)) => Ok(Excludes { names, paths }),
+            (_, names, paths) => {
+                problems.extend(names.err());
+                problems.extend(paths.err());
+                Err(problems.join("; "))
+            }
+        }
+    }
+
+    fn skips(&self, relative: &Path) -> bool {
+        relative
+            .file_name()
+            .is_some_and(|name| self.names.is_match(name))
+            || self.paths.is_match(relative)
+    }
+}
+
+/// Every file under `root` in name order (directories recursively, symbolic links not
+/// followed, `excludes` applied below `root`), appended to `out`; a directory that cannot be
+/// listed is named in `unreadable` with why, and the walk goes on.
+pub fn files(
+    root: &Path,
+    excludes: &Excludes,
+    out: &mut Vec<PathBuf>,
+    unreadable: &mut Vec<String>,
+) {
+    walk(root, root, excludes, out, unreadable);
+}
+
+fn walk(
+    root: &Path,
+    path: &Path,
+    excludes: &Excludes,
+    out: &mut Vec<PathBuf>,
+    unreadable: &mut Vec<String>,
+) {
+    if path != root
+        && path
+            .strip_prefix(root)
+            .is_ok_and(|relative| excludes.skips(relative))
+    {
+        return;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => match std::fs::read_dir(path) {
+            Ok(entries) => {
+                let mut children: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+                children.sort();
+                for child in children {
+                    walk(root, &child, excludes, out, unreadable);
+                }
+            }
+            Err(e) => unreadable.push(format!("{}: not read: {e}", path.display())),
+        },
+        Ok(meta) if meta.is_file() => out.push(path.to_owned()),
+        _ => {}
+    }
+}
 
 /// The report's format (`latchkey scan --format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -364,6 +462,66 @@ mod tests {
                 .unwrap()
                 .contains("lk_shop_…Xy9Z: live key key_1"),
             "{first}"
+        );
+    }
+
+    #[test]
+    fn excludes_match_names_anywhere_and_paths_from_the_root_and_the_root_is_always_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for file in [
+            "app/.env",
+            "app/bundle.min.js",
+            "app/main.js",
+            "node_modules/pkg/index.js",
+            "vendor/a/b/data.json",
+            "vendor/readme.md",
+            "docs/vendor/data.json",
+        ] {
+            let path = root.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "x").unwrap();
+        }
+        let walked = |patterns: &[&str], from: &Path| {
+            let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+            let excludes = Excludes::new(&patterns).unwrap();
+            let (mut out, mut unreadable) = (Vec::new(), Vec::new());
+            files(from, &excludes, &mut out, &mut unreadable);
+            assert!(unreadable.is_empty());
+            out.iter()
+                .map(|p| p.strip_prefix(root).unwrap().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(walked(&[], root).len(), 7);
+        assert_eq!(
+            walked(&["node_modules/", "*.min.js", "/vendor/**/*.json"], root),
+            [
+                "app/.env",
+                "app/main.js",
+                "docs/vendor/data.json",
+                "vendor/readme.md"
+            ]
+        );
+        // `*` stops at a `/`: `/*/*.js` is one directory deep, not two.
+        assert_eq!(
+            walked(&["/*/*.js"], root),
+            [
+                "app/.env",
+                "docs/vendor/data.json",
+                "node_modules/pkg/index.js",
+                "vendor/a/b/data.json",
+                "vendor/readme.md"
+            ]
+        );
+        // A path given is read even when a pattern names it.
+        assert_eq!(
+            walked(&["node_modules"], &root.join("node_modules")),
+            ["node_modules/pkg/index.js"]
+        );
+        let err = Excludes::new(&["a[".into(), "/".into(), "ok".into()]).unwrap_err();
+        assert!(
+            err.contains("\"a[\"") && err.contains("\"/\": an empty pattern"),
+            "{err}"
         );
     }
 
