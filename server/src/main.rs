@@ -320,7 +320,7 @@ credential was found (without either), as on any error; 0 otherwise.")]
 #[command(group(clap::ArgGroup::new("checker").args(["db", "server"])))]
 struct Scan {
     /// Files or directories to scan (directories recursively; symbolic links are not followed);
-    /// `-` reads standard input (`git diff --cached | latchkey scan --fail -`).
+    /// `-` reads standard input (`git diff --cached -U0 | grep '^+' | latchkey scan --fail -`).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Check each credential found against this database file: which key it is and whether it
