@@ -836,31 +836,37 @@ fn written(e: std::io::Error) -> String {
 }
 
 fn scan(args: Scan) -> Result<(), String> {
-    let excludes = Excludes::new(&args.exclude)?;
+    // Every bad argument named at once, before anything is read or opened.
+    let excludes = Excludes::new(&args.exclude);
+    let remote = args.server.as_deref().map(|server| {
+        let token = args.token.as_deref().unwrap_or_default();
+        LeakClient::new(server, token, Duration::from_secs(60))
+    });
+    let mut problems: Vec<String> = args
+        .paths
+        .iter()
+        .filter(|path| path.as_os_str() != "-" && !path.exists())
+        .map(|path| format!("{}: no such file or directory", path.display()))
+        .collect();
+    problems.extend(excludes.as_ref().err().cloned());
+    problems.extend(remote.as_ref().and_then(|r| r.as_ref().err()).cloned());
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    let (excludes, remote) = (excludes?, remote.transpose()?);
     let (mut paths, mut unreadable) = (Vec::new(), Vec::new());
     for path in &args.paths {
         if path.as_os_str() == "-" {
             paths.push(path.clone());
-            continue;
+        } else {
+            latchkey_server::scan::files(path, &excludes, &mut paths, &mut unreadable);
         }
-        if !path.exists() {
-            return Err(format!("{}: no such file or directory", path.display()));
-        }
-        latchkey_server::scan::files(path, &excludes, &mut paths, &mut unreadable);
     }
     // Said, not fatal, as for files: one unreadable directory should not hide the rest.
     for problem in &unreadable {
         eprintln!("latchkey scan: {problem}");
     }
     let engine = args.db.as_deref().map(open_existing).transpose()?;
-    let remote = match &args.server {
-        Some(server) => Some(LeakClient::new(
-            server,
-            args.token.as_deref().unwrap_or_default(),
-            Duration::from_secs(60),
-        )?),
-        None => None,
-    };
     let checked = engine.is_some() || remote.is_some();
     let actor = Actor::admin("scan");
     let mut report = ScanReport::new(args.format);

@@ -699,6 +699,29 @@ fn scan_finds_credentials_of_every_format_and_stops_live_ones() {
         report.starts_with("-:2: ") && !report.contains(&token),
         "{report}"
     );
+    // Every bad argument is named at once, and nothing is scanned.
+    let output = latchkey(&[
+        "scan",
+        source_arg,
+        "missing-dir",
+        "--exclude",
+        "a[",
+        "--exclude",
+        "/",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty(), "{stderr}");
+    for problem in [
+        "missing-dir: no such file",
+        "\"a[\"",
+        "\"/\": an empty pattern",
+    ] {
+        assert!(stderr.contains(problem), "{problem}: {stderr}");
+    }
+    // --exclude leaves out what it matches below the paths given.
+    let report = run(&["scan", source_arg, "--exclude", "*.env"]);
+    assert!(report.is_empty(), "{report}");
     // --fail turns a finding into a failing exit status, for a pre-commit hook.
     let output = latchkey(&["scan", source_arg, "--fail"]);
     assert_eq!(output.status.code(), Some(1));
