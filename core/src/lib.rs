@@ -73,7 +73,7 @@ pub use keys::{
     CreatedKey, Finding, Key, KeyFormat, KeyKind, KeyPatch, Leak, LeakCheck, LeakShape, LeakStatus,
     MAX_ALLOWLIST_ENTRIES, MAX_DESCRIPTION_CHARS, MAX_KEY_NAME_CHARS, MAX_KEY_OVERLAP,
     MAX_META_BYTES, NewKey, UNREADABLE_CREDENTIAL, credential_from_headers, find_leaks, is_token,
-    leak_shape, regeneration_overlap,
+    leak_shape, redact, regeneration_overlap,
 };
 pub use limiter::{Limiter, LimiterOptions};
 pub use limits::{

@@ -66,8 +66,10 @@ const MAX_METHOD: usize = 16;
 /// Characters of a decision code kept.
 const MAX_CODE: usize = 32;
 
-/// A path as stored: no query or fragment (queries may carry secrets), no control characters,
-/// at most [`MAX_PATH`] bytes and then `…`. Borrowed when already so, as nearly every path is.
+/// A path as stored: no query or fragment (queries may carry secrets), every credential in it
+/// masked (a key pasted into a URL, `/api/v1/orders/lk_…`, must not be kept and shown by the
+/// request log; 64-hex words too, as no route takes one), no control characters, at most
+/// [`MAX_PATH`] bytes and then `…`. Borrowed when already so, as nearly every path is.
 fn clean_path(path: &str) -> std::borrow::Cow<'_, str> {
     // By bytes: `?` and `#` are ASCII, so the cut is at a character boundary. Every request
     // records its path, and decoding characters cost more than the rest of the entry.
@@ -75,7 +77,15 @@ fn clean_path(path: &str) -> std::borrow::Cow<'_, str> {
         .bytes()
         .position(|b| b == b'?' || b == b'#')
         .unwrap_or(path.len());
-    let path = &path[..end];
+    // Masked before the cut to MAX_PATH, which could otherwise leave a credential's head.
+    match crate::keys::redact(&path[..end], true) {
+        std::borrow::Cow::Borrowed(path) => clean_chars(path),
+        std::borrow::Cow::Owned(path) => clean_chars(&path).into_owned().into(),
+    }
+}
+
+/// [`clean_path`]'s last steps: control characters out, the length cut.
+fn clean_chars(path: &str) -> std::borrow::Cow<'_, str> {
     // An ASCII control is a byte below 0x20 or 0x7f; other control characters (U+0080 to
     // U+009F) are not ASCII, and a path that is not ASCII is checked by characters.
     let clean = if path.is_ascii() {
@@ -1397,6 +1407,7 @@ mod tests {
     /// How paths were cleaned before [`clean_path`] (kept as the reference it must match).
     fn clean_path_before(path: &str) -> String {
         let path = path.split(['?', '#']).next().unwrap_or_default();
+        let path = crate::keys::redact(path, true);
         let mut clean: String = path.chars().filter(|c| !c.is_control()).collect();
         if clean.len() > MAX_PATH {
             let mut cut = MAX_PATH;

@@ -1354,6 +1354,42 @@ async fn usage_counts_the_keys_requests_from_the_log() {
     );
 }
 
+/// A key pasted into a URL's path (where an id goes) is masked in the request log, which the
+/// management API and the console show: it is a secret, and logs are not its one response.
+#[tokio::test]
+async fn a_key_in_a_request_path_is_masked_in_the_request_log() {
+    let h = harness();
+    let hex = "0123456789abcdef".repeat(4);
+    for path in [
+        format!("/api/v1/packages/{}", h.key),
+        format!("/api/v1/orders/{hex}"),
+    ] {
+        let missing = h.keyed("GET", &path, &h.key, None).await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+    }
+    let logs = h
+        .admin("GET", &format!("/api/stores/{}/logs", h.store), None)
+        .await;
+    let paths: Vec<&str> = logs.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["path"].as_str().unwrap())
+        .collect();
+    let last4 = &h.key[h.key.len() - 4..];
+    assert_eq!(
+        paths,
+        [
+            "/api/v1/orders/…cdef".to_owned(),
+            format!(
+                "/api/v1/packages/{}…{last4}",
+                &h.key[..h.key.rfind('_').unwrap() + 1]
+            ),
+        ],
+        "newest first"
+    );
+}
+
 /// `POST /api/leaks`: the running server's `scan --db --revoke`. A token reads findings of
 /// the stores it covers (Stores:View) and stops them (Stores:Edit); another store's live key
 /// is `out_of_scope`, neither named nor stopped; a bad body names every problem.

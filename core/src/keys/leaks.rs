@@ -111,6 +111,52 @@ pub fn find_leaks(text: &str) -> impl Iterator<Item = Leak<'_>> {
     })
 }
 
+/// The fewest characters a credential has (a pair secret: `cs_` + 32 hex); tokens are longer
+/// (prefix, store id, 32), hex keys 64.
+const SHORTEST_CREDENTIAL: usize = CONSUMER_SECRET_PREFIX.len() + 32;
+
+/// `text` with every credential [`find_leaks`] finds replaced by its masked form
+/// ([`Leak::masked`]): for log lines, error reports, tickets, anything kept or shown beyond the
+/// one response that issued a key. With `hex`, every 64-hex word is masked too: a hex key
+/// cannot be told from a digest by its shape, so mask them all where digests are not expected
+/// (a request path) and leave them where they are (a build log). Borrowed when nothing is
+/// masked, and quick to say so: text without a run of 35 word characters holds no credential.
+pub fn redact(text: &str, hex: bool) -> std::borrow::Cow<'_, str> {
+    if !has_word_run(text, SHORTEST_CREDENTIAL) {
+        return text.into();
+    }
+    let mut out = String::new();
+    let mut copied = 0;
+    for leak in find_leaks(text).filter(|leak| hex || leak.shape != LeakShape::Hex) {
+        // `credential` is a slice of `text` (through `lines`): its offset is where it starts.
+        let start = leak.credential.as_ptr() as usize - text.as_ptr() as usize;
+        out.push_str(&text[copied..start]);
+        out.push_str(&leak.masked());
+        copied = start + leak.credential.len();
+    }
+    if copied == 0 {
+        return text.into();
+    }
+    out.push_str(&text[copied..]);
+    out.into()
+}
+
+/// Whether `text` has `n` word bytes (ASCII letters, digits, `_`) in a row.
+fn has_word_run(text: &str, n: usize) -> bool {
+    let mut run = 0;
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            run += 1;
+            if run >= n {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
+}
+
 /// What became of a credential [`Engine::check_leaks`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -325,6 +371,40 @@ mod tests {
             let shown = format!("{leak:?} {}", leak.masked());
             assert!(!shown.contains(leak.credential), "{shown}");
         }
+    }
+
+    #[test]
+    fn redact_masks_each_credential_in_place_and_borrows_when_there_is_none() {
+        let token = token();
+        let pair = generate(format::KeyFormat::Pair);
+        let (ck, cs) = (pair.consumer_key.unwrap(), pair.secret.expose().to_owned());
+        let hex = "0123456789abcdef".repeat(4);
+        let text = format!("GET /x/{token}?k={ck}:{cs} «{hex}»\nAuthorization: Bearer {token}");
+        let masked = format!("{TOKEN}…{}", &token[token.len() - 4..]);
+        let cs_masked = format!("cs_…{}", &cs[cs.len() - 4..]);
+        assert_eq!(
+            redact(&text, false),
+            format!("GET /x/{masked}?k={ck}:{cs_masked} «{hex}»\nAuthorization: Bearer {masked}")
+        );
+        assert_eq!(
+            redact(&text, true),
+            format!("GET /x/{masked}?k={ck}:{cs_masked} «…cdef»\nAuthorization: Bearer {masked}")
+        );
+        for plain in [
+            "/api/v1/packages",
+            "",
+            &"x".repeat(34),
+            &"ab".repeat(40),
+            &hex,
+        ] {
+            assert!(
+                matches!(redact(plain, false), std::borrow::Cow::Borrowed(_)),
+                "{plain}"
+            );
+        }
+        // Masking is final: a masked text has nothing left to mask.
+        let once = redact(&text, true).into_owned();
+        assert_eq!(redact(&once, true), once);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::permissions::PermissionSet;
 use crate::secret::Secret;
 
 pub use format::{KeyFormat, UNREADABLE_CREDENTIAL, credential_from_headers, is_token};
-pub use leaks::{Finding, Leak, LeakCheck, LeakShape, LeakStatus, find_leaks, leak_shape};
+pub use leaks::{Finding, Leak, LeakCheck, LeakShape, LeakStatus, find_leaks, leak_shape, redact};
 
 pub const MAX_KEY_NAME_CHARS: usize = 200;
 pub const MAX_DESCRIPTION_CHARS: usize = 1_000;
