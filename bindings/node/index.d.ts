@@ -524,4 +524,10 @@ export declare function credentialFromHeaders(
 ): string | null
 export declare function actionForMethod(method: string): Action | null
 export declare function areaForPath(path: string): Area | null
+/**
+ * `text` with every Latchkey credential in it masked as key lists show it (`lk_ab12cd34_…Xy9Z`,
+ * `cs_…9f3a`), for log lines, error reports and tickets. With `hex`, every 64-hex word too (a
+ * hex key looks like any SHA-256 digest). Needs no engine.
+ */
+export declare function redact(text: string, options?: { hex?: boolean }): string
 export declare const version: string

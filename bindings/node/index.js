@@ -458,6 +458,28 @@ function checkedPermission(credential, area, action, ip, path) {
   return call(() => native.verifyArguments(area ?? undefined, action ?? undefined, ip ?? undefined)) ?? undefined
 }
 
+/**
+ * `text` with every Latchkey credential in it masked as key lists show it
+ * (`lk_ab12cd34_…Xy9Z`, `cs_…9f3a`): for log lines, error reports and tickets, which must not
+ * keep a key. With `{ hex: true }` every 64-hex word is masked too: a hex key looks like any
+ * SHA-256 digest, so mask them all where digests are not expected. Needs no engine.
+ */
+function redact(text, options = {}) {
+  const problems = []
+  if (typeof text !== 'string') problems.push('text: expected a string')
+  let hex = false
+  if (options === null || typeof options !== 'object') {
+    problems.push('options: expected an object')
+  } else {
+    const { hex: given = false, ...rest } = options
+    problems.push(...Object.keys(rest).map((name) => `${name}: unknown option`))
+    if (typeof given !== 'boolean') problems.push('hex: expected true or false')
+    else hex = given
+  }
+  if (problems.length) throw invalid(problems)
+  return native.redact(text, hex)
+}
+
 /** The proxies whose `X-Forwarded-For` is believed (CIDRs or addresses), parsed once. */
 function trustedProxies(list = []) {
   return call(() => new native.TrustedProxies(list))
@@ -478,6 +500,7 @@ module.exports = {
   credentialFromHeaders: native.credentialFromHeaders,
   actionForMethod: native.actionForMethod,
   areaForPath: native.areaForPath,
+  redact,
   express,
   version: native.version(),
 }

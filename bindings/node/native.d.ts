@@ -103,6 +103,12 @@ export interface OpenOptions {
 /** `{area: {action: number}}` for every permission of the table, as `verify` takes them. */
 export declare function permissionNumbers(): any
 
+/**
+ * `text` with every credential in it masked (`latchkey::redact`); with `hex`, every 64-hex
+ * word too. (`index.js` checks the arguments.)
+ */
+export declare function redact(text: string, hex: boolean): string
+
 /** The server's body for a refusal (`{success: false, data: null, message, errors, code}`). */
 export declare function refusalBody(code: number, missing?: number | undefined | null): any
 

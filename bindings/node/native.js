@@ -845,6 +845,7 @@ module.exports.decisionMessage = nativeBinding.decisionMessage
 module.exports.keySlots = nativeBinding.keySlots
 module.exports.methodNotAllowedBody = nativeBinding.methodNotAllowedBody
 module.exports.permissionNumbers = nativeBinding.permissionNumbers
+module.exports.redact = nativeBinding.redact
 module.exports.refusalBody = nativeBinding.refusalBody
 module.exports.verifyArguments = nativeBinding.verifyArguments
 module.exports.version = nativeBinding.version

@@ -271,6 +271,25 @@ test('decisions name the right key however keys alternate, and arguments are che
   assert.throws(() => eng.recordRequest(limited, { method: 'GET', path: '/', status: 200 }), { code: 'CLOSED' })
 })
 
+test('redact masks credentials in text without an engine; bad arguments are named', () => {
+  const eng = latchkey.Engine.memory()
+  const { defaultKey } = eng.createStore('Logs')
+  const key = defaultKey.key
+  const digest = '0123456789abcdef'.repeat(4)
+  const line = `GET /api/v1/orders/${key} 404 sha256=${digest}`
+  const masked = `${key.slice(0, key.lastIndexOf('_') + 1)}…${key.slice(-4)}`
+  assert.equal(latchkey.redact(line), `GET /api/v1/orders/${masked} 404 sha256=${digest}`)
+  assert.equal(latchkey.redact(line, { hex: true }), `GET /api/v1/orders/${masked} 404 sha256=…cdef`)
+  assert.equal(latchkey.redact('nothing here'), 'nothing here')
+  assert.throws(
+    () => latchkey.redact(42, { hex: 'yes', colour: 'red' }),
+    (err) =>
+      err instanceof latchkey.ValidationError &&
+      ['text:', 'colour:', 'hex:'].every((name) => err.problems.some((p) => p.startsWith(name))),
+  )
+  eng.close()
+})
+
 test('checkLeaks finds pasted credentials, names their keys and stops them; bad arguments are named', async () => {
   const eng = latchkey.Engine.memory()
   const { store } = eng.createStore('Leaky')

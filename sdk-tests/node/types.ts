@@ -72,7 +72,10 @@ async function usage(): Promise<void> {
   void findings[0].credential
   // @ts-expect-error `stop` is a boolean
   eng.checkLeaks('text', { stop: 'yes' })
-  void [replayed, allowed, headers, keys, log, page, middleware, latchkey.version, secret, sent, attempts, customer, orders, rolled, overlapEnds, oldSecretUsed, ended, endedAll, stopped, named]
+  const scrubbed: string = latchkey.redact('GET /api/v1/orders/lk_…', { hex: true })
+  // @ts-expect-error `hex` is a boolean
+  latchkey.redact('text', { hex: 'yes' })
+  void [scrubbed, replayed, allowed, headers, keys, log, page, middleware, latchkey.version, secret, sent, attempts, customer, orders, rolled, overlapEnds, oldSecretUsed, ended, endedAll, stopped, named]
   eng.close()
 }
 

@@ -388,6 +388,13 @@ pub fn action_for_method(method: String) -> Option<&'static str> {
     Action::for_method(&method).map(Action::as_str)
 }
 
+/// `text` with every credential in it masked (`latchkey::redact`); with `hex`, every 64-hex
+/// word too. (`index.js` checks the arguments.)
+#[napi]
+pub fn redact(text: String, hex: bool) -> String {
+    latchkey::redact(&text, hex).into_owned()
+}
+
 /// The engine version.
 #[napi]
 pub fn version() -> &'static str {

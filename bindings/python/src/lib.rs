@@ -886,6 +886,28 @@ fn credential_from_headers(
     .map(|c| c.into_owned())
 }
 
+/// `text` with every credential in it masked (`latchkey::redact`); with `hex`, every 64-hex
+/// word too. Every problem with the arguments named at once.
+#[pyfunction]
+fn redact(py: Python<'_>, text: &Bound<'_, PyAny>, hex: &Bound<'_, PyAny>) -> PyResult<String> {
+    let mut problems = Vec::new();
+    let text = text.extract::<String>().unwrap_or_else(|_| {
+        problems.push("text: expected a string".to_owned());
+        String::new()
+    });
+    let hex = match hex.extract::<bool>() {
+        Ok(flag) if hex.is_instance_of::<pyo3::types::PyBool>() => flag,
+        _ => {
+            problems.push("hex: expected True or False".to_owned());
+            false
+        }
+    };
+    if !problems.is_empty() {
+        return Err(invalid(py, problems));
+    }
+    Ok(latchkey::redact(&text, hex).into_owned())
+}
+
 /// The server's body for 405 (a method an area's routes do not serve), as JSON text.
 #[pyfunction]
 fn method_not_allowed_json() -> String {
@@ -903,6 +925,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(credential_from_headers, m)?)?;
     m.add_function(wrap_pyfunction!(action_for_method, m)?)?;
     m.add_function(wrap_pyfunction!(method_not_allowed_json, m)?)?;
+    m.add_function(wrap_pyfunction!(redact, m)?)?;
     m.add_class::<Engine>()?;
     m.add_class::<Decision>()?;
     m.add_class::<TrustedProxies>()?;

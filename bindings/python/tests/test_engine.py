@@ -336,6 +336,21 @@ def test_close_does_not_wait_for_calls_in_flight(tmp_path):
     reopened.close()
 
 
+def test_redact_masks_credentials_in_text_without_an_engine():
+    eng = latchkey.Engine.memory()
+    store, default = eng.create_store("Logs")
+    key = default.key
+    digest = "0123456789abcdef" * 4
+    line = f"GET /api/v1/orders/{key} 404 sha256={digest}"
+    masked = key[: key.rindex("_") + 1] + "…" + key[-4:]
+    assert latchkey.redact(line) == f"GET /api/v1/orders/{masked} 404 sha256={digest}"
+    assert latchkey.redact(line, hex=True) == f"GET /api/v1/orders/{masked} 404 sha256=…cdef"
+    assert latchkey.redact("nothing here") == "nothing here"
+    with pytest.raises(latchkey.ValidationError) as err:
+        latchkey.redact(b"bytes", hex="yes")  # type: ignore[arg-type]
+    assert [p.split(":")[0] for p in err.value.problems] == ["text", "hex"]
+
+
 def test_check_leaks_names_and_stops_pasted_credentials_and_names_bad_arguments():
     eng = latchkey.Engine.memory()
     store, _ = eng.create_store("Leaky")

@@ -38,3 +38,4 @@ rolled: latchkey.CreatedKey = eng.regenerate_key(store.id, created.id, overlap_s
 made: latchkey.Created = eng.create(store.id, "Packages", {"name": "Gold"}, idempotency_key="gold-1")
 replayed: bool = made.replayed
 findings: List[latchkey.Record] = eng.check_leaks("API_KEY=lk_…", stop=False)
+scrubbed: str = latchkey.redact("GET /api/v1/orders/lk_…", hex=True)

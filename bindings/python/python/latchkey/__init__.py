@@ -53,9 +53,18 @@ __all__ = [
     "NotAllowedError",
     "StorageError",
     "ClosedError",
+    "redact",
 ]
 
 _UNSET: Any = object()
+
+
+def redact(text: str, *, hex: bool = False) -> str:
+    """`text` with every Latchkey credential in it masked as key lists show it
+    (`lk_ab12cd34_…Xy9Z`, `cs_…9f3a`): for log lines, error reports and tickets, which must not
+    keep a key. With `hex=True` every 64-hex word is masked too: a hex key looks like any
+    SHA-256 digest, so mask them all where digests are not expected. Needs no engine."""
+    return _native.redact(text, hex)
 
 
 class Record:
