@@ -407,6 +407,41 @@ mod tests {
         assert_eq!(redact(&once, true), once);
     }
 
+    proptest::proptest! {
+        /// Whatever surrounds them, no credential survives `redact`, a text without one is
+        /// left as it is, and a redacted text has nothing left to mask.
+        #[test]
+        fn no_credential_survives_redact(
+            pieces in proptest::collection::vec(("[ -~é\n]{0,12}", 0u8..4), 0..8)
+        ) {
+            let mut text = String::new();
+            let mut secrets = Vec::new();
+            for (filler, kind) in pieces {
+                text.push_str(&filler);
+                // A separator, so the credential is a word of its own.
+                text.push(' ');
+                let secret = match kind {
+                    0 => token(),
+                    1 => generate(format::KeyFormat::Pair).secret.expose().to_owned(),
+                    2 => generate(format::KeyFormat::Hex).secret.expose().to_owned(),
+                    _ => continue,
+                };
+                text.push_str(&secret);
+                text.push(' ');
+                secrets.push(secret);
+            }
+            let redacted = redact(&text, true);
+            for secret in &secrets {
+                proptest::prop_assert!(!redacted.contains(secret.as_str()));
+            }
+            proptest::prop_assert_eq!(find_leaks(&redacted).count(), 0);
+            proptest::prop_assert_eq!(redact(&redacted, true), redacted.clone());
+            if secrets.is_empty() {
+                proptest::prop_assert_eq!(redacted.as_ref(), text.as_str());
+            }
+        }
+    }
+
     #[test]
     fn a_check_request_is_read_with_every_problem_named_and_never_shows_its_text() {
         let token = token();
