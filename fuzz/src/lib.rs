@@ -90,6 +90,10 @@ pub fn credentials(data: &[u8]) {
                 "{leak:?}"
             );
         }
+        // Redacted, the input holds no credential, and redacting again changes nothing.
+        let redacted = latchkey::redact(credential, true);
+        assert_eq!(latchkey::find_leaks(&redacted).count(), 0, "{redacted:?}");
+        assert_eq!(latchkey::redact(&redacted, true), redacted);
     });
 }
 
