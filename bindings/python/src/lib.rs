@@ -64,6 +64,26 @@ fn invalid(py: Python<'_>, problems: Vec<String>) -> PyErr {
     raise(py, &Error::Validation(problems))
 }
 
+/// A `str` argument; else its problem is added and an empty text stands in.
+fn text_arg(value: &Bound<'_, PyAny>, name: &str, problems: &mut Vec<String>) -> String {
+    value.extract::<String>().unwrap_or_else(|_| {
+        problems.push(format!("{name}: expected a string"));
+        String::new()
+    })
+}
+
+/// A `bool` argument, `True` or `False` only (`bool` is a subclass of `int`, and `1` is not a
+/// flag); else its problem is added and `false` stands in.
+fn flag_arg(value: &Bound<'_, PyAny>, name: &str, problems: &mut Vec<String>) -> bool {
+    match value.extract::<bool>() {
+        Ok(flag) if value.is_instance_of::<pyo3::types::PyBool>() => flag,
+        _ => {
+            problems.push(format!("{name}: expected True or False"));
+            false
+        }
+    }
+}
+
 fn parse_json(py: Python<'_>, text: &str) -> PyResult<Value> {
     serde_json::from_str(text).map_err(|e| invalid(py, vec![format!("input: not JSON ({e})")]))
 }
@@ -193,10 +213,12 @@ fn options(
     });
     // `bool` is a subclass of `int` in Python: `cache_mb=True` is a mistake, not 1 MiB.
     let is_bool = |v: &Bound<'_, PyAny>| v.is_instance_of::<pyo3::types::PyBool>();
-    match allow_private_webhooks.extract::<bool>() {
-        Ok(allow) if is_bool(allow_private_webhooks) => options.webhooks.allow_private = allow,
-        _ => problems.push("allow_private_webhooks: expected True or False".to_owned()),
-    }
+    let allow = flag_arg(
+        allow_private_webhooks,
+        "allow_private_webhooks",
+        &mut problems,
+    );
+    options.webhooks.allow_private = allow;
     if !cache_mb.is_none() {
         if is_bool(cache_mb) || !cache_mb.is_instance_of::<pyo3::types::PyInt>() {
             problems.push("cache_mb: expected a whole number of MiB".to_owned());
@@ -430,20 +452,8 @@ impl Engine {
         actor: &str,
     ) -> PyResult<String> {
         let mut problems = Vec::new();
-        let text = match text.extract::<String>() {
-            Ok(text) => text,
-            _ => {
-                problems.push("text: expected a string".to_owned());
-                String::new()
-            }
-        };
-        let stop = match stop.extract::<bool>() {
-            Ok(flag) if stop.is_instance_of::<pyo3::types::PyBool>() => flag,
-            _ => {
-                problems.push("stop: expected True or False".to_owned());
-                false
-            }
-        };
+        let text = text_arg(text, "text", &mut problems);
+        let stop = flag_arg(stop, "stop", &mut problems);
         if !problems.is_empty() {
             return Err(invalid(py, problems));
         }
@@ -891,17 +901,8 @@ fn credential_from_headers(
 #[pyfunction]
 fn redact(py: Python<'_>, text: &Bound<'_, PyAny>, hex: &Bound<'_, PyAny>) -> PyResult<String> {
     let mut problems = Vec::new();
-    let text = text.extract::<String>().unwrap_or_else(|_| {
-        problems.push("text: expected a string".to_owned());
-        String::new()
-    });
-    let hex = match hex.extract::<bool>() {
-        Ok(flag) if hex.is_instance_of::<pyo3::types::PyBool>() => flag,
-        _ => {
-            problems.push("hex: expected True or False".to_owned());
-            false
-        }
-    };
+    let text = text_arg(text, "text", &mut problems);
+    let hex = flag_arg(hex, "hex", &mut problems);
     if !problems.is_empty() {
         return Err(invalid(py, problems));
     }
