@@ -126,7 +126,8 @@ pub struct LogEntry {
     pub store_id: StoreId,
     pub key_id: Option<String>,
     pub method: String,
-    /// The path without its query string (queries may carry secrets).
+    /// The path without its query string (queries may carry secrets), credentials in it
+    /// masked.
     pub path: String,
     pub status: u16,
     pub ip: Option<IpAddr>,
@@ -136,8 +137,8 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
-    /// An entry with the path reduced to what may be stored: no query or fragment, at most
-    /// 512 bytes, no control characters.
+    /// An entry with the path reduced to what may be stored: no query or fragment, credentials
+    /// masked, at most 512 bytes, no control characters.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         at: OffsetDateTime,
