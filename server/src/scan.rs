@@ -182,16 +182,10 @@ impl ScanReport {
         masked: &str,
         finding: Option<&Finding>,
     ) -> std::io::Result<()> {
+        let checked = finding.map(|f| f.status);
         self.found += 1;
-        match finding.map(|f| f.status) {
-            Some(LeakStatus::Live | LeakStatus::NotStopped | LeakStatus::OutOfScope) => {
-                self.live += 1
-            }
-            Some(LeakStatus::Revoked | LeakStatus::OverlapEnded | LeakStatus::SecretReplaced) => {
-                self.stopped += 1
-            }
-            Some(LeakStatus::NotLive) | None => {}
-        }
+        self.live += usize::from(checked.is_some_and(LeakStatus::is_live));
+        self.stopped += usize::from(checked.is_some_and(LeakStatus::is_stopped));
         let status = finding.map(describe);
         match self.format {
             ScanFormat::Text => {
@@ -213,18 +207,14 @@ impl ScanReport {
             }
             ScanFormat::Sarif => {
                 let (id, name, _) = rule(shape);
-                let level = match finding.map(|f| f.status) {
-                    // Found by its shape, unchecked: a token's checksum makes it almost surely
-                    // real, and a pair secret is reported only when it is live.
+                let level = match checked {
+                    // Found by its shape, unchecked: a token's checksum and a pair secret's
+                    // form make either almost surely real.
                     None => "error",
-                    Some(LeakStatus::Live | LeakStatus::NotStopped | LeakStatus::OutOfScope) => {
-                        "error"
-                    }
+                    Some(status) if status.is_live() => "error",
                     // Stopped now, but still in the file for anyone to try.
-                    Some(
-                        LeakStatus::Revoked | LeakStatus::OverlapEnded | LeakStatus::SecretReplaced,
-                    ) => "warning",
-                    Some(LeakStatus::NotLive) => "note",
+                    Some(status) if status.is_stopped() => "warning",
+                    Some(_) => "note",
                 };
                 let text = match &status {
                     Some(status) => format!("{name} {masked}: {status}."),

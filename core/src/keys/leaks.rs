@@ -179,6 +179,22 @@ pub enum LeakStatus {
     OutOfScope,
 }
 
+impl LeakStatus {
+    /// The credential still authenticates after the check: live and not asked to stop, not
+    /// stoppable, or another store's (what a scanner's `--fail` and alerts go by).
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Live | Self::NotStopped | Self::OutOfScope)
+    }
+
+    /// The check stopped it (whichever way its kind of key is stopped).
+    pub fn is_stopped(self) -> bool {
+        matches!(
+            self,
+            Self::Revoked | Self::OverlapEnded | Self::SecretReplaced
+        )
+    }
+}
+
 /// The request of a leak check as the HTTP API takes it: `{text, stop?}`. Its `Debug` shows
 /// the text's length only: the text holds the credentials it is checked for.
 #[derive(Clone, PartialEq, Eq)]
@@ -405,6 +421,25 @@ mod tests {
         // Masking is final: a masked text has nothing left to mask.
         let once = redact(&text, true).into_owned();
         assert_eq!(redact(&once, true), once);
+    }
+
+    #[test]
+    fn after_a_check_a_credential_is_live_stopped_or_neither() {
+        use LeakStatus::*;
+        let live = [Live, NotStopped, OutOfScope];
+        let stopped = [Revoked, OverlapEnded, SecretReplaced];
+        for status in [
+            NotLive,
+            Live,
+            Revoked,
+            OverlapEnded,
+            SecretReplaced,
+            NotStopped,
+            OutOfScope,
+        ] {
+            assert_eq!(status.is_live(), live.contains(&status), "{status:?}");
+            assert_eq!(status.is_stopped(), stopped.contains(&status), "{status:?}");
+        }
     }
 
     proptest::proptest! {
